@@ -1,0 +1,168 @@
+"""One quote in, one recommendation out: the pricing decision, pure and deterministic.
+
+The service layer gathers the inputs (the assignment, the live model if any, the property's
+base price, competitor prices, a quote id); this module decides the price. Every path ends in
+``Guardrails``, so no recommendation can leave the caller's bounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pricing.domain.conversion_model import ConversionModel, ModelFeatures
+from pricing.domain.experiments import Assignment
+from pricing.domain.guardrails import Guardrails, round_price
+from pricing.domain.optimiser import optimise
+from pricing.domain.quote import Quote
+from pricing.domain.rules import rule_based_price
+
+ML, RULES = "ml_elasticity", "rule_based"
+GRID_POINTS = 101
+RULE_GRID_SPREAD = 0.2  # rule-based candidates span +-20% around the rule price
+RULE_GRID_POINTS = 9
+RULE_BAND = 0.10
+# Rule-based pickup: share of the still-unsold rooms expected to sell by the stay date.
+RULE_PICKUP_FAR, RULE_PICKUP_NEAR = 0.6, 0.3
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    price: float
+    price_grid: tuple[float, ...]
+    conf_band: tuple[float, float]
+    occ_now: float
+    occ_end_bucket: float
+    reasons: tuple[str, ...]
+    pricing_method: str
+    assignment: Assignment
+    quote_id: str
+    clamped: bool
+    model_version: str | None = None
+    conversion_prob: float | None = None
+
+    def to_response(self, competitor_data: dict | None) -> dict:
+        expected = {"occ_now": round(self.occ_now, 4), "occ_end_bucket": round(self.occ_end_bucket, 4)}
+        if self.conversion_prob is not None:
+            expected["conversion_prob"] = round(self.conversion_prob, 6)
+            expected["revenue"] = round(self.price * self.conversion_prob, 2)
+        return {
+            "price": self.price,
+            "price_grid": list(self.price_grid),
+            "conf_band": {"lower": self.conf_band[0], "upper": self.conf_band[1]},
+            "expected": expected,
+            "reasons": list(self.reasons),
+            "safety": {
+                "pricing_method": self.pricing_method,
+                "ab_variant": self.assignment.variant,
+                "experiment_id": self.assignment.experiment_id,
+                "model_version": self.model_version,
+                "quote_id": self.quote_id,
+                "competitor_data": competitor_data,
+                "clamped": self.clamped,
+            },
+        }
+
+
+def model_features(quote: Quote) -> ModelFeatures:
+    return ModelFeatures(
+        lead_days=quote.lead_days,
+        occupancy=min(quote.occupancy, 1.0),
+        weekend=quote.weekday in (4, 5),
+        refundable=quote.refundable,
+        los=quote.los,
+    )
+
+
+def _band(guardrails: Guardrails, price: float, lo: float, hi: float) -> tuple[float, float]:
+    lower = min(price, guardrails.enforce(lo)[0])
+    upper = max(price, guardrails.enforce(hi)[0])
+    return lower, upper
+
+
+def _competitor_reason(quote: Quote) -> list[str]:
+    comp = quote.competitors
+    if comp is None or comp.p50 is None or not quote.toggles.use_competitors:
+        return []
+    return [f"Competitor median {comp.p50:.2f} ({comp.source})"]
+
+
+def recommend(
+    quote: Quote,
+    *,
+    quote_id: str,
+    assignment: Assignment,
+    model: ConversionModel | None,
+    configured_base: float | None = None,
+    fallback_reason: str | None = None,
+) -> Recommendation:
+    """Price ``quote``: with ``model`` when ML pricing is wanted and the model is usable, else by rules.
+
+    ML is wanted when the caller allows it (``toggles.use_ml``) and the assignment does not put
+    the unit in the rule-based arm. ``fallback_reason`` says why no model was given (store down,
+    no model yet), and is reported when ML was wanted.
+    """
+    guardrails = Guardrails(quote.min_price, quote.max_price, quote.allowed_price_grid)
+    wants_ml = quote.toggles.use_ml and assignment.method != RULES
+    reasons: list[str] = []
+    if not quote.toggles.use_ml:
+        reasons.append("ML pricing disabled by toggles.use_ml")
+    elif assignment.method == RULES:
+        reasons.append(f"Experiment {assignment.experiment_id}: control arm uses rule-based pricing")
+
+    if wants_ml and model is not None:
+        features = model_features(quote)
+        lo, hi = model.trusted_range
+        grid = guardrails.candidate_grid(lo, hi, GRID_POINTS)
+        if grid:
+            opt = optimise(model, features, grid)
+            free = optimise(model, features, Guardrails().candidate_grid(lo, hi, GRID_POINTS))
+            best = opt.best
+            clamped = not guardrails.admits(free.best.price)
+            occ_end = min(1.0, quote.occupancy + best.conversion_prob * quote.remaining / quote.capacity)
+            reasons += [
+                f"ML elasticity model {model.version}: P(book)={best.conversion_prob:.3f} at "
+                f"{best.price:.2f}, expected revenue {best.revenue:.2f}",
+                f"Evaluated {opt.evaluated} candidate prices from {grid[0]:.2f} to {grid[-1]:.2f}",
+                *_competitor_reason(quote),
+            ]
+            if clamped:
+                reasons.append(f"Unconstrained optimum {free.best.price:.2f} moved inside the guardrails")
+            return Recommendation(
+                price=best.price,
+                price_grid=grid,
+                conf_band=_band(guardrails, best.price, *opt.band),
+                occ_now=quote.occupancy,
+                occ_end_bucket=occ_end,
+                reasons=tuple(reasons),
+                pricing_method=ML,
+                assignment=assignment,
+                quote_id=quote_id,
+                clamped=clamped,
+                model_version=model.version,
+                conversion_prob=best.conversion_prob,
+            )
+        fallback_reason = "the model's trusted price range lies outside the guardrails"
+
+    if wants_ml:
+        reasons.append(f"Fell back to rule-based pricing: {fallback_reason or 'no model available'}")
+    rule = rule_based_price(quote, configured_base)
+    price, clamped = guardrails.enforce(rule.price)
+    reasons += [*rule.reasons, *_competitor_reason(quote)]
+    if clamped:
+        reasons.append(f"Rule price {rule.price:.2f} moved to {price:.2f} by the guardrails")
+    spread = RULE_GRID_SPREAD * price
+    grid = tuple(sorted({price, *guardrails.candidate_grid(price - spread, price + spread, RULE_GRID_POINTS)}))
+    pickup = RULE_PICKUP_NEAR if quote.lead_days < 14 else RULE_PICKUP_FAR
+    occ_end = min(1.0, quote.occupancy + pickup * quote.remaining / quote.capacity)
+    return Recommendation(
+        price=price,
+        price_grid=grid,
+        conf_band=_band(guardrails, price, round_price(price * (1 - RULE_BAND)), round_price(price * (1 + RULE_BAND))),
+        occ_now=quote.occupancy,
+        occ_end_bucket=occ_end,
+        reasons=tuple(reasons),
+        pricing_method=RULES,
+        assignment=assignment,
+        quote_id=quote_id,
+        clamped=clamped,
+    )

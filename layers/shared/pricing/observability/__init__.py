@@ -1,0 +1,1 @@
+"""Observability: metrics and their push, Sentry, request ids and structured logging."""

@@ -1,0 +1,1 @@
+"""Use cases: each joins the pure domain to storage and observability."""

@@ -1,0 +1,118 @@
+"""Configuration, read once from the environment into one immutable object.
+
+Every environment variable the service reads is named here and nowhere else; the rest of the
+code receives a ``Settings`` instance (or the values it needs) as an argument.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Mapping
+
+from pricing import __version__
+
+
+class ConfigurationError(ValueError):
+    """An environment variable holds a value the service cannot run with."""
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number") from None
+    if not lo <= value <= hi:
+        raise ConfigurationError(f"{name}={value} is outside [{lo}, {hi}]")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    return int(_float(env, name, default, lo, hi))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service's configuration.
+
+    Environment variables (all optional; the defaults run the service locally):
+
+    ``ENVIRONMENT``, ``RELEASE``                    deployment name and version
+    ``SENTRY_DSN``, ``SENTRY_TRACES_SAMPLE_RATE``   Sentry (empty DSN: Sentry off)
+    ``PUSHGATEWAY_URL``                             Pushgateway base URL (empty: no push)
+    ``PUSHGATEWAY_TIMEOUT_SECONDS``                 bound on one push (default 0.25)
+    ``PUSHGATEWAY_USERNAME``/``PUSHGATEWAY_PASSWORD`` or ``PUSHGATEWAY_BEARER_TOKEN``
+    ``PUSHGATEWAY_GROUP_TTL_SECONDS``               age after which a silent group is pruned
+    ``ARTIFACTS_BUCKET``                            S3 bucket for model artifacts
+    ``OUTCOMES_TABLE``, ``REGISTRY_TABLE``, ``EXPERIMENTS_TABLE``  DynamoDB tables
+    ``BACKEND_API_URL``, ``BACKEND_API_KEY``        competitor-data backend (empty URL: none)
+    ``COMPETITOR_TIMEOUT_SECONDS``                  bound on one backend call (default 0.3)
+    ``MODEL_CACHE_TTL_SECONDS``                     in-container model cache lifetime
+    ``MAX_BODY_BYTES``                              request bodies above this are a 413
+    ``RETRAIN_BATCH_SIZE``                          properties per fanned-out retrain invocation
+    ``RETRAIN_FUNCTION_NAME``                       the function the scheduled run fans out to
+    """
+
+    environment: str = "development"
+    release: str = __version__
+    service_name: str = "pricing"
+    sentry_dsn: str = ""
+    sentry_traces_sample_rate: float = 0.1
+    pushgateway_url: str = ""
+    pushgateway_timeout_seconds: float = 0.25
+    pushgateway_username: str = ""
+    pushgateway_password: str = field(default="", repr=False)
+    pushgateway_bearer_token: str = field(default="", repr=False)
+    pushgateway_group_ttl_seconds: int = 900
+    artifacts_bucket: str = "pricing-artifacts"
+    outcomes_table: str = "pricing-outcomes"
+    registry_table: str = "pricing-model-registry"
+    experiments_table: str = "pricing-experiments"
+    backend_api_url: str = ""
+    backend_api_key: str = field(default="", repr=False)
+    competitor_timeout_seconds: float = 0.3
+    model_cache_ttl_seconds: int = 300
+    max_body_bytes: int = 6 * 1024 * 1024 - 1
+    retrain_batch_size: int = 100
+    retrain_function_name: str = ""
+    function_name: str = "local"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            environment=env.get("ENVIRONMENT") or d.environment,
+            release=env.get("RELEASE") or d.release,
+            service_name=env.get("POWERTOOLS_SERVICE_NAME") or d.service_name,
+            sentry_dsn=env.get("SENTRY_DSN", ""),
+            sentry_traces_sample_rate=_float(env, "SENTRY_TRACES_SAMPLE_RATE", d.sentry_traces_sample_rate, 0.0, 1.0),
+            pushgateway_url=env.get("PUSHGATEWAY_URL", "").rstrip("/"),
+            pushgateway_timeout_seconds=_float(env, "PUSHGATEWAY_TIMEOUT_SECONDS", d.pushgateway_timeout_seconds, 0.01, 5.0),
+            pushgateway_username=env.get("PUSHGATEWAY_USERNAME", ""),
+            pushgateway_password=env.get("PUSHGATEWAY_PASSWORD", ""),
+            pushgateway_bearer_token=env.get("PUSHGATEWAY_BEARER_TOKEN", ""),
+            pushgateway_group_ttl_seconds=_int(env, "PUSHGATEWAY_GROUP_TTL_SECONDS", d.pushgateway_group_ttl_seconds, 5, 86400),
+            artifacts_bucket=env.get("ARTIFACTS_BUCKET") or d.artifacts_bucket,
+            outcomes_table=env.get("OUTCOMES_TABLE") or d.outcomes_table,
+            registry_table=env.get("REGISTRY_TABLE") or d.registry_table,
+            experiments_table=env.get("EXPERIMENTS_TABLE") or d.experiments_table,
+            backend_api_url=env.get("BACKEND_API_URL", "").rstrip("/"),
+            backend_api_key=env.get("BACKEND_API_KEY", ""),
+            competitor_timeout_seconds=_float(env, "COMPETITOR_TIMEOUT_SECONDS", d.competitor_timeout_seconds, 0.01, 10.0),
+            model_cache_ttl_seconds=_int(env, "MODEL_CACHE_TTL_SECONDS", d.model_cache_ttl_seconds, 0, 86400),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes, 1024, 6 * 1024 * 1024),
+            retrain_batch_size=_int(env, "RETRAIN_BATCH_SIZE", d.retrain_batch_size, 1, 10000),
+            retrain_function_name=env.get("RETRAIN_FUNCTION_NAME", ""),
+            function_name=env.get("AWS_LAMBDA_FUNCTION_NAME") or d.function_name,
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, parsed on first use and then fixed for the container's life."""
+    return Settings.from_env()
