@@ -92,3 +92,42 @@ def sample_ratio_mismatch_p_value(
     expected = (total * (1 - treatment_share), total * treatment_share)
     chi2 = sum((o - e) ** 2 / e for o, e in zip((n_control, n_treatment), expected))
     return math.erfc(math.sqrt(chi2 / 2))
+
+
+# Quote ids carry their A/B attribution ("<token>~<experiment_id>~<variant>"), so /learn can
+# attribute an outcome to the arm that priced it without a per-quote write on the scoring path.
+QUOTE_ID_SEPARATOR = "~"
+
+
+def quote_id_for(token: str, assignment: Assignment) -> str:
+    if assignment.experiment_id is None:
+        return token
+    return QUOTE_ID_SEPARATOR.join((token, assignment.experiment_id, assignment.variant))
+
+
+def attribution_of(quote_id: str | None) -> Assignment | None:
+    """The experiment and variant a quote id was issued under, if it names one."""
+    if not quote_id:
+        return None
+    parts = quote_id.split(QUOTE_ID_SEPARATOR)
+    if len(parts) != 3 or not parts[1] or parts[2] not in (CONTROL, TREATMENT):
+        return None
+    return Assignment(parts[1], parts[2])
+
+
+def experiment_from_record(record: dict) -> Experiment:
+    """An experiment from its stored form; raises ValueError when the record is malformed."""
+    share = float(record.get("treatment_share", 0.5))
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"treatment_share {share} outside [0, 1]")
+    properties = record.get("property_ids")
+    experiment_id = str(record["experiment_id"])
+    if QUOTE_ID_SEPARATOR in experiment_id:
+        raise ValueError(f"experiment id may not contain {QUOTE_ID_SEPARATOR!r}")
+    return Experiment(
+        experiment_id=experiment_id,
+        treatment_share=share,
+        property_ids=frozenset(properties) if properties else None,
+        unit=str(record.get("unit", "user")),
+        active=bool(record.get("active", True)),
+    )

@@ -1,0 +1,213 @@
+"""What every HTTP function shares: request ids, strict JSON, body limits, errors, metrics.
+
+The request middleware is plain ASGI rather than Starlette's ``BaseHTTPMiddleware`` because it
+must see (and may refuse) the raw body before FastAPI parses it, and must stamp ``X-Request-ID``
+on every response it lets through.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Awaitable, Callable
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.routing import Match
+
+from pricing import __version__
+from pricing.observability import metrics
+from pricing.observability.context import bind_request_id, current_request_id, logger, resolve_request_id
+from pricing.observability.sentry import set_request_context
+from pricing.settings import Settings
+
+UNMATCHED_ENDPOINT = "unmatched"  # every unknown path shares one label value
+MAX_JSON_DEPTH = 32
+
+
+class InvalidJSON(ValueError):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidJSON(f"{name} is not valid JSON")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise InvalidJSON(f"duplicate key {key[:64]!r}")
+        obj[key] = value
+    return obj
+
+
+def _depth(value: Any, limit: int) -> int:
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            return deepest
+        if isinstance(node, dict):
+            stack.extend((v, d + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, d + 1) for v in node)
+    return deepest
+
+
+def parse_strict_json(body: bytes) -> Any:
+    """JSON as RFC 8259 has it: no NaN/Infinity, no duplicate keys, no absurd nesting.
+
+    Python's parser accepts all three by default; each would let a malformed request reach the
+    model as something it is not (a NaN price, a silently overwritten field).
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidJSON("body is not UTF-8") from None
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+    except RecursionError:
+        raise InvalidJSON(f"nesting deeper than {MAX_JSON_DEPTH} levels") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidJSON(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise InvalidJSON(f"nesting deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def error_body(loc: list, msg: str, type_: str) -> dict:
+    return {"detail": [{"loc": loc, "msg": msg, "type": type_}]}
+
+
+def endpoint_of(app: FastAPI, scope: dict) -> str:
+    """The route template serving this request: a bounded label, unlike the raw path."""
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return getattr(route, "path", UNMATCHED_ENDPOINT)
+    return UNMATCHED_ENDPOINT
+
+
+class RequestMiddleware:
+    """Request id, body size limit, strict JSON, and the request's metrics, for every request."""
+
+    def __init__(self, app: Callable, *, fastapi_app: FastAPI, settings: Settings):
+        self.app = app
+        self.fastapi_app = fastapi_app
+        self.settings = settings
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        event = scope.get("aws.event") or {}
+        gateway_id = (event.get("requestContext") or {}).get("requestId")
+        request_id = resolve_request_id(headers.get("x-request-id"), gateway_id)
+        bind_request_id(request_id)
+        method, endpoint = scope["method"], endpoint_of(self.fastapi_app, scope)
+        set_request_context(request_id, additional_tags={"endpoint": endpoint, "method": method})
+        status = {"code": 500}
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [h for h in message["headers"] if h[0].lower() != b"x-request-id"]
+                message["headers"].append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        metrics.begin_request(endpoint)
+        try:
+            refusal, replay = await self._read_body(scope, receive, headers)
+            if refusal is not None:
+                code, body, error_type = refusal
+                metrics.track_error(endpoint=endpoint, error_type=error_type)
+                await JSONResponse(body, status_code=code)(scope, replay, send_with_id)
+            else:
+                await self.app(scope, replay, send_with_id)
+        except Exception:
+            metrics.track_error(endpoint=endpoint, error_type="internal")
+            raise
+        finally:
+            metrics.end_request(endpoint)
+            metrics.track_request(
+                method=method, endpoint=endpoint, status_code=status["code"], duration=time.perf_counter() - started
+            )
+
+    async def _read_body(
+        self, scope: dict, receive: Callable, headers: dict
+    ) -> tuple[tuple[int, dict, str] | None, Callable[[], Awaitable[dict]]]:
+        limit = self.settings.max_body_bytes
+        declared = headers.get("content-length", "")
+        too_large = (413, error_body(["body"], f"request body exceeds {limit} bytes", "payload_too_large"), "payload_too_large")
+        if declared.isdigit() and int(declared) > limit:
+            return too_large, receive
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return too_large, receive
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        if body and scope["method"] in ("POST", "PUT", "PATCH"):
+            try:
+                parse_strict_json(body)
+            except InvalidJSON as exc:
+                return (422, error_body(["body"], str(exc), "json_invalid"), "invalid_json"), receive
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return None, replay
+
+
+def _summarise(errors: list[dict]) -> list[dict]:
+    # The offending input is not echoed back: it may be megabytes, or personal data.
+    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
+
+
+def create_app(*, title: str, settings: Settings) -> FastAPI:
+    """A FastAPI app with the service's middleware and error handling; routes are added by the caller."""
+    app = FastAPI(title=title, version=__version__, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics.track_error(endpoint=endpoint_of(app, request.scope), error_type="validation")
+        return JSONResponse({"detail": _summarise(exc.errors())}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        error_type = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
+        metrics.track_error(endpoint=endpoint_of(app, request.scope), error_type=error_type)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        # Runs in Starlette's outermost middleware, outside ours: stamp the request id here too.
+        request_id = current_request_id()
+        logger.exception("unhandled error", extra={"endpoint": request.url.path})
+        return JSONResponse(
+            {"detail": "internal error", "request_id": request_id},
+            status_code=500,
+            headers={"X-Request-ID": request_id or ""},
+        )
+
+    app.add_middleware(RequestMiddleware, fastapi_app=app, settings=settings)
+    return app

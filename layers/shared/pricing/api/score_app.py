@@ -1,0 +1,79 @@
+"""ScoreFunction's app: POST /score and GET /health, plus the scheduled synthetic check.
+
+Built at import so a warm container reuses the app, its caches and its clients.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+
+from mangum import Mangum
+
+from pricing.api.common import create_app
+from pricing.api.schemas import ScoreRequest
+from pricing.competitors import CompetitorClient
+from pricing.observability import metrics
+from pricing.observability.context import current_request_id, logger
+from pricing.observability.push import prune_stale_groups, pushes_metrics
+from pricing.observability.sentry import init_from_settings
+from pricing.services.scoring import ScoringService
+from pricing.settings import get_settings
+from pricing.storage import Storage
+
+settings = get_settings()
+init_from_settings(settings)
+metrics.set_service_info(version=settings.release, environment=settings.environment, service="score")
+
+service = ScoringService(
+    settings,
+    Storage(settings),
+    CompetitorClient(settings.backend_api_url, settings.backend_api_key, settings.competitor_timeout_seconds),
+)
+
+app = create_app(title="Pricing score API", settings=settings)
+
+
+@app.post("/score")
+def score(request: ScoreRequest) -> dict:
+    return service.score(request, current_request_id())
+
+
+@app.get("/health")
+def health() -> dict:
+    return service.health()
+
+
+SYNTHETIC_PROPERTY = "synthetic-canary"
+
+
+def synthetic_check() -> dict:
+    """Price a canary quote through the whole scoring path, then prune dead metric groups.
+
+    Scheduled every minute: Lambda has no process to scrape, so this run is what proves the
+    function can start, reach its stores and price (the ServiceDown alert watches its timestamp).
+    """
+    today = datetime.now(timezone.utc)
+    canary = ScoreRequest.model_validate(
+        {
+            "entity": {"userId": "synthetic", "propertyId": SYNTHETIC_PROPERTY},
+            "stay_date": (date.today() + timedelta(days=14)).isoformat(),
+            "quote_time": today.isoformat(),
+            "inventory": {"capacity": 10, "remaining": 5},
+            "toggles": {"use_competitors": False},
+        }
+    )
+    quote = service.score(canary, current_request_id())
+    metrics.mark_synthetic_check()
+    pruned = prune_stale_groups(settings)
+    logger.info("synthetic check", extra={"price": quote["price"], "pruned_groups": pruned})
+    return {"status": "healthy", "price": quote["price"], "pruned_groups": pruned, **service.health()}
+
+
+_asgi = Mangum(app, lifespan="off")
+
+
+@pushes_metrics("score")
+def handler(event: dict, context) -> dict:
+    if isinstance(event, dict) and event.get("synthetic") == "health":
+        return synthetic_check()
+    return _asgi(event, context)

@@ -1,0 +1,195 @@
+"""The /score use case: gather a quote's inputs from storage and the market, then let the domain price it.
+
+What lives per container (module-level in the app, so it survives warm invocations):
+
+* a property cache (live model + base price) with a TTL, so a warm container prices without I/O
+  and picks up a newly deployed model within ``MODEL_CACHE_TTL_SECONDS``;
+* the active experiments, refreshed every ``EXPERIMENTS_TTL_SECONDS``;
+* the competitor client's own cache.
+
+No failure of a store or of the competitor backend fails a quote: the price is then made by
+rules (or without competitor prices), and the reasons say so.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from pricing.api.schemas import ScoreRequest
+from pricing.competitors import CompetitorClient
+from pricing.domain.conversion_model import ConversionModel, ModelFormatError
+from pricing.domain.experiments import Experiment, assign, experiment_from_record, quote_id_for
+from pricing.domain.pricing import ML, recommend
+from pricing.observability import metrics
+from pricing.observability.context import logger
+from pricing.observability.sentry import report_once, set_request_context
+from pricing.settings import Settings
+from pricing.storage import Storage, StorageUnavailable
+
+EXPERIMENTS_TTL_SECONDS = 60.0
+#: After a store failure, the same property is not retried for this long (rules price meanwhile).
+FAILURE_BACKOFF_SECONDS = 5.0
+MAX_CACHED_PROPERTIES = 5_000
+
+
+@dataclass(frozen=True)
+class PropertyState:
+    model: ConversionModel | None
+    base_price: float | None
+    why_no_model: str | None = None
+
+
+class PropertyCache:
+    """Live model and configuration per property, each entry valid until its own deadline."""
+
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float]):
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._entries: dict[str, tuple[float, PropertyState]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, property_id: str) -> PropertyState | None:
+        with self._lock:
+            entry = self._entries.get(property_id)
+        if entry is None or entry[0] <= self._clock():
+            return None
+        return entry[1]
+
+    def put(self, property_id: str, state: PropertyState, ttl: float | None = None) -> None:
+        with self._lock:
+            if len(self._entries) >= MAX_CACHED_PROPERTIES and property_id not in self._entries:
+                # Evict the entry closest to expiry: a flood of unknown ids cannot grow memory.
+                del self._entries[min(self._entries, key=lambda k: self._entries[k][0])]
+            self._entries[property_id] = (self._clock() + (self.ttl_seconds if ttl is None else ttl), state)
+            metrics.set_models_loaded(sum(1 for _, s in self._entries.values() if s.model is not None))
+
+    @property
+    def models_loaded(self) -> int:
+        with self._lock:
+            return sum(1 for _, s in self._entries.values() if s.model is not None)
+
+
+class ScoringService:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        competitors: CompetitorClient,
+        clock: Callable[[], float] = time.monotonic,
+        new_token: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ):
+        self.settings = settings
+        self.storage = storage
+        self.competitors = competitors
+        self.cache = PropertyCache(settings.model_cache_ttl_seconds, clock)
+        self._clock = clock
+        self._new_token = new_token
+        self._experiments: tuple[float, list[Experiment]] = (float("-inf"), [])
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def experiments(self) -> list[Experiment]:
+        expires, current = self._experiments
+        if expires > self._clock():
+            return current
+        try:
+            records = self.storage.list_experiments()
+            parsed = []
+            for record in records:
+                try:
+                    parsed.append(experiment_from_record(record))
+                except (KeyError, TypeError, ValueError) as exc:
+                    report_once("experiment_malformed", f"malformed experiment record: {exc}")
+            self._experiments = (self._clock() + EXPERIMENTS_TTL_SECONDS, parsed)
+            return parsed
+        except StorageUnavailable as exc:
+            # Keep the last known experiments (or none); try again after the backoff.
+            report_once("experiments_store_unavailable", exc)
+            self._experiments = (self._clock() + FAILURE_BACKOFF_SECONDS, current)
+            return current
+
+    def property_state(self, property_id: str) -> PropertyState:
+        cached = self.cache.get(property_id)
+        if cached is not None:
+            metrics.record_cache_hit()
+            return cached
+        metrics.record_cache_miss()
+        try:
+            record = self.storage.get_property_record(property_id)
+        except StorageUnavailable as exc:
+            report_once("model_store_unavailable", exc)
+            logger.warning("model store unavailable", extra={"property_id": property_id, "error": str(exc)})
+            state = PropertyState(None, None, "model store unavailable")
+            self.cache.put(property_id, state, ttl=FAILURE_BACKOFF_SECONDS)
+            return state
+        model, why = None, None
+        if record.artifact_key is None:
+            why = "no model deployed for this property"
+        else:
+            try:
+                model = ConversionModel.from_artifact(self.storage.load_artifact(record.artifact_key))
+            except StorageUnavailable as exc:
+                report_once("model_store_unavailable", exc)
+                state = PropertyState(None, record.base_price, "model store unavailable")
+                self.cache.put(property_id, state, ttl=FAILURE_BACKOFF_SECONDS)
+                return state
+            except (KeyError, ValueError, ModelFormatError) as exc:
+                report_once("model_artifact_unusable", f"{record.artifact_key}: {exc}", property_id=property_id)
+                why = f"model {record.live_version} is unusable"
+        state = PropertyState(model, record.base_price, why)
+        self.cache.put(property_id, state)
+        return state
+
+    def competitor_data(self, request: ScoreRequest, request_id: str | None):
+        given = request.competitor_snapshot()
+        if given is not None or not request.toggles.use_competitors or not self.competitors.enabled:
+            return given
+        property_id = request.entity.propertyId
+        fetched = self.competitors.fetch(property_id, request.stay_date, request_id)
+        if not fetched.cached:
+            staleness = fetched.snapshot.staleness_seconds if fetched.snapshot else None
+            metrics.track_competitor_fetch(property_id=property_id, status=fetched.status, staleness_seconds=staleness)
+            if fetched.status not in ("success", "not_found"):
+                report_once(f"competitor_backend_{fetched.status}", f"competitor backend: {fetched.status}")
+        return fetched.snapshot
+
+    # -- the use case -------------------------------------------------------------------------
+
+    def score(self, request: ScoreRequest, request_id: str | None = None) -> dict:
+        started = time.perf_counter()
+        property_id, user_id = request.entity.propertyId, request.entity.userId
+        set_request_context(request_id, user_id=user_id, property_id=property_id)
+        competitors = self.competitor_data(request, request_id)
+        quote = request.to_quote(competitors)
+        assignment = assign(self.experiments(), property_id, user_id)
+        if assignment.experiment_id is not None:
+            metrics.track_ab_assignment(experiment_id=assignment.experiment_id, variant=assignment.variant)
+        state = self.property_state(property_id)
+        predicted_at = time.perf_counter()
+        result = recommend(
+            quote,
+            quote_id=quote_id_for(self._new_token(), assignment),
+            assignment=assignment,
+            model=state.model,
+            configured_base=state.base_price,
+            fallback_reason=state.why_no_model,
+        )
+        if result.pricing_method == ML:
+            metrics.track_model_prediction(
+                property_id=property_id, model_type="conversion", duration=time.perf_counter() - predicted_at
+            )
+        metrics.track_score_request(pricing_method=result.pricing_method, duration=time.perf_counter() - started)
+        return result.to_response(competitors.as_dict() if competitors else None)
+
+    def health(self) -> dict:
+        return {
+            "status": "healthy",
+            "model_loaded": self.cache.models_loaded > 0,
+            "timestamp": datetime.now(timezone.utc).isoformat(),
+            "version": self.settings.release,
+        }
