@@ -1,0 +1,62 @@
+# The pricing service's commands. Every target sets up what it needs: on a fresh machine
+# `make run` and `make test` install the virtualenv, the Python packages and (when missing)
+# the Debian packages of the Prometheus stack.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SAM := $(VENV)/bin/sam
+export SAM_CLI_TELEMETRY := 0
+REGION ?= us-east-1
+DEBIAN_PACKAGES := prometheus prometheus-pushgateway prometheus-alertmanager
+SOURCES := $(shell find layers functions -type f \( -name '*.py' -o -name 'requirements.txt' \) -not -path '*/__pycache__/*') template.yaml
+
+.DEFAULT_GOAL := help
+.PHONY: help setup system-deps build lint test test-unit test-integration test-e2e run invoke clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort | expand -t 22
+
+$(VENV)/.installed: requirements-dev.txt constraints.txt layers/shared/requirements.txt functions/retrain/requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+system-deps: ## install the Debian packages of the Prometheus stack when missing
+	@missing=""; \
+	for bin in prometheus promtool prometheus-pushgateway prometheus-alertmanager amtool; do \
+	  command -v $$bin >/dev/null || missing=yes; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing $(DEBIAN_PACKAGES)"; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES) >/dev/null; \
+	fi
+
+setup: $(VENV)/.installed system-deps ## create .venv with the pinned packages, install Debian packages
+
+.aws-sam/build/template.yaml: $(VENV)/.installed $(SOURCES)
+	$(SAM) build --region $(REGION) >/dev/null
+	touch $@
+
+build: .aws-sam/build/template.yaml ## sam build (no Docker needed), only when sources changed
+
+lint: $(VENV)/.installed ## sam validate --lint (cfn-lint)
+	$(SAM) validate --lint --region $(REGION)
+
+test: setup build ## the whole suite: unit, integration and end-to-end through the built artifacts
+	$(PY) -m pytest -q
+
+test-unit: $(VENV)/.installed ## unit tests only (no services, no AWS)
+	$(PY) -m pytest -q tests/unit
+
+test-integration: setup ## integration tests (real moto server, Prometheus stack, Sentry receiver)
+	$(PY) -m pytest -q tests/integration
+
+test-e2e: setup build ## end-to-end tests: built artifacts in local Lambda
+	$(PY) -m pytest -q tests/e2e
+
+clean: ## remove build output and local state
+	rm -rf .aws-sam .run
