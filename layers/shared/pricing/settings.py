@@ -55,6 +55,9 @@ class Settings:
     ``MAX_BODY_BYTES``                              request bodies above this are a 413
     ``RETRAIN_BATCH_SIZE``                          properties per fanned-out retrain invocation
     ``RETRAIN_FUNCTION_NAME``                       the function the scheduled run fans out to
+    ``METRICS_MAX_PROPERTY_LABELS``                 distinct property_id label values per container
+    ``METRICS_NEW_SERIES_HOLD_SECONDS``             a late-born series is pushed at 0 this long first
+    ``AWS_LAMBDA_FUNCTION_NAME``, ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``  set by Lambda
     """
 
     environment: str = "development"
@@ -80,6 +83,9 @@ class Settings:
     retrain_batch_size: int = 100
     retrain_function_name: str = ""
     function_name: str = "local"
+    function_memory_mb: int = 0
+    metrics_max_property_labels: int = 200
+    metrics_new_series_hold_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -109,6 +115,9 @@ class Settings:
             retrain_batch_size=_int(env, "RETRAIN_BATCH_SIZE", d.retrain_batch_size, 1, 10000),
             retrain_function_name=env.get("RETRAIN_FUNCTION_NAME", ""),
             function_name=env.get("AWS_LAMBDA_FUNCTION_NAME") or d.function_name,
+            function_memory_mb=_int(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", d.function_memory_mb, 0, 10240),
+            metrics_max_property_labels=_int(env, "METRICS_MAX_PROPERTY_LABELS", d.metrics_max_property_labels, 1, 100000),
+            metrics_new_series_hold_seconds=_float(env, "METRICS_NEW_SERIES_HOLD_SECONDS", d.metrics_new_series_hold_seconds, 0.0, 3600.0),
         )
 
 
