@@ -1,0 +1,347 @@
+"""Fitting and judging conversion models: L2-regularised logistic regression by Newton's method.
+
+Pure numpy and deterministic: the same outcomes give the same coefficients, bit for bit, on every
+run, so a retrain can be reproduced and two runs over unchanged data cannot flip a deployment.
+
+The design matrix is built row by row with ``conversion_model.design_row`` -- the very function
+the scorer evaluates -- so a feature can never mean one thing in training and another in scoring.
+
+Decisions:
+
+* **Newton/IRLS with an L2 penalty** (not plain maximum likelihood): hotel data often has a
+  feature that never varies (no refundable rates, no stay dates), which makes the Hessian
+  singular; the penalty keeps such a coefficient at zero. The intercept is not penalised.
+* **Reference price = median quoted price**: the price feature is ``price / reference``, so the
+  coefficients are comparable across properties and well scaled whatever the currency.
+* **Trusted price range = 1st..99th percentile of quoted prices**: a model is only asked about
+  prices it has seen (plus a margin, in ``ConversionModel.trusted_range``); one mistyped price
+  must not widen that range tenfold.
+* **Time-ordered holdout**: the newest 20% of outcomes judge the candidate, because the model
+  will price the future, not a random sample of the past.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from pricing.domain.conversion_model import FEATURE_NAMES, ConversionModel, design_row
+from pricing.domain.outcomes import Outcome
+
+L2_PENALTY = 1.0
+MAX_NEWTON_STEPS = 50
+NEWTON_TOLERANCE = 1e-9
+HOLDOUT_SHARE = 0.2
+PRICE_RANGE_PERCENTILES = (1.0, 99.0)
+#: Predictions are clipped away from 0 and 1 so one confident miss cannot make log loss infinite.
+PROBABILITY_FLOOR = 1e-6
+#: Features whose distribution drift detection watches (every design column but the intercept).
+DRIFT_FEATURES = FEATURE_NAMES[1:]
+REFERENCE_QUANTILES = tuple(q / 10 for q in range(1, 10))  # deciles: 10 bins per feature
+
+
+class TrainingError(ValueError):
+    """The outcomes cannot produce a model (no outcomes, one class only, a non-finite fit)."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How well a model's probabilities match what happened, on one set of outcomes."""
+
+    n: int
+    positives: int
+    log_loss: float
+    brier: float
+    mean_predicted: float
+
+    @property
+    def observed_rate(self) -> float:
+        return self.positives / self.n if self.n else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "n": self.n,
+            "positives": self.positives,
+            "log_loss": round(self.log_loss, 6),
+            "brier": round(self.brier, 6),
+            "mean_predicted": round(self.mean_predicted, 6),
+            "observed_rate": round(self.observed_rate, 6),
+        }
+
+
+def time_ordered(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """Oldest first; ties by key, so the order (and the split) never depends on read order."""
+    return sorted(outcomes, key=lambda o: (o.timestamp_utc, o.key))
+
+
+def split_holdout(outcomes: Sequence[Outcome], share: float = HOLDOUT_SHARE) -> tuple[list[Outcome], list[Outcome]]:
+    """(older part for fitting, newest ``share`` for judging), in time order."""
+    ordered = time_ordered(outcomes)
+    cut = len(ordered) - max(1, int(round(len(ordered) * share)))
+    return ordered[:cut], ordered[cut:]
+
+
+def design_matrix(outcomes: Sequence[Outcome], reference_price: float) -> np.ndarray:
+    rows = [design_row(o.quoted_price, reference_price, o.features()) for o in outcomes]
+    return np.asarray(rows, dtype=float).reshape(len(rows), len(FEATURE_NAMES))
+
+
+def labels(outcomes: Sequence[Outcome]) -> np.ndarray:
+    return np.fromiter((1.0 if o.accepted else 0.0 for o in outcomes), dtype=float, count=len(outcomes))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free and exact enough for fitting
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2_PENALTY) -> np.ndarray:
+    """Coefficients maximising ``sum(log-likelihood) - l2/2 * |w[1:]|^2`` (column 0 = intercept).
+
+    Newton's method on the penalised log-likelihood, which is strictly concave for ``l2 > 0``, so
+    the optimum is unique and reached from zero in a handful of steps.
+
+    Raises ``TrainingError`` when there are no rows or the iteration does not stay finite.
+    """
+    n, k = x.shape
+    if n == 0:
+        raise TrainingError("no outcomes to fit")
+    penalty = np.full(k, l2)
+    penalty[0] = 0.0
+    # A tiny ridge on the intercept too, only so a one-class sample still has a finite Newton step.
+    penalty_hessian = np.diag(penalty + 1e-9)
+    w = np.zeros(k)
+    for _ in range(MAX_NEWTON_STEPS):
+        p = _sigmoid(x @ w)
+        gradient = x.T @ (y - p) - penalty * w
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + penalty_hessian
+        step = np.linalg.solve(hessian, gradient)
+        w = w + step
+        if not np.all(np.isfinite(w)):
+            raise TrainingError("the fit diverged")
+        if float(np.max(np.abs(step))) < NEWTON_TOLERANCE:
+            break
+    return w
+
+
+def evaluate_probabilities(p: np.ndarray, y: np.ndarray) -> Evaluation:
+    if len(y) == 0:
+        raise TrainingError("nothing to evaluate on")
+    clipped = np.clip(p, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+    log_loss = float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)))
+    return Evaluation(
+        n=len(y),
+        positives=int(y.sum()),
+        log_loss=log_loss,
+        brier=float(np.mean((p - y) ** 2)),
+        mean_predicted=float(np.mean(p)),
+    )
+
+
+def predict(model: ConversionModel, outcomes: Sequence[Outcome]) -> np.ndarray:
+    """The model's P(book) for each outcome's quote, vectorised over ``design_row``."""
+    w = np.array([model.coefficients.get(name, 0.0) for name in FEATURE_NAMES])
+    return _sigmoid(design_matrix(outcomes, model.reference_price) @ w)
+
+
+def evaluate(model: ConversionModel, outcomes: Sequence[Outcome]) -> Evaluation:
+    return evaluate_probabilities(predict(model, outcomes), labels(outcomes))
+
+
+def evaluate_base_rate(rate: float, outcomes: Sequence[Outcome]) -> Evaluation:
+    """The no-model baseline: every quote converts at the training sample's booking rate."""
+    y = labels(outcomes)
+    return evaluate_probabilities(np.full(len(y), rate), y)
+
+
+def reference_bins(x: np.ndarray) -> dict:
+    """Fixed decile bins of each drift feature over the training rows, and each bin's share.
+
+    Bins are ``(-inf, e0], (e0, e1], ..., (ek, inf)`` with edges at the training deciles (equal
+    deciles collapse into one edge, so a binary feature gets the bins <=0, (0, 1], >1).
+    """
+    reference = {}
+    for column, name in enumerate(FEATURE_NAMES):
+        if name not in DRIFT_FEATURES:
+            continue
+        values = x[:, column]
+        edges = np.unique(np.quantile(values, REFERENCE_QUANTILES))
+        counts = np.bincount(np.searchsorted(edges, values, side="left"), minlength=len(edges) + 1)
+        reference[name] = {
+            "edges": [float(e) for e in edges],
+            "proportions": [float(c) / len(values) for c in counts],
+        }
+    return reference
+
+
+def price_range(outcomes: Sequence[Outcome]) -> tuple[float, float]:
+    prices = np.array([o.quoted_price for o in outcomes])
+    lo, hi = np.percentile(prices, PRICE_RANGE_PERCENTILES)
+    return float(lo), float(hi)
+
+
+def train_conversion_model(
+    outcomes: Sequence[Outcome],
+    *,
+    property_id: str,
+    version: str,
+    trained_at: str,
+    l2: float = L2_PENALTY,
+    extra_training: Mapping | None = None,
+) -> ConversionModel:
+    """Fit a conversion model to ``outcomes`` and record what drift detection needs about them.
+
+    The artifact's ``training`` field keeps: sample size and positives, the time span, the
+    in-sample log loss, and the reference bins of every feature (``reference_bins``).
+
+    Raises ``TrainingError`` (no outcomes, a non-finite fit). The caller decides whether a model
+    whose demand does not fall with price may be used (``ConversionModel.demand_falls_with_price``);
+    such a model is returned, not refused, so the refusal can be recorded with its coefficient.
+    """
+    if not outcomes:
+        raise TrainingError("no outcomes to fit")
+    ordered = time_ordered(outcomes)
+    reference_price = float(np.median([o.quoted_price for o in ordered]))
+    x = design_matrix(ordered, reference_price)
+    y = labels(ordered)
+    w = fit_logistic(x, y, l2)
+    fitted = evaluate_probabilities(_sigmoid(x @ w), y)
+    training = {
+        "n": len(ordered),
+        "positives": int(y.sum()),
+        "data_start": ordered[0].timestamp_utc,
+        "data_end": ordered[-1].timestamp_utc,
+        "log_loss": round(fitted.log_loss, 6),
+        "l2": l2,
+        "reference": reference_bins(x),
+        **dict(extra_training or {}),
+    }
+    return ConversionModel(
+        property_id=property_id,
+        version=version,
+        coefficients={name: float(c) for name, c in zip(FEATURE_NAMES, w)},
+        reference_price=reference_price,
+        price_range=price_range(ordered),
+        trained_at=trained_at,
+        training=training,
+    )
+
+
+# -- judging a candidate ----------------------------------------------------------------------
+
+#: Below these a fit is mostly noise: refuse to train (status "skipped").
+MIN_OUTCOMES = 200
+MIN_POSITIVES = 20
+MIN_NEGATIVES = 20
+#: A candidate must beat the incumbent's holdout log loss by this share to replace it, so two fits
+#: of practically the same data do not churn versions (and caches) every night.
+MIN_RELATIVE_IMPROVEMENT = 0.001
+
+
+def insufficient_data(outcomes: Sequence[Outcome]) -> str | None:
+    """Why ``outcomes`` are too few to train on, or None when they suffice."""
+    positives = sum(1 for o in outcomes if o.accepted)
+    negatives = len(outcomes) - positives
+    if len(outcomes) < MIN_OUTCOMES:
+        return f"{len(outcomes)} outcomes, at least {MIN_OUTCOMES} needed"
+    if positives < MIN_POSITIVES:
+        return f"{positives} bookings, at least {MIN_POSITIVES} needed"
+    if negatives < MIN_NEGATIVES:
+        return f"{negatives} unbooked quotes, at least {MIN_NEGATIVES} needed"
+    return None
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A candidate model and whether it should replace the incumbent, with the figures that say so."""
+
+    deploy: bool
+    reason: str
+    candidate: ConversionModel
+    candidate_holdout: Evaluation
+    baseline_holdout: Evaluation
+    incumbent_holdout: Evaluation | None
+
+    def figures(self) -> dict:
+        return {
+            "candidate": {
+                **self.candidate_holdout.as_dict(),
+                "price_coefficient": round(self.candidate.price_coefficient, 6),
+            },
+            "incumbent": None if self.incumbent_holdout is None else self.incumbent_holdout.as_dict(),
+            "baseline": self.baseline_holdout.as_dict(),
+        }
+
+
+def train_and_judge(
+    outcomes: Sequence[Outcome],
+    incumbent: ConversionModel | None,
+    *,
+    property_id: str,
+    version: str,
+    trained_at: str,
+    l2: float = L2_PENALTY,
+) -> Judgement:
+    """Fit on the older 80%, judge on the newest 20%, and refit on everything if it wins.
+
+    The holdout decides whether a model of this form, fitted to this property's data, predicts
+    the newest bookings better than the incumbent (or, with no incumbent, than the base booking
+    rate). The model returned for deployment is then refitted on the whole window, so the newest
+    fifth of the data -- the most relevant to tomorrow's prices -- is not thrown away.
+
+    Rejected: a candidate whose booking probability does not fall with price (it would push every
+    price to the ceiling), and one not better than the incumbent by ``MIN_RELATIVE_IMPROVEMENT``.
+
+    Raises ``TrainingError`` when the outcomes cannot be fitted at all.
+    """
+    fit_part, holdout = split_holdout(outcomes)
+    trial = train_conversion_model(fit_part, property_id=property_id, version=version, trained_at=trained_at, l2=l2)
+    candidate_holdout = evaluate(trial, holdout)
+    base_rate = float(labels(fit_part).mean())
+    baseline_holdout = evaluate_base_rate(base_rate, holdout)
+    incumbent_holdout = evaluate(incumbent, holdout) if incumbent is not None else None
+
+    final = train_conversion_model(
+        outcomes,
+        property_id=property_id,
+        version=version,
+        trained_at=trained_at,
+        l2=l2,
+        extra_training={
+            "holdout_log_loss": round(candidate_holdout.log_loss, 6),
+            "holdout_n": candidate_holdout.n,
+            "baseline_log_loss": round(baseline_holdout.log_loss, 6),
+        },
+    )
+
+    def judged(deploy: bool, reason: str) -> Judgement:
+        return Judgement(deploy, reason, final, candidate_holdout, baseline_holdout, incumbent_holdout)
+
+    if not trial.demand_falls_with_price or not final.demand_falls_with_price:
+        coefficient = max(trial.price_coefficient, final.price_coefficient)
+        return judged(False, f"demand does not fall with price (price coefficient {coefficient:+.4f} >= 0)")
+    if candidate_holdout.log_loss >= baseline_holdout.log_loss:
+        return judged(
+            False,
+            f"holdout log loss {candidate_holdout.log_loss:.4f} no better than the base booking rate's "
+            f"{baseline_holdout.log_loss:.4f}",
+        )
+    if incumbent_holdout is not None:
+        needed = incumbent_holdout.log_loss * (1 - MIN_RELATIVE_IMPROVEMENT)
+        if candidate_holdout.log_loss > needed:
+            return judged(
+                False,
+                f"holdout log loss {candidate_holdout.log_loss:.4f} not better than incumbent "
+                f"{incumbent.version}'s {incumbent_holdout.log_loss:.4f}",
+            )
+        return judged(
+            True,
+            f"holdout log loss {candidate_holdout.log_loss:.4f} beats incumbent {incumbent.version}'s "
+            f"{incumbent_holdout.log_loss:.4f}",
+        )
+    return judged(
+        True,
+        f"first model: holdout log loss {candidate_holdout.log_loss:.4f} beats the base booking rate's "
+        f"{baseline_holdout.log_loss:.4f}",
+    )
