@@ -16,15 +16,37 @@ Tables (keys as in template.yaml):
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import threading
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterable
 
 from pricing.settings import Settings
 
 CONFIG_RECORD, LIVE_RECORD, MODEL_RECORD_PREFIX = "CONFIG", "LIVE", "MODEL#"
+
+BATCH_GET_LIMIT, BATCH_WRITE_LIMIT, SQS_BATCH_LIMIT = 100, 25, 10  # the services' per-call maxima
+OUTCOME_IO_WORKERS = 8
+OUTCOME_IO_BUDGET_SECONDS = 20.0  # leaves a 29 s API Gateway request time to answer 503
+UNPROCESSED_FIRST_DELAY, UNPROCESSED_MAX_DELAY = 0.05, 1.0
+
+# The outcomes table holds, besides outcomes, one listing item per property (key "#listing",
+# which no outcome key can be: those start with "q:" or "h:"). Only listing items carry
+# ``listing_shard``, so the index over it is sparse: the scheduled retrain lists 10,000
+# properties by querying it, instead of scanning every outcome ever stored. Sharding keeps any
+# one index partition from taking every listing write.
+OUTCOME_LISTING_KEY = "#listing"
+OUTCOME_PROPERTIES_INDEX = "PropertiesWithOutcomes"
+LISTING_SHARDS = 16
+
+
+def listing_shard(property_id: str) -> str:
+    return f"{int.from_bytes(hashlib.sha256(property_id.encode()).digest()[:4], 'big') % LISTING_SHARDS:02d}"
 
 
 class StorageUnavailable(RuntimeError):
@@ -179,3 +201,211 @@ class Storage:
     def put_items(self, table: str, items: Iterable[dict]) -> None:
         for item in items:
             self._call("dynamodb", "put_item", TableName=table, Item=self._ser(item))
+
+    # -- outcomes: ingestion (write side) -------------------------------------------------
+    #
+    # A /learn batch of 10,000 outcomes is 100 BatchGetItem and 400 BatchWriteItem calls; they
+    # run on a small thread pool (boto3 clients are thread-safe) so the batch finishes in a few
+    # seconds, well inside API Gateway's 29 s. DynamoDB may return part of a batch unprocessed
+    # under throttling: those keys/items are retried with exponential backoff until a deadline,
+    # after which the whole call fails -- the caller must never acknowledge an unstored outcome.
+
+    def _outcome_io_pool(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        return ThreadPoolExecutor(max_workers=OUTCOME_IO_WORKERS, thread_name_prefix="outcome-io")
+
+    def _retry_unprocessed(self, operation: str, request: dict, leftover_key: str, deadline: float) -> list[dict]:
+        """Run a batch operation until DynamoDB has processed all of it; return every response."""
+        responses, delay = [], UNPROCESSED_FIRST_DELAY
+        while True:
+            resp = self._call("dynamodb", operation, **{"RequestItems": request})
+            responses.append(resp)
+            request = resp.get(leftover_key) or {}
+            if not request:
+                return responses
+            if time.monotonic() + delay > deadline:
+                raise StorageUnavailable(f"dynamodb.{operation}: items still unprocessed at the deadline")
+            time.sleep(delay * (0.5 + random.random()))  # jitter: retries of parallel calls spread out
+            delay = min(delay * 2, UNPROCESSED_MAX_DELAY)
+
+    def existing_outcome_keys(
+        self, keys: list[tuple[str, str]], *, budget_seconds: float = OUTCOME_IO_BUDGET_SECONDS
+    ) -> set[tuple[str, str]]:
+        """Which ``(property_id, outcome_key)`` pairs are already stored.
+
+        Raises ``StorageUnavailable`` when the table cannot be read in ``budget_seconds``.
+        """
+        table = self.settings.outcomes_table
+        deadline = time.monotonic() + budget_seconds
+        chunks = [keys[i : i + BATCH_GET_LIMIT] for i in range(0, len(keys), BATCH_GET_LIMIT)]
+
+        def fetch(chunk: list[tuple[str, str]]) -> set[tuple[str, str]]:
+            request = {
+                table: {
+                    "Keys": [{"property_id": {"S": p}, "outcome_key": {"S": k}} for p, k in chunk],
+                    "ProjectionExpression": "property_id, outcome_key",
+                }
+            }
+            found = set()
+            for resp in self._retry_unprocessed("batch_get_item", request, "UnprocessedKeys", deadline):
+                for item in resp.get("Responses", {}).get(table, []):
+                    found.add((item["property_id"]["S"], item["outcome_key"]["S"]))
+            return found
+
+        if len(chunks) <= 1:
+            return set().union(*map(fetch, chunks))
+        with self._outcome_io_pool() as pool:
+            return set().union(*pool.map(fetch, chunks))
+
+    def write_outcomes(self, records: list[dict], *, budget_seconds: float = OUTCOME_IO_BUDGET_SECONDS) -> None:
+        """Store outcome records (each with ``property_id`` and ``outcome_key``) and mark each
+        property as having outcomes, so the scheduled retrain can list them without a scan.
+
+        Writes are plain puts of deterministic items: repeating this call after a failure stores
+        the same items again, never a second copy. Raises ``StorageUnavailable``.
+        """
+        table = self.settings.outcomes_table
+        deadline = time.monotonic() + budget_seconds
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        items = [{**r, "ingested_at": now} for r in records]
+        for property_id in sorted({r["property_id"] for r in records}):
+            items.append(
+                {
+                    "property_id": property_id,
+                    "outcome_key": OUTCOME_LISTING_KEY,
+                    "listing_shard": listing_shard(property_id),
+                    "last_ingested_at": now,
+                }
+            )
+        chunks = [items[i : i + BATCH_WRITE_LIMIT] for i in range(0, len(items), BATCH_WRITE_LIMIT)]
+
+        def put(chunk: list[dict]) -> None:
+            request = {table: [{"PutRequest": {"Item": self._ser(item)}} for item in chunk]}
+            self._retry_unprocessed("batch_write_item", request, "UnprocessedItems", deadline)
+
+        if len(chunks) <= 1:
+            for chunk in chunks:
+                put(chunk)
+            return
+        with self._outcome_io_pool() as pool:
+            list(pool.map(put, chunks))  # list(): re-raise the first failure here
+
+    # -- outcomes: retraining (read side) -------------------------------------------------
+
+    def list_outcome_properties(self) -> list[str]:
+        """Every property that has ever sent outcomes, from the sparse listing index (sorted)."""
+        found: set[str] = set()
+        for shard in range(LISTING_SHARDS):
+            kwargs: dict[str, Any] = {
+                "TableName": self.settings.outcomes_table,
+                "IndexName": OUTCOME_PROPERTIES_INDEX,
+                "KeyConditionExpression": "listing_shard = :s",
+                "ExpressionAttributeValues": {":s": {"S": f"{shard:02d}"}},
+                "ProjectionExpression": "property_id",
+            }
+            while True:
+                resp = self._call("dynamodb", "query", **kwargs)
+                found.update(item["property_id"]["S"] for item in resp.get("Items", []))
+                if "LastEvaluatedKey" not in resp:
+                    break
+                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        return sorted(found)
+
+    def read_outcomes(self, property_id: str, since: str, limit: int | None = None) -> list[dict]:
+        """The property's outcome records with ``timestamp >= since`` (UTC ISO text), any order."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.settings.outcomes_table,
+            "KeyConditionExpression": "property_id = :p",
+            "FilterExpression": "#ts >= :since",
+            "ExpressionAttributeNames": {"#ts": "timestamp"},
+            "ExpressionAttributeValues": {":p": {"S": property_id}, ":since": {"S": since}},
+        }
+        records: list[dict] = []
+        while True:
+            resp = self._call("dynamodb", "query", **kwargs)
+            records += [self._de(item) for item in resp.get("Items", [])]
+            if "LastEvaluatedKey" not in resp or (limit is not None and len(records) >= limit):
+                return records
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    # -- registry: model versions and the live pointer (retraining) ------------------------
+
+    def put_model_record(self, property_id: str, version: str, record: dict) -> None:
+        """Record a model version (metrics, decision, artifact key). Versions are immutable:
+        writing an existing version raises ``ConditionFailed``."""
+        item = {**record, "property_id": property_id, "record": MODEL_RECORD_PREFIX + version, "version": version}
+        self._call(
+            "dynamodb", "put_item", TableName=self.settings.registry_table, Item=self._ser(item),
+            ConditionExpression="attribute_not_exists(#r)", ExpressionAttributeNames={"#r": "record"},
+        )
+
+    def set_model_status(self, property_id: str, version: str, status: str, reason: str) -> None:
+        self._call(
+            "dynamodb", "update_item", TableName=self.settings.registry_table,
+            Key={"property_id": {"S": property_id}, "record": {"S": MODEL_RECORD_PREFIX + version}},
+            UpdateExpression="SET #s = :s, reason = :r",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":s": {"S": status}, ":r": {"S": reason}},
+        )
+
+    def list_model_records(self, property_id: str) -> list[dict]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.settings.registry_table,
+            "KeyConditionExpression": "property_id = :p AND begins_with(#r, :m)",
+            "ExpressionAttributeNames": {"#r": "record"},
+            "ExpressionAttributeValues": {":p": {"S": property_id}, ":m": {"S": MODEL_RECORD_PREFIX}},
+        }
+        records: list[dict] = []
+        while True:
+            resp = self._call("dynamodb", "query", **kwargs)
+            records += [self._de(item) for item in resp.get("Items", [])]
+            if "LastEvaluatedKey" not in resp:
+                return records
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def swap_live_model(
+        self, property_id: str, version: str, artifact_key: str, expected_version: str | None, deployed_at: str
+    ) -> None:
+        """Point the property's LIVE record at ``version``, only if it still points at
+        ``expected_version`` (None: only if there is no live model yet).
+
+        One conditional write: two concurrent retrains cannot both replace the same incumbent,
+        and the pointer only ever names an artifact that was written before it. Raises
+        ``ConditionFailed`` when the live model changed since it was read.
+        """
+        item = {
+            "property_id": property_id,
+            "record": LIVE_RECORD,
+            "version": version,
+            "artifact_key": artifact_key,
+            "deployed_at": deployed_at,
+            "previous_version": expected_version,
+        }
+        if expected_version is None:
+            condition = {"ConditionExpression": "attribute_not_exists(#r)", "ExpressionAttributeNames": {"#r": "record"}}
+        else:
+            condition = {
+                "ConditionExpression": "#v = :expected",
+                "ExpressionAttributeNames": {"#v": "version"},
+                "ExpressionAttributeValues": {":expected": {"S": expected_version}},
+            }
+        self._call("dynamodb", "put_item", TableName=self.settings.registry_table, Item=self._ser(item), **condition)
+
+    # -- retrain fan-out ------------------------------------------------------------------
+
+    def enqueue_messages(self, queue_url: str, bodies: list[dict]) -> None:
+        """Send JSON messages to an SQS queue, ten per call; raises ``StorageUnavailable`` when
+        any message is still refused after one retry."""
+        entries = [{"Id": str(i), "MessageBody": json.dumps(b, separators=(",", ":"))} for i, b in enumerate(bodies)]
+        for start in range(0, len(entries), SQS_BATCH_LIMIT):
+            pending = entries[start : start + SQS_BATCH_LIMIT]
+            for _ in range(2):
+                resp = self._call("sqs", "send_message_batch", QueueUrl=queue_url, Entries=pending)
+                failed = {f["Id"] for f in resp.get("Failed", [])}
+                pending = [e for e in pending if e["Id"] in failed]
+                if not pending:
+                    break
+            if pending:
+                raise StorageUnavailable(f"sqs.send_message_batch: {len(pending)} messages refused")
+
