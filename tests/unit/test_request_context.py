@@ -1,0 +1,94 @@
+"""Request ids: which id a request gets, and how it reaches the logs."""
+
+import asyncio
+import contextvars
+import io
+import json
+import re
+
+import pytest
+
+from pricing.observability.context import (
+    api_gateway_request_id,
+    bind_request_id,
+    current_request_id,
+    is_sane_request_id,
+    logger,
+    resolve_request_id,
+)
+
+UUID_HEX = re.compile(r"[0-9a-f]{32}")
+
+
+@pytest.mark.parametrize(
+    "caller_id",
+    ["abc", "req-123", "A.b:c_d-9", "x" * 128, "0f8fad5b-d9cb-469f-a165-70867728950e"],
+)
+def test_a_sane_caller_id_is_kept(caller_id):
+    assert resolve_request_id(caller_id, "gateway-id") == caller_id
+
+
+@pytest.mark.parametrize(
+    "caller_id",
+    [None, "", "x" * 129, "has space", "new\nline", 'quo"te', "semi;colon", "ünïcode", "a/b", "<script>"],
+)
+def test_an_insane_or_missing_caller_id_falls_back_to_the_gateway_id(caller_id):
+    assert resolve_request_id(caller_id, "gw-0001") == "gw-0001"
+
+
+@pytest.mark.parametrize("gateway_id", [None, "", "bad gateway id"])
+def test_without_a_usable_id_a_new_one_is_made(gateway_id):
+    first = resolve_request_id(None, gateway_id)
+    second = resolve_request_id("bad id", gateway_id)
+    assert UUID_HEX.fullmatch(first) and UUID_HEX.fullmatch(second)
+    assert first != second
+
+
+def test_sanity_is_length_and_charset():
+    assert is_sane_request_id("a")
+    assert not is_sane_request_id(123)  # type: ignore[arg-type]
+    assert not is_sane_request_id("a\x00")
+
+
+def test_the_gateway_id_is_read_from_a_proxy_event():
+    assert api_gateway_request_id({"requestContext": {"requestId": "c6af9ac6-7b61"}}) == "c6af9ac6-7b61"
+    assert api_gateway_request_id({"requestContext": {}}) is None
+    assert api_gateway_request_id({"requestContext": "nope"}) is None
+    assert api_gateway_request_id({"id": "eventbridge"}) is None
+    assert api_gateway_request_id(None) is None
+
+
+def test_a_bound_id_is_current_and_in_every_log_line():
+    buffer = io.StringIO()
+    handler = logger.registered_handler
+    previous = handler.setStream(buffer)
+    try:
+        contextvars.copy_context().run(_bind_and_log, "req-log-1")
+    finally:
+        handler.setStream(previous)
+    lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    assert [line["message"] for line in lines] == ["first", "second"]
+    assert all(line["correlation_id"] == "req-log-1" for line in lines)
+
+
+def _bind_and_log(request_id):
+    bind_request_id(request_id)
+    assert current_request_id() == request_id
+    logger.info("first")
+    logger.warning("second")
+
+
+def test_concurrent_requests_each_see_their_own_id():
+    async def request(request_id):
+        bind_request_id(request_id)
+        await asyncio.sleep(0)  # let the other request bind its id in between
+        return current_request_id()
+
+    async def both():
+        return await asyncio.gather(request("req-a"), request("req-b"))
+
+    assert contextvars.copy_context().run(asyncio.run, both()) == ["req-a", "req-b"]
+
+
+def test_outside_a_request_there_is_no_current_id():
+    assert contextvars.Context().run(current_request_id) is None
