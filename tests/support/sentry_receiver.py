@@ -53,12 +53,14 @@ class Item:
 
 @dataclass
 class Envelope:
-    """One received envelope: the project from the URL, its header, its items, the decoded body."""
+    """One received envelope: the project from the URL, its header, its items, the decoded body
+    and the Content-Encoding it came with."""
 
     project: str
     headers: dict[str, Any]
     items: list[Item] = field(default_factory=list)
     raw: bytes = b""
+    content_encoding: str = ""
 
 
 def parse_envelope(body: bytes, project: str = "") -> Envelope:
@@ -205,6 +207,7 @@ class SentryReceiver:
             return 404
         try:
             envelope = parse_envelope(_decode(body, encoding), project=parts[1])
+            envelope.content_encoding = encoding
         except Exception as exc:  # a malformed envelope is a test failure, kept for the report
             self.rejected.append(f"{type(exc).__name__}: {exc}")
             return 400

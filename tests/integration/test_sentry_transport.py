@@ -1,0 +1,226 @@
+"""The Sentry setup with the real SDK and HTTP transport, outside Lambda.
+
+``sentry_sdk.init`` is process-wide, so every scenario runs in a fresh interpreter that initialises
+Sentry the way a handler module does; the test process only runs the receiver and reads what
+arrived.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from support.sentry_receiver import SentryReceiver, parse_envelope
+
+ROOT = Path(__file__).resolve().parents[2]
+BACKEND_API_KEY = "backend-key-4e6a8c0b2d"
+PUSHGATEWAY_TOKEN = "pgw-token-1a3c5e7f9b"
+
+
+def run_python(code: str, dsn: str, **env: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter configured through the environment, as in Lambda."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTRY_", "AWS_", "PUSHGATEWAY_", "BACKEND_"))}
+    full_env.update(
+        {
+            "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("layers/shared", "tests")),
+            "SENTRY_DSN": dsn,
+            "ENVIRONMENT": "test",
+            "RELEASE": "pricing@test",
+            "BACKEND_API_KEY": BACKEND_API_KEY,
+            "PUSHGATEWAY_BEARER_TOKEN": PUSHGATEWAY_TOKEN,
+            **env,
+        }
+    )
+    prelude = textwrap.dedent(
+        """
+        import sentry_sdk
+        from pricing.observability import sentry
+        from pricing.settings import get_settings
+        enabled = sentry.init_from_settings(get_settings())
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        env=full_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.fixture
+def receiver():
+    with SentryReceiver() as r:
+        yield r
+
+
+def test_without_a_dsn_nothing_is_initialised_and_nothing_is_said():
+    proc = run_python(
+        """
+        assert enabled is False
+        assert not sentry_sdk.get_client().is_active()
+        sentry.set_request_context("req-1", property_id="p")
+        assert sentry.report_once("model-store", RuntimeError("down")) is False
+        with sentry.retrain_monitor():
+            pass
+        print("ran")
+        """,
+        dsn="",
+    )
+    assert proc.stdout.strip() == "ran"
+    assert proc.stderr == ""
+
+
+def test_an_unparsable_dsn_disables_sentry_instead_of_failing_the_container():
+    proc = run_python(
+        """
+        assert enabled is False
+        assert not sentry.is_enabled()
+        print("ran")
+        """,
+        dsn="not a dsn",
+    )
+    assert proc.stdout.splitlines()[-1] == "ran"
+    assert "Sentry disabled" in proc.stdout  # the structured error log line
+
+
+def test_report_once_sends_one_event_per_cause(receiver):
+    run_python(
+        """
+        results = [
+            sentry.report_once("model-store", RuntimeError("store down 1"), property_id="p1"),
+            sentry.report_once("model-store", RuntimeError("store down 2"), property_id="p2"),
+            sentry.report_once("competitor-backend", "backend answered 502"),
+            sentry.report_once("competitor-backend", "backend answered 503"),
+        ]
+        assert results == [True, False, True, False], results
+        sentry.flush()
+        """,
+        receiver.dsn,
+    )
+    receiver.wait_for(lambda r: len(r.events) >= 2)
+    time.sleep(0.1)
+    events = {e["tags"]["cause"]: e for e in receiver.events}
+    assert sorted(events) == ["competitor-backend", "model-store"]
+    assert len(receiver.events) == 2
+    assert {e.content_encoding for e in receiver.envelopes} == {"gzip"}  # what real Sentry gets
+    assert events["model-store"]["tags"]["property_id"] == "p1"
+    assert events["model-store"]["exception"]["values"][-1]["value"] == "store down 1"
+    assert events["competitor-backend"]["message"] == "backend answered 502"
+    assert all(e["level"] == "warning" for e in events.values())
+    assert events["model-store"]["fingerprint"] == ["report-once", "model-store"]
+
+
+def test_capture_error_twice_for_one_failure_is_one_event(receiver):
+    run_python(
+        """
+        error = RuntimeError("outcomes table unreachable")
+        with sentry_sdk.isolation_scope():
+            sentry.set_request_context("req-503", property_id="p1", additional_tags={"endpoint": "/learn", "method": "POST"})
+            sentry.capture_error(error)
+            sentry.capture_error(error)  # e.g. the handler and a caller both report it
+        sentry.flush()
+        """,
+        receiver.dsn,
+    )
+    receiver.wait_for(lambda r: r.events)
+    time.sleep(0.1)
+    assert len(receiver.events) == 1
+    assert receiver.events[0]["tags"] == {"request_id": "req-503", "property_id": "p1", "endpoint": "/learn", "method": "POST"}
+
+
+def test_a_transaction_inside_a_running_one_becomes_its_span(receiver):
+    run_python(
+        """
+        with sentry.start_transaction(name="/score", op="http.server"):
+            with sentry.start_transaction(name="optimise", op="function"):
+                pass
+        sentry.flush()
+        """,
+        receiver.dsn,
+        SENTRY_TRACES_SAMPLE_RATE="1.0",
+    )
+    receiver.wait_for(lambda r: r.transactions)
+    time.sleep(0.1)
+    assert [t["transaction"] for t in receiver.transactions] == ["/score"]
+    assert [(s["op"], s["description"]) for s in receiver.transactions[0]["spans"]] == [("function", "optimise")]
+
+
+def test_secrets_and_credentials_never_leave_in_messages_breadcrumbs_or_locals(receiver):
+    run_python(
+        f"""
+        import logging
+        logging.getLogger("pricing.backend").warning("calling backend with key {BACKEND_API_KEY}")
+        def call_backend():
+            headers = {{"X-API-Key": "{BACKEND_API_KEY}", "Authorization": "Bearer {PUSHGATEWAY_TOKEN}"}}
+            raw = [(b"x-api-key", b"{BACKEND_API_KEY}")]
+            raise ConnectionError("backend refused key {BACKEND_API_KEY}")
+        try:
+            call_backend()
+        except ConnectionError as exc:
+            sentry.capture_error(exc)
+        sentry.flush()
+        """,
+        receiver.dsn,
+    )
+    receiver.wait_for(lambda r: r.events)
+    raw = receiver.raw
+    assert b"calling backend with key" in raw  # the breadcrumb arrived, scrubbed
+    assert BACKEND_API_KEY.encode() not in raw
+    assert PUSHGATEWAY_TOKEN.encode() not in raw
+
+
+def test_the_receiver_reads_uncompressed_envelopes_too(receiver):
+    # The SDK sends gzip by default; compression level 0 makes it send plain bytes.
+    run_python(
+        """
+        sentry_sdk.init(dsn=get_settings().sentry_dsn, _experiments={"transport_compression_level": 0})
+        sentry_sdk.capture_message("plain")
+        sentry_sdk.flush(timeout=2)
+        """,
+        receiver.dsn,
+    )
+    receiver.wait_for(lambda r: r.events)
+    assert receiver.events[0]["message"] == "plain"
+    assert [e.content_encoding for e in receiver.envelopes] == [""]
+
+
+def test_parse_envelope_honours_item_lengths_and_trailing_items():
+    payload = b'{"a":\n1}'  # a payload with a newline inside: only its length delimits it
+    body = (
+        b'{"event_id":"e1"}\n'
+        + b'{"type":"attachment","length":%d}\n' % len(payload)
+        + payload
+        + b'\n{"type":"event"}\n{"message":"m"}'
+    )
+    envelope = parse_envelope(body, project="7")
+    assert envelope.headers == {"event_id": "e1"}
+    assert [(i.type, i.payload) for i in envelope.items] == [("attachment", payload), ("event", b'{"message":"m"}')]
+
+
+def test_flush_against_a_sentry_that_never_answers_is_bounded():
+    with SentryReceiver(answer=False) as blackhole:
+        proc = run_python(
+            """
+            import json, time
+            for i in range(3):
+                sentry_sdk.capture_message(f"message {i}")
+            started = time.perf_counter()
+            sentry.flush()
+            print(json.dumps({"flush_seconds": time.perf_counter() - started}))
+            """,
+            blackhole.dsn,
+        )
+    from pricing.observability.sentry import FLUSH_TIMEOUT_SECONDS
+
+    flush_seconds = json.loads(proc.stdout.splitlines()[-1])["flush_seconds"]
+    # Bounded by the flush timeout (plus scheduling slack), not by the SDK's 30 s send timeout.
+    assert flush_seconds < FLUSH_TIMEOUT_SECONDS + 2.0
