@@ -20,7 +20,7 @@ from typing import Callable
 
 from pricing.domain.quote import CompetitorSnapshot
 
-SUCCESS, NOT_FOUND, ERROR, TIMEOUT, MALFORMED = "success", "not_found", "error", "timeout", "malformed"
+SUCCESS, NOT_FOUND, ERROR, TIMEOUT = "success", "not_found", "error", "timeout"
 
 
 @dataclass(frozen=True)
@@ -139,4 +139,5 @@ class CompetitorClient:
             snapshot = parse_payload(json.loads(body), datetime.now(timezone.utc))
         except ValueError:
             snapshot = None
-        return Fetch(snapshot, SUCCESS) if snapshot else Fetch(None, MALFORMED)
+        # A malformed answer is the backend failing, not an absence of data.
+        return Fetch(snapshot, SUCCESS) if snapshot else Fetch(None, ERROR)

@@ -122,20 +122,19 @@ class RequestMiddleware:
                 message["headers"].append((b"x-request-id", request_id.encode()))
             await send(message)
 
-        metrics.begin_request(endpoint)
         try:
-            refusal, replay = await self._read_body(scope, receive, headers)
-            if refusal is not None:
-                code, body, error_type = refusal
-                metrics.track_error(endpoint=endpoint, error_type=error_type)
-                await JSONResponse(body, status_code=code)(scope, replay, send_with_id)
-            else:
-                await self.app(scope, replay, send_with_id)
+            with metrics.track_active_request(endpoint):
+                refusal, replay = await self._read_body(scope, receive, headers)
+                if refusal is not None:
+                    code, body, error_type = refusal
+                    metrics.track_error(endpoint=endpoint, error_type=error_type)
+                    await JSONResponse(body, status_code=code)(scope, replay, send_with_id)
+                else:
+                    await self.app(scope, replay, send_with_id)
         except Exception:
             metrics.track_error(endpoint=endpoint, error_type="internal")
             raise
         finally:
-            metrics.end_request(endpoint)
             metrics.track_request(
                 method=method, endpoint=endpoint, status_code=status["code"], duration=time.perf_counter() - started
             )

@@ -72,7 +72,7 @@ def synthetic_check() -> dict:
 _asgi = Mangum(app, lifespan="off")
 
 
-@pushes_metrics("score")
+@pushes_metrics(function="score")
 def handler(event: dict, context) -> dict:
     if isinstance(event, dict) and event.get("synthetic") == "health":
         return synthetic_check()

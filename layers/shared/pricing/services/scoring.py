@@ -116,9 +116,9 @@ class ScoringService:
     def property_state(self, property_id: str) -> PropertyState:
         cached = self.cache.get(property_id)
         if cached is not None:
-            metrics.record_cache_hit()
+            metrics.track_cache_hit()
             return cached
-        metrics.record_cache_miss()
+        metrics.track_cache_miss()
         try:
             record = self.storage.get_property_record(property_id)
         except StorageUnavailable as exc:
