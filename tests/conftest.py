@@ -1,0 +1,21 @@
+"""Suite-wide safety: no test can reach a real AWS account or a real Sentry project.
+
+Fake credentials and a refusing endpoint are set before any test module imports boto3; tests
+that need storage start a moto server and point ``AWS_ENDPOINT_URL`` at it themselves.
+"""
+
+import os
+
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
+)
+# Port 9 (discard) refuses connections at once: an unconfigured store fails fast and visibly.
+os.environ.setdefault("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+os.environ.pop("SENTRY_DSN", None)
+os.environ.pop("PUSHGATEWAY_URL", None)

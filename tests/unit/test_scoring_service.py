@@ -1,0 +1,157 @@
+"""The scoring use case with in-memory stand-ins for storage and the backend (no AWS, no network)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from pricing.api.schemas import ScoreRequest
+from pricing.competitors import Fetch
+from pricing.domain.conversion_model import ConversionModel
+from pricing.domain.quote import CompetitorSnapshot
+from pricing.services.scoring import FAILURE_BACKOFF_SECONDS, ScoringService
+from pricing.settings import Settings
+from pricing.storage import PropertyRecord, StorageUnavailable
+
+MODEL = ConversionModel("p1", "v000007", {"intercept": 4.0, "price_ratio": -4.0}, 100.0, (50.0, 250.0))
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class FakeStorage:
+    def __init__(self):
+        self.records = {"p1": PropertyRecord("p1", 120.0, "v000007", "models/p1/v000007.json")}
+        self.artifacts = {"models/p1/v000007.json": MODEL.to_artifact()}
+        self.experiments = []
+        self.down = False
+        self.reads = 0
+
+    def get_property_record(self, property_id):
+        self.reads += 1
+        if self.down:
+            raise StorageUnavailable("dynamodb down")
+        return self.records.get(property_id, PropertyRecord(property_id))
+
+    def load_artifact(self, key):
+        if self.down:
+            raise StorageUnavailable("s3 down")
+        return self.artifacts[key]
+
+    def list_experiments(self):
+        if self.down:
+            raise StorageUnavailable("dynamodb down")
+        return self.experiments
+
+
+class FakeCompetitors:
+    enabled = True
+
+    def __init__(self, fetch=None):
+        self.calls = []
+        self.result = fetch or Fetch(CompetitorSnapshot(80.0, 110.0, 140.0, 12, "scraper", 60.0), "success")
+
+    def fetch(self, property_id, night, request_id=None):
+        self.calls.append((property_id, night, request_id))
+        return self.result
+
+
+def request(property_id="p1", **overrides) -> ScoreRequest:
+    body = {
+        "entity": {"userId": "user-1", "propertyId": property_id},
+        "stay_date": "2026-12-24",
+        "quote_time": "2026-11-26T12:00:00Z",
+        "inventory": {"capacity": 50, "remaining": 10},
+    }
+    body.update(overrides)
+    return ScoreRequest.model_validate(body)
+
+
+@pytest.fixture
+def world():
+    clock, storage, comps = Clock(), FakeStorage(), FakeCompetitors()
+    service = ScoringService(Settings(model_cache_ttl_seconds=300), storage, comps, clock=clock, new_token=lambda: "tok")
+    return service, storage, comps, clock
+
+
+def test_live_model_prices_with_ml_and_is_cached(world):
+    service, storage, _, _ = world
+    first = service.score(request())
+    second = service.score(request())
+    assert first["safety"]["pricing_method"] == "ml_elasticity"
+    assert first["safety"]["model_version"] == "v000007"
+    assert storage.reads == 1 and second["price"] == first["price"]
+
+
+def test_new_model_is_picked_up_after_the_cache_ttl(world):
+    service, storage, _, clock = world
+    service.score(request())
+    newer = ConversionModel("p1", "v000008", {"intercept": 5.0, "price_ratio": -3.0}, 100.0, (50.0, 250.0))
+    storage.records["p1"] = PropertyRecord("p1", 120.0, "v000008", "k8")
+    storage.artifacts["k8"] = newer.to_artifact()
+    assert service.score(request())["safety"]["model_version"] == "v000007"
+    clock.now += 301
+    assert service.score(request())["safety"]["model_version"] == "v000008"
+
+
+def test_store_down_falls_back_to_rules_and_backs_off(world):
+    service, storage, _, clock = world
+    storage.down = True
+    out = service.score(request())
+    assert out["safety"]["pricing_method"] == "rule_based"
+    assert any("model store unavailable" in r for r in out["reasons"])
+    service.score(request())
+    assert storage.reads == 1  # not hammered while down
+    storage.down = False
+    clock.now += FAILURE_BACKOFF_SECONDS + 1
+    assert service.score(request())["safety"]["pricing_method"] == "ml_elasticity"
+
+
+def test_corrupt_artifact_falls_back_to_rules(world):
+    service, storage, _, _ = world
+    storage.artifacts["models/p1/v000007.json"] = {"format": "conversion-logit/v1", "coefficients": "garbage"}
+    out = service.score(request())
+    assert out["safety"]["pricing_method"] == "rule_based"
+    assert any("unusable" in r for r in out["reasons"])
+
+
+def test_competitors_come_from_the_request_first_then_the_backend(world):
+    service, _, comps, _ = world
+    given = service.score(request(market={"comp_price_p50": 99.0}))
+    assert given["safety"]["competitor_data"]["source"] == "request" and comps.calls == []
+    fetched = service.score(request(), request_id="rid-1")
+    assert fetched["safety"]["competitor_data"] == {
+        "p10": 80.0, "p50": 110.0, "p90": 140.0, "count": 12, "source": "scraper", "staleness_seconds": 60.0,
+    }
+    assert comps.calls == [("p1", date(2026, 12, 24), "rid-1")]
+    service.score(request(toggles={"use_competitors": False}))
+    assert len(comps.calls) == 1
+
+
+def test_failing_backend_never_fails_the_quote(world):
+    service, _, comps, _ = world
+    comps.result = Fetch(None, "timeout")
+    out = service.score(request(property_id="unknown-prop"))
+    assert out["safety"]["competitor_data"] is None and out["price"] > 0
+
+
+def test_experiment_assignment_drives_the_method_and_quote_id(world):
+    service, storage, _, _ = world
+    storage.experiments = [{"experiment_id": "exp-all-control", "treatment_share": 0.0}]
+    out = service.score(request())
+    assert out["safety"]["pricing_method"] == "rule_based"
+    assert out["safety"]["ab_variant"] == "control"
+    assert out["safety"]["quote_id"] == "tok~exp-all-control~control"
+
+
+def test_health_reports_whether_a_model_is_loaded(world):
+    service, _, _, _ = world
+    assert service.health()["model_loaded"] is False
+    service.score(request())
+    assert service.health()["model_loaded"] is True
