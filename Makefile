@@ -37,9 +37,11 @@ system-deps: ## install the Debian packages of the Prometheus stack when missing
 
 setup: $(VENV)/.installed system-deps ## create .venv with the pinned packages, install Debian packages
 
+# Quiet on stdout: `make invoke` prints nothing there but the function's result.
 .aws-sam/build/template.yaml: $(VENV)/.installed $(SOURCES)
-	$(SAM) build --region $(REGION) >/dev/null
-	touch $@
+	@echo "sam build (sources changed)" >&2
+	@$(SAM) build --region $(REGION) --cached >&2
+	@touch $@
 
 build: .aws-sam/build/template.yaml ## sam build (no Docker needed), only when sources changed
 
@@ -57,6 +59,13 @@ test-integration: setup ## integration tests (real moto server, Prometheus stack
 
 test-e2e: setup build ## end-to-end tests: built artifacts in local Lambda
 	$(PY) -m pytest -q tests/e2e
+
+run: setup build ## the API on http://127.0.0.1:8000 (PORT=) in local Lambda containers, with moto, Pushgateway, Prometheus
+	@$(PY) -m local.run
+
+invoke: build ## one event through a function, result on stdout: FN=ScoreFunction EVENT=events/score.json [ENV_VARS=env.json]
+	@test -n "$(FN)" || { echo "usage: make invoke FN=ScoreFunction EVENT=events/score.json [ENV_VARS=env.json]" >&2; exit 2; }
+	@$(PY) -m local.invoke $(FN) $(EVENT) $(if $(ENV_VARS),--env-vars $(ENV_VARS))
 
 clean: ## remove build output and local state
 	rm -rf .aws-sam .run

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -291,9 +292,16 @@ class _ApiServer(ThreadingHTTPServer):
     allow_reuse_address = True
     api: LocalApi
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that hang up (a 413 refused mid-upload, a cancelled curl) are no server error.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
 
 class _ApiHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    server_version = "pricing-local-api"
+    sys_version = ""
     disable_nagle_algorithm = True
     server: _ApiServer
 

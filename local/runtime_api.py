@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -167,6 +168,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     api: RuntimeApi
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A killed container (timeout, shutdown) drops its keep-alive connection mid-poll.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -1,0 +1,71 @@
+"""``make run``: the whole service on this machine, until Ctrl-C or SIGTERM.
+
+    python -m local.run            # the API on http://127.0.0.1:8000
+
+Starts ``local.stack.LocalStack`` (options and environment variables: ``StackOptions.from_env``),
+runs ``python -m local.seed`` when that module exists, prints every address it serves, and logs
+each request with the container that served it (to stderr and ``.run/logs/runner.log``).
+Ctrl-C or SIGTERM stops the API, the containers, Prometheus, the Pushgateway and moto, in that
+order, and removes ``.run/state.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Sequence
+
+from local.container import ContainerError
+from local.services import ServiceError
+from local.stack import LocalStack, StackOptions, running_state
+from local.template import TemplateError
+
+log = logging.getLogger("local.run")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = StackOptions.from_env(os.environ)
+    options.echo = sys.stderr
+    (options.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr),
+                                       logging.FileHandler(options.run_dir / "logs" / "runner.log")]
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    logging.basicConfig(level=logging.INFO, handlers=handlers)
+
+    other = running_state(options.state_file) if options.state_file else None
+    if other and other.get("pid") != os.getpid():
+        print(f"make run is already up (pid {other['pid']}) at {other['api_url']}", file=sys.stderr)
+        return 1
+
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+    stack = LocalStack(options)
+    try:
+        stack.start()
+    except (ServiceError, ContainerError, TemplateError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    try:
+        width = max(len(what) for what, _, _ in stack.addresses())
+        print("\nServing (Ctrl-C stops everything):", flush=True)
+        for what, url, detail in stack.addresses():
+            print(f"  {what:<{width}}  {url}    {detail}", flush=True)
+        print(flush=True)
+        if stack.seed() is False:
+            log.warning("demo seeding failed; the service runs without demo data")
+        stop.wait()
+        log.info("stopping")
+    finally:
+        stack.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

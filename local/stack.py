@@ -1,0 +1,316 @@
+"""The whole local deployment, as ``make run`` starts it and end-to-end tests reuse it.
+
+``LocalStack.start()`` brings up, in order:
+
+1. the AWS endpoint: a given ``AWS_ENDPOINT_URL`` as is, else a moto server with the template's
+   bucket, tables and queues;
+2. the metrics stack: a given ``PUSHGATEWAY_URL`` as is, else (when Debian's binaries are
+   installed and ``metrics`` is on) a Pushgateway and a Prometheus scraping it;
+3. a pool of warm containers per function, with the Lambda, template and local environment;
+4. the API on ``host:port``, routes from the template's ``Api`` events;
+5. the template's event sources: ``rate(...)`` schedules and SQS queues (``local.events``).
+
+``close()`` stops everything in reverse order. With ``state_file`` set the running stack is
+described there (``make invoke`` reads it to use the same services).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Mapping
+
+from local import environment
+from local.apigw import LocalApi
+from local.container import PROJECT_ROOT
+from local.pool import DEFAULT_MAX_CONTAINERS, FunctionPool
+from local.services import (
+    MotoServer, Prometheus, Pushgateway, ServiceError, create_resources, preferred_port,
+    write_prometheus_config,
+)
+from local.template import DEFAULT_REGION, SamTemplate
+
+log = logging.getLogger("local.stack")
+
+DEFAULT_BUILD_DIR = PROJECT_ROOT / ".aws-sam" / "build"
+DEFAULT_RUN_DIR = PROJECT_ROOT / ".run"
+
+
+def template_for(build_dir: Path) -> Path:
+    """The template of a ``sam build`` output, else the project's own."""
+    built = Path(build_dir) / "template.yaml"
+    return built if built.is_file() else PROJECT_ROOT / "template.yaml"
+
+
+@dataclass
+class StackOptions:
+    """How to run the stack; ``from_env`` documents the environment variables of ``make run``."""
+
+    build_dir: Path = DEFAULT_BUILD_DIR
+    run_dir: Path = DEFAULT_RUN_DIR
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_containers: int = DEFAULT_MAX_CONTAINERS
+    require_api_key: str | None = None
+    metrics: bool = True
+    pushgateway_port: int = 9091
+    prometheus_port: int = 9090
+    event_sources: bool = True
+    runtime_packages: str = "lambda"
+    region: str = DEFAULT_REGION
+    env_vars_file: Path | None = None
+    host_env: Mapping[str, str] = field(default_factory=dict)
+    state_file: Path | None = None
+    echo: IO[str] | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "StackOptions":
+        """Options from ``make run``'s environment.
+
+        ``PORT`` (8000), ``HOST`` (127.0.0.1), ``LOCAL_MAX_CONTAINERS`` (8 per function),
+        ``LOCAL_REQUIRE_API_KEY`` (off), ``LOCAL_METRICS`` (1: start Pushgateway and Prometheus
+        when installed), ``LOCAL_PUSHGATEWAY_PORT`` (9091), ``LOCAL_PROMETHEUS_PORT`` (9090),
+        ``LOCAL_EVENT_SOURCES`` (1: fire rate() schedules, poll SQS queues),
+        ``LOCAL_RUNTIME_PACKAGES`` (``lambda`` or ``venv``), ``LOCAL_BUILD_DIR`` (.aws-sam/build),
+        ``LOCAL_RUN_DIR`` (.run), ``AWS_REGION`` (us-east-1), ``ENV_VARS`` (an --env-vars file),
+        plus ``environment.FORWARDED_ENV`` for the functions.
+        """
+        def flag(name: str, default: bool) -> bool:
+            value = env.get(name, "")
+            return default if value == "" else value.lower() not in ("0", "false", "no", "off")
+
+        run_dir = Path(env.get("LOCAL_RUN_DIR") or DEFAULT_RUN_DIR)
+        return cls(
+            build_dir=Path(env.get("LOCAL_BUILD_DIR") or DEFAULT_BUILD_DIR),
+            run_dir=run_dir,
+            host=env.get("HOST") or "127.0.0.1",
+            port=int(env.get("PORT") or 8000),
+            max_containers=int(env.get("LOCAL_MAX_CONTAINERS") or DEFAULT_MAX_CONTAINERS),
+            require_api_key=env.get("LOCAL_REQUIRE_API_KEY") or None,
+            metrics=flag("LOCAL_METRICS", True),
+            pushgateway_port=int(env.get("LOCAL_PUSHGATEWAY_PORT") or 9091),
+            prometheus_port=int(env.get("LOCAL_PROMETHEUS_PORT") or 9090),
+            event_sources=flag("LOCAL_EVENT_SOURCES", True),
+            runtime_packages=env.get("LOCAL_RUNTIME_PACKAGES") or "lambda",
+            region=env.get("AWS_REGION") or DEFAULT_REGION,
+            env_vars_file=Path(env["ENV_VARS"]) if env.get("ENV_VARS") else None,
+            host_env=dict(env),
+            state_file=run_dir / "state.json",
+        )
+
+
+class LocalStack:
+    """The local deployment (see the module doc). Use as a context manager or start()/close()."""
+
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.moto: MotoServer | None = None
+        self.pushgateway: Pushgateway | None = None
+        self.prometheus: Prometheus | None = None
+        self.template: SamTemplate | None = None
+        self.pools: dict[str, FunctionPool] = {}
+        self.api: LocalApi | None = None
+        self.event_sources: Any = None
+        self.aws_endpoint_url = ""
+        self.pushgateway_url = ""
+        self.service_env: dict[str, str] = {}
+        self.resources: list[str] = []
+
+    @property
+    def log_dir(self) -> Path:
+        return self.options.run_dir / "logs"
+
+    @property
+    def url(self) -> str:
+        assert self.api is not None, "stack not started"
+        return self.api.url
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> "LocalStack":
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start(self) -> None:
+        opts = self.options
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        given = environment.forwarded(opts.host_env)
+        env_vars = environment.load_env_vars(opts.env_vars_file)
+        template_path = template_for(opts.build_dir)
+
+        self.aws_endpoint_url = given.get("AWS_ENDPOINT_URL", "")
+        if not self.aws_endpoint_url:
+            self.moto = MotoServer(log_path=self.log_dir / "moto.log").start()
+            self.aws_endpoint_url = self.moto.url
+        self.template = SamTemplate(template_path, region=opts.region, endpoint_url=self.aws_endpoint_url)
+        if self.moto:
+            self.resources = create_resources(self.template.local_resources(), self.aws_endpoint_url, opts.region)
+
+        self.pushgateway_url = given.get("PUSHGATEWAY_URL", "")
+        if not self.pushgateway_url and opts.metrics:
+            self._start_metrics()
+
+        self.service_env = {"AWS_ENDPOINT_URL": self.aws_endpoint_url}
+        if self.pushgateway_url:
+            self.service_env["PUSHGATEWAY_URL"] = self.pushgateway_url
+        for logical_id in self.template.function_ids():
+            function = self.template.function(logical_id, opts.build_dir)
+            overrides = environment.function_overrides(
+                logical_id, function.name, services=self.service_env, host_env=opts.host_env,
+                env_vars=env_vars)
+            self.pools[logical_id] = FunctionPool(
+                function, overrides, max_containers=opts.max_containers, log_dir=self.log_dir,
+                echo=opts.echo, runtime_packages=opts.runtime_packages, region=opts.region)
+
+        self.api = LocalApi(self.template.api_routes(), self.pools, stage=self.template.api_stage(),
+                            host=opts.host, port=opts.port, require_api_key=opts.require_api_key).start()
+        if opts.event_sources:
+            from local.events import EventSources
+
+            self.event_sources = EventSources(self.template, self.pools, self.aws_endpoint_url, opts.region).start()
+        if opts.state_file:
+            self._write_state()
+
+    def _start_metrics(self) -> None:
+        opts = self.options
+        if not (Pushgateway.available() and Prometheus.available()):
+            log.warning("prometheus/prometheus-pushgateway not installed: no local metrics stack "
+                        "(apt-get install prometheus prometheus-pushgateway, or `make setup`)")
+            return
+        pg_port = preferred_port(opts.pushgateway_port, "Pushgateway")
+        self.pushgateway = Pushgateway(pg_port, log_path=self.log_dir / "pushgateway.log").start()
+        self.pushgateway_url = self.pushgateway.url
+        prom_port = preferred_port(opts.prometheus_port, "Prometheus")
+        base = PROJECT_ROOT / "observability" / "prometheus.yml"
+        config = write_prometheus_config(opts.run_dir / "prometheus.yml", f"127.0.0.1:{pg_port}",
+                                         f"127.0.0.1:{prom_port}", base if base.is_file() else None)
+        try:
+            self.prometheus = Prometheus(config, opts.run_dir / "prometheus-data", prom_port,
+                                         log_path=self.log_dir / "prometheus.log").start()
+        except ServiceError as exc:
+            # Metrics still reach the Pushgateway; only the scraping side is missing.
+            log.error("%s", exc)
+
+    def addresses(self) -> list[tuple[str, str, str]]:
+        """(what, URL, detail) of everything this stack serves or uses."""
+        assert self.template is not None and self.api is not None
+        routes = ", ".join(f"{r.method} {r.path}" for r in self.api.routes)
+        out = [("API", self.api.url, routes)]
+        out.append(("AWS endpoint", self.aws_endpoint_url,
+                    f"moto: {', '.join(self.resources)}" if self.moto else "given AWS_ENDPOINT_URL"))
+        if self.pushgateway:
+            out.append(("Pushgateway", self.pushgateway.url, "functions push here"))
+        elif self.pushgateway_url:
+            out.append(("Pushgateway", self.pushgateway_url, "given PUSHGATEWAY_URL"))
+        if self.prometheus:
+            out.append(("Prometheus", self.prometheus.url, "scrapes the Pushgateway (honor_labels)"))
+        out.append(("Logs", str(self.log_dir), "one file per container, plus moto/pushgateway/prometheus"))
+        return out
+
+    def seed(self, timeout: float = 300.0) -> bool | None:
+        """Run ``python -m local.seed`` when that module exists (demo data); None when absent.
+
+        It gets the functions' shared environment (bucket and table names, AWS endpoint,
+        Pushgateway), ``LOCAL_API_URL``, and the layer package on ``PYTHONPATH``.
+        """
+        if importlib.util.find_spec("local.seed") is None:
+            return None
+        assert self.template is not None
+        env = dict(os.environ)
+        env.update(self.template.globals_environment())
+        env.update(self.service_env)
+        env.update({
+            "AWS_REGION": self.options.region, "AWS_DEFAULT_REGION": self.options.region,
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+            "LOCAL_API_URL": self.url,
+            "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "layers" / "shared"), str(PROJECT_ROOT)]),
+        })
+        try:
+            done = subprocess.run([sys.executable, "-m", "local.seed"], cwd=PROJECT_ROOT, env=env,
+                                  timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            log.error("local.seed did not finish within %.0f s", timeout)
+            return False
+        if done.returncode != 0:
+            log.error("local.seed failed with exit status %d", done.returncode)
+        return done.returncode == 0
+
+    def _write_state(self) -> None:
+        state = {
+            "pid": os.getpid(),
+            "started_at": time.time(),
+            "api_url": self.url,
+            "aws_endpoint_url": self.aws_endpoint_url,
+            "pushgateway_url": self.pushgateway_url,
+            "prometheus_url": self.prometheus.url if self.prometheus else "",
+            "build_dir": str(self.options.build_dir),
+            "function_env": self.service_env,
+        }
+        path = self.options.state_file
+        assert path is not None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(path)
+
+    def _remove_state(self) -> None:
+        path = self.options.state_file
+        if not path:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text()).get("pid") == os.getpid():
+                path.unlink()
+
+    def close(self) -> None:
+        """Stop everything that was started, the API first (idempotent)."""
+        self._remove_state()
+        if self.event_sources is not None:
+            self.event_sources.close()
+            self.event_sources = None
+        if self.api is not None:
+            self.api.close()
+        for pool in self.pools.values():
+            pool.close()
+        for service in (self.prometheus, self.pushgateway, self.moto):
+            if service is not None:
+                service.stop()
+
+
+def running_state(state_file: Path) -> dict | None:
+    """The state of a ``make run`` that is up: its process alive and its API answering."""
+    try:
+        state = json.loads(Path(state_file).read_text())
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return state if answers(state.get("api_url") or "") else None
+
+
+def answers(url: str, timeout: float = 1.0) -> bool:
+    """True when an HTTP server answers at ``url`` (any status)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - our own URL
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
