@@ -91,8 +91,11 @@ def _dynamo(value: Any) -> Any:
 class Storage:
     """Typed operations on the service's stores. Clients are created on first use, per container."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, *, latency_critical: bool = False):
+        """``latency_critical`` (scoring): fail in well under a second, since a fallback exists;
+        otherwise (ingestion, retraining) retry harder, since the alternative is refusing work."""
         self.settings = settings
+        self.latency_critical = latency_critical
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
         self._serializer = None
@@ -110,12 +113,15 @@ class Storage:
                     import boto3
                     from botocore.config import Config
 
-                    config = Config(
-                        connect_timeout=1,
-                        read_timeout=3,
-                        retries={"max_attempts": 3, "mode": "standard"},
-                        tcp_keepalive=True,
-                    )
+                    if self.latency_critical:
+                        timeouts = {"connect_timeout": 0.3, "read_timeout": 0.5}
+                        # No retry: botocore backs off up to a second before one, and a
+                        # rule-based price now beats a model price a second late.
+                        retries = {"max_attempts": 1, "mode": "standard"}
+                    else:
+                        timeouts = {"connect_timeout": 1, "read_timeout": 5}
+                        retries = {"max_attempts": 4, "mode": "standard"}
+                    config = Config(**timeouts, retries=retries, tcp_keepalive=True)
                     client = boto3.session.Session().client(service, config=config)
                     self._clients[service] = client
         return client

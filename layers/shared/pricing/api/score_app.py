@@ -26,7 +26,7 @@ metrics.set_service_info(version=settings.release, environment=settings.environm
 
 service = ScoringService(
     settings,
-    Storage(settings),
+    Storage(settings, latency_critical=True),
     CompetitorClient(settings.backend_api_url, settings.backend_api_key, settings.competitor_timeout_seconds),
 )
 

@@ -1,0 +1,65 @@
+"""API Gateway REST (payload 1.0) proxy events for invoking the functions' handlers directly."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+
+def rest_event(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> dict:
+    """The event API Gateway sends for ``method path``; ``body`` is JSON-encoded unless bytes/str."""
+    if body is not None and not isinstance(body, (str, bytes)):
+        body = json.dumps(body)
+    if isinstance(body, bytes):
+        body = body.decode()
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": hdrs,
+        "multiValueHeaders": {k: [v] for k, v in hdrs.items()},
+        "queryStringParameters": None,
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": path,
+            "httpMethod": method,
+            "path": f"/dev{path}",
+            "stage": "dev",
+            "requestId": str(uuid.uuid4()),
+            "identity": {"sourceIp": "127.0.0.1"},
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+class FakeContext:
+    """The attributes of a Lambda context object that the handlers and their libraries read."""
+
+    function_name = "pricing-local"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:pricing-local"
+    memory_limit_in_mb = 512
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+    log_group_name = "/aws/lambda/pricing-local"
+    log_stream_name = "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000
+
+
+def invoke(handler, event: dict) -> tuple[int, dict, Any]:
+    """Call a proxy handler; returns (status, lower-cased headers, parsed JSON body or text)."""
+    result = handler(event, FakeContext())
+    headers = {k.lower(): v for k, v in (result.get("headers") or {}).items()}
+    for k, vs in (result.get("multiValueHeaders") or {}).items():
+        headers.setdefault(k.lower(), vs[-1])
+    try:
+        body = json.loads(result.get("body") or "null")
+    except ValueError:
+        body = result.get("body")
+    return result["statusCode"], headers, body
