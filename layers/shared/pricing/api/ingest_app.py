@@ -1,0 +1,76 @@
+"""IngestFunction's app: POST /learn, booking outcomes for the learning loop.
+
+Built at import so a warm container reuses the app and its DynamoDB client.
+
+The request is checked in two layers: the envelope (JSON, a ``batch`` list of 1-10,000 items)
+by Pydantic, where a failure is a 422 for the whole request; then each outcome on its own by
+``pricing.domain.outcomes``, where a failure only refuses that item (see ``INVALID_REASONS``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException
+from mangum import Mangum
+from pydantic import BaseModel, ConfigDict, Field
+
+from pricing.api.common import create_app
+from pricing.domain.outcomes import MAX_BATCH_OUTCOMES
+from pricing.observability import metrics
+from pricing.observability.context import current_request_id, logger
+from pricing.observability.push import pushes_metrics
+from pricing.observability.sentry import init_from_settings, set_request_context
+from pricing.services.ingestion import IngestionService
+from pricing.settings import get_settings
+from pricing.storage import Storage, StorageUnavailable
+
+#: How long a caller should wait before re-sending a batch the store could not take.
+RETRY_AFTER_SECONDS = 5
+
+settings = get_settings()
+init_from_settings(settings)
+metrics.set_service_info(version=settings.release, environment=settings.environment, service="ingest")
+
+service = IngestionService(Storage(settings))
+
+app = create_app(title="Pricing learn API", settings=settings)
+
+
+class LearnRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    # Items stay untyped here: a malformed outcome refuses that item, not the batch.
+    batch: list[Any] = Field(min_length=1, max_length=MAX_BATCH_OUTCOMES)
+
+
+def _single_property(batch: list[Any]) -> str | None:
+    ids = {item.get("property_id") for item in batch if isinstance(item, dict)}
+    return next(iter(ids)) if len(ids) == 1 and isinstance(next(iter(ids)), str) else None
+
+
+@app.post("/learn")
+def learn(request: LearnRequest) -> dict:
+    request_id = current_request_id()
+    property_id = _single_property(request.batch)
+    if request_id:
+        set_request_context(request_id, property_id=property_id[:128] if property_id else None)
+    try:
+        return service.ingest(request.batch).to_response()
+    except StorageUnavailable as exc:
+        # Raised, not returned: FastAPI's Sentry integration reports every 5xx HTTPException once,
+        # and the app's handler keeps the Retry-After header and the request id.
+        logger.warning("outcome store unavailable; batch refused", extra={"error": str(exc), "batch_size": len(request.batch)})
+        raise HTTPException(
+            status_code=503,
+            detail="outcome store unavailable: nothing from this batch is acknowledged; retry it unchanged",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from exc
+
+
+_asgi = Mangum(app, lifespan="off")
+
+
+@pushes_metrics(function="ingest")
+def handler(event: dict, context) -> dict:
+    return _asgi(event, context)
