@@ -128,6 +128,8 @@ def _build_api() -> Any:
             # Locals that a careless handler might hold: they travel with the stack trace.
             backend_headers = {"X-API-Key": os.environ["BACKEND_API_KEY"]}  # noqa: F841
             raise RuntimeError("model evaluation failed")
+        if property_id == "prop-slow":
+            time.sleep(0.9)  # past the timeout warning, which fires 1.5 s before the deadline
         if property_id == "prop-fallback":
             report_once("model-store", StoreUnavailable("model store timed out"), property_id=property_id)
         return {"price": 123.45}
@@ -206,7 +208,7 @@ def run_container(plan_path: str, out_path: str) -> None:
             None,
             None,
             FUNCTION_ARN,
-            int(time.time() * 1000) + 30_000,
+            int(time.time() * 1000) + step.get("timeout_ms", 30_000),
             None,
             bootstrap.StandardLogSink(),
         )
@@ -337,6 +339,7 @@ API_PLAN = [
     {"name": "insane_id", "handler": "api", "event": api_event("POST", "/score", quote("prop-ok"), {"X-Request-ID": "bad id\nwith newline"}, gateway_id="gw-id-0001")},
     {"name": "fallback_1", "handler": "api", "event": api_event("POST", "/score", quote("prop-fallback"), {"X-Request-ID": "req-fallback-1"})},
     {"name": "fallback_2", "handler": "api", "event": api_event("POST", "/score", quote("prop-fallback"), {"X-Request-ID": "req-fallback-2"})},
+    {"name": "slow", "handler": "api", "timeout_ms": 2000, "event": api_event("POST", "/score", quote("prop-slow"), {"X-Request-ID": "req-slow-1"})},
 ]
 
 
@@ -347,7 +350,7 @@ def api_run(tmp_path_factory):
     with SentryReceiver() as receiver:
         outcomes, logs = run_in_container(tmp_path_factory.mktemp("sentry-api"), receiver.dsn, API_PLAN)
         # Every invocation flushed before returning; the wait only covers the receiver's own thread.
-        receiver.wait_for(lambda r: len(r.events) >= 3 and len(r.transactions) >= 4, timeout=10)
+        receiver.wait_for(lambda r: len(r.events) >= 4 and len(r.transactions) >= 7, timeout=10)
         time.sleep(0.2)  # let any unexpected straggler arrive, so "no event" means something
         yield {o["name"]: o for o in outcomes}, receiver, logs
 
@@ -406,8 +409,17 @@ def test_the_lambda_integration_was_active_and_its_duplicate_transaction_dropped
     crash = tagged(receiver.events, "req-crash-1")[0]
     assert crash["extra"]["lambda"]["function_name"] == "pricing-score"
     assert all(t["contexts"]["trace"]["op"] != "function.aws" for t in receiver.transactions)
-    # Nine requests, of which 404, 422 and /health are filtered: one transaction for each other.
-    assert len(receiver.transactions) == 6
+    # Ten requests, of which 404, 422 and /health are filtered: one transaction for each other.
+    assert len(receiver.transactions) == 7
+
+
+def test_the_timeout_warning_is_one_event_tagged_with_the_request(api_run):
+    outcomes, receiver, _ = api_run
+    assert outcomes["slow"]["result"]["statusCode"] == 200  # warned, not timed out
+    events = tagged(receiver.events, "req-slow-1")
+    assert [e["exception"]["values"][-1]["type"] for e in events] == ["ServerlessTimeoutWarning"]
+    tags = events[0]["tags"]
+    assert tags["property_id"] == "prop-slow" and tags["endpoint"] == "/score" and tags["method"] == "POST"
 
 
 def test_an_insane_caller_request_id_is_replaced_by_the_gateway_id(api_run):
@@ -500,15 +512,17 @@ def test_a_sentry_that_never_answers_costs_only_a_bounded_flush(tmp_path):
 
     plan = [
         {"name": "crash", "handler": "api", "event": api_event("POST", "/score", quote("prop-crash"))},
-        {"name": "ok", "handler": "api", "event": api_event("POST", "/score", quote("prop-ok"))},
-        {"name": "ok_again", "handler": "api", "event": api_event("POST", "/score", quote("prop-ok"))},
+        *({"name": f"ok{i}", "handler": "api", "event": api_event("POST", "/score", quote("prop-ok"))} for i in range(4)),
+        {"name": "crash_again", "handler": "api", "event": api_event("POST", "/score", quote("prop-crash"))},
     ]
     with SentryReceiver(answer=False) as blackhole:
-        outcomes, _ = run_in_container(tmp_path, blackhole.dsn, plan)
-    assert [o["result"]["statusCode"] for o in outcomes] == [500, 200, 200]
-    # Without the bound each invocation would wait for the SDK's 30 s send timeout; the margin
-    # over the flush bound absorbs a slow, shared CI machine.
-    assert max(o["seconds"] for o in outcomes) < FLUSH_TIMEOUT_SECONDS + 3.0, outcomes
+        outcomes, logs = run_in_container(tmp_path, blackhole.dsn, plan)
+    assert [o["result"]["statusCode"] for o in outcomes] == [500, 200, 200, 200, 200, 500]
+    # Unbounded, each invocation would wait out the SDK's 30 s send timeout; bounded but without
+    # the cool-down, each would wait the flush timeout (6 s in all). The container pays one
+    # flush timeout; the margin absorbs a slow, shared CI machine.
+    assert sum(o["seconds"] for o in outcomes) < FLUSH_TIMEOUT_SECONDS + 3.0, outcomes
+    assert logs.count("Sentry flush timed out") == 1
 
 
 if __name__ == "__main__":

@@ -184,6 +184,14 @@ def test_credentials_inside_reprs_and_messages_are_removed(text):
     assert FILTERED in scrubbed
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["basic rule-based pricing", "Basic configuration applied", "the bearer of bad news", "Bearer short"],
+)
+def test_ordinary_prose_is_not_mistaken_for_a_credential(text):
+    assert scrub_event({"message": text})["message"] == text
+
+
 def test_configured_secrets_are_removed_from_every_string_and_short_ones_ignored():
     event = {
         "message": f"backend answered 401 for key {CONFIGURED_SECRET}",

@@ -35,7 +35,8 @@ Decisions this module makes, and why:
   envelope to nearly every flush.
 - **Bounded flush.** The Lambda integration flushes before returning each result; the flush waits
   at most ``FLUSH_TIMEOUT_SECONDS`` and one send at most ``SEND_TIMEOUT_SECONDS``, so an unreachable
-  Sentry costs an invocation a bounded delay, never its timeout.
+  Sentry costs an invocation a bounded delay, never its timeout; and after a flush has timed out,
+  the container stops waiting for a while (``_BoundedHttpTransport``).
 """
 
 from __future__ import annotations
@@ -65,11 +66,11 @@ if TYPE_CHECKING:
 
 FLUSH_TIMEOUT_SECONDS = 1.0
 SEND_TIMEOUT_SECONDS = 2.0
+FLUSH_COOLDOWN_SECONDS = 60.0
 
 RETRAIN_MONITOR_SLUG = "pricing-retrain"
 RETRAIN_SCHEDULE = "cron(0 3 * * ? *)"  # template.yaml, RetrainFunction's schedule
 
-REQUEST_TAGS = ("request_id", "user_id", "property_id", "endpoint", "method")
 HEALTH_ENDPOINTS = frozenset({"/health"})
 # Client errors: the request was wrong, the service was not. 404 (unknown route) and 422
 # (validation) are the ones the API produces; the others never reach Sentry in the first place.
@@ -104,7 +105,9 @@ SENSITIVE_HEADERS = frozenset(
 KEPT_HEADERS = frozenset({"content-type", "content-length", "accept", "x-request-id"})
 MIN_SECRET_LENGTH = 4  # shorter "secrets" would blank out ordinary words all over the event
 
-_CREDENTIAL = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+# "Bearer <token>" in any case; "Basic <base64>" only when the token looks like base64 (a digit,
+# +, /, = or mixed case), so that prose such as "basic configuration" survives.
+_CREDENTIAL = re.compile(r"\b([Bb]earer|BEARER)\s+([A-Za-z0-9._~+/=-]{8,})|\b(Basic)\s+([A-Za-z0-9+/]{8,}={0,2})")
 _HEADER_NAMES = "|".join(re.escape(h) for h in sorted(SENSITIVE_HEADERS))
 # A sensitive header inside a repr'd mapping or pair, e.g. "'x-api-key': 'k'" or "(b'x-api-key', b'k')".
 _HEADER_IN_REPR = re.compile(
@@ -113,14 +116,33 @@ _HEADER_IN_REPR = re.compile(
 
 
 class _BoundedHttpTransport(HttpTransport):
-    """The SDK's HTTP transport with a short socket timeout (its default is 30 s).
+    """The SDK's HTTP transport with a short socket timeout and a flush that backs off.
 
-    The flush timeout already bounds how long an invocation waits; this bounds how long the
-    transport's one worker thread stays stuck on a Sentry that accepts and never answers, so the
-    events queued behind it are not lost to the queue filling up.
+    The socket timeout (the SDK's default is 30 s) bounds how long the transport's one worker
+    thread stays stuck on a Sentry that accepts and never answers, so the events queued behind it
+    are not lost to the queue filling up. The flush timeout bounds what one invocation waits; but
+    during a Sentry outage every invocation would wait that long, a second added to every quote.
+    So once a flush runs out of time, the flushes of the next ``FLUSH_COOLDOWN_SECONDS`` do not
+    wait: events still queue and go out while the container runs, and the outage costs one slow
+    invocation per container per cool-down instead of all of them.
     """
 
     TIMEOUT = SEND_TIMEOUT_SECONDS
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        super().__init__(options)
+        self._no_wait_until = 0.0
+
+    def flush(self, timeout: float, callback: Callable[[int, float], None] | None = None) -> None:
+        started = time.monotonic()
+        if started < self._no_wait_until:
+            return
+        super().flush(timeout, callback)
+        # The worker reports no outcome; a flush that used (nearly) all its time did not finish.
+        if timeout > 0 and time.monotonic() - started >= 0.9 * timeout:
+            logger.warning("Sentry flush timed out: not waiting for Sentry for a while",
+                           extra={"cooldown_seconds": FLUSH_COOLDOWN_SECONDS})
+            self._no_wait_until = time.monotonic() + FLUSH_COOLDOWN_SECONDS
 
 
 class _State:
@@ -131,6 +153,9 @@ class _State:
         self.secrets: tuple[str, ...] = ()
         self.reported_causes: set[str] = set()
         self.lock = threading.Lock()
+        # The tags of the request in progress (Lambda runs one at a time per container), for the
+        # events raised outside its scope: see _add_request_tags.
+        self.request_tags: dict[str, str] = {}
 
 
 _state = _State()
@@ -277,6 +302,9 @@ def set_request_context(
         if value is not None:
             tags[key] = str(value)
     sentry_sdk.set_tags(tags)
+    if request_id is not None and _state.request_tags.get("request_id") != request_id:
+        _state.request_tags = {}
+    _state.request_tags.update(tags)
 
 
 @contextmanager
@@ -489,14 +517,28 @@ def _is_ignored_exception(hint: Mapping[str, Any]) -> bool:
     return isinstance(status, int) and status in IGNORED_STATUS_CODES
 
 
-def _add_request_id(event: dict[str, Any]) -> None:
-    # A last resort for events captured outside the tagged scope (a background callback, say):
-    # the request id still ties them to their log lines.
+def _is_timeout_warning(event: Mapping[str, Any]) -> bool:
+    values = (event.get("exception") or {}).get("values") or []
+    return any(isinstance(v, Mapping) and v.get("type") == "ServerlessTimeoutWarning" for v in values)
+
+
+def _add_request_tags(event: dict[str, Any]) -> None:
+    """Tag events captured outside the request's scope.
+
+    The Lambda integration's timeout warning is raised from its own thread in the invocation's
+    scope, not the request's (the ASGI integration forks one per request), so it would arrive
+    untagged: it gets the tags of the request in progress. Any other untagged event gets at least
+    the request id of its context, which ties it to its log lines.
+    """
+    tags = event.setdefault("tags", {})
+    if not isinstance(tags, dict):
+        return
+    if _is_timeout_warning(event):
+        for key, value in _state.request_tags.items():
+            tags.setdefault(key, value)
     request_id = current_request_id()
     if request_id:
-        tags = event.setdefault("tags", {})
-        if isinstance(tags, dict):
-            tags.setdefault("request_id", request_id)
+        tags.setdefault("request_id", request_id)
 
 
 def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
@@ -507,7 +549,7 @@ def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] |
         return None
     if _endpoint_of(event) in HEALTH_ENDPOINTS or _status_of(event) in IGNORED_STATUS_CODES:
         return None
-    _add_request_id(event)
+    _add_request_tags(event)
     return scrub_event(event)
 
 
@@ -520,7 +562,7 @@ def before_send_transaction(event: dict[str, Any], hint: dict[str, Any]) -> dict
         return None
     if _endpoint_of(event) in HEALTH_ENDPOINTS or _status_of(event) in IGNORED_STATUS_CODES:
         return None
-    _add_request_id(event)
+    _add_request_tags(event)
     return scrub_event(event)
 
 
@@ -560,11 +602,19 @@ def _collect_sensitive_values(node: Any, found: set[str]) -> None:
             stack.extend(current)
 
 
+def _filter_credential(match: re.Match[str]) -> str:
+    if match.group(1):
+        return f"{match.group(1)} {FILTERED}"
+    token = match.group(4)
+    looks_encoded = re.search(r"[0-9+/=]", token) or (token != token.lower() and token != token.upper())
+    return f"Basic {FILTERED}" if looks_encoded else match.group(0)
+
+
 def _scrub_string(value: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
         if secret in value:
             value = value.replace(secret, FILTERED)
-    value = _CREDENTIAL.sub(lambda m: f"{m.group(1)} {FILTERED}", value)
+    value = _CREDENTIAL.sub(_filter_credential, value)
     return _HEADER_IN_REPR.sub(lambda m: f"{m.group(1)}{FILTERED}{m.group(5)}", value)
 
 
