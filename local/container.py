@@ -193,6 +193,8 @@ class _LogSink:
     """Writes a container's lines to its log file and, optionally, a prefixed stream."""
 
     def __init__(self, path: Path | None, echo: IO[str] | None, prefix: str) -> None:
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "a", encoding="utf-8", buffering=1) if path else None  # noqa: SIM115
         self._echo = echo
         self._prefix = prefix
