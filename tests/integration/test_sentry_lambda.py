@@ -78,7 +78,7 @@ def _install_bootstrap() -> Any:
 def _build_api() -> Any:
     """A small app wired like the service's: pure-ASGI request middleware (request id, Sentry
     tags, X-Request-ID on every response), validation and crash handlers, under Mangum."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from mangum import Mangum
@@ -138,7 +138,16 @@ def _build_api() -> Any:
     def learn(batch: Batch) -> dict:
         property_id = batch.batch[0].property_id
         set_request_context(current_request_id() or "", property_id=property_id)
-        raise StoreUnavailable("outcomes table unreachable")
+        try:
+            raise StoreUnavailable("outcomes table unreachable")
+        except StoreUnavailable as exc:
+            # As the ingest app does it: a 5xx HTTPException, reported by the FastAPI integration.
+            raise HTTPException(status_code=503, detail="outcome store unavailable") from exc
+
+    @app.post("/learn-handled")
+    def learn_handled(batch: Batch) -> dict:
+        set_request_context(current_request_id() or "", property_id=batch.batch[0].property_id)
+        raise StoreUnavailable("outcomes table unreachable")  # answered by store_down, above
 
     class RequestMiddleware:
         def __init__(self, app: Any) -> None:
@@ -332,6 +341,7 @@ def response_headers(outcome: dict) -> dict[str, str]:
 API_PLAN = [
     {"name": "crash", "handler": "api", "event": api_event("POST", "/score", quote("prop-crash"), {"X-Request-ID": "req-crash-1"})},
     {"name": "store_down", "handler": "api", "event": api_event("POST", "/learn", {"batch": [{"property_id": "prop-learn"}]}, {"X-Request-ID": "req-learn-1"})},
+    {"name": "store_down_handled", "handler": "api", "event": api_event("POST", "/learn-handled", {"batch": [{"property_id": "prop-learn"}]}, {"X-Request-ID": "req-learn-2"})},
     {"name": "invalid", "handler": "api", "event": api_event("POST", "/score", {"entity": {}}, {"X-Request-ID": "req-invalid-1"})},
     {"name": "not_found", "handler": "api", "event": api_event("GET", "/nope", None, {"X-Request-ID": "req-404-1"})},
     {"name": "health", "handler": "api", "event": api_event("GET", "/health", None, {"X-Request-ID": "req-health-1"})},
@@ -350,7 +360,7 @@ def api_run(tmp_path_factory):
     with SentryReceiver() as receiver:
         outcomes, logs = run_in_container(tmp_path_factory.mktemp("sentry-api"), receiver.dsn, API_PLAN)
         # Every invocation flushed before returning; the wait only covers the receiver's own thread.
-        receiver.wait_for(lambda r: len(r.events) >= 4 and len(r.transactions) >= 7, timeout=10)
+        receiver.wait_for(lambda r: len(r.events) >= 5 and len(r.transactions) >= 8, timeout=10)
         time.sleep(0.2)  # let any unexpected straggler arrive, so "no event" means something
         yield {o["name"]: o for o in outcomes}, receiver, logs
 
@@ -368,13 +378,19 @@ def test_an_unhandled_error_is_one_event_tagged_with_the_request(api_run):
     assert events[0]["environment"] == "test" and events[0]["release"] == "pricing@test"
 
 
-def test_a_storage_failure_answered_with_503_is_one_event(api_run):
+@pytest.mark.parametrize(
+    ("name", "request_id", "endpoint"),
+    [("store_down", "req-learn-1", "/learn"), ("store_down_handled", "req-learn-2", "/learn-handled")],
+)
+def test_a_storage_failure_answered_with_503_is_one_event(api_run, name, request_id, endpoint):
+    # Either way of answering 503: raising HTTPException(503), or an exception handler that
+    # reports with capture_error.
     outcomes, receiver, _ = api_run
-    assert outcomes["store_down"]["result"]["statusCode"] == 503
-    assert response_headers(outcomes["store_down"])["x-request-id"] == "req-learn-1"
-    events = tagged(receiver.events, "req-learn-1")
+    assert outcomes[name]["result"]["statusCode"] == 503
+    assert response_headers(outcomes[name])["x-request-id"] == request_id
+    events = tagged(receiver.events, request_id)
     assert len(events) == 1
-    assert events[0]["tags"]["endpoint"] == "/learn"
+    assert events[0]["tags"]["endpoint"] == endpoint
     assert events[0]["tags"]["method"] == "POST"
     assert events[0]["tags"]["property_id"] == "prop-learn"
 
@@ -409,8 +425,8 @@ def test_the_lambda_integration_was_active_and_its_duplicate_transaction_dropped
     crash = tagged(receiver.events, "req-crash-1")[0]
     assert crash["extra"]["lambda"]["function_name"] == "pricing-score"
     assert all(t["contexts"]["trace"]["op"] != "function.aws" for t in receiver.transactions)
-    # Ten requests, of which 404, 422 and /health are filtered: one transaction for each other.
-    assert len(receiver.transactions) == 7
+    # Eleven requests, of which 404, 422 and /health are filtered: one transaction for each other.
+    assert len(receiver.transactions) == 8
 
 
 def test_the_timeout_warning_is_one_event_tagged_with_the_request(api_run):
