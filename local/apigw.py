@@ -164,7 +164,7 @@ def proxy_response(payload: bytes) -> HttpResponse:
         raw = b""
     elif result.get("isBase64Encoded"):
         try:
-            raw = base64.b64decode(body)
+            raw = base64.b64decode(body, validate=True)
         except (ValueError, TypeError):
             raise BadProxyResponse("isBase64Encoded body is not base64") from None
     else:
