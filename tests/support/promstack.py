@@ -246,6 +246,13 @@ class Prometheus(_Server):
             "--log.level=warn",
         ]
 
+    def start(self) -> "Prometheus":
+        super().start()
+        # Ready is not scraping: target discovery hands over targets only every 5 s, so wait for
+        # the first scrape or a test's first seconds of pushes would never be seen.
+        _wait(lambda: self.value('up{job="pushgateway"}') == 1, 30, "the first scrape of the Pushgateway", 0.2)
+        return self
+
     def query(self, expr: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
         """An instant query: the vector as (labels, value) pairs (a scalar as one pair)."""
         params = {"query": expr}
@@ -320,10 +327,11 @@ class SilentServer:
 # ---------------------------------------------------------------------------- synthetic containers
 
 _CONTAINER_MAIN = """
-import sys
 from support.promstack import _container_main
 _container_main()
 """
+# Answers are marked: the service's own logger writes JSON lines to stdout as well.
+_ANSWER = "@promstack-answer "
 
 
 class SyntheticContainer:
@@ -344,8 +352,9 @@ class SyntheticContainer:
         full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "layers" / "shared"), str(ROOT / "tests")])
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _CONTAINER_MAIN], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            env=full_env, cwd=ROOT, text=True, bufsize=1,
+            stderr=subprocess.STDOUT, env=full_env, cwd=ROOT, text=True, bufsize=1,
         )
+        self.log: list[str] = []  # what the container logged (stdout and stderr)
         self.instance = self._call({"op": "hello"})["instance"]
         self.invocations = 0
 
@@ -353,10 +362,13 @@ class SyntheticContainer:
         assert self.proc.stdin and self.proc.stdout
         self.proc.stdin.write(json.dumps(message) + "\n")
         self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"container exited with {self.proc.wait(5)}")
-        return json.loads(line)
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"container exited with {self.proc.wait(5)}")
+            if line.startswith(_ANSWER):
+                return json.loads(line[len(_ANSWER):])
+            self.log.append(line)  # the container's log lines, for assertions
 
     def invoke(self, properties: Iterable[str] = ("prop-1",), pause: float = 0.0) -> list[float]:
         """One invocation per property, ``pause`` seconds apart; each one's wall time in seconds."""
@@ -422,6 +434,6 @@ def _container_main() -> None:
                 "last_push": push.last_push_stats(),
             }
         else:
-            print(json.dumps({"bye": True}), flush=True)
+            print(_ANSWER + json.dumps({"bye": True}), flush=True)
             return
-        print(json.dumps(answer), flush=True)
+        print(_ANSWER + json.dumps(answer), flush=True)

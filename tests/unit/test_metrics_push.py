@@ -112,13 +112,22 @@ def test_no_created_timestamps_are_pushed(clock):
     assert "_created" not in p._conn.bodies()[BASE]  # noqa: SLF001
 
 
-def test_cold_start_series_carry_their_value_from_the_first_push(clock):
-    m, p = make_pusher(clock)
+def test_a_new_container_pushes_its_counters_at_zero_first_and_their_values_after_the_hold(clock):
+    m, p = make_pusher(clock, hold=30)
+    ok = 'pricing_requests_total{method="POST",endpoint="/score",status_code="200"}'
+    failed = 'pricing_requests_total{method="POST",endpoint="/score",status_code="500"}'
+    latency = 'pricing_api_latency_seconds_count{method="POST",endpoint="/score",status_code="200"}'
     m.track_request(method="POST", endpoint="/score", status_code=200, duration=0.01)
     p.push()
     body = p._conn.bodies()[BASE]  # noqa: SLF001
-    assert line_value(body, 'pricing_requests_total{method="POST",endpoint="/score",status_code="200"}') == 1
-    assert line_value(body, 'pricing_requests_total{method="POST",endpoint="/score",status_code="500"}') == 0
+    assert (line_value(body, ok), line_value(body, latency), line_value(body, failed)) == (0, 0, 0)
+    assert line_value(body, "pricing_uptime_seconds") >= 0  # gauges are not held
+    clock.now += 30
+    m.track_request(method="POST", endpoint="/score", status_code=500, duration=0.01)
+    p.push()
+    body = p._conn.bodies()[BASE]  # noqa: SLF001
+    # The 500 series was created at cold start, so it was announced with the first push too.
+    assert (line_value(body, ok), line_value(body, latency), line_value(body, failed)) == (1, 1, 1)
 
 
 def test_a_late_born_series_is_pushed_at_zero_until_the_hold_has_passed(clock):
@@ -188,7 +197,7 @@ def test_push_size_does_not_grow_with_the_properties_served(clock):
 
 
 def test_a_failed_push_is_counted_logged_with_the_request_id_and_swallowed(clock, caplog):
-    m, p = make_pusher(clock)
+    m, p = make_pusher(clock, hold=0)
     p._conn.fail_with = PushError("connection", "refused")  # noqa: SLF001
     m.track_model_prediction(property_id="prop-1", model_type="conversion", duration=0.002)
     with caplog.at_level(logging.WARNING, logger="pricing.observability.push"):

@@ -176,7 +176,6 @@ class PricingMetrics:
                 self._series[None][(id(fam.metric), ())] = Series(fam, (), fam.metric)
         for reason in PUSH_FAILURE_REASONS:
             self._child(self.push_failures, reason=reason)
-        self._cold_start: set[tuple[int, tuple[str, ...]]] = set(self._series[None])
 
     def _describe(self) -> Iterator[Family]:
         for metric in (
@@ -254,8 +253,8 @@ class PricingMetrics:
         """Create at zero every finite label set ``function`` can emit.
 
         A series that first appears with value 1 has no earlier sample, so ``increase()`` never
-        sees that 1; created at zero before the container's first push, a later first error or
-        first 413 is an ordinary increment.
+        sees that 1. Created at zero and announced with the container's first push, a later first
+        error or first 413 is an ordinary increment, with no hold of its own to wait out.
         """
         for method, endpoint, statuses in FUNCTION_ROUTES.get(function, ()):
             self._child(self.active_requests, endpoint=endpoint)
@@ -265,20 +264,6 @@ class PricingMetrics:
         if function == "score":
             for pricing_method in PRICING_METHODS:
                 self._child(self.score_latency, pricing_method=pricing_method)
-        with self._lock:
-            for method, endpoint, statuses in FUNCTION_ROUTES.get(function, ()):
-                self._cold_start.add((id(self.active_requests), (endpoint,)))
-                for status in statuses:
-                    self._cold_start.add((id(self.requests_total), (method, endpoint, status)))
-                    self._cold_start.add((id(self.api_latency), (method, endpoint, status)))
-            if function == "score":
-                self._cold_start.update((id(self.score_latency), (m,)) for m in PRICING_METHODS)
-
-    def cold_start_series(self) -> list[Series]:
-        """The base series created at zero before any event: those of ``__init__`` and ``preinitialise``."""
-        with self._lock:
-            keys = set(self._cold_start)
-        return [s for s in self.series(None) if (id(s.family.metric), s.labelvalues) in keys]
 
     # ------------------------------------------------------------------ the spec's helpers
 

@@ -1,0 +1,163 @@
+"""Per-invocation pushes against the real Pushgateway and Prometheus (Debian binaries, loopback).
+
+Each "container" is a separate Python process with its own registry that pushes at the end of
+every invocation, as a warm Lambda execution environment does (see ``support.promstack``).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from pricing.observability.push import prune_stale_groups
+from pricing.settings import Settings
+from support.promstack import Prometheus, Pushgateway, SilentServer, SyntheticContainer, free_port
+
+pytestmark = pytest.mark.services
+
+
+def containers(n: int, env: dict) -> list[SyntheticContainer]:
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda _: SyntheticContainer(env), range(n)))
+
+
+def invoke_all(fleet: list[SyntheticContainer], per_container: int, pause: float = 0.0) -> int:
+    """Invoke every container ``per_container`` times, all containers at once; returns the count."""
+    def run(c: SyntheticContainer) -> int:
+        c.invoke([f"prop-{i % 7}" for i in range(per_container)], pause=pause)
+        return per_container
+
+    with ThreadPoolExecutor(len(fleet)) as pool:
+        return sum(pool.map(run, fleet))
+
+
+def close_all(fleet: list[SyntheticContainer]) -> None:
+    with ThreadPoolExecutor(max(len(fleet), 1)) as pool:
+        list(pool.map(lambda c: c.close(), fleet))
+
+
+@pytest.mark.parametrize("hold", [0, 2])
+def test_totals_are_exact_across_concurrent_containers_in_the_pushgateway_and_prometheus(hold):
+    with Pushgateway() as pgw, Prometheus(pgw) as prom:
+        fleet = containers(8, {"PUSHGATEWAY_URL": pgw.url, "METRICS_NEW_SERIES_HOLD_SECONDS": str(hold)})
+        try:
+            n = invoke_all(fleet, 15) + invoke_all(fleet[:5], 7)
+            time.sleep(hold + 0.2)  # with a hold, counts show from each container's first push after it
+            n += invoke_all(fleet, 1)
+            assert n == 163
+            assert pgw.sum("pricing_requests_total", endpoint="/score", status_code="200") == n
+            assert pgw.sum("pricing_api_latency_seconds_count", endpoint="/score") == n
+            assert pgw.sum("pricing_score_latency_seconds_count") == n
+            assert len(pgw.instances()) == 8
+            prom.wait_for_value('sum(pricing_requests_total{job="pricing-score"})', n)
+            prom.wait_for_value("sum(pricing_api_latency_seconds_count)", n)
+            prom.wait_for_value('sum by (le) (pricing_api_latency_seconds_bucket{le="+Inf"})', n)
+            # honor_labels: the containers' own job/instance survive the scrape.
+            assert prom.value('count(count by (instance) (pricing_requests_total{job="pricing-score"}))') == 8
+        finally:
+            close_all(fleet)
+
+
+def test_increase_stays_within_one_percent_as_containers_are_retired_and_started():
+    env = {"METRICS_NEW_SERIES_HOLD_SECONDS": "2"}
+    with Pushgateway() as pgw, Prometheus(pgw, scrape_interval="1s") as prom:
+        env["PUSHGATEWAY_URL"] = pgw.url
+        started = time.time()
+        time.sleep(2)  # the window starts before any container exists
+        live = containers(6, env)
+        retired: list[SyntheticContainer] = []
+        true_count = 0
+        try:
+            for wave in range(3):
+                true_count += invoke_all(live, 30, pause=0.1)  # ~3 s of steady traffic
+                if wave < 2:  # half the fleet goes away, fresh containers replace it
+                    close_all(live[:3])
+                    retired += live[:3]
+                    live = live[3:] + containers(3, env)
+            time.sleep(3)  # a few more scrapes of the final values
+            # Evaluated at the last scrape: increase() extrapolates a window's ragged ends, and
+            # "the run" ends with the last sample Prometheus has.
+            last_scrape = prom.value('timestamp(up{job="pushgateway"})')
+            window = int(last_scrape - started) + 1
+            assert pgw.sum("pricing_requests_total") == true_count
+            measured = prom.value(f"sum(increase(pricing_requests_total[{window}s]))", at=last_scrape)
+            assert measured is not None
+            assert abs(measured - true_count) <= 0.01 * true_count, (measured, true_count)
+        finally:
+            close_all(live)
+
+
+def test_gauges_of_dead_containers_disappear_within_the_ttl_while_live_ones_stay():
+    ttl = 5
+    with Pushgateway() as pgw, Prometheus(pgw) as prom:
+        settings = Settings(pushgateway_url=pgw.url, pushgateway_group_ttl_seconds=ttl)
+        fleet = containers(3, {"PUSHGATEWAY_URL": pgw.url})
+        live, dead = fleet[0], fleet[1:]
+        try:
+            invoke_all(fleet, 2)
+            close_all(dead)
+            prom.wait_for_value("count(pricing_models_loaded)", 3)
+            assert prune_stale_groups(settings) == 0  # not yet silent for the TTL
+            deadline = time.monotonic() + ttl + 1.5
+            while time.monotonic() < deadline:  # the live container keeps being invoked
+                live.invoke(["prop-1"])
+                time.sleep(0.5)
+            pruned = prune_stale_groups(settings)
+            assert pruned >= 2  # each dead container's base group and its property groups
+            assert pgw.instances() == {live.instance}
+            prom.wait_for_value("count(pricing_models_loaded)", 1, timeout=10)
+            assert prom.value("count(pricing_uptime_seconds)") == 1
+        finally:
+            close_all(fleet)
+
+
+def test_a_stopped_pushgateway_costs_invocations_only_the_metrics_until_it_is_back():
+    port = free_port()
+    timeout = 0.2
+    env = {"PUSHGATEWAY_URL": f"http://127.0.0.1:{port}", "PUSHGATEWAY_TIMEOUT_SECONDS": str(timeout),
+           "METRICS_NEW_SERIES_HOLD_SECONDS": "0"}
+    with SyntheticContainer(env) as container:
+        elapsed = container.invoke([f"prop-{i}" for i in range(10)])
+        assert max(elapsed) < timeout + 1.0  # bounded (loose: the machine is shared)
+        assert container.stats()["push_failures"]["connection"] == 10
+        # Each failure is logged with the invocation's request id.
+        assert any("req-prop-3-3" in line and "Pushgateway" in line for line in container.log)
+        with Pushgateway(port=port) as pgw:  # the gateway comes back on the same address
+            container.invoke(["prop-1"])
+            # Cumulative pushes: the invocations made during the outage are not lost.
+            assert pgw.sum("pricing_requests_total") == 11
+            assert pgw.sum("pricing_metrics_push_failures_total", reason="connection") == 10
+
+
+def test_a_hung_pushgateway_slows_each_invocation_by_at_most_the_timeout():
+    timeout = 0.2
+    with SilentServer() as hung:
+        env = {"PUSHGATEWAY_URL": hung.url, "PUSHGATEWAY_TIMEOUT_SECONDS": str(timeout)}
+        with SyntheticContainer(env) as container:
+            elapsed = container.invoke([f"prop-{i}" for i in range(6)])
+            assert len(elapsed) == 6  # every invocation returned
+            assert max(elapsed) < timeout + 1.0  # bounded (loose: the machine is shared)
+            failures = container.stats()["push_failures"]
+            assert failures["timeout"] >= 1
+            # After a timeout the container backs off instead of paying the timeout every time.
+            assert failures["timeout"] + failures["backoff"] == 6
+            assert sum(elapsed) < 6 * timeout
+
+
+def test_a_basic_auth_pushgateway_accepts_the_configured_credentials_only():
+    with Pushgateway(basic_auth={"pusher": "s3cret"}) as pgw:
+        good = {"PUSHGATEWAY_URL": pgw.url, "PUSHGATEWAY_USERNAME": "pusher", "PUSHGATEWAY_PASSWORD": "s3cret",
+                "METRICS_NEW_SERIES_HOLD_SECONDS": "0"}
+        bad = dict(good, PUSHGATEWAY_PASSWORD="wrong")
+        with SyntheticContainer(good) as ok, SyntheticContainer(bad) as refused:
+            ok.invoke(["prop-1", "prop-2", "prop-3"])
+            refused.invoke(["prop-1", "prop-2"])
+            assert pgw.instances() == {ok.instance}
+            assert pgw.sum("pricing_requests_total") == 3
+            assert refused.stats()["push_failures"]["http_4xx"] == 2
+        settings = Settings(pushgateway_url=pgw.url, pushgateway_username="pusher",
+                            pushgateway_password="s3cret", pushgateway_group_ttl_seconds=5)
+        assert prune_stale_groups(settings, now=time.time() + 60) == 4  # base + 3 property groups
+        assert pgw.instances() == set()
