@@ -174,17 +174,19 @@ class Prometheus(ManagedProcess):
         return shutil.which(cls.binary) is not None
 
 
-def prometheus_config(pushgateway: str, *, base: Path | None = None, scrape_interval: str = "5s") -> dict:
+def prometheus_config(pushgateway: str, *, base: Path | None = None, rule_files: Sequence[Path] = (),
+                      scrape_interval: str = "5s") -> dict:
     """A Prometheus config scraping the Pushgateway at ``pushgateway`` (``host:port``).
 
     With ``base`` (the project's ``observability/prometheus.yml``) its rules, alerting and jobs
     are kept; every job that scrapes a Pushgateway is pointed at ``pushgateway``, with
     ``honor_labels: true``, and relative ``rule_files`` are made absolute (the written config lives
-    elsewhere). Without it: a Pushgateway job and Prometheus' own.
+    elsewhere). Without it: a Pushgateway job, Prometheus' own, and ``rule_files``.
     """
     if base is None or not base.is_file():
         return {
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+            "rule_files": [str(Path(p).resolve()) for p in rule_files],
             "scrape_configs": [
                 {"job_name": "pushgateway", "honor_labels": True,
                  "static_configs": [{"targets": [pushgateway]}]},
@@ -209,8 +211,9 @@ def prometheus_config(pushgateway: str, *, base: Path | None = None, scrape_inte
     return config
 
 
-def write_prometheus_config(path: Path, pushgateway: str, prometheus: str, base: Path | None) -> Path:
-    config = prometheus_config(pushgateway, base=base)
+def write_prometheus_config(path: Path, pushgateway: str, prometheus: str, base: Path | None,
+                            rule_files: Sequence[Path] = ()) -> Path:
+    config = prometheus_config(pushgateway, base=base, rule_files=rule_files)
     text = yaml.safe_dump(config, sort_keys=False).replace("__PROMETHEUS__", prometheus)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

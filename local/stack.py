@@ -197,15 +197,24 @@ class LocalStack:
         self.pushgateway = Pushgateway(pg_port, log_path=self.log_dir / "pushgateway.log").start()
         self.pushgateway_url = self.pushgateway.url
         prom_port = preferred_port(opts.prometheus_port, "Prometheus")
-        base = PROJECT_ROOT / "observability" / "prometheus.yml"
-        config = write_prometheus_config(opts.run_dir / "prometheus.yml", f"127.0.0.1:{pg_port}",
-                                         f"127.0.0.1:{prom_port}", base if base.is_file() else None)
-        try:
-            self.prometheus = Prometheus(config, opts.run_dir / "prometheus-data", prom_port,
-                                         log_path=self.log_dir / "prometheus.log").start()
-        except ServiceError as exc:
-            # Metrics still reach the Pushgateway; only the scraping side is missing.
-            log.error("%s", exc)
+        observability = PROJECT_ROOT / "observability"
+        base = observability / "prometheus.yml"
+        # Without the project's own config, still evaluate its alerting and recording rules.
+        rules = sorted(p for p in observability.glob("prometheus_*.yml"))
+        for attempt_rules in (rules, []):
+            config = write_prometheus_config(opts.run_dir / "prometheus.yml", f"127.0.0.1:{pg_port}",
+                                             f"127.0.0.1:{prom_port}", base if base.is_file() else None,
+                                             attempt_rules)
+            try:
+                self.prometheus = Prometheus(config, opts.run_dir / "prometheus-data", prom_port,
+                                             log_path=self.log_dir / "prometheus.log").start()
+                return
+            except ServiceError as exc:
+                # Metrics still reach the Pushgateway; only the scraping side is missing.
+                log.error("%s", exc)
+                if not attempt_rules or base.is_file():
+                    return
+                log.warning("retrying Prometheus without the rule files %s", ", ".join(map(str, rules)))
 
     def addresses(self) -> list[tuple[str, str, str]]:
         """(what, URL, detail) of everything this stack serves or uses."""

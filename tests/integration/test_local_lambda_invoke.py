@@ -1,0 +1,144 @@
+"""``python -m local.invoke`` (``make invoke``) on a small built application of the test's own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from support.local_stack import PROJECT_ROOT, moto_resources
+
+TEMPLATE = """
+    Transform: AWS::Serverless-2016-10-31
+    Parameters:
+      Stage: {Type: String, Default: test}
+    Globals:
+      Function:
+        Timeout: 5
+        Environment:
+          Variables:
+            TABLE: !Ref Table
+            STAGE: !Ref Stage
+    Resources:
+      ProbeFunction:
+        Type: AWS::Serverless::Function
+        Properties:
+          FunctionName: !Sub probe-${Stage}
+          Handler: probe.handler
+          Runtime: python3.11
+          CodeUri: ProbeFunction
+      Table:
+        Type: AWS::DynamoDB::Table
+        Properties:
+          TableName: !Sub probe-table-${Stage}
+          BillingMode: PAY_PER_REQUEST
+          AttributeDefinitions: [{AttributeName: id, AttributeType: S}]
+          KeySchema: [{AttributeName: id, KeyType: HASH}]
+"""
+
+HANDLER = """
+    import os
+    import boto3
+
+    print("a log line that must not reach stdout")
+
+    def handler(event, context):
+        print("handling", event)
+        if event.get("fail"):
+            raise KeyError("missing")
+        tables = boto3.client("dynamodb").list_tables()["TableNames"] if event.get("tables") else None
+        return {"event": event, "endpoint": os.environ.get("AWS_ENDPOINT_URL"), "tables": tables,
+                "table": os.environ["TABLE"], "stage": os.environ["STAGE"], "extra": os.environ.get("EXTRA")}
+"""
+
+
+@pytest.fixture
+def app(tmp_path):
+    build = tmp_path / "build"
+    (build / "ProbeFunction").mkdir(parents=True)
+    (build / "template.yaml").write_text(textwrap.dedent(TEMPLATE))
+    (build / "ProbeFunction" / "probe.py").write_text(textwrap.dedent(HANDLER))
+    return tmp_path
+
+
+def run_invoke(app, *args, stdin=None, env=None):
+    clean = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "PUSHGATEWAY_URL", "SENTRY_DSN")}
+    clean.update({"LOCAL_BUILD_DIR": str(app / "build"), "LOCAL_RUN_DIR": str(app / "run"), **(env or {})})
+    return subprocess.run([sys.executable, "-m", "local.invoke", *args], cwd=PROJECT_ROOT, env=clean,
+                          input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def write(path, document):
+    path.write_text(json.dumps(document))
+    return str(path)
+
+
+@pytest.mark.services
+def test_prints_only_the_result_on_stdout_with_a_moto_server_of_its_own(app):
+    done = run_invoke(app, "ProbeFunction", write(app / "event.json", {"tables": True}))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)  # stdout is exactly one JSON document
+    assert result["event"] == {"tables": True}
+    assert result["endpoint"].startswith("http://127.0.0.1:")
+    assert result["tables"] == ["probe-table-test"] == [result["table"]]
+    assert "a log line that must not reach stdout" in done.stderr and "handling" in done.stderr
+    assert "REPORT RequestId" in done.stderr
+
+
+def test_given_endpoint_in_env_vars_is_used_as_is(app):
+    env_vars = write(app / "env.json", {"Parameters": {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+                                        "ProbeFunction": {"EXTRA": "from-file"}})
+    done = run_invoke(app, "ProbeFunction", write(app / "event.json", {}), "--env-vars", env_vars)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["endpoint"] == "http://127.0.0.1:9" and result["extra"] == "from-file"
+    assert "moto server" not in done.stderr
+
+
+def test_function_name_event_from_stdin_and_failures(app):
+    given = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    by_name = run_invoke(app, "probe-test", "-", stdin='{"via": "stdin"}', env=given)
+    assert by_name.returncode == 0 and json.loads(by_name.stdout)["event"] == {"via": "stdin"}
+    failed = run_invoke(app, "ProbeFunction", "-", stdin='{"fail": true}', env=given)
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["errorType"] == "KeyError"
+    unknown = run_invoke(app, "NoSuchFunction", env=given)
+    assert unknown.returncode == 2 and unknown.stdout == "" and "ProbeFunction" in unknown.stderr
+
+
+class _Answer(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.services
+def test_uses_the_services_of_a_running_make_run(app):
+    fake_api = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
+    threading.Thread(target=fake_api.serve_forever, daemon=True).start()
+    try:
+        with moto_resources() as aws:
+            (app / "run").mkdir()
+            write(app / "run" / "state.json", {
+                "pid": os.getpid(), "api_url": f"http://127.0.0.1:{fake_api.server_address[1]}",
+                "aws_endpoint_url": aws.endpoint_url,
+                "function_env": {"AWS_ENDPOINT_URL": aws.endpoint_url, "EXTRA": "from-make-run"},
+            })
+            done = run_invoke(app, "ProbeFunction", write(app / "event.json", {}))
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert result["endpoint"] == aws.endpoint_url and result["extra"] == "from-make-run"
+        assert "using the services of make run" in done.stderr
+    finally:
+        fake_api.shutdown()
+        fake_api.server_close()
