@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Callable
 
+from pricing.domain.guardrails import MAX_PRICE, MIN_PRICE
 from pricing.domain.quote import CompetitorSnapshot
 
 SUCCESS, NOT_FOUND, ERROR, TIMEOUT = "success", "not_found", "error", "timeout"
@@ -34,7 +35,8 @@ def _positive(value) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     value = float(value)
-    return value if math.isfinite(value) and value > 0 else None
+    # The request's bounds: a backend answering 1e308 must not overflow the price to infinity.
+    return value if math.isfinite(value) and MIN_PRICE <= value <= MAX_PRICE else None
 
 
 def parse_payload(payload: object, now: datetime) -> CompetitorSnapshot | None:

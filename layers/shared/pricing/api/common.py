@@ -11,9 +11,10 @@ import json
 import time
 from typing import Any, Awaitable, Callable
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from pricing import __version__
@@ -74,9 +75,21 @@ def parse_strict_json(body: bytes) -> Any:
         raise InvalidJSON(f"nesting deeper than {MAX_JSON_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
         raise InvalidJSON(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except ValueError as exc:
+        # Not a JSONDecodeError: an integer literal beyond Python's digit limit (CVE-2020-10735).
+        raise InvalidJSON(f"invalid JSON: {str(exc).split(';')[0]}") from None
     if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise InvalidJSON(f"nesting deeper than {MAX_JSON_DEPTH} levels")
     return value
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    """``application/json`` or ``application/<anything>+json``, any case, any parameters; a
+    missing Content-Type counts as JSON (the old service read such bodies as JSON)."""
+    if not content_type:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 def error_body(loc: list, msg: str, type_: str) -> dict:
@@ -85,11 +98,14 @@ def error_body(loc: list, msg: str, type_: str) -> dict:
 
 def endpoint_of(app: FastAPI, scope: dict) -> str:
     """The route template serving this request: a bounded label, unlike the raw path."""
+    partial = None
     for route in app.router.routes:
         match, _ = route.matches(scope)
         if match == Match.FULL:
             return getattr(route, "path", UNMATCHED_ENDPOINT)
-    return UNMATCHED_ENDPOINT
+        if match == Match.PARTIAL and partial is None:
+            partial = route  # the path exists, the method does not: a 405 of that route
+    return getattr(partial, "path", UNMATCHED_ENDPOINT) if partial is not None else UNMATCHED_ENDPOINT
 
 
 class RequestMiddleware:
@@ -161,6 +177,12 @@ class RequestMiddleware:
                 break
         body = b"".join(chunks)
         if body and scope["method"] in ("POST", "PUT", "PATCH"):
+            content_type = headers.get("content-type")
+            if not is_json_media_type(content_type):
+                # Still the contract's 422 and error shape, but naming the header: without this
+                # the caller reads "Input should be a valid dictionary" about a valid JSON body.
+                msg = f"Content-Type must be application/json, got {content_type[:100]!r}"
+                return (422, error_body(["header", "content-type"], msg, "content_type"), "unsupported_media_type"), receive
             try:
                 parse_strict_json(body)
             except InvalidJSON as exc:
@@ -184,15 +206,18 @@ def _summarise(errors: list[dict]) -> list[dict]:
 
 def create_app(*, title: str, settings: Settings) -> FastAPI:
     """A FastAPI app with the service's middleware and error handling; routes are added by the caller."""
-    app = FastAPI(title=title, version=__version__, docs_url=None, redoc_url=None)
+    # strict_content_type=False: a body without Content-Type is read as JSON, as the old service
+    # did; any other non-JSON type is refused by the middleware with a message naming it.
+    app = FastAPI(title=title, version=__version__, docs_url=None, redoc_url=None, strict_content_type=False)
 
     @app.exception_handler(RequestValidationError)
     async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
         metrics.track_error(endpoint=endpoint_of(app, request.scope), error_type="validation")
         return JSONResponse({"detail": _summarise(exc.errors())}, status_code=422)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    # Starlette's class, not FastAPI's subclass: routing raises the former for 404 and 405.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         error_type = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, f"http_{exc.status_code}")
         metrics.track_error(endpoint=endpoint_of(app, request.scope), error_type=error_type)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)

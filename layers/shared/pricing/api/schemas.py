@@ -9,15 +9,23 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Optional
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+import math
 
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, model_validator
+
+from pricing.domain.guardrails import MAX_PRICE, MIN_PRICE
 from pricing.domain.quote import CompetitorSnapshot, Quote, Toggles
 
 MAX_LEAD_DAYS = 730
 ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 
+# Printable text: control characters in an id end up in logs, Sentry tags and terminals.
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+
 PropertyId = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
-Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# Strict: "120" or true is a caller's bug, not a price. Bounded: a price under a cent rounds to a
+# free room, and one near the float limit overflows the grid arithmetic to infinity.
+Price = Annotated[float, Strict(), Field(ge=MIN_PRICE, le=MAX_PRICE, allow_inf_nan=False)]
 
 
 class _Body(BaseModel):
@@ -25,7 +33,7 @@ class _Body(BaseModel):
 
 
 class Entity(_Body):
-    userId: str = Field(min_length=1, max_length=128)
+    userId: str = Field(min_length=1, max_length=128, pattern=PRINTABLE_PATTERN)
     propertyId: PropertyId
 
 
@@ -66,8 +74,11 @@ class Costs(_Body):
 
     @model_validator(mode="after")
     def _ordered(self) -> "Costs":
-        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
-            raise ValueError("min_price must not exceed max_price")
+        if self.min_price is not None and self.max_price is not None:
+            if self.min_price > self.max_price:
+                raise ValueError("min_price must not exceed max_price")
+            if math.ceil(round(self.min_price * 100, 6)) > math.floor(round(self.max_price * 100, 6)):
+                raise ValueError("min_price..max_price holds no whole-cent price")
         return self
 
 

@@ -6,6 +6,13 @@ import math
 from dataclasses import dataclass
 
 
+#: The smallest price there is: one cent. Rounding must never turn a tiny price into a free room.
+MIN_PRICE = 0.01
+#: The largest nightly price accepted anywhere (request, backend, configuration). Beyond it a
+#: float no longer holds whole cents, and the pricing arithmetic could overflow to infinity.
+MAX_PRICE = 1e10
+
+
 def round_price(price: float) -> float:
     return float(round(price + 0.0, 2))
 
@@ -52,7 +59,7 @@ class Guardrails:
             bounded = max(bounded, self.min_price)
         if self.max_price is not None:
             bounded = min(bounded, self.max_price)
-        rounded = round_price(bounded)
+        rounded = max(round_price(bounded), MIN_PRICE)
         # Rounding to cents must not step outside a bound given with more decimals.
         if self.min_price is not None and rounded < self.min_price:
             rounded = math.ceil(self.min_price * 100) / 100
