@@ -69,3 +69,11 @@ invoke: build ## one event through a function, result on stdout: FN=ScoreFunctio
 
 clean: ## remove build output and local state
 	rm -rf .aws-sam .run
+
+# --- observability ---------------------------------------------------------------------------
+.PHONY: dashboard-snapshot
+SNAPSHOT_MINUTES ?= 60
+SNAPSHOT ?= .run/dashboard-snapshot.png
+
+dashboard-snapshot: $(VENV)/.installed ## the dashboard's 18 panels from the local Prometheus as a PNG (PROMETHEUS_URL= SNAPSHOT_MINUTES= SNAPSHOT=)
+	$(VENV)/bin/python observability/render_dashboard.py $(PROMETHEUS_URL) --minutes $(SNAPSHOT_MINUTES) --output $(SNAPSHOT)
