@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 ARTIFACT_FORMAT = "conversion-logit/v1"
 
 # Feature order is part of the artifact contract: training builds its design matrix with
 # ``design_row`` and scoring evaluates the same function, so they cannot disagree.
 FEATURE_NAMES = ("intercept", "price_ratio", "lead_scaled", "occupancy", "weekend", "refundable", "los_scaled")
+#: The only feature that depends on the price: ``price / reference_price`` (see ``design_row``).
+PRICE_FEATURE = FEATURE_NAMES.index("price_ratio")
 
 #: How far beyond the trained price range a model's predictions are still trusted.
 EXTRAPOLATION_MARGIN = 0.10
@@ -78,6 +80,22 @@ class ConversionModel:
         row = design_row(price, self.reference_price, features)
         z = sum(self.coefficients.get(name, 0.0) * x for name, x in zip(FEATURE_NAMES, row))
         return sigmoid(z)
+
+    def probabilities(self, prices: Iterable[float], features: ModelFeatures) -> list[float]:
+        """``probability`` at each of ``prices``: a whole candidate grid in one call.
+
+        Bit-for-bit the same numbers as ``probability`` (the same terms summed in the same order),
+        but the terms that do not depend on the price are computed once per grid instead of once
+        per candidate: on the /score path, with two grids of ~100 prices, that was most of the cost.
+        """
+        ref = self.reference_price
+        terms = [self.coefficients.get(name, 0.0) * x for name, x in zip(FEATURE_NAMES, design_row(ref, ref, features))]
+        at, weight = PRICE_FEATURE, self.coefficients.get("price_ratio", 0.0)
+        out = []
+        for price in prices:
+            terms[at] = weight * (price / ref)
+            out.append(sigmoid(sum(terms)))
+        return out
 
     @property
     def price_coefficient(self) -> float:

@@ -34,7 +34,7 @@ class Optimum:
 
 
 def evaluate(model: ConversionModel, features: ModelFeatures, prices: Sequence[float]) -> list[Candidate]:
-    return [Candidate(p, model.probability(p, features)) for p in prices]
+    return [Candidate(p, prob) for p, prob in zip(prices, model.probabilities(prices, features))]
 
 
 def optimise(model: ConversionModel, features: ModelFeatures, prices: Sequence[float]) -> Optimum:
@@ -45,7 +45,11 @@ def optimise(model: ConversionModel, features: ModelFeatures, prices: Sequence[f
     """
     if not prices:
         raise ValueError("no candidate prices")
-    candidates = evaluate(model, features, prices)
-    best = max(candidates, key=lambda c: (c.revenue, -c.price))
-    near = [c.price for c in candidates if c.revenue >= BAND_REVENUE_SHARE * best.revenue]
-    return Optimum(best=best, band=(min(near), max(near)), evaluated=len(candidates))
+    # The same comparisons as over ``evaluate``'s candidates, on plain lists: this runs for every
+    # /score, and building and querying ~100 Candidate objects cost as much as the model itself.
+    probabilities = model.probabilities(prices, features)
+    revenues = [p * prob for p, prob in zip(prices, probabilities)]
+    i = max(range(len(prices)), key=lambda k: (revenues[k], -prices[k]))
+    best = Candidate(prices[i], probabilities[i])
+    near = [p for p, revenue in zip(prices, revenues) if revenue >= BAND_REVENUE_SHARE * best.revenue]
+    return Optimum(best=best, band=(min(near), max(near)), evaluated=len(prices))

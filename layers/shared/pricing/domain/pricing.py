@@ -115,7 +115,9 @@ def recommend(
         grid = guardrails.candidate_grid(lo, hi, GRID_POINTS)
         if grid:
             opt = optimise(model, features, grid)
-            free = optimise(model, features, Guardrails().candidate_grid(lo, hi, GRID_POINTS))
+            # Without guardrails the unconstrained grid is this very grid: priced once, not twice.
+            unbounded = Guardrails()
+            free = opt if guardrails == unbounded else optimise(model, features, unbounded.candidate_grid(lo, hi, GRID_POINTS))
             best = opt.best
             clamped = not guardrails.admits(free.best.price)
             occ_end = min(1.0, quote.occupancy + best.conversion_prob * quote.remaining / quote.capacity)
