@@ -19,10 +19,11 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort | expand -t 22
 
 $(VENV)/.installed: requirements-dev.txt constraints.txt layers/shared/requirements.txt functions/retrain/requirements.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
-	touch $@
+	@echo "setting up $(VENV) (pinned requirements)" >&2
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) >&2
+	@$(PY) -m pip install --quiet --upgrade pip >&2
+	@$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt >&2
+	@touch $@
 
 system-deps: ## install the Debian packages of the Prometheus stack when missing
 	@missing=""; \
