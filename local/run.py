@@ -4,13 +4,16 @@
 
 Starts ``local.stack.LocalStack`` (options and environment variables: ``StackOptions.from_env``),
 runs ``python -m local.seed`` when that module exists, prints every address it serves, and logs
-each request with the container that served it (to stderr and ``.run/logs/runner.log``).
+each request with the container that served it (to stderr and ``.run/logs/runner.log``); the
+containers' own output goes to ``.run/logs/<Function>-<id>.log`` and, unless
+``LOCAL_CONTAINER_LOGS=0``, to stderr prefixed with ``[<Function> <container id>]``.
 Ctrl-C or SIGTERM stops the API, the containers, Prometheus, the Pushgateway and moto, in that
 order, and removes ``.run/state.json``.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -28,7 +31,9 @@ log = logging.getLogger("local.run")
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = StackOptions.from_env(os.environ)
-    options.echo = sys.stderr
+    # LOCAL_CONTAINER_LOGS=0 keeps the containers' output in their log files only.
+    if os.environ.get("LOCAL_CONTAINER_LOGS", "1").lower() not in ("0", "false", "no", "off"):
+        options.echo = sys.stderr
     (options.run_dir / "logs").mkdir(parents=True, exist_ok=True)
     formatter = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr),
@@ -49,7 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     stack = LocalStack(options)
     try:
         stack.start()
-    except (ServiceError, ContainerError, TemplateError, OSError) as exc:
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            log.error("cannot start: port %d is taken (PORT=... picks another)", options.port)
+        else:
+            log.error("cannot start: %s", exc)
+        return 1
+    except (ServiceError, ContainerError, TemplateError) as exc:
         log.error("cannot start: %s", exc)
         return 1
     try:
