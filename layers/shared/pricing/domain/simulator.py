@@ -74,6 +74,26 @@ class DemandCurve:
     def revenue(self, price: float, features: ModelFeatures) -> float:
         return price * self.probability(price, features)
 
+    def true_model(self, property_id: str, version: str) -> ConversionModel:
+        """The curve itself as a conversion model (only a logistic-in-price curve is one): the
+        best incumbent a retrain can ever face."""
+        if self.log_price:
+            raise ValueError(f"{self.name} is not logistic in price")
+        lo, hi = (m * self.base_price for m in EXPLORATION_RANGE)
+        return ConversionModel(
+            property_id=property_id,
+            version=version,
+            coefficients={
+                "intercept": self.intercept,
+                "price_ratio": self.price_effect,
+                "lead_scaled": self.lead_effect,
+                "occupancy": self.occupancy_effect,
+                "weekend": self.weekend_effect,
+            },
+            reference_price=self.base_price,
+            price_range=(lo, hi),
+        )
+
     def oracle_price(self, features: ModelFeatures) -> float:
         """The revenue-maximising price on a fine grid over 0.3x..3x the base price."""
         lo, hi = (m * self.base_price for m in ORACLE_RANGE)
@@ -119,9 +139,12 @@ class SimulatedQuote:
         )
 
 
-def _random_quote(rng: random.Random, quote_time: datetime) -> SimulatedQuote:
+def _random_quote(
+    rng: random.Random, quote_time: datetime, occupancy: tuple[float, float] = (0.0, 1.0)
+) -> SimulatedQuote:
     lead = rng.randint(0, MAX_LEAD_DAYS)
-    return SimulatedQuote(quote_time, quote_time.date() + timedelta(days=lead), rng.randint(0, CAPACITY))
+    sold = rng.randint(round(occupancy[0] * CAPACITY), round(occupancy[1] * CAPACITY))
+    return SimulatedQuote(quote_time, quote_time.date() + timedelta(days=lead), CAPACITY - sold)
 
 
 def features_of(quote: SimulatedQuote, property_id: str = "simulated") -> ModelFeatures:
@@ -129,22 +152,31 @@ def features_of(quote: SimulatedQuote, property_id: str = "simulated") -> ModelF
 
 
 def simulate_outcomes(
-    curve: DemandCurve, n: int, *, seed: int, now: datetime, property_id: str | None = None
+    curve: DemandCurve,
+    n: int,
+    *,
+    seed: int,
+    now: datetime,
+    property_id: str | None = None,
+    history_days: float = HISTORY_DAYS,
+    occupancy: tuple[float, float] = (0.0, 1.0),
 ) -> list[dict]:
-    """``n`` /learn outcomes for ``curve``, quoted at explored prices over the last 90 days.
+    """``n`` /learn outcomes for ``curve``, quoted at explored prices over the ``history_days``
+    before ``now`` (the last ten minutes excepted), with occupancy drawn from ``occupancy``.
 
     Quote ids are derived from the curve, seed and index, so re-sending a simulation is
     recognised as duplicates by /learn.
     """
     rng = random.Random(f"{curve.name}:{seed}")
     property_id = property_id or curve.name
-    start = now - timedelta(days=HISTORY_DAYS)
+    start = now - timedelta(days=history_days)
+    span = history_days * 86400 - 600
     lo, hi = EXPLORATION_RANGE
     outcomes = []
     for i in range(n):
         # Evenly spread in time (oldest first), so the newest fifth is a true time-ordered holdout.
-        quote_time = start + timedelta(seconds=(HISTORY_DAYS * 86400 - 600) * i / max(n - 1, 1))
-        quote = _random_quote(rng, quote_time.replace(microsecond=0))
+        quote_time = start + timedelta(seconds=span * i / max(n - 1, 1))
+        quote = _random_quote(rng, quote_time.replace(microsecond=0), occupancy)
         price = round(curve.base_price * rng.uniform(lo, hi), 2)
         booked = rng.random() < curve.probability(price, features_of(quote, property_id))
         outcomes.append(

@@ -22,6 +22,7 @@ Decisions:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -125,15 +126,19 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2_PENALTY) -> np.nda
     return w
 
 
+def log_losses(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each outcome's log loss under predictions ``p`` (clipped, so always finite)."""
+    clipped = np.clip(p, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+    return -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))
+
+
 def evaluate_probabilities(p: np.ndarray, y: np.ndarray) -> Evaluation:
     if len(y) == 0:
         raise TrainingError("nothing to evaluate on")
-    clipped = np.clip(p, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
-    log_loss = float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)))
     return Evaluation(
         n=len(y),
         positives=int(y.sum()),
-        log_loss=log_loss,
+        log_loss=float(np.mean(log_losses(p, y))),
         brier=float(np.mean((p - y) ** 2)),
         mean_predicted=float(np.mean(p)),
     )
@@ -147,12 +152,6 @@ def predict(model: ConversionModel, outcomes: Sequence[Outcome]) -> np.ndarray:
 
 def evaluate(model: ConversionModel, outcomes: Sequence[Outcome]) -> Evaluation:
     return evaluate_probabilities(predict(model, outcomes), labels(outcomes))
-
-
-def evaluate_base_rate(rate: float, outcomes: Sequence[Outcome]) -> Evaluation:
-    """The no-model baseline: every quote converts at the training sample's booking rate."""
-    y = labels(outcomes)
-    return evaluate_probabilities(np.full(len(y), rate), y)
 
 
 def reference_bins(x: np.ndarray) -> dict:
@@ -237,6 +236,34 @@ MIN_NEGATIVES = 20
 #: A candidate must beat the incumbent's holdout log loss by this share to replace it, so two fits
 #: of practically the same data do not churn versions (and caches) every night.
 MIN_RELATIVE_IMPROVEMENT = 0.001
+#: ... and the improvement must be significant: a one-sided paired z-test on the per-outcome
+#: log-loss differences at the 5% level. On a small holdout a worse model wins by luck often.
+SIGNIFICANCE_Z = 1.645
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A paired comparison of two models' log losses on the same holdout outcomes."""
+
+    mean_improvement: float  # mean of (other's loss - candidate's loss); > 0: candidate better
+    z: float
+
+    @property
+    def significant(self) -> bool:
+        return self.mean_improvement > 0 and self.z >= SIGNIFICANCE_Z
+
+    def as_dict(self) -> dict:
+        return {"mean_log_loss_improvement": round(self.mean_improvement, 6), "z": round(self.z, 3)}
+
+
+def compare(candidate_losses: np.ndarray, other_losses: np.ndarray) -> Comparison:
+    """Paired z statistic of the candidate's per-outcome improvement over another model."""
+    d = other_losses - candidate_losses
+    mean = float(np.mean(d))
+    sd = float(np.std(d, ddof=1)) if len(d) > 1 else 0.0
+    if sd == 0.0:
+        return Comparison(mean, math.inf if mean > 0 else 0.0)
+    return Comparison(mean, mean / (sd / math.sqrt(len(d))))
 
 
 def insufficient_data(outcomes: Sequence[Outcome]) -> str | None:
@@ -262,6 +289,8 @@ class Judgement:
     candidate_holdout: Evaluation
     baseline_holdout: Evaluation
     incumbent_holdout: Evaluation | None
+    versus_baseline: Comparison
+    versus_incumbent: Comparison | None
 
     def figures(self) -> dict:
         return {
@@ -271,6 +300,8 @@ class Judgement:
             },
             "incumbent": None if self.incumbent_holdout is None else self.incumbent_holdout.as_dict(),
             "baseline": self.baseline_holdout.as_dict(),
+            "versus_baseline": self.versus_baseline.as_dict(),
+            "versus_incumbent": None if self.versus_incumbent is None else self.versus_incumbent.as_dict(),
         }
 
 
@@ -287,20 +318,30 @@ def train_and_judge(
 
     The holdout decides whether a model of this form, fitted to this property's data, predicts
     the newest bookings better than the incumbent (or, with no incumbent, than the base booking
-    rate). The model returned for deployment is then refitted on the whole window, so the newest
-    fifth of the data -- the most relevant to tomorrow's prices -- is not thrown away.
+    rate, for a first model): better by ``MIN_RELATIVE_IMPROVEMENT`` in log loss and significantly
+    so (``SIGNIFICANCE_Z``). The model returned for deployment is then refitted on the whole window,
+    so the newest fifth of the data -- the most relevant to tomorrow's prices -- is not thrown
+    away.
 
     Rejected: a candidate whose booking probability does not fall with price (it would push every
-    price to the ceiling), and one not better than the incumbent by ``MIN_RELATIVE_IMPROVEMENT``.
+    price to the ceiling), and one not clearly better than the incumbent or the base rate.
 
     Raises ``TrainingError`` when the outcomes cannot be fitted at all.
     """
     fit_part, holdout = split_holdout(outcomes)
     trial = train_conversion_model(fit_part, property_id=property_id, version=version, trained_at=trained_at, l2=l2)
-    candidate_holdout = evaluate(trial, holdout)
-    base_rate = float(labels(fit_part).mean())
-    baseline_holdout = evaluate_base_rate(base_rate, holdout)
-    incumbent_holdout = evaluate(incumbent, holdout) if incumbent is not None else None
+    y = labels(holdout)
+    candidate_p = predict(trial, holdout)
+    candidate_losses = log_losses(candidate_p, y)
+    baseline_p = np.full(len(y), float(labels(fit_part).mean()))
+    versus_baseline = compare(candidate_losses, log_losses(baseline_p, y))
+    candidate_holdout = evaluate_probabilities(candidate_p, y)
+    baseline_holdout = evaluate_probabilities(baseline_p, y)
+    incumbent_holdout = versus_incumbent = None
+    if incumbent is not None:
+        incumbent_p = predict(incumbent, holdout)
+        incumbent_holdout = evaluate_probabilities(incumbent_p, y)
+        versus_incumbent = compare(candidate_losses, log_losses(incumbent_p, y))
 
     final = train_conversion_model(
         outcomes,
@@ -316,32 +357,31 @@ def train_and_judge(
     )
 
     def judged(deploy: bool, reason: str) -> Judgement:
-        return Judgement(deploy, reason, final, candidate_holdout, baseline_holdout, incumbent_holdout)
+        return Judgement(
+            deploy, reason, final, candidate_holdout, baseline_holdout, incumbent_holdout,
+            versus_baseline, versus_incumbent,
+        )
 
+    ours = f"holdout log loss {candidate_holdout.log_loss:.4f}"
     if not trial.demand_falls_with_price or not final.demand_falls_with_price:
         coefficient = max(trial.price_coefficient, final.price_coefficient)
         return judged(False, f"demand does not fall with price (price coefficient {coefficient:+.4f} >= 0)")
-    if candidate_holdout.log_loss >= baseline_holdout.log_loss:
-        return judged(
-            False,
-            f"holdout log loss {candidate_holdout.log_loss:.4f} no better than the base booking rate's "
-            f"{baseline_holdout.log_loss:.4f}",
-        )
-    if incumbent_holdout is not None:
-        needed = incumbent_holdout.log_loss * (1 - MIN_RELATIVE_IMPROVEMENT)
-        if candidate_holdout.log_loss > needed:
+    if incumbent is None:
+        # No model to beat: the candidate must at least beat pricing blind (the base rate).
+        if not versus_baseline.significant:
             return judged(
                 False,
-                f"holdout log loss {candidate_holdout.log_loss:.4f} not better than incumbent "
-                f"{incumbent.version}'s {incumbent_holdout.log_loss:.4f}",
+                f"{ours} not significantly better than the base booking rate's {baseline_holdout.log_loss:.4f} "
+                f"(z={versus_baseline.z:.2f} < {SIGNIFICANCE_Z})",
             )
+        return judged(True, f"first model: {ours} beats the base booking rate's {baseline_holdout.log_loss:.4f}")
+    theirs = f"incumbent {incumbent.version}'s {incumbent_holdout.log_loss:.4f}"
+    needed = incumbent_holdout.log_loss * (1 - MIN_RELATIVE_IMPROVEMENT)
+    if candidate_holdout.log_loss > needed:
+        return judged(False, f"{ours} not better than {theirs}")
+    if not versus_incumbent.significant:
         return judged(
-            True,
-            f"holdout log loss {candidate_holdout.log_loss:.4f} beats incumbent {incumbent.version}'s "
-            f"{incumbent_holdout.log_loss:.4f}",
+            False,
+            f"{ours} not significantly better than {theirs} (z={versus_incumbent.z:.2f} < {SIGNIFICANCE_Z})",
         )
-    return judged(
-        True,
-        f"first model: holdout log loss {candidate_holdout.log_loss:.4f} beats the base booking rate's "
-        f"{baseline_holdout.log_loss:.4f}",
-    )
+    return judged(True, f"{ours} beats {theirs} (z={versus_incumbent.z:.2f})")

@@ -1,0 +1,397 @@
+"""Retraining: per property, measure drift, fit a candidate, and deploy it only if it is better.
+
+RetrainFunction's ``handler`` takes three kinds of event:
+
+* the daily EventBridge schedule (``{"detail": {"force": false}}``) or a manual invoke without
+  ``property_ids``: list every property that has outcomes and fan the work out as SQS messages
+  of ``RETRAIN_BATCH_SIZE`` properties each (``RETRAIN_QUEUE_URL``); without a queue (locally)
+  the properties are retrained in this invocation;
+* an SQS batch from that queue: each message ``{"property_ids": [...], "force": bool}`` is
+  retrained; the answer lists ``batchItemFailures`` for messages to retry;
+* a manual invoke naming properties (``{"property_ids": [...], "force": true}``, bare or under
+  ``detail``): those properties now, with the per-property results in the answer.
+
+Why SQS for the fan-out (not asynchronous self-invocation or Step Functions): a message per
+batch gets retries, a dead-letter queue and concurrency control from the event source mapping
+for free, and 10,000 properties are 100 messages of 100 -- each invocation well inside the
+15-minute limit -- with nothing to orchestrate.
+
+Per property (``retrain_property``), the steps and their outcomes:
+
+1. read the live model (registry ``LIVE`` -> artifact) and the last ``WINDOW_DAYS`` of outcomes;
+2. too few outcomes or bookings (``training.MIN_*``): **skipped**;
+3. drift of the outcomes since the live model's training data (``pricing.domain.drift``);
+   retrain when forced, when there is no usable live model, on drift, or when as many new
+   outcomes have arrived as the model was trained on; otherwise **skipped**;
+4. fit and judge on a time-ordered holdout (``training.train_and_judge``); every candidate's
+   artifact (``models/<property>/<version>.json``) and ``MODEL#<version>`` record are written;
+5. a losing candidate is **rejected**; a winning one is **deployed** by one conditional write of
+   the ``LIVE`` pointer (expected incumbent version, or none): the artifact exists before the
+   pointer names it, so a crash at any step leaves the registry pointing at a loadable model;
+6. any exception: **failed**, with the error as reason; the other properties carry on.
+
+Scoring containers pick the new model up when their cache entry expires
+(``MODEL_CACHE_TTL_SECONDS``).
+
+Environment (through ``pricing.settings``): ``RETRAIN_QUEUE_URL``, ``RETRAIN_BATCH_SIZE``, the
+bucket and table names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Sequence
+
+from pricing.domain.conversion_model import ConversionModel, ModelFormatError
+from pricing.domain.drift import DriftReport, measure_drift
+from pricing.domain.outcomes import Outcome
+from pricing.domain.training import TrainingError, insufficient_data, train_and_judge
+from pricing.observability import metrics
+from pricing.observability.context import logger
+from pricing.observability.push import pushes_metrics
+from pricing.observability.sentry import init_from_settings, report_once, retrain_monitor
+from pricing.settings import Settings, get_settings
+from pricing.storage import ConditionFailed, Storage, StorageUnavailable
+
+DEPLOYED, REJECTED, SKIPPED, FAILED = "deployed", "rejected", "skipped", "failed"
+MODEL_TYPE = "conversion"
+#: Outcomes older than this describe a market the model should no longer learn from.
+WINDOW_DAYS = 180
+#: The newest outcomes kept for one fit: bounds memory and time for the busiest property.
+MAX_TRAINING_OUTCOMES = 200_000
+#: Stop starting new properties when less than this remains of the invocation.
+TIME_RESERVE_MS = 60_000
+_PROPERTY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+class InvalidRetrainEvent(ValueError):
+    """An event this function cannot act on (malformed property ids, a non-boolean force)."""
+
+
+@dataclass(frozen=True)
+class RetrainRequest:
+    property_ids: tuple[str, ...] | None  # None: every property with outcomes
+    force: bool = False
+
+
+def parse_request(payload: Any) -> RetrainRequest:
+    """``{"property_ids": [...], "force": bool}``, bare or under ``detail``; both keys optional.
+
+    Raises ``InvalidRetrainEvent`` for anything else.
+    """
+    if isinstance(payload, dict) and isinstance(payload.get("detail"), dict):
+        payload = payload["detail"]
+    if not isinstance(payload, dict):
+        raise InvalidRetrainEvent("the event is not a JSON object")
+    force = payload.get("force", False)
+    if not isinstance(force, bool):
+        raise InvalidRetrainEvent("force must be true or false")
+    ids = payload.get("property_ids")
+    if ids is None:
+        return RetrainRequest(None, force)
+    if not isinstance(ids, list) or not all(isinstance(i, str) and _PROPERTY_ID.fullmatch(i) for i in ids):
+        raise InvalidRetrainEvent("property_ids must be a list of property ids ([A-Za-z0-9_.:-], 1-128 chars)")
+    return RetrainRequest(tuple(dict.fromkeys(ids)), force)
+
+
+@dataclass
+class PropertyResult:
+    """What happened to one property, with the figures behind it."""
+
+    property_id: str
+    status: str
+    reason: str
+    version: str | None = None
+    live_version: str | None = None
+    outcomes: int = 0
+    positives: int = 0
+    triggers: list[str] = field(default_factory=list)
+    drift: dict | None = None
+    evaluation: dict | None = None
+    duration_seconds: float = 0.0
+    transient: bool = False  # a failure a retry may fix (a store was unavailable)
+
+    def as_dict(self) -> dict:
+        return {
+            "property_id": self.property_id,
+            "status": self.status,
+            "reason": self.reason,
+            "version": self.version,
+            "live_version": self.live_version,
+            "outcomes": self.outcomes,
+            "positives": self.positives,
+            "triggers": self.triggers,
+            "drift": self.drift,
+            "evaluation": self.evaluation,
+            "duration_seconds": round(self.duration_seconds, 3),
+        }
+
+
+def summarise(results: Sequence[PropertyResult]) -> dict:
+    counts = Counter(r.status for r in results)
+    return {status: counts.get(status, 0) for status in (DEPLOYED, REJECTED, SKIPPED, FAILED)}
+
+
+def new_version(now: datetime, property_id: str, outcomes: Sequence[Outcome]) -> str:
+    """Sortable by time, unique per property and data: ``20261126T030000Z-1a2b3c4d``."""
+    newest = max(o.timestamp_utc for o in outcomes)
+    digest = hashlib.sha256(f"{property_id}|{len(outcomes)}|{newest}|{now.isoformat()}".encode()).hexdigest()
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{digest[:8]}"
+
+
+def artifact_key(property_id: str, version: str) -> str:
+    return f"models/{property_id}/{version}.json"
+
+
+def _utc(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class RetrainingService:
+    """Retrains properties against ``storage`` (see ``pricing.storage.Storage`` for the methods)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ):
+        self.settings = settings
+        self.storage = storage
+        self._clock = clock
+
+    # -- one property -------------------------------------------------------------------------
+
+    def _live_model(self, property_id: str) -> tuple[str | None, ConversionModel | None, str | None]:
+        """(live version, its model if usable, why it is not usable)."""
+        record = self.storage.get_property_record(property_id)
+        if record.artifact_key is None:
+            return record.live_version, None, None
+        try:
+            model = ConversionModel.from_artifact(self.storage.load_artifact(record.artifact_key))
+        except (KeyError, ValueError, ModelFormatError) as exc:
+            return record.live_version, None, f"live model {record.live_version} unusable: {exc}"
+        return record.live_version, model, None
+
+    def _outcomes(self, property_id: str, now: datetime) -> tuple[list[Outcome], int]:
+        since = _utc(now - timedelta(days=WINDOW_DAYS))
+        records = self.storage.read_outcomes(property_id, since)
+        outcomes, unreadable = [], 0
+        for record in records:
+            try:
+                outcomes.append(Outcome.from_record(record))
+            except (KeyError, TypeError, ValueError):
+                unreadable += 1  # written by hand or by an older schema: not worth a failed run
+        outcomes.sort(key=lambda o: (o.timestamp_utc, o.key))
+        return outcomes[-MAX_TRAINING_OUTCOMES:], unreadable
+
+    def retrain_property(self, property_id: str, force: bool = False) -> PropertyResult:
+        """Retrain one property (see the module docstring); raises what storage raises."""
+        now = self._clock()
+        live_version, incumbent, unusable = self._live_model(property_id)
+        outcomes, unreadable = self._outcomes(property_id, now)
+        result = PropertyResult(
+            property_id, SKIPPED, "", live_version=live_version,
+            outcomes=len(outcomes), positives=sum(1 for o in outcomes if o.accepted),
+        )
+        if unreadable:
+            logger.warning("unreadable outcome records skipped", extra={"property_id": property_id, "count": unreadable})
+        too_few = insufficient_data(outcomes)
+        if too_few:
+            result.reason = f"not enough data: {too_few}"
+            return result
+
+        drift: DriftReport | None = None
+        triggers = []
+        if force:
+            triggers.append("forced")
+        if incumbent is None:
+            triggers.append(unusable or "no live model")
+        else:
+            data_end = str(incumbent.training.get("data_end") or "")
+            recent = [o for o in outcomes if o.timestamp_utc > data_end]
+            drift = measure_drift(incumbent, recent)
+            result.drift = drift.as_dict()
+            triggers += drift.reasons() if drift.detected else []
+            if drift.detected or drift.max_psi >= 0.1:
+                metrics.track_drift(property_id=property_id, trigger_retrain=drift.detected)
+            trained_on = int(incumbent.training.get("n") or 0)
+            if len(recent) >= max(trained_on, 1):
+                triggers.append(f"{len(recent)} new outcomes since training, as many as the {trained_on} trained on")
+        result.triggers = triggers
+        if not triggers:
+            detail = "insufficient recent sample" if drift and drift.insufficient_sample else f"max PSI {drift.max_psi:.3f}"
+            result.reason = f"no drift ({detail}) and no new data to learn from"
+            return result
+
+        version = new_version(now, property_id, outcomes)
+        result.version = version
+        try:
+            judgement = train_and_judge(
+                outcomes, incumbent, property_id=property_id, version=version, trained_at=_utc(now)
+            )
+        except TrainingError as exc:
+            result.status, result.reason = FAILED, f"training failed: {exc}"
+            return result
+        result.evaluation = judgement.figures()
+
+        key = artifact_key(property_id, version)
+        # Written before any pointer can name it: a crash from here on leaves an orphan file at
+        # worst, never a LIVE record pointing at nothing.
+        self.storage.put_artifact(key, judgement.candidate.to_artifact())
+        record = {
+            "artifact_key": key,
+            "status": "pending" if judgement.deploy else REJECTED,
+            "reason": judgement.reason,
+            "created_at": _utc(now),
+            "incumbent_version": live_version,
+            "triggers": triggers,
+            "evaluation": result.evaluation,
+            "drift": result.drift,
+            "outcomes": len(outcomes),
+            "positives": result.positives,
+        }
+        self.storage.put_model_record(property_id, version, json.loads(json.dumps(record, default=str)))
+        if not judgement.deploy:
+            result.status, result.reason = REJECTED, judgement.reason
+            return result
+        try:
+            self.storage.swap_live_model(property_id, version, key, expected_version=live_version, deployed_at=_utc(now))
+        except ConditionFailed:
+            reason = "the live model changed during this run (a concurrent retrain deployed first)"
+            self.storage.set_model_status(property_id, version, "superseded", reason)
+            result.reason = reason
+            return result
+        self.storage.set_model_status(property_id, version, DEPLOYED, judgement.reason)
+        result.status, result.reason = DEPLOYED, judgement.reason
+        return result
+
+    def _guarded(self, property_id: str, force: bool) -> PropertyResult:
+        started = time.perf_counter()
+        try:
+            result = self.retrain_property(property_id, force)
+        except Exception as exc:  # one property's failure must never stop the others
+            transient = isinstance(exc, StorageUnavailable)
+            report_once(f"retrain_failed:{type(exc).__name__}", exc, property_id=property_id)
+            logger.exception("retrain failed", extra={"property_id": property_id})
+            result = PropertyResult(property_id, FAILED, f"{type(exc).__name__}: {exc}", transient=transient)
+        result.duration_seconds = time.perf_counter() - started
+        metrics.track_retraining(
+            property_id=property_id, model_type=MODEL_TYPE, status=result.status, duration=result.duration_seconds
+        )
+        logger.info(
+            "retrain result",
+            extra={k: v for k, v in result.as_dict().items() if k in ("property_id", "status", "reason", "version",
+                                                                     "outcomes", "duration_seconds")},
+        )
+        return result
+
+    # -- many properties ----------------------------------------------------------------------
+
+    def run(self, property_ids: Sequence[str], force: bool, remaining_ms: Callable[[], int] | None = None
+            ) -> tuple[list[PropertyResult], list[str]]:
+        """Retrain ``property_ids`` in order until the invocation's time runs low.
+
+        Returns (results, the ids not started for lack of time).
+        """
+        results: list[PropertyResult] = []
+        for position, property_id in enumerate(property_ids):
+            if remaining_ms is not None and remaining_ms() < TIME_RESERVE_MS:
+                return results, list(property_ids[position:])
+            results.append(self._guarded(property_id, force))
+        return results, []
+
+    def fan_out(self, property_ids: Sequence[str], force: bool) -> int:
+        """Enqueue ``property_ids`` in messages of ``RETRAIN_BATCH_SIZE``; returns the message count."""
+        size = self.settings.retrain_batch_size
+        bodies = [
+            {"property_ids": list(property_ids[i : i + size]), "force": force}
+            for i in range(0, len(property_ids), size)
+        ]
+        self.storage.enqueue_messages(self.settings.retrain_queue_url, bodies)
+        return len(bodies)
+
+    def _run_or_defer(self, ids: Sequence[str], force: bool, remaining_ms) -> dict:
+        results, deferred = self.run(ids, force, remaining_ms)
+        answer: dict[str, Any] = {"results": [r.as_dict() for r in results], "summary": summarise(results)}
+        if deferred:
+            if self.settings.retrain_queue_url:
+                answer["deferred_batches"] = self.fan_out(deferred, force)
+            answer["not_started"] = deferred
+        return answer
+
+    def scheduled_run(self, force: bool, remaining_ms=None) -> dict:
+        """Every property with outcomes: fanned out to the queue, or inline without one."""
+        property_ids = self.storage.list_outcome_properties()
+        if self.settings.retrain_queue_url:
+            batches = self.fan_out(property_ids, force)
+            logger.info("retrain fanned out", extra={"properties": len(property_ids), "batches": batches})
+            return {"mode": "fan_out", "properties": len(property_ids), "batches": batches}
+        return {"mode": "inline", "properties": len(property_ids), **self._run_or_defer(property_ids, force, remaining_ms)}
+
+    def handle_sqs(self, records: list[dict], remaining_ms=None) -> dict:
+        """Retrain each message's properties; failed messages go back to the queue.
+
+        A message is retried when its body is unusable (after ``maxReceiveCount`` it rests in the
+        dead-letter queue for inspection) or when a property failed because a store was
+        unavailable. Properties deployed before the retry come out "skipped" on it (no drift
+        against a model trained moments ago), so a retry is harmless.
+        """
+        failures = []
+        for record in records:
+            message_id = record.get("messageId", "")
+            try:
+                request = parse_request(json.loads(record.get("body") or ""))
+            except (ValueError, InvalidRetrainEvent) as exc:
+                report_once("retrain_message_malformed", f"malformed retrain message: {exc}")
+                logger.error("malformed retrain message", extra={"message_id": message_id, "error": str(exc)})
+                failures.append({"itemIdentifier": message_id})
+                continue
+            ids = list(request.property_ids or ())
+            results, deferred = self.run(ids, request.force, remaining_ms)
+            if deferred:
+                # Out of time: the rest goes back as a new message; this one is done.
+                self.fan_out(deferred, request.force)
+            logger.info("retrain batch done", extra={"message_id": message_id, **summarise(results)})
+            if any(r.status == FAILED and r.transient for r in results):
+                failures.append({"itemIdentifier": message_id})
+        return {"batchItemFailures": failures}
+
+    def handle(self, event: Any, context: Any = None) -> dict:
+        """Dispatch one invocation (see the module docstring). Raises ``InvalidRetrainEvent``."""
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        if isinstance(event, dict) and isinstance(event.get("Records"), list):
+            return self.handle_sqs(event["Records"], remaining)
+        request = parse_request(event)
+        if request.property_ids is None:
+            with retrain_monitor():
+                return self.scheduled_run(request.force, remaining)
+        return self._run_or_defer(list(request.property_ids), request.force, remaining)
+
+
+# -- the Lambda entry point ------------------------------------------------------------------
+
+settings = get_settings()
+init_from_settings(settings)  # at import: Sentry's Lambda integration must wrap the handler
+metrics.set_service_info(version=settings.release, environment=settings.environment, service="retrain")
+_service: RetrainingService | None = None
+
+
+def service() -> RetrainingService:
+    """The container's service, built on first use (its clients live as long as the container)."""
+    global _service
+    if _service is None:
+        _service = RetrainingService(settings, Storage(settings))
+    return _service
+
+
+@pushes_metrics(function="retrain")
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict, context: Any) -> dict:
+    return service().handle(event, context)

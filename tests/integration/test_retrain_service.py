@@ -1,0 +1,319 @@
+"""Retraining against a moto server holding the template's tables, bucket and queues: drift,
+guarded deployment, crash safety, fan-out and SQS batches, and scoring picking up the result."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures; puts local/ on the path
+
+from pricing.api.schemas import ScoreRequest
+from pricing.competitors import CompetitorClient
+from pricing.domain.conversion_model import ConversionModel
+from pricing.domain.simulator import CURVES, DemandCurve, simulate_outcomes
+from pricing.services import retraining
+from pricing.services.ingestion import IngestionService
+from pricing.services.retraining import RetrainingService, artifact_key
+from pricing.services.scoring import ScoringService
+from pricing.storage import LIVE_RECORD, MODEL_RECORD_PREFIX, Storage, StorageUnavailable
+
+NOW = datetime.now(timezone.utc)
+CITY, RESORT, SKI = CURVES[0], CURVES[1], CURVES[2]
+
+
+class LambdaContext:
+    function_name = "pricing-retrain-dev"
+    memory_limit_in_mb = 2048
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:pricing-retrain-dev"
+    aws_request_id = "req-retrain-test"
+
+    def __init__(self, remaining_ms: int = 900_000):
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+class Crash(BaseException):
+    """The process dying mid-run (not an Exception: nothing in the service may catch it)."""
+
+
+@pytest.fixture
+def stack(aws):  # noqa: F811
+    settings = aws.settings()
+    storage = Storage(settings)
+
+    class Stack:
+        pass
+
+    s = Stack()
+    s.aws, s.settings, s.storage = aws, settings, storage
+    s.service = RetrainingService(settings, storage)
+    s.ingest = lambda outcomes: IngestionService(storage).ingest(outcomes)
+    return s
+
+
+def learn(stack, curve: DemandCurve, n: int, *, seed: int = 1, property_id: str | None = None, **kwargs) -> None:
+    outcomes = simulate_outcomes(curve, n, seed=seed, now=NOW, property_id=property_id, **kwargs)
+    result = stack.ingest(outcomes)
+    assert result.invalid == 0 and result.processed + result.duplicates == n
+
+
+def live(stack, property_id: str) -> dict | None:
+    item = stack.aws.client("dynamodb").get_item(
+        TableName=stack.settings.registry_table, Key={"property_id": {"S": property_id}, "record": {"S": LIVE_RECORD}}
+    ).get("Item")
+    return None if item is None else stack.storage._de(item)
+
+
+def model_record(stack, property_id: str, version: str) -> dict:
+    records = {r["version"]: r for r in stack.storage.list_model_records(property_id)}
+    return records[version]
+
+
+def live_model(stack, property_id: str) -> ConversionModel:
+    pointer = live(stack, property_id)
+    return ConversionModel.from_artifact(stack.storage.load_artifact(pointer["artifact_key"]))
+
+
+def score(stack, property_id: str) -> dict:
+    scoring = ScoringService(stack.settings, stack.storage, CompetitorClient("", "", 0.3))
+    request = ScoreRequest.model_validate(
+        {
+            "entity": {"userId": "u-1", "propertyId": property_id},
+            "stay_date": (NOW + timedelta(days=20)).date().isoformat(),
+            "quote_time": NOW.isoformat(),
+            "inventory": {"capacity": 100, "remaining": 40},
+            "toggles": {"use_competitors": False},
+        }
+    )
+    return scoring.score(request, "req-score")
+
+
+def deploy_true_model(stack, curve: DemandCurve, property_id: str, version: str = "v-true") -> None:
+    key = artifact_key(property_id, version)
+    stack.storage.put_artifact(key, curve.true_model(property_id, version).to_artifact())
+    stack.storage.swap_live_model(property_id, version, key, expected_version=None, deployed_at=NOW.isoformat())
+
+
+def test_first_model_is_deployed_and_scoring_prices_with_it(stack):
+    learn(stack, CITY, 600, property_id="hotel-a")
+
+    answer = stack.service.handle({"property_ids": ["hotel-a"]}, LambdaContext())
+
+    (result,) = answer["results"]
+    assert result["status"] == "deployed", result
+    assert answer["summary"] == {"deployed": 1, "rejected": 0, "skipped": 0, "failed": 0}
+    assert result["triggers"] == ["no live model"]
+    assert result["evaluation"]["candidate"]["log_loss"] < result["evaluation"]["baseline"]["log_loss"]
+    pointer = live(stack, "hotel-a")
+    assert pointer["version"] == result["version"]
+    assert pointer["artifact_key"] == f"models/hotel-a/{result['version']}.json"
+    model = live_model(stack, "hotel-a")
+    assert model.price_coefficient < 0
+    assert set(model.training["reference"]) == {"price_ratio", "lead_scaled", "occupancy", "weekend", "refundable", "los_scaled"}
+    assert model_record(stack, "hotel-a", result["version"])["status"] == "deployed"
+
+    quote = score(stack, "hotel-a")
+    assert quote["safety"]["pricing_method"] == "ml_elasticity"
+    assert quote["safety"]["model_version"] == result["version"]
+
+
+def test_drifted_data_retrains_and_deploys_without_force(stack):
+    old = simulate_outcomes(CITY, 700, seed=3, now=NOW - timedelta(days=40), property_id="hotel-b", occupancy=(0.0, 0.5))
+    stack.ingest(old)
+    first = stack.service.handle({"property_ids": ["hotel-b"]}, LambdaContext())["results"][0]
+    assert first["status"] == "deployed"
+
+    # The market moves: the property fills up and guests become less price-sensitive.
+    moved = replace(CITY, name="city-hotel-moved", intercept=1.2, price_effect=-1.6)
+    stack.ingest(simulate_outcomes(moved, 700, seed=4, now=NOW, property_id="hotel-b", history_days=35,
+                                   occupancy=(0.6, 1.0)))
+    second = stack.service.handle({"property_ids": ["hotel-b"], "force": False}, LambdaContext())["results"][0]
+
+    assert second["status"] == "deployed", second
+    assert second["drift"]["detected"] is True
+    assert "occupancy" in second["drift"]["drifted_features"]
+    assert second["drift"]["psi"]["occupancy"] >= 0.25
+    assert any("PSI" in t for t in second["triggers"])
+    ev = second["evaluation"]
+    assert ev["candidate"]["log_loss"] < ev["incumbent"]["log_loss"]
+    assert live(stack, "hotel-b")["version"] == second["version"]
+    assert live(stack, "hotel-b")["previous_version"] == first["version"]
+    # Every version is kept.
+    assert {r["version"] for r in stack.storage.list_model_records("hotel-b")} == {first["version"], second["version"]}
+
+
+def test_without_drift_or_new_data_the_property_is_skipped(stack):
+    learn(stack, CITY, 400, property_id="hotel-c")
+    assert stack.service.handle({"property_ids": ["hotel-c"]}, LambdaContext())["results"][0]["status"] == "deployed"
+
+    again = stack.service.handle({"property_ids": ["hotel-c"]}, LambdaContext())["results"][0]
+
+    assert again["status"] == "skipped"
+    assert "no drift" in again["reason"]
+    assert again["drift"]["insufficient_sample"] is True
+
+
+def test_worse_candidate_is_rejected_and_the_incumbent_keeps_serving(stack):
+    deploy_true_model(stack, SKI, "lodge")
+    # Most of the window is stale data from a market that no longer exists (say a mis-mapped
+    # property); only the newest fifth -- the holdout -- is the lodge's real demand.
+    stack.ingest(simulate_outcomes(CITY, 640, seed=5, now=NOW - timedelta(days=20), property_id="lodge"))
+    learn(stack, SKI, 160, property_id="lodge", history_days=19)
+
+    result = stack.service.handle({"property_ids": ["lodge"], "force": True}, LambdaContext())["results"][0]
+
+    assert result["status"] == "rejected", result
+    assert "not better than incumbent v-true" in result["reason"]
+    ev = result["evaluation"]
+    assert ev["candidate"]["log_loss"] > ev["incumbent"]["log_loss"]
+    assert live(stack, "lodge")["version"] == "v-true"
+    record = model_record(stack, "lodge", result["version"])
+    assert record["status"] == "rejected" and record["reason"] == result["reason"]
+    # The rejected candidate is kept for the record, never served.
+    assert stack.storage.load_artifact(record["artifact_key"])["version"] == result["version"]
+    assert score(stack, "lodge")["safety"]["model_version"] == "v-true"
+
+
+def test_a_model_whose_demand_rises_with_price_is_rejected(stack):
+    perverse = DemandCurve("perverse", 100.0, -2.5, 1.5, 0.0, 0.0, 0.0)
+    learn(stack, perverse, 500, property_id="odd")
+
+    result = stack.service.handle({"property_ids": ["odd"]}, LambdaContext())["results"][0]
+
+    assert result["status"] == "rejected"
+    assert "demand does not fall with price" in result["reason"]
+    assert result["evaluation"]["candidate"]["price_coefficient"] > 0
+    assert live(stack, "odd") is None
+    assert score(stack, "odd")["safety"]["pricing_method"] == "rule_based"
+
+
+def test_too_little_data_is_skipped(stack):
+    learn(stack, CITY, 120, property_id="tiny")
+    result = stack.service.handle({"property_ids": ["tiny"], "force": True}, LambdaContext())["results"][0]
+    assert result["status"] == "skipped"
+    assert result["reason"] == "not enough data: 120 outcomes, at least 200 needed"
+
+
+@pytest.mark.parametrize("crash_in", ["put_model_record", "swap_live_model", "set_model_status"])
+def test_a_crash_mid_run_leaves_the_registry_pointing_at_a_loadable_model(stack, monkeypatch, crash_in):
+    deploy_true_model(stack, RESORT, "resort", version="v-old")
+    moved = replace(RESORT, name="resort-moved", intercept=2.0, price_effect=-2.5)
+    learn(stack, moved, 500, property_id="resort")
+
+    def crash(*args, **kwargs):
+        raise Crash(crash_in)
+
+    real = getattr(Storage, crash_in)
+    if crash_in == "set_model_status":
+        def crash_after_swap(self, property_id, version, status, reason):
+            if status == "deployed":
+                raise Crash(crash_in)
+            return real(self, property_id, version, status, reason)
+        monkeypatch.setattr(Storage, crash_in, crash_after_swap)
+    else:
+        monkeypatch.setattr(Storage, crash_in, crash)
+
+    with pytest.raises(Crash):
+        stack.service.handle({"property_ids": ["resort"], "force": True}, LambdaContext())
+
+    pointer = live(stack, "resort")
+    model = live_model(stack, "resort")  # loads: the pointer never names a missing artifact
+    assert model.version == pointer["version"]
+    expected = "v-old" if crash_in != "set_model_status" else model.version
+    assert pointer["version"] == expected
+    if crash_in == "set_model_status":
+        assert pointer["version"] != "v-old"
+    assert score(stack, "resort")["safety"]["model_version"] == pointer["version"]
+
+    monkeypatch.setattr(Storage, crash_in, real)  # the next run works from whatever state it left
+    after = stack.service.handle({"property_ids": ["resort"], "force": True}, LambdaContext())["results"][0]
+    assert after["status"] in ("deployed", "rejected")
+
+
+def test_one_property_failing_does_not_stop_the_others(stack, monkeypatch):
+    for i, pid in enumerate(("p-a", "p-b", "p-c")):
+        learn(stack, CITY, 500, seed=10 + i, property_id=pid)
+    real = Storage.read_outcomes
+
+    def failing_for_b(self, property_id, since, limit=None):
+        if property_id == "p-b":
+            raise StorageUnavailable("dynamodb.query: ProvisionedThroughputExceededException")
+        return real(self, property_id, since, limit)
+
+    monkeypatch.setattr(Storage, "read_outcomes", failing_for_b)
+    answer = stack.service.handle({"property_ids": ["p-a", "p-b", "p-c"]}, LambdaContext())
+
+    assert [r["status"] for r in answer["results"]] == ["deployed", "failed", "deployed"]
+    assert "ProvisionedThroughputExceeded" in answer["results"][1]["reason"]
+
+    sqs_answer = stack.service.handle(
+        {"Records": [{"messageId": "m-1", "body": json.dumps({"property_ids": ["p-b"], "force": True})}]},
+        LambdaContext(),
+    )
+    assert sqs_answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}  # retried: the store may recover
+
+
+def test_scheduled_run_fans_out_batches_to_the_queue_and_each_batch_retrains(stack):
+    for i, pid in enumerate(("f-1", "f-2", "f-3")):
+        learn(stack, CITY, 500, seed=1 + i, property_id=pid)
+    queue_url = stack.aws.queue_urls["RetrainQueue"]
+    service = RetrainingService(
+        replace(stack.settings, retrain_queue_url=queue_url, retrain_batch_size=2), stack.storage
+    )
+
+    answer = service.handle({"detail": {"force": False}}, LambdaContext())
+
+    assert answer == {"mode": "fan_out", "properties": 3, "batches": 2}
+    sqs = stack.aws.client("sqs")
+    messages = []
+    while len(messages) < 2:
+        messages += sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    bodies = sorted((json.loads(m["Body"]) for m in messages), key=lambda b: b["property_ids"])
+    assert bodies == [{"property_ids": ["f-1", "f-2"], "force": False}, {"property_ids": ["f-3"], "force": False}]
+
+    event = {"Records": [
+        {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"], "eventSource": "aws:sqs"}
+        for m in messages
+    ]}
+    assert service.handle(event, LambdaContext()) == {"batchItemFailures": []}
+    assert all(live(stack, pid) is not None for pid in ("f-1", "f-2", "f-3"))
+
+
+def test_scheduled_run_without_a_queue_retrains_inline(stack):
+    learn(stack, CITY, 500, property_id="inline-1")
+    learn(stack, CITY, 50, seed=2, property_id="inline-2")
+
+    answer = stack.service.handle({"detail": {}}, LambdaContext())
+
+    assert answer["mode"] == "inline" and answer["properties"] == 2
+    assert answer["summary"] == {"deployed": 1, "rejected": 0, "skipped": 1, "failed": 0}
+
+
+def test_out_of_time_properties_are_not_started(stack):
+    learn(stack, CITY, 300, property_id="late-1")
+    answer = stack.service.handle({"property_ids": ["late-1", "late-2"]}, LambdaContext(remaining_ms=30_000))
+    assert answer["results"] == [] and answer["not_started"] == ["late-1", "late-2"]
+
+
+def test_malformed_events(stack):
+    answer = stack.service.handle({"Records": [{"messageId": "bad", "body": "{not json"}]}, LambdaContext())
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+    with pytest.raises(retraining.InvalidRetrainEvent):
+        stack.service.handle({"property_ids": ["ok", "not ok!"]}, LambdaContext())
+    with pytest.raises(retraining.InvalidRetrainEvent):
+        stack.service.handle({"detail": {"force": "yes"}}, LambdaContext())
+
+
+def test_the_lambda_handler_runs_the_service(stack, monkeypatch):
+    learn(stack, CITY, 500, property_id="handler-1")
+    monkeypatch.setattr(retraining, "_service", stack.service)
+
+    answer = retraining.handler({"detail": {"property_ids": ["handler-1"], "force": False}}, LambdaContext())
+
+    assert answer["results"][0]["status"] == "deployed"
