@@ -1,0 +1,156 @@
+"""Fitting and judging conversion models (pricing.domain.training): numpy only, no AWS."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from pricing.domain.conversion_model import FEATURE_NAMES, ConversionModel
+from pricing.domain.outcomes import validate_outcome
+from pricing.domain.simulator import CURVES, DemandCurve, simulate_outcomes
+from pricing.domain.training import (
+    MIN_OUTCOMES,
+    TrainingError,
+    compare,
+    design_matrix,
+    fit_logistic,
+    insufficient_data,
+    predict,
+    split_holdout,
+    train_and_judge,
+    train_conversion_model,
+)
+
+NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+CITY, SKI = CURVES[0], CURVES[2]
+
+
+def outcomes_of(curve: DemandCurve, n: int, seed: int = 1, **kwargs):
+    return [validate_outcome(o, NOW) for o in simulate_outcomes(curve, n, seed=seed, now=NOW, **kwargs)]
+
+
+def test_fit_recovers_a_known_logistic_model():
+    rng = np.random.default_rng(5)
+    x = np.column_stack([np.ones(20000), rng.uniform(0.5, 2, 20000), rng.uniform(0, 1, 20000)])
+    true = np.array([1.5, -2.0, 0.8])
+    y = (rng.random(20000) < 1 / (1 + np.exp(-x @ true))).astype(float)
+
+    w = fit_logistic(x, y, l2=1e-6)
+
+    assert np.allclose(w, true, atol=0.12)
+
+
+def test_fit_is_deterministic_and_a_constant_column_gets_no_weight():
+    outcomes = outcomes_of(CITY, 600)  # refundable and los never vary in the simulation
+    a = train_conversion_model(outcomes, property_id="p", version="v", trained_at="t")
+    b = train_conversion_model(list(reversed(outcomes)), property_id="p", version="v", trained_at="t")
+    assert a.coefficients == b.coefficients  # bit for bit, whatever the read order
+    assert a.coefficients["refundable"] == pytest.approx(0.0, abs=1e-9)
+    assert a.coefficients["los_scaled"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_training_learns_the_simulated_curve():
+    model = train_conversion_model(outcomes_of(SKI, 6000), property_id="p", version="v", trained_at="t")
+    truth = SKI.true_model("p", "truth")
+    # Different reference prices: compare the price effect per unit of price.
+    assert model.price_coefficient / model.reference_price == pytest.approx(
+        truth.price_coefficient / truth.reference_price, rel=0.15)
+    assert model.coefficients["occupancy"] == pytest.approx(SKI.occupancy_effect, rel=0.15)
+
+
+def test_the_artifact_records_what_drift_and_scoring_need():
+    outcomes = outcomes_of(CITY, 400)
+    model = train_conversion_model(outcomes, property_id="p", version="v1", trained_at="2026-11-26T12:00:00Z")
+    assert model.reference_price == pytest.approx(np.median([o.quoted_price for o in outcomes]))
+    lo, hi = model.price_range
+    prices = sorted(o.quoted_price for o in outcomes)
+    assert prices[0] <= lo < hi <= prices[-1]
+    t = model.training
+    assert (t["n"], t["positives"]) == (400, sum(o.accepted for o in outcomes))
+    assert t["data_start"] < t["data_end"]
+    for name in FEATURE_NAMES[1:]:
+        bins = t["reference"][name]
+        assert len(bins["proportions"]) == len(bins["edges"]) + 1
+        assert sum(bins["proportions"]) == pytest.approx(1.0)
+    # The artifact round-trips through the scorer's parser.
+    assert ConversionModel.from_artifact(model.to_artifact()) == model
+
+
+def test_vectorised_predictions_equal_the_scorers_probability():
+    outcomes = outcomes_of(CITY, 300)
+    model = train_conversion_model(outcomes, property_id="p", version="v", trained_at="t")
+    p = predict(model, outcomes[:50])
+    expected = [model.probability(o.quoted_price, o.features()) for o in outcomes[:50]]
+    assert np.allclose(p, expected, rtol=1e-12, atol=1e-15)
+    assert design_matrix(outcomes[:3], model.reference_price).shape == (3, len(FEATURE_NAMES))
+
+
+def test_holdout_is_the_newest_fifth():
+    outcomes = outcomes_of(CITY, 250)
+    older, newest = split_holdout(list(reversed(outcomes)))
+    assert (len(older), len(newest)) == (200, 50)
+    assert max(o.timestamp_utc for o in older) <= min(o.timestamp_utc for o in newest)
+
+
+def test_minimums():
+    assert insufficient_data(outcomes_of(CITY, MIN_OUTCOMES - 1)).startswith(f"{MIN_OUTCOMES - 1} outcomes")
+    never_booked = [replace(o, accepted=False) for o in outcomes_of(CITY, 300)]
+    assert "bookings" in insufficient_data(never_booked)
+    always_booked = [replace(o, accepted=True) for o in outcomes_of(CITY, 300)]
+    assert "unbooked" in insufficient_data(always_booked)
+    assert insufficient_data(outcomes_of(CITY, 300)) is None
+    with pytest.raises(TrainingError):
+        train_conversion_model([], property_id="p", version="v", trained_at="t")
+
+
+def test_first_model_deploys_when_it_beats_the_base_rate():
+    judgement = train_and_judge(outcomes_of(CITY, 2000), None, property_id="p", version="v", trained_at="t")
+    assert judgement.deploy, judgement.reason
+    assert judgement.reason.startswith("first model")
+    assert judgement.candidate.training["holdout_n"] == 400
+    assert judgement.candidate.training["n"] == 2000  # refitted on the whole window
+    figures = judgement.figures()
+    assert figures["candidate"]["log_loss"] < figures["baseline"]["log_loss"]
+    assert figures["versus_baseline"]["z"] >= 1.645
+    assert figures["incumbent"] is None
+
+
+def test_demand_rising_with_price_is_rejected():
+    perverse = DemandCurve("perverse", 100.0, -2.5, 1.5, 0.0, 0.0, 0.0)
+    judgement = train_and_judge(outcomes_of(perverse, 1000), None, property_id="p", version="v", trained_at="t")
+    assert not judgement.deploy
+    assert judgement.reason.startswith("demand does not fall with price")
+
+
+def test_the_true_model_is_not_replaced_by_a_fit_of_its_own_data():
+    truth = SKI.true_model("p", "truth")
+    judgement = train_and_judge(outcomes_of(SKI, 600), truth, property_id="p", version="v", trained_at="t")
+    assert not judgement.deploy
+    assert "incumbent truth" in judgement.reason
+
+
+def test_a_stale_incumbent_is_replaced():
+    stale = train_conversion_model(outcomes_of(CITY, 2000, seed=3), property_id="p", version="old", trained_at="t")
+    moved = replace(CITY, intercept=1.2, price_effect=-1.6)
+    judgement = train_and_judge(outcomes_of(moved, 2000, seed=4), stale, property_id="p", version="new", trained_at="t")
+    assert judgement.deploy, judgement.reason
+    assert judgement.figures()["versus_incumbent"]["z"] >= 1.645
+
+
+def test_paired_comparison():
+    same = compare(np.array([0.5, 0.6, 0.7]), np.array([0.5, 0.6, 0.7]))
+    assert (same.mean_improvement, same.significant) == (0.0, False)
+    better = compare(np.full(100, 0.4) + np.linspace(0, 0.01, 100), np.full(100, 0.5))
+    assert better.significant and better.z > 10
+    worse = compare(np.full(10, 0.6), np.full(10, 0.5))
+    assert not worse.significant
+
+
+def test_outcomes_spread_over_time_are_sorted_before_splitting():
+    outcomes = outcomes_of(CITY, 300)
+    shuffled = outcomes[::2] + outcomes[1::2]
+    assert split_holdout(shuffled) == split_holdout(outcomes)
+    assert outcomes[0].timestamp < outcomes[-1].timestamp < NOW - timedelta(minutes=5)
