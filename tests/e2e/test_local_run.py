@@ -180,6 +180,21 @@ def test_variables_given_to_run_reach_the_functions():
     assert quote["safety"]["competitor_data"]["source"] == "e2e-backend"
 
 
+def test_sentry_dsn_given_to_run_reaches_the_functions():
+    """SENTRY_DSN (and the sample rate) given to `make run`: the containers report to that Sentry."""
+    from support.sentry_receiver import SentryReceiver
+
+    build_dir = built_artifacts()
+    require_function_build(build_dir, "ScoreFunction")
+    with SentryReceiver() as receiver:
+        env = {"SENTRY_DSN": receiver.dsn, "SENTRY_TRACES_SAMPLE_RATE": "1.0"}
+        with local_api(build_dir=build_dir, env=env, max_containers=1) as running:
+            response = requests.post(f"{running.url}/score", json=SCORE_EXAMPLE,
+                                     headers={"X-Request-ID": "e2e-sentry-1"}, timeout=60)
+            assert response.status_code == 200
+            assert receiver.wait_for(lambda r: r.transactions, timeout=30)
+
+
 # --- make run as a process ---------------------------------------------------------------------
 
 
