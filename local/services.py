@@ -180,8 +180,8 @@ def prometheus_config(pushgateway: str, *, base: Path | None = None, rule_files:
 
     With ``base`` (the project's ``observability/prometheus.yml``) its rules, alerting and jobs
     are kept; every job that scrapes a Pushgateway is pointed at ``pushgateway``, with
-    ``honor_labels: true``, and relative ``rule_files`` are made absolute (the written config lives
-    elsewhere). Without it: a Pushgateway job, Prometheus' own, and ``rule_files``.
+    ``honor_labels: true`` (its relabelling kept), the ``prometheus`` job at Prometheus itself, and
+    relative ``rule_files`` are made absolute (the written config lives elsewhere). Without it: a Pushgateway job, Prometheus' own, and ``rule_files``.
     """
     if base is None or not base.is_file():
         return {
@@ -205,6 +205,8 @@ def prometheus_config(pushgateway: str, *, base: Path | None = None, rule_files:
             job["honor_labels"] = True
             job["static_configs"] = [{"targets": [pushgateway]}]
             found = True
+        elif job.get("job_name") == "prometheus":  # itself, wherever it listens this time
+            job["static_configs"] = [{"targets": ["__PROMETHEUS__"]}]
     if not found:
         config.setdefault("scrape_configs", []).append(
             {"job_name": "pushgateway", "honor_labels": True, "static_configs": [{"targets": [pushgateway]}]})

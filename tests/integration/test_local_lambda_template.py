@@ -175,9 +175,11 @@ def test_prometheus_config_scrapes_the_local_pushgateway_with_honor_labels(tmp_p
     base.write_text(yaml.safe_dump({
         "rule_files": ["prometheus_alerts.yml"],
         "scrape_configs": [{"job_name": "pushgateway", "static_configs": [{"targets": ["pushgateway:9091"]}]},
-                           {"job_name": "other", "static_configs": [{"targets": ["x:1"]}]}],
+                           {"job_name": "other", "static_configs": [{"targets": ["x:1"]}]},
+                           {"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]}],
     }))
     rewritten = prometheus_config("127.0.0.1:19091", base=base)
+    assert rewritten["scrape_configs"][2]["static_configs"] == [{"targets": ["__PROMETHEUS__"]}]
     assert rewritten["rule_files"] == [str(tmp_path / "prometheus_alerts.yml")]
     assert rewritten["scrape_configs"][0] == {"job_name": "pushgateway", "honor_labels": True,
                                               "static_configs": [{"targets": ["127.0.0.1:19091"]}]}
