@@ -144,20 +144,6 @@ class FunctionPool:
             self.served_by[container.id] = self.served_by.get(container.id, 0) + 1
         return result
 
-    def warm_up(self, count: int = 1) -> None:
-        """Start ``count`` containers ahead of traffic (their init still runs lazily)."""
-        with self._cond:
-            wanted = max(0, min(count, self.max_containers) - len(self._all) - self._starting)
-            self._starting += wanted
-        for _ in range(wanted):
-            container = self._factory(self.function, self.overrides, **self._options).start()
-            with self._cond:
-                self._starting -= 1
-                self._all.append(container)
-                self._idle.append(container)
-                self.started_containers += 1
-                self._cond.notify()
-
     def close(self) -> None:
         """Stop every container (busy ones too: their invocations end as ``exit`` errors)."""
         with self._cond:

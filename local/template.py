@@ -101,13 +101,8 @@ class ApiRoute:
     method: str
     path: str
 
-    def match(self, method: str, path: str) -> dict[str, str] | None:
-        """Path parameters when this route serves ``method path``; None when it does not."""
-        if self.method not in ("ANY", method.upper()):
-            return None
-        return match_path(self.path, path)
-
     def match_path(self, path: str) -> dict[str, str] | None:
+        """The path parameters when this route's path matches ``path``; None when it does not."""
         return match_path(self.path, path)
 
 
