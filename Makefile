@@ -68,6 +68,10 @@ invoke: build ## one event through a function, result on stdout: FN=ScoreFunctio
 	@test -n "$(FN)" || { echo "usage: make invoke FN=ScoreFunction EVENT=events/score.json [ENV_VARS=env.json]" >&2; exit 2; }
 	@$(PY) -m local.invoke $(FN) $(EVENT) $(if $(ENV_VARS),--env-vars $(ENV_VARS))
 
+.PHONY: bench-pricing
+bench-pricing: $(VENV)/.installed ## pricing quality on simulated demand: ML vs rules vs oracle revenue, KDD'18 offline metrics
+	$(PY) -m bench.bench_pricing
+
 clean: ## remove build output and local state
 	rm -rf .aws-sam .run
 

@@ -34,6 +34,7 @@ BATCH_GET_LIMIT, BATCH_WRITE_LIMIT, SQS_BATCH_LIMIT = 100, 25, 10  # the service
 OUTCOME_IO_WORKERS = 8
 OUTCOME_IO_BUDGET_SECONDS = 20.0  # leaves a 29 s API Gateway request time to answer 503
 UNPROCESSED_FIRST_DELAY, UNPROCESSED_MAX_DELAY = 0.05, 1.0
+OUTCOME_READ_PAGE = 1000
 
 # The outcomes table holds, besides outcomes, one listing item per property (key "#listing",
 # which no outcome key can be: those start with "q:" or "h:"). Only listing items carry
@@ -319,9 +320,14 @@ class Storage:
         return sorted(found)
 
     def read_outcomes(self, property_id: str, since: str, limit: int | None = None) -> list[dict]:
-        """The property's outcome records with ``timestamp >= since`` (UTC ISO text), any order."""
+        """The property's outcome records with ``timestamp >= since`` (UTC ISO text), any order.
+
+        Read in pages of ``OUTCOME_READ_PAGE`` items rather than DynamoDB's 1 MB default, so no
+        single call comes near the client's read timeout, even on a slow or local endpoint.
+        """
         kwargs: dict[str, Any] = {
             "TableName": self.settings.outcomes_table,
+            "Limit": OUTCOME_READ_PAGE,
             "KeyConditionExpression": "property_id = :p",
             "FilterExpression": "#ts >= :since",
             "ExpressionAttributeNames": {"#ts": "timestamp"},

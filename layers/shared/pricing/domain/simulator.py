@@ -30,7 +30,7 @@ import random
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from statistics import median
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from pricing.domain.conversion_model import ConversionModel, ModelFeatures, sigmoid
 from pricing.domain.experiments import Assignment
@@ -304,6 +304,33 @@ class CurveReport:
         return next(p for p in self.policies if p.policy == name)
 
 
+def assess_policies(
+    curve: DemandCurve,
+    policies: Mapping[str, Policy],
+    *,
+    training_outcomes: int,
+    model_version: str | None = None,
+    property_id: str | None = None,
+    seed: int = 7,
+    now: datetime | None = None,
+    n_quotes: int = 400,
+    n_held_out: int = 2000,
+) -> CurveReport:
+    """Score each named policy, and the oracle, on ``curve``: expected revenue on ``n_quotes``
+    fresh quotes and the offline metrics on ``n_held_out`` fresh outcomes."""
+    now = now or datetime.now(timezone.utc)
+    property_id = property_id or curve.name
+    quotes = [q.to_quote(property_id) for q in evaluation_quotes(n_quotes, seed=seed, now=now)]
+    # The oracle's revenue per quote is the same yardstick for every policy: computed once.
+    oracle_revenues = [curve.revenue(curve.oracle_price(model_features(q)), model_features(q)) for q in quotes]
+    held_out = simulate_outcomes(curve, n_held_out, seed=seed + 1_000_003, now=now, property_id=property_id)
+    assessed = [
+        assess_policy(name, policy, curve, quotes, oracle_revenues, held_out)
+        for name, policy in {**policies, "oracle": oracle_policy(curve)}.items()
+    ]
+    return CurveReport(curve, training_outcomes, model_version, tuple(assessed))
+
+
 def assess_curve(
     curve: DemandCurve,
     model: ConversionModel | None,
@@ -315,21 +342,15 @@ def assess_curve(
     n_quotes: int = 400,
     n_held_out: int = 2000,
 ) -> CurveReport:
-    """Score ML (when ``model`` is given), rule-based and oracle pricing on ``curve``."""
-    now = now or datetime.now(timezone.utc)
-    property_id = property_id or curve.name
-    quotes = [q.to_quote(property_id) for q in evaluation_quotes(n_quotes, seed=seed, now=now)]
-    # The oracle's revenue per quote is the same yardstick for every policy: computed once.
-    oracle_revenues = [curve.revenue(curve.oracle_price(model_features(q)), model_features(q)) for q in quotes]
-    held_out = simulate_outcomes(curve, n_held_out, seed=seed + 1_000_003, now=now, property_id=property_id)
-    policies = []
+    """Score ML pricing with ``model`` (when given), rule-based pricing and the oracle on ``curve``."""
+    policies: dict[str, Policy] = {}
     if model is not None:
-        policies.append(assess_policy("ml_elasticity", ml_policy(model), curve, quotes, oracle_revenues, held_out))
-    policies.append(
-        assess_policy("rule_based", rule_policy(curve.base_price), curve, quotes, oracle_revenues, held_out)
+        policies["ml_elasticity"] = ml_policy(model)
+    policies["rule_based"] = rule_policy(curve.base_price)
+    return assess_policies(
+        curve, policies, training_outcomes=training_outcomes, model_version=model.version if model else None,
+        property_id=property_id, seed=seed, now=now, n_quotes=n_quotes, n_held_out=n_held_out,
     )
-    policies.append(assess_policy("oracle", oracle_policy(curve), curve, quotes, oracle_revenues, held_out))
-    return CurveReport(curve, training_outcomes, model.version if model else None, tuple(policies))
 
 
 def format_report(reports: Sequence[CurveReport]) -> str:
