@@ -82,3 +82,8 @@ SNAPSHOT ?= .run/dashboard-snapshot.png
 
 dashboard-snapshot: $(VENV)/.installed ## the dashboard's 18 panels from the local Prometheus as a PNG (PROMETHEUS_URL= SNAPSHOT_MINUTES= SNAPSHOT=)
 	$(VENV)/bin/python observability/render_dashboard.py $(PROMETHEUS_URL) --minutes $(SNAPSHOT_MINUTES) --output $(SNAPSHOT)
+
+# --- metrics push ----------------------------------------------------------------------------
+.PHONY: bench-metrics
+bench-metrics: setup ## push overhead p50/p99 and push bytes after 1 vs 5,000 properties, real Pushgateway
+	$(VENV)/bin/python bench/bench_metrics.py

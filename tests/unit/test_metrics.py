@@ -183,6 +183,7 @@ def test_preinitialise_creates_the_functions_routes_at_zero(m):
     m.preinitialise("score")
     assert value(m, "pricing_requests_total", method="POST", endpoint="/score", status_code=500) == 0
     assert value(m, "pricing_api_latency_seconds_count", method="GET", endpoint="/health", status_code=200) == 0
+    assert value(m, "pricing_api_latency_seconds_count", method="GET", endpoint="/health", status_code=500) is None
     assert value(m, "pricing_score_latency_seconds_count", pricing_method="rule_based") == 0
     assert value(m, "pricing_requests_total", method="POST", endpoint="/learn", status_code=200) is None
 

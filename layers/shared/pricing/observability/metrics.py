@@ -258,9 +258,11 @@ class PricingMetrics:
         """
         for method, endpoint, statuses in FUNCTION_ROUTES.get(function, ()):
             self._child(self.active_requests, endpoint=endpoint)
+            # Latency only for the success path: a histogram series is ~16 samples on every push,
+            # and an error's latency is not what an alert counts (its request is).
+            self._child(self.api_latency, method=method, endpoint=endpoint, status_code=statuses[0])
             for status in statuses:
                 self._child(self.requests_total, method=method, endpoint=endpoint, status_code=status)
-                self._child(self.api_latency, method=method, endpoint=endpoint, status_code=status)
         if function == "score":
             for pricing_method in PRICING_METHODS:
                 self._child(self.score_latency, pricing_method=pricing_method)
