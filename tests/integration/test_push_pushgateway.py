@@ -161,3 +161,17 @@ def test_a_basic_auth_pushgateway_accepts_the_configured_credentials_only():
                             pushgateway_password="s3cret", pushgateway_group_ttl_seconds=5)
         assert prune_stale_groups(settings, now=time.time() + 60) == 4  # base + 3 property groups
         assert pgw.instances() == set()
+
+
+def test_a_restarted_pushgateway_gets_the_full_totals_back_over_a_fresh_connection():
+    env = {"METRICS_NEW_SERIES_HOLD_SECONDS": "0"}
+    with Pushgateway() as pgw:
+        env["PUSHGATEWAY_URL"] = pgw.url
+        with SyntheticContainer(env) as container:
+            container.invoke(["prop-1", "prop-2"])
+            pgw.restart()  # its memory is gone, and so is the container's kept-alive connection
+            container.invoke(["prop-3"])
+            # The dead connection is replaced within the same push, which is not a failure...
+            assert sum(container.stats()["push_failures"].values()) == 0
+            # ...and cumulative values restore everything the restart dropped.
+            assert pgw.sum("pricing_requests_total") == 3

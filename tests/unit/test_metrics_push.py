@@ -267,3 +267,22 @@ def test_decorator_pushes_after_the_handler_returns_or_raises_with_the_request_i
         boom({"headers": {"X-Request-ID": "caller-req"}}, Context())
     ok({}, Context())
     assert pushed == ["apigw-req", "caller-req", "lambda-req"]
+
+
+def test_every_pushed_body_is_valid_text_format_with_one_type_per_family(clock):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    m, p = make_pusher(clock, hold=0)
+    m.track_request(method="POST", endpoint="/score", status_code=200, duration=0.01)
+    m.track_retraining(property_id='odd "id"\\n', model_type="conversion", status="failed", duration=2.0)
+    m.track_competitor_fetch(property_id="p", status="success", staleness_seconds=1.5)
+    m.set_service_info(version="1", environment="test", service="pricing-score")
+    p.push()
+    # The parser names a counter family without its _total; an info family is pushed as a gauge.
+    expected = {(f.name.removesuffix("_total") if f.kind == "counter" else f.name):
+                ("gauge" if f.kind == "info" else f.kind) for f in m.families}
+    for body in p._conn.bodies().values():  # noqa: SLF001
+        families = list(text_string_to_metric_families(body))
+        assert families
+        for family in families:
+            assert expected[family.name] == family.type, family.name
