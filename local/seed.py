@@ -1,0 +1,142 @@
+"""Demo data for ``make run``: three properties that price with their own conversion model at once.
+
+    python -m local.seed            # run by ``make run`` once the stack is up
+
+For each demo property: its base price goes into the registry (``CONFIG``), simulated booking
+outcomes at explored prices (``pricing.domain.simulator``) go through ``POST /learn`` on the
+running local API (``LOCAL_API_URL``; in-process when the API is not reachable), and
+RetrainFunction's handler retrains it in this process, against the same stores. After that,
+``/score`` for these properties answers ``pricing_method: ml_elasticity`` with the deployed
+``model_version``.
+
+Re-running is harmless: the simulated quote ids repeat, so ``/learn`` stores nothing twice, and
+the retrain finds no drift and no new data against the deployed model and skips.
+
+Environment: what the functions get (``AWS_ENDPOINT_URL``, ``ARTIFACTS_BUCKET``,
+``OUTCOMES_TABLE``, ``REGISTRY_TABLE``, ...) plus ``LOCAL_API_URL``; ``SEED_OUTCOMES`` outcomes
+per property (default 3000).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+
+from pricing.domain.simulator import CURVES, DemandCurve, simulate_outcomes
+
+#: Demo property id -> the simulated market it sells into (see simulator.CURVES).
+DEMO_PROPERTIES: dict[str, str] = {
+    "demo-hotel-1": "city-hotel",
+    "demo-hotel-2": "beach-resort",
+    "demo-loft-1": "city-loft",
+}
+DEFAULT_OUTCOMES = 3000
+LEARN_BATCH = 1000
+
+
+class _Context:
+    """The Lambda context fields RetrainFunction's handler reads."""
+
+    function_name = "pricing-retrain-local-seed"
+    memory_limit_in_mb = 2048
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:pricing-retrain-local-seed"
+
+    def __init__(self) -> None:
+        self.aws_request_id = f"seed-{time.time_ns()}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 900_000
+
+
+def _post_learn(api_url: str, batch: list[dict]) -> dict:
+    request = urllib.request.Request(
+        f"{api_url.rstrip('/')}/learn",
+        data=json.dumps({"batch": batch}).encode(),
+        headers={"Content-Type": "application/json", "X-Request-ID": f"seed-{time.time_ns()}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - the local API
+        return json.loads(response.read())
+
+
+def learn(outcomes: list[dict], api_url: str | None) -> tuple[int, int, str]:
+    """Send ``outcomes`` to /learn; returns (stored, duplicates, how)."""
+    stored = duplicates = 0
+    how = "POST /learn" if api_url else "in-process"
+    for i in range(0, len(outcomes), LEARN_BATCH):
+        batch = outcomes[i : i + LEARN_BATCH]
+        answer = None
+        if how == "POST /learn":
+            try:
+                answer = _post_learn(api_url, batch)
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                print(f"  /learn at {api_url} not usable ({exc}); storing in-process", file=sys.stderr)
+                how = "in-process"
+        if answer is None:
+            from pricing.services.ingestion import IngestionService
+            from pricing.settings import get_settings
+            from pricing.storage import Storage
+
+            answer = IngestionService(Storage(get_settings())).ingest(batch).to_response()
+        if answer.get("invalid"):
+            raise RuntimeError(f"/learn refused simulated outcomes: {answer['errors'][:3]}")
+        stored += answer["processed"]
+        duplicates += answer["duplicates"]
+    return stored, duplicates, how
+
+
+def seed(n_outcomes: int = DEFAULT_OUTCOMES, api_url: str | None = None) -> list[dict]:
+    """Seed every demo property; returns one summary per property."""
+    from pricing.services import retraining
+    from pricing.settings import get_settings
+    from pricing.storage import Storage
+
+    storage = Storage(get_settings())
+    curves: dict[str, DemandCurve] = {c.name: c for c in CURVES}
+    now = datetime.now(timezone.utc)
+    summaries = []
+    for property_id, curve_name in DEMO_PROPERTIES.items():
+        curve = curves[curve_name]
+        storage.put_property_config(property_id, curve.base_price)
+        outcomes = simulate_outcomes(curve, n_outcomes, seed=2026, now=now, property_id=property_id)
+        stored, duplicates, how = learn(outcomes, api_url)
+        answer = retraining.handler({"property_ids": [property_id], "force": False}, _Context())
+        (result,) = answer["results"]
+        live = storage.get_property_record(property_id).live_version
+        summaries.append({
+            "property_id": property_id, "curve": curve_name, "base_price": curve.base_price,
+            "stored": stored, "duplicates": duplicates, "via": how,
+            "retrain": result["status"], "reason": result["reason"], "live_version": live,
+        })
+    return summaries
+
+
+def main() -> int:
+    n = int(os.environ.get("SEED_OUTCOMES") or DEFAULT_OUTCOMES)
+    api_url = os.environ.get("LOCAL_API_URL") or None
+    print(f"Seeding demo properties ({n} simulated outcomes each) ...", flush=True)
+    started = time.perf_counter()
+    summaries = seed(n, api_url)
+    for s in summaries:
+        print(
+            f"  {s['property_id']:<13} base {s['base_price']:>6.2f}  outcomes stored {s['stored']:>5} "
+            f"(+{s['duplicates']} already there, {s['via']})  retrain {s['retrain']}  "
+            f"live model {s['live_version'] or 'none'}",
+            flush=True,
+        )
+    missing = [s["property_id"] for s in summaries if not s["live_version"]]
+    print(f"Demo data ready in {time.perf_counter() - started:.1f} s: /score for "
+          f"{', '.join(DEMO_PROPERTIES)} prices with ml_elasticity.", flush=True)
+    if missing:
+        print(f"No live model for {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
