@@ -59,6 +59,7 @@ class Settings:
     ``METRICS_MAX_PROPERTY_LABELS``                 distinct property_id label values per container
     ``METRICS_NEW_SERIES_HOLD_SECONDS``             a late-born series is pushed at 0 this long first
     ``AWS_LAMBDA_FUNCTION_NAME``, ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``  set by Lambda
+    ``AWS_LAMBDA_RUNTIME_API``                      set by Lambda: a runtime client serves this process
     """
 
     environment: str = "development"
@@ -86,6 +87,7 @@ class Settings:
     retrain_queue_url: str = ""
     function_name: str = "local"
     function_memory_mb: int = 0
+    lambda_runtime_api: str = ""
     metrics_max_property_labels: int = 200
     metrics_new_series_hold_seconds: float = 30.0
 
@@ -119,6 +121,7 @@ class Settings:
             retrain_queue_url=env.get("RETRAIN_QUEUE_URL", ""),
             function_name=env.get("AWS_LAMBDA_FUNCTION_NAME") or d.function_name,
             function_memory_mb=_int(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", d.function_memory_mb, 0, 10240),
+            lambda_runtime_api=env.get("AWS_LAMBDA_RUNTIME_API", ""),
             metrics_max_property_labels=_int(env, "METRICS_MAX_PROPERTY_LABELS", d.metrics_max_property_labels, 1, 100000),
             metrics_new_series_hold_seconds=_float(env, "METRICS_NEW_SERIES_HOLD_SECONDS", d.metrics_new_series_hold_seconds, 0.0, 3600.0),
         )

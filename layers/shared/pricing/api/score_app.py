@@ -5,20 +5,24 @@ Built at import so a warm container reuses the app, its caches and its clients.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from pricing import coldstart
 
-from mangum import Mangum
+coldstart.pause_collector()  # first, before the heavy imports: see pricing.coldstart
 
-from pricing.api.common import create_app
-from pricing.api.schemas import ScoreRequest
-from pricing.competitors import CompetitorClient
-from pricing.observability import metrics
-from pricing.observability.context import current_request_id, logger
-from pricing.observability.push import prune_stale_groups, pushes_metrics
-from pricing.observability.sentry import init_from_settings
-from pricing.services.scoring import ScoringService
-from pricing.settings import get_settings
-from pricing.storage import Storage
+from datetime import date, datetime, timedelta, timezone  # noqa: E402
+
+from mangum import Mangum  # noqa: E402
+
+from pricing.api.common import create_app  # noqa: E402
+from pricing.api.schemas import ScoreRequest  # noqa: E402
+from pricing.competitors import CompetitorClient  # noqa: E402
+from pricing.observability import metrics  # noqa: E402
+from pricing.observability.context import current_request_id, logger  # noqa: E402
+from pricing.observability.push import prune_stale_groups, pushes_metrics  # noqa: E402
+from pricing.observability.sentry import init_from_settings  # noqa: E402
+from pricing.services.scoring import ScoringService  # noqa: E402
+from pricing.settings import get_settings  # noqa: E402
+from pricing.storage import Storage  # noqa: E402
 
 settings = get_settings()
 init_from_settings(settings)
@@ -74,6 +78,9 @@ _asgi = Mangum(app, lifespan="off")
 
 @pushes_metrics(function="score")
 def handler(event: dict, context) -> dict:
-    if isinstance(event, dict) and event.get("synthetic") == "health":
-        return synthetic_check()
-    return _asgi(event, context)
+    try:
+        if isinstance(event, dict) and event.get("synthetic") == "health":
+            return synthetic_check()
+        return _asgi(event, context)
+    finally:
+        coldstart.resume_collector()  # the first invocation has loaded what a warm one needs
