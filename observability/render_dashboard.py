@@ -293,7 +293,9 @@ def render(panels: Sequence[Panel], output: Path, heading: str, subheading: str 
             if peak and threshold <= 3 * peak:
                 ax.axhline(threshold * factor, color="firebrick", linestyle="--", linewidth=0.9)
         ax.set_ylabel(axis_label, fontsize=8)
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=timezone.utc))
+        span = max((s.times[-1] - s.times[0] for s in panel.series if s.times), default=0)
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if span < 900 else "%H:%M",
+                                                          tz=timezone.utc))
         ax.grid(True, alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
         if len(handles) > MAX_LEGEND_ENTRIES:
