@@ -117,11 +117,12 @@ class Storage:
                     if self.latency_critical:
                         timeouts = {"connect_timeout": 0.3, "read_timeout": 0.5}
                         # No retry: botocore backs off up to a second before one, and a
-                        # rule-based price now beats a model price a second late.
-                        retries = {"max_attempts": 1, "mode": "standard"}
+                        # rule-based price now beats a model price a second late. (botocore's
+                        # "max_attempts" counts retries, not attempts: 1 would mean one retry.)
+                        retries = {"total_max_attempts": 1, "mode": "standard"}
                     else:
                         timeouts = {"connect_timeout": 1, "read_timeout": 5}
-                        retries = {"max_attempts": 4, "mode": "standard"}
+                        retries = {"total_max_attempts": 5, "mode": "standard"}
                     config = Config(**timeouts, retries=retries, tcp_keepalive=True)
                     client = boto3.session.Session().client(service, config=config)
                     self._clients[service] = client
