@@ -121,8 +121,10 @@ class Storage:
                         # "max_attempts" counts retries, not attempts: 1 would mean one retry.)
                         retries = {"total_max_attempts": 1, "mode": "standard"}
                     else:
-                        timeouts = {"connect_timeout": 1, "read_timeout": 5}
-                        retries = {"total_max_attempts": 5, "mode": "standard"}
+                        # Bounded well inside the ingest function's 29 s: a request that cannot
+                        # be stored is refused (503) in seconds, never left to time out.
+                        timeouts = {"connect_timeout": 0.5, "read_timeout": 3}
+                        retries = {"total_max_attempts": 4, "mode": "standard"}
                     config = Config(**timeouts, retries=retries, tcp_keepalive=True)
                     client = boto3.session.Session().client(service, config=config)
                     self._clients[service] = client
