@@ -146,7 +146,9 @@ class Pushgateway(ManagedProcess):
     def __init__(self, port: int = 0, *, log_path: Path | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__([self.binary, f"--web.listen-address=127.0.0.1:{self.port}"],
+        # Debian's build persists to one machine-wide file by default; an empty path keeps each
+        # local Pushgateway's groups its own (and gone when it stops).
+        super().__init__([self.binary, f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file="],
                          f"{self.url}/-/ready", log_path=log_path)
 
     @classmethod
@@ -194,6 +196,9 @@ def prometheus_config(pushgateway: str, *, base: Path | None = None, rule_files:
             ],
         }
     config = yaml.safe_load(base.read_text()) or {}
+    # The base config names the docker-compose Alertmanager; locally there is none to send to,
+    # and alerts stay visible on Prometheus's own /alerts page.
+    config.pop("alerting", None)
     config["rule_files"] = [
         str(path if Path(path).is_absolute() else (base.parent / path).resolve())
         for path in config.get("rule_files") or []
