@@ -16,7 +16,7 @@ SOURCES := $(shell find layers functions -type f \( -name '*.py' -o -name 'requi
 .PHONY: help setup system-deps build lint test test-unit test-integration test-e2e run invoke clean
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort | expand -t 22
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort | expand -t 22
 
 $(VENV)/.installed: requirements-dev.txt constraints.txt layers/shared/requirements.txt functions/retrain/requirements.txt
 	@echo "setting up $(VENV) (pinned requirements)" >&2
