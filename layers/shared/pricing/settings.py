@@ -55,7 +55,6 @@ class Settings:
     ``MAX_BODY_BYTES``                              request bodies above this are a 413
     ``RETRAIN_BATCH_SIZE``                          properties per fanned-out retrain invocation
     ``RETRAIN_QUEUE_URL``                           SQS queue of retrain batches (empty: run inline)
-    ``RETRAIN_FUNCTION_NAME``                       the function the scheduled run fans out to
     ``METRICS_MAX_PROPERTY_LABELS``                 distinct property_id label values per container
     ``METRICS_NEW_SERIES_HOLD_SECONDS``             a late-born series is pushed at 0 this long first
     ``AWS_LAMBDA_FUNCTION_NAME``, ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``  set by Lambda
@@ -83,7 +82,6 @@ class Settings:
     model_cache_ttl_seconds: int = 300
     max_body_bytes: int = 6 * 1024 * 1024 - 1
     retrain_batch_size: int = 100
-    retrain_function_name: str = ""
     retrain_queue_url: str = ""
     function_name: str = "local"
     function_memory_mb: int = 0
@@ -117,7 +115,6 @@ class Settings:
             model_cache_ttl_seconds=_int(env, "MODEL_CACHE_TTL_SECONDS", d.model_cache_ttl_seconds, 0, 86400),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes, 1024, 6 * 1024 * 1024),
             retrain_batch_size=_int(env, "RETRAIN_BATCH_SIZE", d.retrain_batch_size, 1, 10000),
-            retrain_function_name=env.get("RETRAIN_FUNCTION_NAME", ""),
             retrain_queue_url=env.get("RETRAIN_QUEUE_URL", ""),
             function_name=env.get("AWS_LAMBDA_FUNCTION_NAME") or d.function_name,
             function_memory_mb=_int(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", d.function_memory_mb, 0, 10240),
