@@ -46,10 +46,12 @@ class Settings:
     ``PUSHGATEWAY_URL``                             Pushgateway base URL (empty: no push)
     ``PUSHGATEWAY_TIMEOUT_SECONDS``                 bound on one push (default 0.25)
     ``PUSHGATEWAY_USERNAME``/``PUSHGATEWAY_PASSWORD`` or ``PUSHGATEWAY_BEARER_TOKEN``
+    ``PUSHGATEWAY_CREDENTIALS_SECRET_ARN``          Secrets Manager secret with those credentials
     ``PUSHGATEWAY_GROUP_TTL_SECONDS``               age after which a silent group is pruned
     ``ARTIFACTS_BUCKET``                            S3 bucket for model artifacts
     ``OUTCOMES_TABLE``, ``REGISTRY_TABLE``, ``EXPERIMENTS_TABLE``  DynamoDB tables
     ``BACKEND_API_URL``, ``BACKEND_API_KEY``        competitor-data backend (empty URL: none)
+    ``BACKEND_API_KEY_SECRET_ARN``                  Secrets Manager secret holding that key
     ``COMPETITOR_TIMEOUT_SECONDS``                  bound on one backend call (default 0.3)
     ``MODEL_CACHE_TTL_SECONDS``                     in-container model cache lifetime
     ``MAX_BODY_BYTES``                              request bodies above this are a 413
@@ -78,6 +80,8 @@ class Settings:
     experiments_table: str = "pricing-experiments"
     backend_api_url: str = ""
     backend_api_key: str = field(default="", repr=False)
+    backend_api_key_secret_arn: str = ""
+    pushgateway_credentials_secret_arn: str = ""
     competitor_timeout_seconds: float = 0.3
     model_cache_ttl_seconds: int = 300
     max_body_bytes: int = 6 * 1024 * 1024 - 1
@@ -111,6 +115,8 @@ class Settings:
             experiments_table=env.get("EXPERIMENTS_TABLE") or d.experiments_table,
             backend_api_url=env.get("BACKEND_API_URL", "").rstrip("/"),
             backend_api_key=env.get("BACKEND_API_KEY", ""),
+            backend_api_key_secret_arn=env.get("BACKEND_API_KEY_SECRET_ARN", ""),
+            pushgateway_credentials_secret_arn=env.get("PUSHGATEWAY_CREDENTIALS_SECRET_ARN", ""),
             competitor_timeout_seconds=_float(env, "COMPETITOR_TIMEOUT_SECONDS", d.competitor_timeout_seconds, 0.01, 10.0),
             model_cache_ttl_seconds=_int(env, "MODEL_CACHE_TTL_SECONDS", d.model_cache_ttl_seconds, 0, 86400),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes, 1024, 6 * 1024 * 1024),
@@ -126,5 +132,14 @@ class Settings:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, parsed on first use and then fixed for the container's life."""
-    return Settings.from_env()
+    """The process's settings, parsed on first use and then fixed for the container's life.
+
+    Secrets named by ``BACKEND_API_KEY_SECRET_ARN``/``PUSHGATEWAY_CREDENTIALS_SECRET_ARN`` are
+    fetched here, so once per container (``pricing.storage.resolve_secrets``; it never raises).
+    """
+    settings = Settings.from_env()
+    if settings.backend_api_key_secret_arn or settings.pushgateway_credentials_secret_arn:
+        from pricing.storage import resolve_secrets  # only then: boto3 costs cold-start time
+
+        settings = resolve_secrets(settings)
+    return settings

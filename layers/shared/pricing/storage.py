@@ -424,3 +424,84 @@ class Storage:
             if pending:
                 raise StorageUnavailable(f"sqs.send_message_batch: {len(pending)} messages refused")
 
+
+
+# -- secrets ------------------------------------------------------------------------------
+#
+# Credentials live in Secrets Manager, never in the template or the function's environment: the
+# template passes only the secrets' ARNs. They are fetched once per container, when the settings
+# are first read (``pricing.settings.get_settings``), with a short timeout: a cold start must not
+# hang on them. A secret that cannot be had leaves its value empty -- the competitor backend or
+# the Pushgateway then refuses us, which is counted and alerted on -- rather than failing the
+# container: neither credential is needed to price a quote or store an outcome.
+
+SECRET_TIMEOUTS = {"connect_timeout": 1, "read_timeout": 2}
+
+
+def fetch_secret(arn: str) -> str:
+    """The ``SecretString`` of the Secrets Manager secret ``arn``; raises ``StorageUnavailable``."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    config = Config(**SECRET_TIMEOUTS, retries={"total_max_attempts": 2, "mode": "standard"})
+    try:
+        client = boto3.session.Session().client("secretsmanager", config=config)
+        value = client.get_secret_value(SecretId=arn).get("SecretString")
+    except ClientError as exc:
+        raise StorageUnavailable(f"secretsmanager.get_secret_value: {exc.response.get('Error', {}).get('Code', '')}") from None
+    except BotoCoreError as exc:
+        raise StorageUnavailable(f"secretsmanager.get_secret_value: {type(exc).__name__}") from None
+    if not isinstance(value, str):
+        raise StorageUnavailable("secretsmanager.get_secret_value: the secret has no SecretString")
+    return value
+
+
+def _json_object(text: str) -> dict | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def resolve_secrets(settings: Settings) -> Settings:
+    """``settings`` with the credentials its ``*_secret_arn`` fields name, fetched from Secrets Manager.
+
+    ``BACKEND_API_KEY_SECRET_ARN``: the secret is the key itself, or ``{"api_key": "..."}``.
+    ``PUSHGATEWAY_CREDENTIALS_SECRET_ARN``: ``{"username": "...", "password": "..."}`` or
+    ``{"bearer_token": "..."}``. A value set directly in the environment wins (local runs). Never
+    raises: a secret that cannot be fetched or read is logged (by ARN, never by value) and left empty.
+    """
+    import dataclasses
+    import logging
+
+    log = logging.getLogger("pricing.storage")
+    changes: dict[str, str] = {}
+    if settings.backend_api_key_secret_arn and not settings.backend_api_key:
+        try:
+            text = fetch_secret(settings.backend_api_key_secret_arn)
+            doc = _json_object(text)
+            key = doc.get("api_key") if doc is not None else text.strip()
+            if isinstance(key, str) and key:
+                changes["backend_api_key"] = key
+            else:
+                log.error("secret %s holds no API key", settings.backend_api_key_secret_arn)
+        except StorageUnavailable as exc:
+            log.error("backend API key secret %s unavailable: %s", settings.backend_api_key_secret_arn, exc)
+    pushgateway_given = settings.pushgateway_username or settings.pushgateway_bearer_token
+    if settings.pushgateway_credentials_secret_arn and not pushgateway_given:
+        try:
+            doc = _json_object(fetch_secret(settings.pushgateway_credentials_secret_arn)) or {}
+            if isinstance(doc.get("bearer_token"), str) and doc["bearer_token"]:
+                changes["pushgateway_bearer_token"] = doc["bearer_token"]
+            elif isinstance(doc.get("username"), str) and doc["username"] and isinstance(doc.get("password"), str):
+                changes["pushgateway_username"] = doc["username"]
+                changes["pushgateway_password"] = doc["password"]
+            else:
+                log.error("secret %s holds neither username/password nor bearer_token",
+                          settings.pushgateway_credentials_secret_arn)
+        except StorageUnavailable as exc:
+            log.error("Pushgateway credentials secret %s unavailable: %s",
+                      settings.pushgateway_credentials_secret_arn, exc)
+    return dataclasses.replace(settings, **changes) if changes else settings
