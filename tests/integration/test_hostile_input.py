@@ -334,3 +334,14 @@ def test_hostile_outcomes_are_refused_one_by_one_and_counted_by_reason(ingest_ha
     assert got == {case[0]: case[2] for case in LEARN_ITEM_CASES}
     assert len(json.dumps(out)) < 10_000  # reasons, not the items, come back
     assert {reason: invalid_counted(reason) - before[reason] for reason in expected} == dict(expected)
+
+
+def test_credentials_a_caller_sends_never_reach_metric_labels_or_the_answer(score_handler):
+    secret = "caller-key-7d1e9a3b5c"
+    headers = {**JSON, "X-API-Key": secret, "Authorization": f"Bearer {secret}", "Cookie": f"session={secret}"}
+    status, out_headers, out = post(score_handler, "/score", quote_with("entity.userId", "u\x00" + secret), headers)
+    assert status == 422 and secret not in json.dumps(out) and secret not in json.dumps(out_headers)
+    status, _, _ = post(score_handler, "/score", QUOTE, headers)
+    assert status == 200
+    labels = {v for m in REGISTRY.collect() for s in m.samples for v in s.labels.values()}
+    assert not any(secret in v for v in labels)
