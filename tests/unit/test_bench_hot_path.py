@@ -1,17 +1,20 @@
 """The /score hot path was made cheaper without changing a single bit of its results.
 
-``ConversionModel.probabilities`` and ``optimise`` are checked here against the plain
-definitions they replaced (one ``probability`` per candidate, ``max`` over Candidate objects),
-over seeded random models, quotes and grids: equal floats, not approximately equal ones.
+``ConversionModel.probabilities``, ``optimise`` and ``Guardrails.candidate_grid`` are checked
+here against the plain definitions they replaced (one ``probability`` per candidate, ``max`` over
+Candidate objects, ``enforce`` on every grid point), over seeded random models, quotes, bounds and
+grids: equal floats, not approximately equal ones.
 """
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 
 from pricing.domain.conversion_model import FEATURE_NAMES, ConversionModel, ModelFeatures
+from pricing.domain.guardrails import Guardrails
 from pricing.domain.optimiser import BAND_REVENUE_SHARE, Candidate, evaluate, optimise
 
 
@@ -62,3 +65,25 @@ def test_revenue_ties_go_to_the_lower_price():
     got = optimise(flat, features, [100.0, 100.0, 90.0])
     assert got.best == reference_optimum(flat, features, [100.0, 100.0, 90.0])[0]
     assert evaluate(flat, features, [100.0])[0] == Candidate(100.0, flat.probability(100.0, features))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_candidate_grid_equals_enforcing_every_point(seed):
+    rng = random.Random(2000 + seed)
+    for _ in range(100):
+        lo = rng.choice([0.0001, 0.004, rng.uniform(0, 50), rng.uniform(50, 500)])
+        hi = lo + rng.choice([0.0, 0.003, rng.uniform(0, 10), rng.uniform(10, 1000)])
+        lo_bound = rng.choice([None, None, rng.uniform(0, 600)])
+        hi_bound = rng.choice([None, None, (lo_bound or 0) + rng.uniform(0.01, 600)])
+        guardrails = Guardrails(lo_bound, hi_bound)
+        points = rng.choice([1, 2, 9, 101, 200])
+        lo2 = lo if lo_bound is None else max(lo, lo_bound)
+        hi2 = hi if hi_bound is None else min(hi, hi_bound)
+        if lo2 > hi2:
+            expected = ()
+        elif points <= 1 or math.isclose(lo2, hi2):
+            expected = (guardrails.enforce(lo2)[0],)
+        else:
+            step = (hi2 - lo2) / (points - 1)
+            expected = tuple(sorted({guardrails.enforce(lo2 + i * step)[0] for i in range(points)}))
+        assert guardrails.candidate_grid(lo, hi, points) == expected

@@ -85,5 +85,9 @@ class Guardrails:
         if points <= 1 or math.isclose(lo, hi):
             return (self.enforce(lo)[0],)
         step = (hi - lo) / (points - 1)
-        grid = {self.enforce(lo + i * step)[0] for i in range(points)}
+        if self.min_price is None and self.max_price is None:
+            # enforce() without bounds, spelt out: this runs for every candidate of every quote.
+            grid = {max(round_price(lo + i * step), MIN_PRICE) for i in range(points)}
+        else:
+            grid = {self.enforce(lo + i * step)[0] for i in range(points)}
         return tuple(sorted(grid))
