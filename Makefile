@@ -87,3 +87,8 @@ dashboard-snapshot: $(VENV)/.installed ## the dashboard's 18 panels from the loc
 .PHONY: bench-metrics
 bench-metrics: setup ## push overhead p50/p99 and push bytes after 1 vs 5,000 properties, real Pushgateway
 	$(VENV)/bin/python bench/bench_metrics.py
+
+# --- load ------------------------------------------------------------------------------------
+.PHONY: load
+load: setup build ## bounded load on the local stack (loopback): zero 5xx, exact metric totals, flat memory (REQUESTS= DURATION= CLIENTS=)
+	$(PY) -m bench.load $(if $(REQUESTS),--requests $(REQUESTS)) $(if $(DURATION),--duration $(DURATION)) $(if $(CLIENTS),--clients $(CLIENTS))
