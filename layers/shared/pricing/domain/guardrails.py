@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -84,10 +85,18 @@ class Guardrails:
             return ()
         if points <= 1 or math.isclose(lo, hi):
             return (self.enforce(lo)[0],)
-        step = (hi - lo) / (points - 1)
         if self.min_price is None and self.max_price is None:
-            # enforce() without bounds, spelt out: this runs for every candidate of every quote.
-            grid = {max(round_price(lo + i * step), MIN_PRICE) for i in range(points)}
-        else:
-            grid = {self.enforce(lo + i * step)[0] for i in range(points)}
-        return tuple(sorted(grid))
+            return _unbounded_grid(lo, hi, points)
+        step = (hi - lo) / (points - 1)
+        return tuple(sorted({self.enforce(lo + i * step)[0] for i in range(points)}))
+
+
+@functools.lru_cache(maxsize=1024)
+def _unbounded_grid(lo: float, hi: float, points: int) -> tuple[float, ...]:
+    """``candidate_grid`` without bounds: ``enforce`` reduces to rounding to cents.
+
+    Cached: every quote for a property asks for the same grid (its model's trusted range), and
+    building it was a third of the pricing work on the /score path.
+    """
+    step = (hi - lo) / (points - 1)
+    return tuple(sorted({max(round_price(lo + i * step), MIN_PRICE) for i in range(points)}))
