@@ -148,6 +148,21 @@ def test_drifted_data_retrains_and_deploys_without_force(stack):
     assert {r["version"] for r in stack.storage.list_model_records("hotel-b")} == {first["version"], second["version"]}
 
 
+def test_late_reported_outcomes_count_as_unseen_for_drift(stack):
+    learn(stack, CITY, 600, seed=3, property_id="hotel-late", occupancy=(0.0, 0.5))
+    assert stack.service.handle({"property_ids": ["hotel-late"]}, LambdaContext())["results"][0]["status"] == "deployed"
+
+    # Quoted before the model's data ends, reported only now, from a market that has filled up.
+    moved = replace(CITY, name="city-hotel-late", intercept=1.2, price_effect=-1.6)
+    stack.ingest(simulate_outcomes(moved, 600, seed=8, now=NOW - timedelta(days=1), property_id="hotel-late",
+                                   history_days=30, occupancy=(0.6, 1.0)))
+    result = stack.service.handle({"property_ids": ["hotel-late"]}, LambdaContext())["results"][0]
+
+    assert result["drift"]["sample_size"] == 600
+    assert result["drift"]["detected"] is True
+    assert any("occupancy" in t for t in result["triggers"])
+
+
 def test_without_drift_or_new_data_the_property_is_skipped(stack):
     learn(stack, CITY, 400, property_id="hotel-c")
     assert stack.service.handle({"property_ids": ["hotel-c"]}, LambdaContext())["results"][0]["status"] == "deployed"

@@ -277,7 +277,9 @@ class Storage:
         """
         table = self.settings.outcomes_table
         deadline = time.monotonic() + budget_seconds
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # Microseconds: retraining compares this with a model's training time to tell which
+        # outcomes the model has not seen.
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         items = [{**r, "ingested_at": now} for r in records]
         for property_id in sorted({r["property_id"] for r in records}):
             items.append(

@@ -153,6 +153,17 @@ def _utc(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _parse_utc(text: object) -> datetime | None:
+    """A stored UTC timestamp (``...Z``, with or without fractions); None when absent or unreadable."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
 class RetrainingService:
     """Retrains properties against ``storage`` (see ``pricing.storage.Storage`` for the methods)."""
 
@@ -179,23 +190,37 @@ class RetrainingService:
             return record.live_version, None, f"live model {record.live_version} unusable: {exc}"
         return record.live_version, model, None
 
-    def _outcomes(self, property_id: str, now: datetime) -> tuple[list[Outcome], int]:
+    def _outcomes(self, property_id: str, now: datetime) -> tuple[list[tuple[Outcome, datetime | None]], int]:
+        """The window's outcomes, oldest first, each with when it was stored; and how many
+        records could not be read."""
         since = _utc(now - timedelta(days=WINDOW_DAYS))
         records = self.storage.read_outcomes(property_id, since)
         outcomes, unreadable = [], 0
         for record in records:
             try:
-                outcomes.append(Outcome.from_record(record))
+                outcomes.append((Outcome.from_record(record), _parse_utc(record.get("ingested_at"))))
             except (KeyError, TypeError, ValueError):
                 unreadable += 1  # written by hand or by an older schema: not worth a failed run
-        outcomes.sort(key=lambda o: (o.timestamp_utc, o.key))
+        outcomes.sort(key=lambda pair: (pair[0].timestamp_utc, pair[0].key))
         return outcomes[-MAX_TRAINING_OUTCOMES:], unreadable
+
+    @staticmethod
+    def _unseen_by(model: ConversionModel, window: list[tuple[Outcome, datetime | None]]) -> list[Outcome]:
+        """Outcomes the model cannot have trained on: quoted after its training data ends, or
+        stored after it was trained (late reports of older quotes count too)."""
+        data_end = str(model.training.get("data_end") or "")
+        trained_at = _parse_utc(model.trained_at)
+        return [
+            o for o, stored in window
+            if o.timestamp_utc > data_end or (trained_at is not None and stored is not None and stored > trained_at)
+        ]
 
     def retrain_property(self, property_id: str, force: bool = False) -> PropertyResult:
         """Retrain one property (see the module docstring); raises what storage raises."""
         now = self._clock()
         live_version, incumbent, unusable = self._live_model(property_id)
-        outcomes, unreadable = self._outcomes(property_id, now)
+        window, unreadable = self._outcomes(property_id, now)
+        outcomes = [o for o, _ in window]
         result = PropertyResult(
             property_id, SKIPPED, "", live_version=live_version,
             outcomes=len(outcomes), positives=sum(1 for o in outcomes if o.accepted),
@@ -214,8 +239,7 @@ class RetrainingService:
         if incumbent is None:
             triggers.append(unusable or "no live model")
         else:
-            data_end = str(incumbent.training.get("data_end") or "")
-            recent = [o for o in outcomes if o.timestamp_utc > data_end]
+            recent = self._unseen_by(incumbent, window)
             drift = measure_drift(incumbent, recent)
             result.drift = drift.as_dict()
             triggers += drift.reasons() if drift.detected else []
