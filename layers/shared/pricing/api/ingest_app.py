@@ -9,9 +9,12 @@ by Pydantic, where a failure is a 422 for the whole request; then each outcome o
 
 from __future__ import annotations
 
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as WaitedTooLong
 from typing import Any
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from mangum import Mangum
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,12 +30,20 @@ from pricing.storage import Storage, StorageUnavailable
 
 #: How long a caller should wait before re-sending a batch the store could not take.
 RETRY_AFTER_SECONDS = 5
+#: Time kept back from the invocation's deadline to answer and push metrics.
+ANSWER_MARGIN_SECONDS = 1.5
 
 settings = get_settings()
 init_from_settings(settings)
 metrics.set_service_info(version=settings.release, environment=settings.environment, service="ingest")
 
 service = IngestionService(Storage(settings))
+# Storing runs here so the request can stop waiting at its deadline: a hung store would otherwise
+# hold the invocation until Lambda kills it, and the caller would get a gateway error instead of a
+# 503 with Retry-After. A batch given up on may still finish storing in the background; its retry
+# then finds those outcomes stored, so nothing is lost and nothing counted twice. Few workers: a
+# store that hangs every batch makes later batches wait here and be refused, not pile up threads.
+_storing = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest")
 
 app = create_app(title="Pricing learn API", settings=settings)
 
@@ -51,14 +62,30 @@ def _single_property(batch: list[Any]) -> str | None:
     return next(iter(ids)) if len(ids) == 1 else None
 
 
+def _seconds_to_store(http: Request) -> float | None:
+    """What is left of the Lambda invocation's time, less the margin to answer (None: no Lambda)."""
+    remaining_ms = getattr(http.scope.get("aws.context"), "get_remaining_time_in_millis", None)
+    return remaining_ms() / 1000 - ANSWER_MARGIN_SECONDS if callable(remaining_ms) else None
+
+
+def _ingest_in_time(batch: list[Any], seconds: float | None):
+    if seconds is None:
+        return service.ingest(batch)
+    future = _storing.submit(contextvars.copy_context().run, service.ingest, batch)
+    try:
+        return future.result(timeout=max(seconds, 0.0))
+    except WaitedTooLong:
+        raise StorageUnavailable(f"the outcome store did not answer within {max(seconds, 0.0):.1f} s") from None
+
+
 @app.post("/learn")
-def learn(request: LearnRequest) -> dict:
+def learn(request: LearnRequest, http: Request) -> dict:
     request_id = current_request_id()
     property_id = _single_property(request.batch)
     if request_id:
         set_request_context(request_id, property_id=property_id[:128] if property_id else None)
     try:
-        return service.ingest(request.batch).to_response()
+        return _ingest_in_time(request.batch, _seconds_to_store(http)).to_response()
     except StorageUnavailable as exc:
         # Raised, not returned: FastAPI's Sentry integration reports every 5xx HTTPException once,
         # and the app's handler keeps the Retry-After header and the request id.
