@@ -154,3 +154,9 @@ def test_outcomes_spread_over_time_are_sorted_before_splitting():
     shuffled = outcomes[::2] + outcomes[1::2]
     assert split_holdout(shuffled) == split_holdout(outcomes)
     assert outcomes[0].timestamp < outcomes[-1].timestamp < NOW - timedelta(minutes=5)
+
+
+def test_an_infinite_z_is_reported_as_none():
+    same_gap = compare(np.full(5, 0.4), np.full(5, 0.5))
+    assert same_gap.significant
+    assert same_gap.as_dict()["z"] is None

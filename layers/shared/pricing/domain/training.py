@@ -253,7 +253,11 @@ class Comparison:
         return self.mean_improvement > 0 and self.z >= SIGNIFICANCE_Z
 
     def as_dict(self) -> dict:
-        return {"mean_log_loss_improvement": round(self.mean_improvement, 6), "z": round(self.z, 3)}
+        # An infinite z (every paired difference equal) is reported as None: JSON has no infinity.
+        return {
+            "mean_log_loss_improvement": round(self.mean_improvement, 6),
+            "z": round(self.z, 3) if math.isfinite(self.z) else None,
+        }
 
 
 def compare(candidate_losses: np.ndarray, other_losses: np.ndarray) -> Comparison:

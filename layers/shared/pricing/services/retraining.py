@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from collections import Counter
@@ -151,6 +152,20 @@ def artifact_key(property_id: str, version: str) -> str:
 
 def _utc(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _storable(value: Any) -> Any:
+    """``value`` as plain JSON data with non-finite numbers as None (DynamoDB refuses NaN and
+    infinity, and one odd figure must not lose the record of a whole model version)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_storable(v) for v in value]
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
 
 
 def _parse_utc(text: object) -> datetime | None:
@@ -281,7 +296,7 @@ class RetrainingService:
             "outcomes": len(outcomes),
             "positives": result.positives,
         }
-        self.storage.put_model_record(property_id, version, json.loads(json.dumps(record, default=str)))
+        self.storage.put_model_record(property_id, version, _storable(record))
         if not judgement.deploy:
             result.status, result.reason = REJECTED, judgement.reason
             return result
