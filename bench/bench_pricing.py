@@ -27,7 +27,6 @@ import statistics
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 from bench import ROOT  # noqa: F401 - puts the layer, tests/ and local/ on sys.path
 from bench.stack import AwsStack

@@ -19,7 +19,7 @@ from pricing.services import retraining
 from pricing.services.ingestion import IngestionService
 from pricing.services.retraining import RetrainingService, artifact_key
 from pricing.services.scoring import ScoringService
-from pricing.storage import LIVE_RECORD, MODEL_RECORD_PREFIX, Storage, StorageUnavailable
+from pricing.storage import LIVE_RECORD, Storage, StorageUnavailable
 
 NOW = datetime.now(timezone.utc)
 CITY, RESORT, SKI = CURVES[0], CURVES[1], CURVES[2]

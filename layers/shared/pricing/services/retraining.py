@@ -50,7 +50,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Sequence
 
 from pricing.domain.conversion_model import ConversionModel, ModelFormatError
-from pricing.domain.drift import DriftReport, measure_drift
+from pricing.domain.drift import PSI_MODERATE, DriftReport, measure_drift
 from pricing.domain.outcomes import Outcome
 from pricing.domain.training import TrainingError, insufficient_data, train_and_judge
 from pricing.observability import metrics
@@ -258,7 +258,7 @@ class RetrainingService:
             drift = measure_drift(incumbent, recent)
             result.drift = drift.as_dict()
             triggers += drift.reasons() if drift.detected else []
-            if drift.detected or drift.max_psi >= 0.1:
+            if drift.detected or drift.max_psi >= PSI_MODERATE:  # moderate: counted, not acted on
                 metrics.track_drift(property_id=property_id, trigger_retrain=drift.detected)
             trained_on = int(incumbent.training.get("n") or 0)
             if len(recent) >= max(trained_on, 1):
