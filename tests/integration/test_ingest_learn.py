@@ -187,12 +187,9 @@ def test_more_than_ten_thousand_outcomes_is_a_422(ingest):
     assert status == 422
 
 
-def test_store_down_is_a_503_with_retry_after_and_claims_nothing(ingest, monkeypatch):
-    from pricing.settings import Settings
-
-    dead = Storage(Settings(outcomes_table=ingest.aws.names["OutcomesTable"]))
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens: refused at once
-    monkeypatch.setattr(ingest.app_module, "service", IngestionService(dead))
+def test_store_down_is_a_503_with_retry_after_and_claims_nothing(ingest):
+    # The table vanishing makes DynamoDB refuse every call, as an outage or a lost grant would.
+    ingest.aws.client("dynamodb").delete_table(TableName=ingest.aws.names["OutcomesTable"])
 
     status, body, headers = ingest({"batch": [outcome(i) for i in range(5)]})
 
