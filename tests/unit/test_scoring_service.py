@@ -155,3 +155,28 @@ def test_health_reports_whether_a_model_is_loaded(world):
     assert service.health()["model_loaded"] is False
     service.score(request())
     assert service.health()["model_loaded"] is True
+
+
+def test_the_synthetic_canary_joins_no_experiment_and_records_no_score_latency(world):
+    from pricing.observability.metrics import REGISTRY
+
+    service, storage, _, _ = world
+    storage.experiments = [{"experiment_id": "exp-all", "treatment_share": 0.5}]
+
+    def counted():
+        assignments = sum(
+            REGISTRY.get_sample_value("pricing_ab_assignments_total", {"experiment_id": "exp-all", "variant": v}) or 0
+            for v in ("control", "treatment")
+        )
+        latencies = sum(
+            REGISTRY.get_sample_value("pricing_score_latency_seconds_count", {"pricing_method": m}) or 0
+            for m in ("ml_elasticity", "rule_based")
+        )
+        return assignments, latencies
+
+    before = counted()
+    out = service.score(request(), synthetic=True)
+    assert out["safety"]["experiment_id"] is None and out["price"] > 0
+    assert counted() == before
+    service.score(request())
+    assert counted() == (before[0] + 1, before[1] + 1)

@@ -66,7 +66,7 @@ def synthetic_check() -> dict:
             "toggles": {"use_competitors": False},
         }
     )
-    quote = service.score(canary, current_request_id())
+    quote = service.score(canary, current_request_id(), synthetic=True)
     metrics.mark_synthetic_check()
     pruned = prune_stale_groups(settings)
     logger.info("synthetic check", extra={"price": quote["price"], "pruned_groups": pruned})

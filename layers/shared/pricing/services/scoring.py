@@ -23,7 +23,7 @@ from typing import Callable
 from pricing.api.schemas import ScoreRequest
 from pricing.competitors import CompetitorClient
 from pricing.domain.conversion_model import ConversionModel, ModelFormatError
-from pricing.domain.experiments import Experiment, assign, experiment_from_record, quote_id_for
+from pricing.domain.experiments import NO_EXPERIMENT, Assignment, Experiment, assign, experiment_from_record, quote_id_for
 from pricing.domain.pricing import ML, recommend
 from pricing.observability import metrics
 from pricing.observability.context import logger
@@ -35,6 +35,7 @@ EXPERIMENTS_TTL_SECONDS = 60.0
 #: After a store failure, the same property is not retried for this long (rules price meanwhile).
 FAILURE_BACKOFF_SECONDS = 5.0
 MAX_CACHED_PROPERTIES = 5_000
+NOT_IN_EXPERIMENT = Assignment(None, NO_EXPERIMENT)
 
 
 @dataclass(frozen=True)
@@ -160,13 +161,19 @@ class ScoringService:
 
     # -- the use case -------------------------------------------------------------------------
 
-    def score(self, request: ScoreRequest, request_id: str | None = None) -> dict:
+    def score(self, request: ScoreRequest, request_id: str | None = None, *, synthetic: bool = False) -> dict:
+        """Price one validated request.
+
+        ``synthetic`` marks the scheduled canary: it runs the whole path (stores, model, pricing)
+        but is not a customer quote, so it joins no experiment and stays out of the /score
+        latency and A/B figures that alerts and experiment readouts are computed from.
+        """
         started = time.perf_counter()
         property_id, user_id = request.entity.propertyId, request.entity.userId
         set_request_context(request_id, user_id=user_id, property_id=property_id)
         competitors = self.competitor_data(request, request_id)
         quote = request.to_quote(competitors)
-        assignment = assign(self.experiments(), property_id, user_id)
+        assignment = NOT_IN_EXPERIMENT if synthetic else assign(self.experiments(), property_id, user_id)
         if assignment.experiment_id is not None:
             metrics.track_ab_assignment(experiment_id=assignment.experiment_id, variant=assignment.variant)
         state = self.property_state(property_id)
@@ -179,6 +186,8 @@ class ScoringService:
             configured_base=state.base_price,
             fallback_reason=state.why_no_model,
         )
+        if synthetic:
+            return result.to_response(competitors.as_dict() if competitors else None)
         if result.pricing_method == ML:
             metrics.track_model_prediction(
                 property_id=property_id, model_type="conversion", duration=time.perf_counter() - predicted_at
