@@ -92,3 +92,11 @@ bench-metrics: setup ## push overhead p50/p99 and push bytes after 1 vs 5,000 pr
 .PHONY: load
 load: setup build ## bounded load on the local stack (loopback): zero 5xx, exact metric totals, flat memory (REQUESTS= DURATION= CLIENTS=)
 	$(PY) -m bench.load $(if $(REQUESTS),--requests $(REQUESTS)) $(if $(DURATION),--duration $(DURATION)) $(if $(CLIENTS),--clients $(CLIENTS))
+
+# --- performance -----------------------------------------------------------------------------
+.PHONY: bench bench-check
+bench: setup ## every benchmark in one table, each figure against its baseline (RECORD=bench/RESULTS.md to record it)
+	$(PY) -m bench.run $(if $(RECORD),--record $(RECORD))
+
+bench-check: setup ## the performance targets (warm /score, push overhead, cold start, push size): non-zero when one is missed
+	$(PY) -m bench.run --check

@@ -154,51 +154,26 @@ def push_overhead(handler: Callable, rounds: int = 9, block: int = 200) -> list[
     return figures
 
 
-def _serve(metrics, property_id: str) -> None:
-    """The metric calls one /score priced by a model makes (see ScoringService.score)."""
-    metrics.track_cache_hit()
-    metrics.track_model_prediction(property_id=property_id, model_type="conversion", duration=0.0004)
-    metrics.track_score_request(pricing_method="ml_elasticity", duration=0.002)
-    metrics.track_request(method="POST", endpoint="/score", status_code=200, duration=0.003)
+def push_size() -> list[Figure]:
+    """Figure 7: bytes of one invocation's push after 1 and after 5,000 distinct properties.
 
-
-def push_size(properties: int = 5_000, repeats: int = 3) -> list[Figure]:
-    """Figure 7: bytes of one invocation's push after 1 and after ``properties`` distinct properties.
-
-    A fresh container (registry and pusher of its own) serves one property per invocation and
-    pushes after each, as the decorator does; the push after the first and after the last are
-    compared. Repeated with fresh containers; the median is reported.
+    Measured by ``bench.bench_metrics.bytes_after`` (``make bench-metrics``), with this
+    container's property cap, pushing to a real Pushgateway. The byte counts are deterministic:
+    one run.
     """
-    key, title = "push_bytes", f"7. push bytes after {properties:,} properties"
-    if not pushgateway_available():
-        return [Figure.waiting(key, title, "prometheus-pushgateway is not installed", PUSH_SIZE_TARGET)]
-    from pricing.observability.metrics import PricingMetrics
-    from pricing.observability.push import MetricsPusher
+    from bench import bench_metrics
     from pricing.settings import get_settings
 
-    firsts, lasts, requests = [], [], []
+    key, title = "push_bytes", f"7. push bytes after {bench_metrics.PROPERTIES:,} properties"
+    if not pushgateway_available():
+        return [Figure.waiting(key, title, "prometheus-pushgateway is not installed", PUSH_SIZE_TARGET)]
+    cap = get_settings().metrics_max_property_labels
     with pushgateway() as gateway:
-        settings = dataclasses.replace(get_settings(), pushgateway_url=gateway.url)
-        for r in range(repeats):
-            metrics = PricingMetrics(max_property_labels=settings.metrics_max_property_labels)
-            pusher = MetricsPusher(metrics, settings, function="score", instance=f"bench-size-{r}")
-            try:
-                for i in range(properties):
-                    _serve(metrics, f"bench-p{i:05d}")
-                    stats = pusher.push()
-                    if not stats.ok:
-                        raise RuntimeError(f"push {i} failed: {stats}")
-                    if i == 0:
-                        firsts.append(stats.bytes)
-                lasts.append(stats.bytes)
-                requests.append(stats.requests)
-            finally:
-                pusher.close()
+        first, largest, labels, seconds = bench_metrics.bytes_after(gateway.url, cap, send=True)
     return [Figure(
-        key=key, title=title, unit="B", value=median(lasts), baseline=median(firsts),
-        baseline_name="after 1", ratio=median(paired_ratios(lasts, firsts)), target=PUSH_SIZE_TARGET,
-        runs=repeats,
-        note=(f"one push per invocation, one property per invocation; property labels capped at "
-              f"{settings.metrics_max_property_labels} per container (later ones count as __other__); "
-              f"{median(requests):.0f} requests in the last push"),
+        key=key, title=title, unit="B", value=largest, baseline=first, baseline_name="after 1",
+        ratio=largest / first, target=PUSH_SIZE_TARGET, runs=1,
+        note=(f"bench_metrics.bytes_after: one push per invocation, the largest push after {bench_metrics.PROPERTIES:,} "
+              f"properties vs the first; {labels} property labels kept (cap {cap}, the rest count as __other__); "
+              f"push p50 then {seconds * 1000:.2f} ms"),
     )]
