@@ -293,6 +293,8 @@ def render(panels: Sequence[Panel], output: Path, heading: str, subheading: str 
             if peak and threshold <= 3 * peak:
                 ax.axhline(threshold * factor, color="firebrick", linestyle="--", linewidth=0.9)
         ax.set_ylabel(axis_label, fontsize=8)
+        # Flat series (e.g. staleness in hours) would otherwise be labelled as an offset like "1e-5+2".
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         span = max((s.times[-1] - s.times[0] for s in panel.series if s.times), default=0)
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S" if span < 900 else "%H:%M",
                                                           tz=timezone.utc))
