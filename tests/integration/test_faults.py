@@ -308,7 +308,7 @@ def assert_registry_valid(proxy, property_id: str) -> ConversionModel | None:
 ])
 def test_a_retrain_failing_at_any_step_leaves_the_registry_valid_and_a_rerun_deploys(proxy, service, target, mode):
     curve = CURVES[0]
-    IngestionService(proxy.direct).ingest(simulate_outcomes(curve, 600, seed=3, now=NOW, property_id=PROPERTY))
+    IngestionService(proxy.direct).ingest(simulate_outcomes(curve, 300, seed=3, now=NOW, property_id=PROPERTY))
     # A poor incumbent (demand barely reacting to price): any fitted candidate beats it.
     poor = ConversionModel(PROPERTY, "v-poor", {"intercept": 0.0, "price_ratio": -0.05}, 100.0, (50.0, 250.0))
     seed_live_model(proxy.direct, artifact=poor.to_artifact(), version="v-poor")

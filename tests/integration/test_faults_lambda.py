@@ -72,9 +72,9 @@ def test_score_answers_by_rules_within_its_deadline_with_every_dependency_hung(u
 
 
 def test_learn_near_its_deadline_refuses_with_503_instead_of_being_killed(unreachable, tmp_path):
-    # With the store hung, the durable client's own retries would outlast this 6 s timeout: the
+    # With the store hung, the durable client's own retries would outlast this 4 s timeout: the
     # function must answer 503 before Lambda kills it (which the caller would see as a 502/504).
-    function = function_with_timeout("IngestFunction", 6)
+    function = function_with_timeout("IngestFunction", 4)
     batch = [{"property_id": "hung-1", "timestamp": (NOW - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "quoted_price": 120.0, "accepted": True, "quote_id": f"deadline-{i}"} for i in range(30)]
     with lambda_containers(function, env=unreachable, log_dir=tmp_path) as containers:
