@@ -345,3 +345,42 @@ def test_credentials_a_caller_sends_never_reach_metric_labels_or_the_answer(scor
     assert status == 200
     labels = {v for m in REGISTRY.collect() for s in m.samples for v in s.labels.values()}
     assert not any(secret in v for v in labels)
+
+
+def test_hostile_requests_never_crash_or_restart_a_lambda_container(tmp_path):
+    """The worst of the table through the built functions in real local Lambda containers."""
+    from local.apigw import build_event
+    from local.template import ApiRoute
+    from support.local_stack import lambda_containers
+
+    def event(function: str, path: str, body: bytes, content_type: str = "application/json") -> dict:
+        return build_event(method="POST", raw_path=path, headers=[("Content-Type", content_type)], body=body,
+                           route=ApiRoute(function, "POST", path), path_parameters=None, stage="dev")
+
+    quote = json.dumps(QUOTE)
+    cases = {
+        "ScoreFunction": [
+            (quote.replace('"weather": {}', '"weather": ' + "[" * 200_000 + "]" * 200_000), 422),
+            (quote.replace('"comp_price_p50": 120.0', '"comp_price_p50": NaN'), 422),
+            (quote.replace('"capacity": 50', '"capacity": ' + "9" * 5000), 422),
+            (quote.replace('"user-123"', '"user-\\u0000"'), 422),
+            ("\xff\xfe not utf-8", 422),
+            (quote.replace('"prop-456"', '"' + "p" * 5_000_000 + '"'), 422),
+        ],
+        "IngestFunction": [
+            (json.dumps({"batch": [outcome(property_id=["list"]), outcome(property_id={"o": 1})]}), 200),
+            (json.dumps({"batch": [outcome(quote_id=f"q{i}") for i in range(10_001)]}), 422),
+            ('{"batch": [' + "[" * 100_000 + "]" * 100_000 + "]}", 422),
+        ],
+    }
+    for function, bodies in cases.items():
+        path = "/score" if function == "ScoreFunction" else "/learn"
+        # No request here may need a store; were one asked, it would meet a refusing port, never AWS.
+        with lambda_containers(function, env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, log_dir=tmp_path) as containers:
+            container = containers.containers[0]
+            for i, (body, status) in enumerate(bodies, start=1):
+                raw = body.encode("latin-1") if body.startswith("\xff") else body.encode()
+                result = containers.invoke(event(function, path, raw))
+                assert result.ok and result.outcome == "response", (function, i, result.payload[:300])
+                assert result.json()["statusCode"] == status, (function, i, result.json()["body"][:300])
+                assert container.alive and container.invocations == i and not result.cold_start or i == 1
