@@ -361,9 +361,10 @@ def main(argv: list[str] | None = None) -> int:
                 if got == expected or time.monotonic() > deadline:
                     break
                 time.sleep(2)  # a push back-off (after a timeout) lasts 1 s and more
+            push_failures = after.get("push_failures", 0) - before.get("push_failures", 0)
             print(f"Pushgateway totals: sent /score {sent_score}, counted {got['/score']:.0f}; sent /learn "
                   f"{sent_learn}, counted {got['/learn']:.0f}; outcomes stored {stored}, counted "
-                  f"{got['outcomes']:.0f}; push failures {after.get('push_failures', 0) - before.get('push_failures', 0):.0f}")
+                  f"{got['outcomes']:.0f}; push failures {push_failures:.0f}")
             if got != expected:
                 failures.append(f"Pushgateway totals {got} differ from what was sent {expected}")
             if stack.prometheus is not None:

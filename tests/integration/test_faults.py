@@ -197,7 +197,8 @@ def test_everything_down_at_once_still_prices(proxy, score):
 
 
 def outcomes(n: int, prefix: str = "f") -> list[dict]:
-    return [{"property_id": f"learn-{i % 3}", "timestamp": (NOW - timedelta(minutes=i + 1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    return [{"property_id": f"learn-{i % 3}",
+             "timestamp": (NOW - timedelta(minutes=i + 1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
              "quoted_price": 100.0 + i % 50, "accepted": i % 4 == 0, "quote_id": f"{prefix}-{i:05d}"} for i in range(n)]
 
 

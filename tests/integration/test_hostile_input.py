@@ -376,7 +376,8 @@ def test_hostile_requests_never_crash_or_restart_a_lambda_container(tmp_path):
     for function, bodies in cases.items():
         path = "/score" if function == "ScoreFunction" else "/learn"
         # No request here may need a store; were one asked, it would meet a refusing port, never AWS.
-        with lambda_containers(function, env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, log_dir=tmp_path) as containers:
+        refusing = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+        with lambda_containers(function, env=refusing, log_dir=tmp_path) as containers:
             container = containers.containers[0]
             for i, (body, status) in enumerate(bodies, start=1):
                 raw = body.encode("latin-1") if body.startswith("\xff") else body.encode()

@@ -457,7 +457,8 @@ def fetch_secret(arn: str) -> str:
         client = boto3.session.Session().client("secretsmanager", config=config)
         value = client.get_secret_value(SecretId=arn).get("SecretString")
     except ClientError as exc:
-        raise StorageUnavailable(f"secretsmanager.get_secret_value: {exc.response.get('Error', {}).get('Code', '')}") from None
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise StorageUnavailable(f"secretsmanager.get_secret_value: {code}") from None
     except BotoCoreError as exc:
         raise StorageUnavailable(f"secretsmanager.get_secret_value: {type(exc).__name__}") from None
     if not isinstance(value, str):

@@ -182,7 +182,8 @@ class RequestMiddleware:
                 # Still the contract's 422 and error shape, but naming the header: without this
                 # the caller reads "Input should be a valid dictionary" about a valid JSON body.
                 msg = f"Content-Type must be application/json, got {content_type[:100]!r}"
-                return (422, error_body(["header", "content-type"], msg, "content_type"), "unsupported_media_type"), receive
+                refusal = (422, error_body(["header", "content-type"], msg, "content_type"), "unsupported_media_type")
+                return refusal, receive
             try:
                 parse_strict_json(body)
             except InvalidJSON as exc:
