@@ -137,3 +137,12 @@ def test_stores_are_encrypted_and_the_bucket_is_private():
             assert resource["Properties"]["SSESpecification"]["SSEEnabled"] is True, name
         if resource["Type"] == "AWS::SQS::Queue":
             assert resource["Properties"].get("SqsManagedSseEnabled") is True, name
+
+
+def test_make_run_checks_api_keys_only_when_asked():
+    # As `sam local start-api`: no key check locally unless LOCAL_REQUIRE_API_KEY names the key
+    # (the local API then answers 403 without it: tests/integration/test_local_lambda_api.py).
+    from local.stack import StackOptions
+
+    assert StackOptions.from_env({}).require_api_key is None
+    assert StackOptions.from_env({"LOCAL_REQUIRE_API_KEY": "k-123"}).require_api_key == "k-123"
