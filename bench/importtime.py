@@ -2,7 +2,7 @@
 first /score, in the cold-start benchmark's own setting (the ``sam build`` output on the Lambda
 runtime's packages, moto holding the bench model), for ScoreFunction and for the floor.
 
-    python -m bench.importtime [--top 25]
+    python -m bench.importtime [--top 25] [--runs 5] [--precompiled]
 
 Prints, per top-level package, the import time spent in its own modules (the sum of
 ``-X importtime``'s *self* column, so the packages add up to the total) for the score handler
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--runs", type=int, default=5, help="probes per side; per-package medians")
+    parser.add_argument("--precompiled", action="store_true", help="the build with bytecode compiled ahead")
     args = parser.parse_args(argv)
 
     from bench.bench_cold_start import functions, overrides
@@ -101,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     event = json.dumps(rest_event("POST", "/score", score_body()))
     with AwsStack() as stack:
         stack.deploy_model()
-        score, floor, packages, note = functions(stack)
+        score, floor, packages, note = functions(stack, precompiled=args.precompiled)
         env = overrides(stack, packages)
-        probe(score, env, packages, event)  # fills the bytecode caches, as the benchmark's warm-up does
+        probe(score, env, packages, event)  # fills the page cache, as the benchmark's warm-up does
         results: dict[str, tuple[dict, dict]] = {}
         runs: dict[str, list[tuple[dict, dict]]] = {"score": [], "floor": []}
         for i in range(args.runs):  # interleaved, like the benchmark

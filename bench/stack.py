@@ -137,8 +137,8 @@ def pushgateway_available() -> bool:
     return shutil.which(PUSHGATEWAY_BIN) is not None
 
 
-def pushgateway():
+def pushgateway(extra_args: list[str] | None = None):
     """A real Pushgateway on a free port, in memory only (``support.promstack.Pushgateway``)."""
     from support.promstack import Pushgateway
 
-    return Pushgateway()
+    return Pushgateway(extra_args=extra_args or [])
