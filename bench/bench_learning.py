@@ -8,7 +8,7 @@
    (``RetrainingService.retrain_property``: parse, drift, fit, judge on the holdout, write),
    each against the 1,000-outcome time. The outcomes are served from memory: moto's query
    re-reads the whole partition for every page, so reading 100,000 outcomes from it would
-   measure moto (about a minute), not the retrain; the note gives the moto read time of 10,000.
+   measure moto (minutes), not the retrain; the note gives the moto read time of 5,000.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def retrain_scaling(stack: AwsStack, repeats: dict[int, int] | None = None) -> l
             if result.status not in ("deployed", "rejected"):
                 raise RuntimeError(f"retrain of {n} outcomes did not fit a model: {result.status} {result.reason}")
             outcome_counts[n] = result.outcomes
-    moto_read = _moto_read_seconds(stack, 10_000)
+    moto_read = _moto_read_seconds(stack, 5_000)
     base = median(seconds[RETRAIN_SIZES[0]])
     figures = []
     for n in RETRAIN_SIZES:
@@ -165,7 +165,7 @@ def retrain_scaling(stack: AwsStack, repeats: dict[int, int] | None = None) -> l
             baseline=None if first else base, baseline_name="" if first else "1,000 outcomes",
             ratio=None if first else value / base, runs=repeats[n],
             note=(f"RetrainingService.retrain_property(force=True) on outcomes served from memory; linear growth "
-                  f"would be 10x and 100x; reading 10,000 outcomes from moto alone takes {moto_read:.1f} s")
+                  f"would be 10x and 100x; reading 5,000 outcomes from moto alone takes {moto_read:.1f} s")
             if first else "",
         ))
     return figures
