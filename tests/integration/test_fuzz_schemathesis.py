@@ -30,14 +30,10 @@ from schemathesis import GenerationMode
 from support.apigw_events import invoke, rest_event
 from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures
 
-from pricing.api import ingest_app, score_app
 from pricing.services.ingestion import IngestionService
 from pricing.storage import Storage
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "60"))
-
-SCORE_SCHEMA = schemathesis.openapi.from_dict(score_app.app.openapi())
-LEARN_SCHEMA = schemathesis.openapi.from_dict(ingest_app.app.openapi())
 
 FUZZ = settings(
     max_examples=MAX_EXAMPLES,
@@ -84,6 +80,25 @@ def check_quote(body: dict) -> None:
     assert body["safety"]["pricing_method"] in ("ml_elasticity", "rule_based")
 
 
+# The apps are imported when a test runs, not when pytest collects this module: importing one
+# builds its Mangum adapter, which installs an event loop that a later asyncio.run() elsewhere in
+# the suite would close under every handler test.
+
+
+@pytest.fixture(scope="module")
+def score_schema():
+    from pricing.api import score_app
+
+    return schemathesis.openapi.from_dict(score_app.app.openapi())
+
+
+@pytest.fixture(scope="module")
+def learn_schema():
+    from pricing.api import ingest_app
+
+    return schemathesis.openapi.from_dict(ingest_app.app.openapi())
+
+
 @pytest.fixture(scope="module")
 def score_handler():
     from score_handler import handler
@@ -92,11 +107,11 @@ def score_handler():
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"])
-def test_score_never_answers_5xx_and_every_4xx_says_why(score_handler, mode):
+def test_score_never_answers_5xx_and_every_4xx_says_why(score_handler, score_schema, mode):
     seen: dict[int, int] = {}
 
     @FUZZ
-    @given(case=SCORE_SCHEMA["/score"]["POST"].as_strategy(generation_mode=mode))
+    @given(case=score_schema["/score"]["POST"].as_strategy(generation_mode=mode))
     def run(case):
         status, _, body = invoke(score_handler, event_for(case))
         seen[status] = seen.get(status, 0) + 1
@@ -110,9 +125,9 @@ def test_score_never_answers_5xx_and_every_4xx_says_why(score_handler, mode):
         assert set(seen) <= {413, 422}, seen  # a request that breaks the schema is never priced
 
 
-def test_health_never_answers_5xx(score_handler):
+def test_health_never_answers_5xx(score_handler, score_schema):
     @FUZZ
-    @given(case=SCORE_SCHEMA["/health"]["GET"].as_strategy())
+    @given(case=score_schema["/health"]["GET"].as_strategy())
     def run(case):
         status, _, body = invoke(score_handler, event_for(case))
         check_answer(case, status, body)
@@ -123,6 +138,8 @@ def test_health_never_answers_5xx(score_handler):
 
 @pytest.fixture
 def learn_handler(aws, monkeypatch):  # noqa: F811
+    from pricing.api import ingest_app
+
     monkeypatch.setattr(ingest_app, "service", IngestionService(Storage(aws.settings())))
     from ingest_handler import handler
 
@@ -130,11 +147,11 @@ def learn_handler(aws, monkeypatch):  # noqa: F811
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"])
-def test_learn_never_answers_5xx_and_accounts_for_every_item(learn_handler, mode):
+def test_learn_never_answers_5xx_and_accounts_for_every_item(learn_handler, learn_schema, mode):
     seen: dict[int, int] = {}
 
     @FUZZ
-    @given(case=LEARN_SCHEMA["/learn"]["POST"].as_strategy(generation_mode=mode))
+    @given(case=learn_schema["/learn"]["POST"].as_strategy(generation_mode=mode))
     def run(case):
         status, _, body = invoke(learn_handler, event_for(case))
         seen[status] = seen.get(status, 0) + 1
