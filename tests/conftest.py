@@ -19,3 +19,22 @@ os.environ.update(
 os.environ.setdefault("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
 os.environ.pop("SENTRY_DSN", None)
 os.environ.pop("PUSHGATEWAY_URL", None)
+
+
+import asyncio  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _main_thread_event_loop():
+    """Mangum runs each invocation on the main thread's event loop, as it has one in Lambda.
+
+    A test that used ``asyncio.run`` leaves the main thread with no loop at all, which would
+    fail the next in-process handler call for a reason no Lambda container can meet.
+    """
+    try:
+        asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+    yield
