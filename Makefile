@@ -49,17 +49,21 @@ build: .aws-sam/build/template.yaml ## sam build (no Docker needed), only when s
 lint: $(VENV)/.installed ## sam validate --lint (cfn-lint)
 	$(SAM) validate --lint --region $(REGION)
 
+# Two workers (CI has two cores); whole files per worker so module-scoped stacks start once.
+PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+
 test: setup build ## the whole suite: unit, integration and end-to-end through the built artifacts
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-unit: $(VENV)/.installed ## unit tests only (no services, no AWS)
 	$(PY) -m pytest -q tests/unit
 
 test-integration: setup ## integration tests (real moto server, Prometheus stack, Sentry receiver)
-	$(PY) -m pytest -q tests/integration
+	$(PYTEST) tests/integration
 
 test-e2e: setup build ## end-to-end tests: built artifacts in local Lambda
-	$(PY) -m pytest -q tests/e2e
+	$(PYTEST) tests/e2e
 
 run: setup build ## the API on http://127.0.0.1:8000 (PORT=) in local Lambda containers, with moto, Pushgateway, Prometheus
 	@$(PY) -m local.run
