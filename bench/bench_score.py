@@ -15,7 +15,7 @@ import time
 from typing import Callable
 
 from bench.report import Figure, Target
-from bench.stack import BENCH_PROPERTY, AwsStack, pushgateway, pushgateway_available, score_body
+from bench.stack import AwsStack, pushgateway, pushgateway_available, score_body
 from bench.stats import interleaved, median, paired_ratios, percentile
 from support.apigw_events import FakeContext, rest_event
 
