@@ -199,7 +199,9 @@ class PricingMetrics:
         The first ``max_property_labels`` distinct properties keep their own id; later ones share
         ``__other__``, so a container's series (and its Prometheus series) stay bounded.
         """
-        if property_id is None or property_id == "":
+        # "unknown" is reserved (outcomes with no valid id are counted under it): it never takes
+        # one of the capped slots, nor is it pushed out to "__other__" once they are spent.
+        if property_id is None or property_id in ("", UNKNOWN_PROPERTY):
             return UNKNOWN_PROPERTY
         pid = str(property_id)
         with self._lock:
