@@ -10,7 +10,7 @@ SAM := $(VENV)/bin/sam
 export SAM_CLI_TELEMETRY := 0
 REGION ?= us-east-1
 DEBIAN_PACKAGES := prometheus prometheus-pushgateway prometheus-alertmanager
-SOURCES := $(shell find layers functions -type f \( -name '*.py' -o -name 'requirements.txt' \) -not -path '*/__pycache__/*') template.yaml
+SOURCES := $(shell find layers functions -type f \( -name '*.py' -o -name 'requirements.txt' \) -not -path '*/__pycache__/*') template.yaml layers/shared/Makefile
 
 .DEFAULT_GOAL := help
 .PHONY: help setup system-deps build lint test test-unit test-integration test-e2e run invoke clean
