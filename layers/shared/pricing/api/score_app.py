@@ -9,7 +9,7 @@ from pricing import coldstart
 
 coldstart.pause_collector()  # first, before the heavy imports: see pricing.coldstart
 
-from datetime import date, datetime, timedelta, timezone  # noqa: E402
+from datetime import datetime, timedelta, timezone  # noqa: E402
 
 from mangum import Mangum  # noqa: E402
 
@@ -56,12 +56,12 @@ def synthetic_check() -> dict:
     Scheduled every minute: Lambda has no process to scrape, so this run is what proves the
     function can start, reach its stores and price (the ServiceDown alert watches its timestamp).
     """
-    today = datetime.now(timezone.utc)
+    now = datetime.now(timezone.utc)
     canary = ScoreRequest.model_validate(
         {
             "entity": {"userId": "synthetic", "propertyId": SYNTHETIC_PROPERTY},
-            "stay_date": (date.today() + timedelta(days=14)).isoformat(),
-            "quote_time": today.isoformat(),
+            "stay_date": (now.date() + timedelta(days=14)).isoformat(),
+            "quote_time": now.isoformat(),
             "inventory": {"capacity": 10, "remaining": 5},
             "toggles": {"use_competitors": False},
         }
