@@ -1,7 +1,9 @@
 """Per-invocation pushes against the real Pushgateway and Prometheus (Debian binaries, loopback).
 
 Each "container" is a separate Python process with its own registry that pushes at the end of
-every invocation, as a warm Lambda execution environment does (see ``support.promstack``).
+every invocation, as a warm Lambda execution environment does (see ``support.promstack``). Its
+pushes are written, not waited for (the next push reads the answers), so what the Pushgateway
+holds is read once it has applied the last pushes (``applied``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,27 @@ def invoke_all(fleet: list[SyntheticContainer], per_container: int, pause: float
         return sum(pool.map(run, fleet))
 
 
+def applied(read, expected: float, timeout: float = 10.0) -> float:
+    """``read()`` once it equals ``expected`` (or its last value after ``timeout`` seconds): an
+    invocation returns as soon as its push is written, the Pushgateway applies it a moment later."""
+    deadline = time.monotonic() + timeout
+    value = read()
+    while value != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+        value = read()
+    return value
+
+
+def push_outcomes(container: SyntheticContainer) -> dict[str, int]:
+    """Every push of the container, by what became of it: failure reasons, folded, or still
+    awaiting its answers (the last one, read by a next invocation)."""
+    stats = container.stats()
+    outcomes = {reason: int(n) for reason, n in stats["push_failures"].items()}
+    outcomes["folded"] = stats["last_push"]["folded_pushes"]
+    outcomes["awaiting"] = int(stats["last_push"]["awaiting_answer"])
+    return outcomes
+
+
 def close_all(fleet: list[SyntheticContainer]) -> None:
     with ThreadPoolExecutor(max(len(fleet), 1)) as pool:
         list(pool.map(lambda c: c.close(), fleet))
@@ -47,7 +70,8 @@ def test_totals_are_exact_across_concurrent_containers_in_the_pushgateway_and_pr
             time.sleep(hold + 0.2)  # with a hold, counts show from each container's first push after it
             n += invoke_all(fleet, 1)
             assert n == 163
-            assert pgw.sum("pricing_requests_total", endpoint="/score", status_code="200") == n
+            # Each container's last push carries its totals, however many pushes were folded.
+            assert applied(lambda: pgw.sum("pricing_requests_total", endpoint="/score", status_code="200"), n) == n
             assert pgw.sum("pricing_api_latency_seconds_count", endpoint="/score") == n
             assert pgw.sum("pricing_score_latency_seconds_count") == n
             assert len(pgw.instances()) == 8
@@ -81,7 +105,7 @@ def test_increase_stays_within_one_percent_as_containers_are_retired_and_started
             # "the run" ends with the last sample Prometheus has.
             last_scrape = prom.value('timestamp(up{job="pushgateway"})')
             window = int(last_scrape - started) + 1
-            assert pgw.sum("pricing_requests_total") == true_count
+            assert applied(lambda: pgw.sum("pricing_requests_total"), true_count) == true_count
             measured = prom.value(f"sum(increase(pricing_requests_total[{window}s]))", at=last_scrape)
             assert measured is not None
             assert abs(measured - true_count) <= 0.01 * true_count, (measured, true_count)
@@ -127,7 +151,7 @@ def test_a_stopped_pushgateway_costs_invocations_only_the_metrics_until_it_is_ba
         with Pushgateway(port=port) as pgw:  # the gateway comes back on the same address
             container.invoke(["prop-1"])
             # Cumulative pushes: the invocations made during the outage are not lost.
-            assert pgw.sum("pricing_requests_total") == 11
+            assert applied(lambda: pgw.sum("pricing_requests_total"), 11) == 11
             assert pgw.sum("pricing_metrics_push_failures_total", reason="connection") == 10
 
 
@@ -136,13 +160,18 @@ def test_a_hung_pushgateway_slows_each_invocation_by_at_most_the_timeout():
     with SilentServer() as hung:
         env = {"PUSHGATEWAY_URL": hung.url, "PUSHGATEWAY_TIMEOUT_SECONDS": str(timeout)}
         with SyntheticContainer(env) as container:
-            elapsed = container.invoke([f"prop-{i}" for i in range(6)])
+            # Invocations further apart than the timeout: each push finds its predecessor's
+            # answers overdue, which is how a hung Pushgateway shows.
+            elapsed = container.invoke([f"prop-{i}" for i in range(6)], pause=timeout + 0.05)
             assert len(elapsed) == 6  # every invocation returned
             assert max(elapsed) < timeout + 1.0  # bounded (loose: the machine is shared)
-            failures = container.stats()["push_failures"]
-            assert failures["timeout"] >= 1
-            # After a timeout the container backs off instead of paying the timeout every time.
-            assert failures["timeout"] + failures["backoff"] == 6
+            outcomes = push_outcomes(container)
+            assert outcomes["timeout"] >= 1
+            # After a timeout the container backs off instead of trying every time; every push
+            # is a timeout, skipped for the back-off, or the last one, still awaiting answers.
+            assert outcomes["timeout"] + outcomes["backoff"] + outcomes["awaiting"] == 6
+            assert outcomes["folded"] == 0
+            # Nothing waits for the answers that never come.
             assert sum(elapsed) < 6 * timeout
 
 
@@ -152,11 +181,18 @@ def test_a_basic_auth_pushgateway_accepts_the_configured_credentials_only():
                 "METRICS_NEW_SERIES_HOLD_SECONDS": "0"}
         bad = dict(good, PUSHGATEWAY_PASSWORD="wrong")
         with SyntheticContainer(good) as ok, SyntheticContainer(bad) as refused:
-            ok.invoke(["prop-1", "prop-2", "prop-3"])
-            refused.invoke(["prop-1", "prop-2"])
+            # A pause between invocations: each push finds its predecessor's answers in.
+            ok.invoke(["prop-1", "prop-2", "prop-3"], pause=0.2)
+            refused.invoke(["prop-1", "prop-2"], pause=0.2)
+            assert applied(lambda: pgw.sum("pricing_requests_total"), 3) == 3
             assert pgw.instances() == {ok.instance}
-            assert pgw.sum("pricing_requests_total") == 3
-            assert refused.stats()["push_failures"]["http_4xx"] == 2
+            # The refusal of a push is counted when the next invocation reads it, and logged
+            # with the request id of the invocation that sent the push.
+            outcomes = push_outcomes(refused)
+            assert outcomes["http_4xx"] == 1 and outcomes["awaiting"] == 1
+            assert any("req-prop-1-0" in line and "HTTP 401" in line for line in refused.log)
+            refused.invoke(["prop-3"], pause=0.2)
+            assert push_outcomes(refused)["http_4xx"] == 2
         settings = Settings(pushgateway_url=pgw.url, pushgateway_username="pusher",
                             pushgateway_password="s3cret", pushgateway_group_ttl_seconds=5)
         assert prune_stale_groups(settings, now=time.time() + 60) == 4  # base + 3 property groups
@@ -168,10 +204,10 @@ def test_a_restarted_pushgateway_gets_the_full_totals_back_over_a_fresh_connecti
     with Pushgateway() as pgw:
         env["PUSHGATEWAY_URL"] = pgw.url
         with SyntheticContainer(env) as container:
-            container.invoke(["prop-1", "prop-2"])
+            container.invoke(["prop-1", "prop-2"], pause=0.2)
             pgw.restart()  # its memory is gone, and so is the container's kept-alive connection
             container.invoke(["prop-3"])
-            # The dead connection is replaced within the same push, which is not a failure...
+            # The dead connection is noticed before the push and replaced, which is not a failure...
             assert sum(container.stats()["push_failures"].values()) == 0
             # ...and cumulative values restore everything the restart dropped.
-            assert pgw.sum("pricing_requests_total") == 3
+            assert applied(lambda: pgw.sum("pricing_requests_total"), 3) == 3
