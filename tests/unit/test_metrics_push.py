@@ -286,3 +286,336 @@ def test_every_pushed_body_is_valid_text_format_with_one_type_per_family(clock):
         assert families
         for family in families:
             assert expected[family.name] == family.type, family.name
+
+
+# ---------------------------------------------------------------------- the container's pusher:
+# pushes written, answers read by the next push
+
+
+class PipelinedConnection:
+    """Stands in for the kept-alive connection as the container's pusher uses it: requests are
+    written and answered when the test says so (``answer``), or never; ``hang_up`` is the other
+    side closing the connection."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, bytes]] = []
+        self.writes = 0
+        self.released: list[push._Answer] = []
+        self.unanswered = 0
+        self.connected = False
+        self.closed = False
+        self.opened = 0
+        self.waits: list[float | None] = []  # what each poll was allowed to wait until
+
+    def send(self, requests, deadline):
+        fresh = not self.connected
+        self.opened += fresh
+        self.connected = True
+        self.requests += requests
+        self.writes += 1
+        self.unanswered += len(requests)
+        return fresh
+
+    def answer(self, *statuses: int) -> None:
+        self.released += [push._Answer(status, b"refused" if status >= 300 else b"", False) for status in statuses]
+
+    def poll(self, wait_until=None):
+        self.waits.append(wait_until)
+        if self.closed:
+            return []
+        n = min(len(self.released), self.unanswered)
+        answers, self.released = self.released[:n], self.released[n:]
+        self.unanswered -= n
+        return answers
+
+    def hang_up(self) -> None:
+        self.closed = True
+
+    def close(self):
+        self.connected = self.closed = False
+        self.released, self.unanswered = [], 0
+
+    def paths(self) -> list[str]:
+        return [path for _, path, _ in self.requests]
+
+    def bodies(self) -> dict[str, str]:
+        return {path: body.decode() for _, path, body in self.requests}
+
+
+def make_container_pusher(clock, hold=0.0, **settings):
+    m = PricingMetrics(max_property_labels=200)
+    s = Settings(pushgateway_url="http://127.0.0.1:9", function_name="pricing-ScoreFunction-AB12",
+                 metrics_new_series_hold_seconds=hold, pushgateway_timeout_seconds=0.25, **settings)
+    p = MetricsPusher(m, s, instance="c0ffee", clock=clock, deferred=True)
+    conn = PipelinedConnection()
+    p._conn = conn  # noqa: SLF001
+    return m, p, conn
+
+
+def score(m: PricingMetrics, prop: str | None = None) -> None:
+    m.track_request(method="POST", endpoint="/score", status_code=200, duration=0.01)
+    if prop is not None:
+        m.track_model_prediction(property_id=prop, model_type="conversion", duration=0.002)
+
+
+def failures(m: PricingMetrics, reason: str) -> float:
+    return m.registry.get_sample_value("pricing_metrics_push_failures_total", {"reason": reason})
+
+
+REQUESTS_OK = 'pricing_requests_total{method="POST",endpoint="/score",status_code="200"}'
+
+
+def test_the_container_pusher_writes_its_push_and_reads_the_answers_at_the_next_push(clock):
+    m, p, conn = make_container_pusher(clock)
+    score(m, "prop-1")
+    stats = p.push("req-1")
+    assert (stats.ok, stats.requests, stats.folded) == (True, 2, False)
+    assert conn.paths() == [BASE, BASE + "/property_id/prop-1"]
+    assert p.awaiting_answer
+    conn.answer(200, 200)
+    clock.now += 1
+    score(m)
+    p.push("req-2")
+    assert conn.paths()[2:] == [BASE]  # prop-1 was accepted: not owed any more
+    assert conn.waits and all(w is None for w in conn.waits)  # never waited for an answer
+    assert failures(m, "timeout") == failures(m, "http_4xx") == 0
+
+
+def test_a_refused_push_is_counted_by_the_next_push_logged_with_the_request_id_that_sent_it(clock, caplog):
+    m, p, conn = make_container_pusher(clock)
+    score(m, "prop-1")
+    p.push("req-1")
+    conn.answer(200, 400)  # the property group is refused
+    clock.now += 1
+    score(m)
+    with caplog.at_level(logging.WARNING, logger="pricing.observability.push"):
+        p.push("req-2")
+    assert failures(m, "http_4xx") == 1
+    [record] = [r for r in caplog.records if "HTTP 400" in r.getMessage()]
+    assert record.request_id == "req-1" and "req-1" in record.getMessage()
+    # The refused group is owed: req-2's push carries it though req-2 did not touch it.
+    assert conn.paths()[2:] == [BASE, BASE + "/property_id/prop-1"]
+    conn.answer(200, 200)
+    clock.now += 1
+    p.push("req-3")
+    assert failures(m, "http_4xx") == 1  # one failure per push, counted once
+    assert conn.paths()[4:] == [BASE]
+
+
+def test_a_push_finding_its_predecessor_unanswered_is_folded_into_the_next_written_one(clock):
+    m, p, conn = make_container_pusher(clock)
+    score(m, "prop-1")
+    p.push("req-1")
+    clock.now += 0.01
+    score(m, "prop-1")
+    score(m, "prop-2")
+    folded = p.push("req-2")  # req-1's answers have not arrived
+    assert folded.folded and folded.ok and folded.requests == 0
+    assert conn.writes == 1 and p.folded == 1
+    conn.answer(200, 200)
+    clock.now += 0.01
+    score(m)
+    p.push("req-3")
+    # prop-1 was recorded into after req-1's push was written: accepting that push does not
+    # settle it. Both groups req-2 touched go with req-3's push, with the newest totals.
+    assert conn.writes == 2
+    assert sorted(conn.paths()[2:]) == [BASE, BASE + "/property_id/prop-1", BASE + "/property_id/prop-2"]
+    assert line_value(conn.bodies()[BASE], REQUESTS_OK) == 4
+    prediction_count = 'pricing_model_prediction_seconds_count{model_type="conversion"}'
+    assert line_value(conn.bodies()[BASE + "/property_id/prop-1"], prediction_count) == 2
+
+
+def test_a_gateway_that_accepts_but_never_answers_costs_no_wait_and_is_tried_once_per_backoff_period(clock):
+    m, p, conn = make_container_pusher(clock)
+    outcomes = []
+    for _ in range(700):  # 70 s of ten invocations a second
+        score(m, "prop-1")
+        stats = p.push()
+        outcomes.append(stats)
+        clock.now += 0.1
+    assert all(w is None for w in conn.waits)  # no invocation ever waited for an answer
+    writes = conn.writes
+    # Written, then overdue after the timeout, then the back-off: 1, 2, 4, 8, 16, 30, 30 s.
+    assert writes == 7
+    assert failures(m, "timeout") == writes - p.awaiting_answer
+    # Every push is accounted for: written (then timed out, or the last one still out),
+    # skipped for the back-off, or folded while one was out.
+    assert writes + failures(m, "backoff") + p.folded == len(outcomes)
+    assert conn.opened == writes  # each attempt on a new connection: a late answer is never misread
+
+
+def test_a_zero_counts_as_announced_only_once_a_push_carrying_it_was_accepted(clock):
+    m, p, conn = make_container_pusher(clock, hold=30)
+    score(m)
+    p.push("req-1")
+    assert line_value(conn.bodies()[BASE], REQUESTS_OK) == 0
+    conn.answer(503)  # the zero never reached the Pushgateway
+    clock.now += 31
+    p.push("req-2")
+    assert failures(m, "http_5xx") == 1
+    assert line_value(conn.bodies()[BASE], REQUESTS_OK) == 0  # still held: announced now
+    conn.answer(200)
+    clock.now += 31
+    p.push("req-3")
+    assert line_value(conn.bodies()[BASE], REQUESTS_OK) == 1
+
+
+def test_a_kept_alive_connection_closed_unanswered_is_reopened_without_a_failure_but_a_new_one_is_not(clock, caplog):
+    m, p, conn = make_container_pusher(clock)
+    score(m)
+    p.push("req-1")  # opens the connection
+    conn.answer(200)
+    clock.now += 1
+    score(m, "prop-1")
+    p.push("req-2")  # on the kept-alive connection
+    conn.hang_up()  # e.g. the other side gave up on it while the container was frozen
+    clock.now += 1
+    p.push("req-3")
+    assert sum(failures(m, r) for r in ("connection", "timeout")) == 0
+    assert conn.opened == 2
+    assert conn.paths()[3:] == [BASE, BASE + "/property_id/prop-1"]  # req-2's groups go again
+    conn.hang_up()  # and now a connection opened for the push closes without answering
+    clock.now += 1
+    with caplog.at_level(logging.WARNING, logger="pricing.observability.push"):
+        p.push("req-4")
+    assert failures(m, "connection") == 1
+    assert any(getattr(r, "request_id", None) == "req-3" for r in caplog.records)
+
+
+def test_a_pusher_that_waits_gives_the_answers_the_timeout(clock):
+    m = PricingMetrics()
+    s = Settings(pushgateway_url="http://127.0.0.1:9", function_name="score",
+                 metrics_new_series_hold_seconds=0, pushgateway_timeout_seconds=0.25)
+    p = MetricsPusher(m, s, instance="c0ffee", clock=clock)
+    p._conn = conn = PipelinedConnection()  # noqa: SLF001
+    score(m)
+    stats = p.push("req-1")  # never answered
+    assert not stats.ok and failures(m, "timeout") == 1
+    assert conn.waits[-1] is not None  # it waited, up to the deadline
+    assert not p.awaiting_answer
+
+
+def test_last_push_stats_say_how_many_pushes_were_folded_and_whether_one_awaits_answers(monkeypatch, clock):
+    m, p, conn = make_container_pusher(clock)
+    monkeypatch.setattr(push, "_pusher", p)
+    score(m)
+    p.push()
+    p.push()
+    stats = push.last_push_stats()
+    assert (stats["requests"], stats["folded_pushes"], stats["awaiting_answer"]) == (1, 1, True)
+
+
+# ---------------------------------------------------------------------- the wire
+
+
+def answers_of(data: bytes, eof: bool = False) -> list[tuple[int, bytes, bool]]:
+    buf = bytearray(data)
+    found = []
+    while (parsed := push._parse_answer(buf, eof)) is not None:
+        answer, used = parsed
+        del buf[:used]
+        found.append(tuple(answer))
+    return found
+
+
+OK = b"HTTP/1.1 200 OK\r\nDate: Thu, 26 Nov 2026 23:37:00 GMT\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_pipelined_answers_are_taken_in_order_however_the_bytes_arrive():
+    refused = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nnope\n"
+    stream = OK + refused + OK
+    assert answers_of(stream) == [(200, b"", False), (400, b"nope\n", False), (200, b"", False)]
+    buf, seen = bytearray(), []
+    for byte in stream:  # one byte at a time: an answer is taken only once complete
+        buf.append(byte)
+        while (parsed := push._parse_answer(buf, False)) is not None:
+            seen.append(parsed[0].status)
+            del buf[:parsed[1]]
+    assert seen == [200, 400, 200] and not buf
+
+
+def test_answer_bodies_by_length_by_chunks_or_to_the_end_and_the_closing_ones():
+    chunked = (b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"4\r\nbad \r\n6;x=1\r\nthings\r\n0\r\n\r\n")
+    assert answers_of(chunked + OK) == [(500, b"bad things", False), (200, b"", False)]
+    assert answers_of(b"HTTP/1.1 100 Continue\r\n\r\n" + OK)[1] == (200, b"", False)
+    closing = b"HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    assert answers_of(closing) == [(401, b"", True)]
+    unsized = b"HTTP/1.0 200 OK\r\n\r\nall of it"
+    assert answers_of(unsized) == []  # runs to the end of the connection...
+    assert answers_of(unsized, eof=True) == [(200, b"all of it", True)]  # ...which has come
+    with pytest.raises(ValueError):
+        answers_of(b"SSH-2.0-OpenSSH\r\n\r\n")
+
+
+def test_a_real_socket_gets_pipelined_answers_without_blocking_and_notices_the_other_side_closing():
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    received = bytearray()
+
+    def gateway() -> None:  # reads two requests, answers both in one write, then hangs up
+        peer, _ = listener.accept()
+        with peer:
+            while received.count(b"x_total 1\n") < 2:
+                received.extend(peer.recv(65536))
+            peer.sendall(OK + OK)
+            peer.recv(1)  # until the client has read the answers and asks for nothing more
+
+    server = threading.Thread(target=gateway, daemon=True)
+    server.start()
+    conn = _Connection(Settings(pushgateway_url=f"http://127.0.0.1:{port}/gw", pushgateway_username="u",
+                                pushgateway_password="p"))
+    try:
+        import time as clock_module
+
+        deadline = clock_module.monotonic() + 10
+        assert conn.send([("PUT", "/metrics/job/a", b"x_total 1\n"), ("PUT", "/metrics/job/b", b"x_total 1\n")],
+                         deadline) is True
+        answers = []
+        while len(answers) < 2 and clock_module.monotonic() < deadline:
+            answers += conn.poll()  # never blocks: empty until the answers are in
+        assert [a.status for a in answers] == [200, 200] and conn.unanswered == 0
+        head = bytes(received).split(b"\r\n\r\n")[0].decode()
+        assert head.startswith("PUT /gw/metrics/job/a HTTP/1.1\r\n")
+        assert f"Host: 127.0.0.1:{port}" in head and "Authorization: Basic" in head
+        conn.close()
+        server.join(10)
+        assert not conn.connected
+    finally:
+        conn.close()
+        listener.close()
+
+
+def test_an_idle_kept_alive_connection_closed_by_the_other_side_is_noticed_before_the_next_push():
+    import socket
+    import threading
+    import time as clock_module
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def gateway() -> None:  # answers one request, then closes the connection
+        peer, _ = listener.accept()
+        with peer:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += peer.recv(65536)
+            peer.sendall(OK)
+
+    server = threading.Thread(target=gateway, daemon=True)
+    server.start()
+    conn = _Connection(Settings(pushgateway_url=f"http://127.0.0.1:{port}"))
+    try:
+        deadline = clock_module.monotonic() + 10
+        conn.send([("PUT", "/metrics/job/a", b"")], deadline)
+        assert [a.status for a in conn.poll(wait_until=deadline)] == [200]
+        server.join(10)
+        while not conn.closed and clock_module.monotonic() < deadline:
+            conn.poll()  # nothing in flight: only looks whether the other side is gone
+        assert conn.closed
+    finally:
+        conn.close()
+        listener.close()
