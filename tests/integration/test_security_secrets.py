@@ -133,7 +133,11 @@ def test_the_built_function_uses_the_fetched_key_and_credentials(secrets, tmp_pa
             answer = json.loads(result.json()["body"])
             assert answer["safety"]["competitor_data"]["source"] == "scraper"
             assert backend.requests[0][1]["X-API-Key"] == BACKEND_KEY
-            assert pgw.sum("pricing_requests_total", endpoint="/score", status_code="200") == 1
+            # The push is written at the end of the invocation and not waited for: poll for it.
+            deadline = time.monotonic() + 10
+            while pgw.sum("pricing_requests_total", endpoint="/score", status_code="200") != 1:
+                assert time.monotonic() < deadline, "the push with the secured credentials never arrived"
+                time.sleep(0.05)
         logs = "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())
         for secret in (BACKEND_KEY, PUSH_PASSWORD):
             assert secret not in logs
