@@ -45,7 +45,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bench import ROOT
-from bench.stack import BENCH_MODEL
+from bench.stack import BENCH_MODEL, patched_environ
 from bench.stats import percentile
 
 import requests  # noqa: E402 - after bench's path set-up, like the other benches
@@ -166,18 +166,14 @@ def start_stack(args: argparse.Namespace, run_dir: Path) -> LocalStack:
 
 def seed_models(stack: LocalStack) -> None:
     """A live model for MODEL_PROPERTIES and a base price for every property, straight into moto."""
-    import os
-
     from pricing.settings import Settings
     from pricing.storage import Storage
 
     env = {**stack.template.globals_environment(), "AWS_ENDPOINT_URL": stack.aws_endpoint_url}
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                             "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION")}
-    os.environ.update({"AWS_ENDPOINT_URL": stack.aws_endpoint_url, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-                       "AWS_REGION": stack.options.region, "AWS_DEFAULT_REGION": stack.options.region})
-    try:
+    aws = {"AWS_ENDPOINT_URL": stack.aws_endpoint_url, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+           "AWS_REGION": stack.options.region, "AWS_DEFAULT_REGION": stack.options.region}
+    with patched_environ(aws):
         storage = Storage(Settings.from_env(env))
         for prop in MODEL_PROPERTIES + RULE_PROPERTIES:
             storage.put_property_config(prop, 125.0)
@@ -187,12 +183,6 @@ def seed_models(stack: LocalStack) -> None:
             storage.put_artifact(key, artifact)
             storage.swap_live_model(prop, "load-v1", key, expected_version=None,
                                     deployed_at=datetime.now(timezone.utc).isoformat())
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def drive(url: str, plan: Plan, clients: int, duration: float) -> tuple[list[Sent], float, float]:

@@ -39,6 +39,21 @@ BENCH_MODEL = ConversionModel(
 )
 
 
+@contextlib.contextmanager
+def patched_environ(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` updated with ``values`` for the duration, then restored exactly."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def score_body(property_id: str = BENCH_PROPERTY, user_id: str = BENCH_USER) -> dict:
     """The spec's example request, dated from today so it never ages out of the lead-time window."""
     now = datetime.now(timezone.utc).replace(microsecond=0)
@@ -109,16 +124,8 @@ class AwsStack:
     @contextlib.contextmanager
     def use(self) -> Iterator["AwsStack"]:
         """``os.environ`` pointed at this stack for the duration (boto3 reads it)."""
-        saved = {k: os.environ.get(k) for k in self.env()}
-        os.environ.update(self.env())
-        try:
+        with patched_environ(self.env()):
             yield self
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
     def deploy_model(self, model: ConversionModel = BENCH_MODEL, base_price: float = 120.0) -> None:
         """The registry layout scoring reads: CONFIG (base price), the artifact in S3, then LIVE."""
