@@ -2,68 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from pricing.competitors import CompetitorClient
+from support.faults import COMPETITOR_ANSWER, CompetitorBackend
 
 NIGHT = date(2026, 12, 24)
-GOOD = {
-    "success": True,
-    "data": {"priceP10": 90, "priceP50": 120.5, "priceP90": 150, "competitorCount": 7, "source": "scraper",
-             "updatedAt": "2026-01-01T00:00:00Z"},
-}
-
-
-class Backend:
-    """A stand-in competitor backend whose behaviour each test sets."""
-
-    def __init__(self):
-        self.mode = "ok"
-        self.requests: list[tuple[str, dict]] = []
-        backend = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                backend.requests.append((self.path, dict(self.headers)))
-                if backend.mode == "hang":
-                    time.sleep(2)
-                    return
-                status, body = {
-                    "ok": (200, json.dumps(GOOD).encode()),
-                    "missing": (404, b'{"success": false}'),
-                    "error": (500, b"boom"),
-                    "garbage": (200, b"{not json"),
-                    "nonsense": (200, json.dumps({"success": True, "data": {"priceP50": -3}}).encode()),
-                }[backend.mode]
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
 def backend():
-    b = Backend()
-    yield b
-    b.close()
+    with CompetitorBackend() as b:
+        yield b
 
 
 def client(url, **kw):
@@ -73,16 +26,17 @@ def client(url, **kw):
 def test_success_parses_the_snapshot_and_sends_key_and_request_id(backend):
     fetch = client(backend.url).fetch("prop/1", NIGHT, request_id="rid-9")
     assert fetch.status == "success"
-    snap = fetch.snapshot
-    assert (snap.p10, snap.p50, snap.p90, snap.count, snap.source) == (90.0, 120.5, 150.0, 7, "scraper")
+    snap, data = fetch.snapshot, COMPETITOR_ANSWER["data"]
+    assert (snap.p10, snap.p50, snap.p90, snap.count, snap.source) == (
+        data["priceP10"], data["priceP50"], data["priceP90"], data["competitorCount"], data["source"])
     assert snap.staleness_seconds > 0
     path, headers = backend.requests[0]
     assert path == "/api/competitor-data/prop%2F1/2026-12-24"
     assert headers["X-API-Key"] == "secret-key-123" and headers["X-Request-ID"] == "rid-9"
 
 
-@pytest.mark.parametrize("mode,status", [("missing", "not_found"), ("error", "error"), ("garbage", "error"),
-                                         ("nonsense", "error"), ("hang", "timeout")])
+@pytest.mark.parametrize("mode,status", [("not_found", "not_found"), ("error", "error"), ("garbage", "error"),
+                                         ("huge", "error"), ("hang", "timeout")])
 def test_failures_are_reported_not_raised_and_bounded(backend, mode, status):
     backend.mode = mode
     started = time.monotonic()
