@@ -1,6 +1,6 @@
 # The pricing service's commands. Every target sets up what it needs: on a fresh machine
-# `make run` and `make test` install the virtualenv, the Python packages and (when missing)
-# the Debian packages of the Prometheus stack.
+# `make run` and `make test` install the virtualenv, the Python packages and the pinned
+# Prometheus stack (observability/stack/versions, into .tools/prometheus-stack/).
 
 SHELL := /bin/bash
 PYTHON ?= python3.11
@@ -9,11 +9,11 @@ PY := $(VENV)/bin/python
 SAM := $(VENV)/bin/sam
 export SAM_CLI_TELEMETRY := 0
 REGION ?= us-east-1
-DEBIAN_PACKAGES := prometheus prometheus-pushgateway prometheus-alertmanager
+PROMETHEUS_STACK_INSTALL := observability/stack/install.sh
 SOURCES := $(shell find layers functions -type f \( -name '*.py' -o -name 'requirements.txt' \) -not -path '*/__pycache__/*') template.yaml layers/shared/Makefile
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps build lint test test-unit test-integration test-e2e run invoke clean
+.PHONY: help setup prometheus-stack build lint test test-unit test-integration test-e2e run invoke clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort | expand -t 22
@@ -25,18 +25,12 @@ $(VENV)/.installed: requirements-dev.txt constraints.txt layers/shared/requireme
 	@$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt >&2
 	@touch $@
 
-system-deps: ## install the Debian packages of the Prometheus stack when missing
-	@missing=""; \
-	for bin in prometheus promtool prometheus-pushgateway prometheus-alertmanager amtool; do \
-	  command -v $$bin >/dev/null || missing=yes; done; \
-	if [ -n "$$missing" ]; then \
-	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	  echo "installing $(DEBIAN_PACKAGES)"; \
-	  $$sudo apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES) >/dev/null; \
-	fi
+# Debian 13's Prometheus, promtool, Pushgateway, Alertmanager and amtool at the pinned versions,
+# in .tools/prometheus-stack/ (no root, nothing over the system); a no-op when installed.
+prometheus-stack: ## install the pinned Prometheus stack into .tools/prometheus-stack (no-op when installed)
+	@$(PROMETHEUS_STACK_INSTALL)
 
-setup: $(VENV)/.installed system-deps ## create .venv with the pinned packages, install Debian packages
+setup: $(VENV)/.installed prometheus-stack ## create .venv with the pinned packages, install the pinned Prometheus stack
 
 # Quiet on stdout: `make invoke` prints nothing there but the function's result.
 .aws-sam/build/template.yaml: $(VENV)/.installed $(SOURCES)
