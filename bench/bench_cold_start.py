@@ -185,7 +185,7 @@ def cold_start(stack: AwsStack, rounds: int = 7, *, precompiled: bool = False,
 
             if not pushgateway_available():
                 return [Figure.waiting("cold_start_services", "3. cold start, Sentry + push on",
-                                       "prometheus-pushgateway is not installed")]
+                                       "the pinned prometheus-pushgateway is not installed (make setup)")]
             receiver = services.enter_context(SentryReceiver())
             gateway = services.enter_context(pushgateway())
             extra = {"SENTRY_DSN": receiver.dsn, "PUSHGATEWAY_URL": gateway.url, "SENTRY_TRACES_SAMPLE_RATE": "0.1"}

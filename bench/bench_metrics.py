@@ -15,7 +15,7 @@ Prints, as a table:
 * for comparison, the naive way: the whole registry in one group with prometheus_client's
   ``push_to_gateway`` (a new connection per push).
 
-Run with ``make bench-metrics``. Needs the ``prometheus-pushgateway`` binary.
+Run with ``make bench-metrics``. Needs the pinned stack's ``prometheus-pushgateway`` (``make setup``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "layers" / "shared"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "layers" / "shared"), str(ROOT / "tests"), str(ROOT)]
 
 from prometheus_client import push_to_gateway  # noqa: E402
 

@@ -114,7 +114,8 @@ def push_overhead(handler: Callable, rounds: int = 9, block: int = 200, *, unche
     key = "push_overhead_unchecked" if unchecked else "push_overhead"
     suffix = " (gateway unchecked)" if unchecked else ""
     if not pushgateway_available():
-        return [Figure.waiting(f"{key}_p50", f"2. push overhead p50{suffix}", "prometheus-pushgateway is not installed",
+        return [Figure.waiting(f"{key}_p50", f"2. push overhead p50{suffix}",
+                               "the pinned prometheus-pushgateway is not installed (make setup)",
                                None if unchecked else PUSH_TARGET)]
     from pricing.observability.push import last_push_stats, push_invocation_metrics
     from pricing.settings import get_settings
@@ -178,7 +179,8 @@ def push_size() -> list[Figure]:
 
     key, title = "push_bytes", f"7. push bytes after {bench_metrics.PROPERTIES:,} properties"
     if not pushgateway_available():
-        return [Figure.waiting(key, title, "prometheus-pushgateway is not installed", PUSH_SIZE_TARGET)]
+        return [Figure.waiting(key, title, "the pinned prometheus-pushgateway is not installed (make setup)",
+                               PUSH_SIZE_TARGET)]
     cap = get_settings().metrics_max_property_labels
     with pushgateway() as gateway:
         first, largest, labels, seconds = bench_metrics.bytes_after(gateway.url, cap, send=True)

@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         if urlsplit(url).hostname not in LOOPBACK:
             raise SystemExit(f"refusing to load {url}: loopback only")
         if not stack.pushgateway_url:
-            failures.append("no Pushgateway (install prometheus-pushgateway): metric totals not checked")
+            failures.append("no Pushgateway (`make setup` installs the pinned stack): metric totals not checked")
         seed_models(stack)
         plan = Plan.build(args.requests, args.learn_share, args.batch)
         before = pushgateway_totals(stack.pushgateway_url) if stack.pushgateway_url else {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
@@ -139,9 +138,10 @@ class AwsStack:
 
 
 def pushgateway_available() -> bool:
-    from support.promstack import PUSHGATEWAY_BIN
+    """Whether the pinned stack's Pushgateway is installed (``make setup``; ``local.prometheus_stack``)."""
+    from local import prometheus_stack
 
-    return shutil.which(PUSHGATEWAY_BIN) is not None
+    return prometheus_stack.find(prometheus_stack.PUSHGATEWAY) is not None
 
 
 def pushgateway(extra_args: list[str] | None = None):

@@ -3,7 +3,7 @@
 The functions run from their ``sam build`` output under the real Lambda runtime interface client
 (``awslambdaric``) against a Runtime API emulator, one long-lived process per container, with the
 Lambda and template environment; moto's server stands in for S3, DynamoDB and SQS, created from
-the template's own resource definitions; Debian's Pushgateway and Prometheus when installed.
+the template's own resource definitions; the pinned Pushgateway and Prometheus when installed.
 
 Entry points: ``python -m local.invoke`` (``make invoke``) and ``python -m local.run`` (``make run``).
 """

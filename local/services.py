@@ -3,9 +3,11 @@
 - ``MotoServer``: moto's server mode for S3, DynamoDB, SQS (and anything else boto3 asks it);
   ``create_resources`` makes the template's bucket, tables and queues there from their own
   definitions (key schemas, indexes, versioning, redrive policies), so local and deployed agree.
-- ``Pushgateway`` and ``Prometheus``: Debian's ``prometheus-pushgateway`` and ``prometheus``
-  binaries; Prometheus scrapes the Pushgateway with ``honor_labels: true`` (the pushed ``job`` and
-  ``instance`` labels must survive the scrape).
+- ``Pushgateway`` and ``Prometheus``: the pinned stack's ``prometheus-pushgateway`` and
+  ``prometheus`` (``local.prometheus_stack``: ``.tools/prometheus-stack/bin``, installed by
+  ``make setup``); Prometheus runs with created-timestamp zero ingestion and scrapes the
+  Pushgateway in protobuf with ``honor_labels: true`` (the pushed ``job`` and ``instance`` labels
+  must survive the scrape).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from typing import IO, Any, Iterable, Sequence
 
 import yaml
 
+from local import prometheus_stack
 from local.template import DEFAULT_REGION, LocalResource
 
 log = logging.getLogger("local.services")
@@ -138,42 +140,65 @@ class MotoServer(ManagedProcess):
 
 
 class Pushgateway(ManagedProcess):
-    """Debian's Prometheus Pushgateway (binary ``prometheus-pushgateway``)."""
+    """The pinned stack's Prometheus Pushgateway (binary ``prometheus-pushgateway``)."""
 
     name = "Pushgateway"
-    binary = "prometheus-pushgateway"
+    binary = prometheus_stack.PUSHGATEWAY
 
     def __init__(self, port: int = 0, *, log_path: Path | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # Debian's build persists to one machine-wide file by default; an empty path keeps each
         # local Pushgateway's groups its own (and gone when it stops).
-        super().__init__([self.binary, f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file="],
+        super().__init__([_binary(self.binary), f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file="],
                          f"{self.url}/-/ready", log_path=log_path)
 
     @classmethod
     def available(cls) -> bool:
-        return shutil.which(cls.binary) is not None
+        return prometheus_stack.find(cls.binary) is not None
 
 
 class Prometheus(ManagedProcess):
-    """Debian's Prometheus with a given config, its data in ``data_dir``."""
+    """The pinned stack's Prometheus with a given config, its data in ``data_dir``.
+
+    With created-timestamp zero ingestion: a counter scraped with its created timestamp (protobuf)
+    gets a zero at that time, so a new series' first counts are seen by increase() and rate().
+    """
 
     name = "Prometheus"
-    binary = "prometheus"
+    binary = prometheus_stack.PROMETHEUS
 
     def __init__(self, config: Path, data_dir: Path, port: int = 0, *, log_path: Path | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         data_dir.mkdir(parents=True, exist_ok=True)
         super().__init__([
-            self.binary, f"--config.file={config}", f"--storage.tsdb.path={data_dir}",
+            _binary(self.binary), f"--config.file={config}", f"--storage.tsdb.path={data_dir}",
             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle",
+            *prometheus_stack.PROMETHEUS_FLAGS,
         ], f"{self.url}/-/ready", log_path=log_path, ready_timeout=60.0)
 
     @classmethod
     def available(cls) -> bool:
-        return shutil.which(cls.binary) is not None
+        return prometheus_stack.find(cls.binary) is not None
+
+
+def _binary(name: str) -> str:
+    try:
+        return prometheus_stack.require(name)
+    except prometheus_stack.StackMissing as exc:
+        raise ServiceError(str(exc)) from None
+
+
+def _pushgateway_job(pushgateway: str, job: dict | None = None) -> dict:
+    """``job`` (or a new one) scraping the Pushgateway at ``pushgateway`` as Lambda needs it."""
+    job = dict(job or {"job_name": "pushgateway"})
+    job["honor_labels"] = True
+    # Created timestamps travel only in protobuf: without it Prometheus cannot put a new series'
+    # zero at its start, and increase()/rate() miss its first pushed counts.
+    job["scrape_protocols"] = list(prometheus_stack.PUSHGATEWAY_SCRAPE_PROTOCOLS)
+    job["static_configs"] = [{"targets": [pushgateway]}]
+    return job
 
 
 def prometheus_config(pushgateway: str, *, base: Path | None = None, rule_files: Sequence[Path] = (),
@@ -182,16 +207,17 @@ def prometheus_config(pushgateway: str, *, base: Path | None = None, rule_files:
 
     With ``base`` (the project's ``observability/prometheus.yml``) its rules, alerting and jobs
     are kept; every job that scrapes a Pushgateway is pointed at ``pushgateway``, with
-    ``honor_labels: true`` (its relabelling kept), the ``prometheus`` job at Prometheus itself, and
-    relative ``rule_files`` are made absolute (the written config lives elsewhere). Without it: a Pushgateway job, Prometheus' own, and ``rule_files``.
+    ``honor_labels: true`` and protobuf first in ``scrape_protocols`` (its relabelling kept), the
+    ``prometheus`` job at Prometheus itself, and relative ``rule_files`` are made absolute (the
+    written config lives elsewhere). Without it: a Pushgateway job, Prometheus' own, and
+    ``rule_files``.
     """
     if base is None or not base.is_file():
         return {
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
             "rule_files": [str(Path(p).resolve()) for p in rule_files],
             "scrape_configs": [
-                {"job_name": "pushgateway", "honor_labels": True,
-                 "static_configs": [{"targets": [pushgateway]}]},
+                _pushgateway_job(pushgateway),
                 {"job_name": "prometheus", "static_configs": [{"targets": ["__PROMETHEUS__"]}]},
             ],
         }
@@ -204,17 +230,17 @@ def prometheus_config(pushgateway: str, *, base: Path | None = None, rule_files:
         for path in config.get("rule_files") or []
     ]
     found = False
-    for job in config.get("scrape_configs") or []:
+    jobs = config.get("scrape_configs") or []
+    for i, job in enumerate(jobs):
         targets = [t for sc in job.get("static_configs") or [] for t in sc.get("targets") or []]
         if "pushgateway" in str(job.get("job_name", "")).lower() or any("9091" in t for t in targets):
-            job["honor_labels"] = True
-            job["static_configs"] = [{"targets": [pushgateway]}]
+            jobs[i] = _pushgateway_job(pushgateway, job)
             found = True
         elif job.get("job_name") == "prometheus":  # itself, wherever it listens this time
             job["static_configs"] = [{"targets": ["__PROMETHEUS__"]}]
     if not found:
-        config.setdefault("scrape_configs", []).append(
-            {"job_name": "pushgateway", "honor_labels": True, "static_configs": [{"targets": [pushgateway]}]})
+        jobs.append(_pushgateway_job(pushgateway))
+    config["scrape_configs"] = jobs
     return config
 
 

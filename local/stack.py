@@ -4,7 +4,7 @@
 
 1. the AWS endpoint: a given ``AWS_ENDPOINT_URL`` as is, else a moto server with the template's
    bucket, tables and queues;
-2. the metrics stack: a given ``PUSHGATEWAY_URL`` as is, else (when Debian's binaries are
+2. the metrics stack: a given ``PUSHGATEWAY_URL`` as is, else (when the pinned stack's binaries are
    installed and ``metrics`` is on) a Pushgateway and a Prometheus scraping it;
 3. a pool of warm containers per function, with the Lambda, template and local environment;
 4. the API on ``host:port``, routes from the template's ``Api`` events;
@@ -190,8 +190,10 @@ class LocalStack:
     def _start_metrics(self) -> None:
         opts = self.options
         if not (Pushgateway.available() and Prometheus.available()):
-            log.warning("prometheus/prometheus-pushgateway not installed: no local metrics stack "
-                        "(apt-get install prometheus prometheus-pushgateway, or `make setup`)")
+            from local import prometheus_stack
+
+            why = prometheus_stack.problem(Pushgateway.binary) or prometheus_stack.problem(Prometheus.binary)
+            log.warning("no local metrics stack: %s", why)
             return
         pg_port = preferred_port(opts.pushgateway_port, "Pushgateway")
         self.pushgateway = Pushgateway(pg_port, log_path=self.log_dir / "pushgateway.log").start()

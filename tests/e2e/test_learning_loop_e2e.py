@@ -23,7 +23,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from local import prometheus_stack
 from local.services import free_port
 from local.template import load_template
 from support.local_stack import (
@@ -589,9 +589,8 @@ def make_is_current() -> bool:
     """True when ``make run``/``make invoke`` would run the build under test without rebuilding."""
     if os.environ.get("LOCAL_BUILD_DIR"):
         return False
-    # `make run` first installs the Prometheus stack when one of its binaries is missing.
-    if not all(shutil.which(b) for b in ("prometheus", "promtool", "prometheus-pushgateway",
-                                         "prometheus-alertmanager", "amtool")):
+    # `make run` first installs the pinned Prometheus stack when it is missing or stale.
+    if not prometheus_stack.available():
         return False
     return subprocess.run(["make", "-q", "build"], cwd=PROJECT_ROOT, capture_output=True).returncode == 0
 

@@ -29,8 +29,8 @@ Prometheus and reach the Slack receiver through Alertmanager. The dashboard snap
 ``DASHBOARD_EXAMPLE_OUTPUT=<path>`` it is also copied there (how
 ``observability/dashboard-example.png`` is made).
 
-Needs the sam build, moto and the Debian prometheus packages: skips without them, fails when
-CI=true.
+Needs the sam build, moto and the pinned Prometheus stack (``make setup``): skips without them,
+fails when CI=true.
 """
 
 from __future__ import annotations

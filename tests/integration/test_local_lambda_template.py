@@ -170,6 +170,8 @@ def test_prometheus_config_scrapes_the_local_pushgateway_with_honor_labels(tmp_p
     generated = prometheus_config("127.0.0.1:19091", rule_files=[tmp_path / "rules.yml"])
     job = generated["scrape_configs"][0]
     assert job["honor_labels"] is True and job["static_configs"] == [{"targets": ["127.0.0.1:19091"]}]
+    # Created timestamps come only in protobuf: it is asked for first.
+    assert job["scrape_protocols"] == ["PrometheusProto", "OpenMetricsText1.0.0", "PrometheusText0.0.4"]
     assert generated["rule_files"] == [str(tmp_path / "rules.yml")]
     base = tmp_path / "prometheus.yml"
     base.write_text(yaml.safe_dump({
@@ -181,6 +183,8 @@ def test_prometheus_config_scrapes_the_local_pushgateway_with_honor_labels(tmp_p
     rewritten = prometheus_config("127.0.0.1:19091", base=base)
     assert rewritten["scrape_configs"][2]["static_configs"] == [{"targets": ["__PROMETHEUS__"]}]
     assert rewritten["rule_files"] == [str(tmp_path / "prometheus_alerts.yml")]
-    assert rewritten["scrape_configs"][0] == {"job_name": "pushgateway", "honor_labels": True,
-                                              "static_configs": [{"targets": ["127.0.0.1:19091"]}]}
+    assert rewritten["scrape_configs"][0] == {
+        "job_name": "pushgateway", "honor_labels": True,
+        "scrape_protocols": ["PrometheusProto", "OpenMetricsText1.0.0", "PrometheusText0.0.4"],
+        "static_configs": [{"targets": ["127.0.0.1:19091"]}]}
     assert rewritten["scrape_configs"][1]["static_configs"] == [{"targets": ["x:1"]}]

@@ -7,20 +7,21 @@
 - no secret is committed: every credential is read from a file;
 - Prometheus scrapes the Pushgateway as the Lambda containers need (honor_labels, environment).
 
-amtool and promtool come with Debian's ``prometheus-alertmanager`` and ``prometheus`` packages;
-without them the tests that run them skip, or fail when CI=true.
+amtool and promtool are the pinned stack's (``make setup``, ``local.prometheus_stack``); without
+them the tests that run them skip, or fail when CI=true.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+
+from local import prometheus_stack
+from support.promstack import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY = ROOT / "observability"
@@ -29,13 +30,8 @@ PROMETHEUS = OBSERVABILITY / "prometheus.yml"
 COMPOSE = OBSERVABILITY / "docker-compose.yml"
 
 
-def tool(name: str, package: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{name} is missing and CI=true: apt-get install {package}")
-        pytest.skip(f"{name} not installed (Debian package {package})")
-    return path
+def tool(name: str) -> str:
+    return require_binary(name)
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -46,7 +42,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_amtool_check_config_is_clean():
-    done = run(tool("amtool", "prometheus-alertmanager"), "check-config", str(ALERTMANAGER))
+    done = run(tool("amtool"), "check-config", str(ALERTMANAGER))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout and "1 inhibit rules" in done.stdout
 
@@ -58,7 +54,7 @@ def test_amtool_check_config_is_clean():
     (["alertname=SomethingWithoutSeverity"], "slack-warning"),
 ])
 def test_routes_critical_to_pagerduty_and_warning_to_slack(labels, receiver):
-    done = run(tool("amtool", "prometheus-alertmanager"), "config", "routes", "test",
+    done = run(tool("amtool"), "config", "routes", "test",
                f"--config.file={ALERTMANAGER}", *labels)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == receiver
@@ -101,7 +97,7 @@ def test_no_secret_is_committed():
 
 
 def test_promtool_check_config_is_clean():
-    done = run(tool("promtool", "prometheus"), "check", "config", str(PROMETHEUS))
+    done = run(tool("promtool"), "check", "config", str(PROMETHEUS))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 2 rule files found" in done.stdout
 
@@ -113,6 +109,8 @@ def test_prometheus_scrapes_the_pushgateway_with_honor_labels_and_an_environment
     assert pushgateway["honor_labels"] is True
     assert pushgateway["static_configs"] == [{"targets": ["pushgateway:9091"]}]
     assert pushgateway["relabel_configs"] == [{"target_label": "environment", "replacement": "development"}]
+    # Created timestamps travel only in protobuf: asked for first, text formats as the fallback.
+    assert pushgateway["scrape_protocols"] == ["PrometheusProto", "OpenMetricsText1.0.0", "PrometheusText0.0.4"]
     assert config["rule_files"] == ["prometheus_recording_rules.yml", "prometheus_alerts.yml"]
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
 
@@ -137,3 +135,14 @@ def test_docker_compose_runs_the_four_services_with_the_files_of_this_folder():
     # Hostnames in prometheus.yml are the compose service names.
     assert services["pushgateway"]["ports"] == ["9091:9091"]
     assert services["alertmanager"]["ports"] == ["9093:9093"]
+
+
+def test_docker_compose_runs_the_pinned_versions_with_created_timestamps():
+    """The images are the upstream versions of observability/stack/versions' packages."""
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    pins = prometheus_stack.pinned_versions()
+    for service, package in (("prometheus", "prometheus"), ("pushgateway", "prometheus-pushgateway"),
+                             ("alertmanager", "prometheus-alertmanager")):
+        upstream = re.match(r"\d+\.\d+\.\d+", prometheus_stack.upstream_version(pins[package])).group(0)
+        assert services[service]["image"] == f"prom/{service}:v{upstream}", service
+    assert "--enable-feature=created-timestamp-zero-ingestion" in services["prometheus"]["command"]

@@ -8,20 +8,19 @@
   observability/runbooks.md saying what it means, what to check and how to fix it;
 - the expressions aggregate as Lambda's per-container push groups need.
 
-promtool comes with Debian's ``prometheus`` package; without it these tests skip, or fail
-when CI=true.
+promtool is the pinned stack's (``make setup``, ``local.prometheus_stack``); without it these
+tests skip, or fail when CI=true.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+
+from support.promstack import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY = ROOT / "observability"
@@ -61,12 +60,7 @@ LIVE_FILTER = "and on (job, instance) (push_time_seconds > time() - 600)"
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("promtool is missing and CI=true: apt-get install prometheus")
-        pytest.skip("promtool not installed (Debian package prometheus)")
-    return path
+    return require_binary("promtool")
 
 
 def alert_rules() -> list[dict]:

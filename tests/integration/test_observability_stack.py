@@ -1,8 +1,9 @@
 """The observability stack for real: Pushgateway -> Prometheus -> Alertmanager -> webhook.
 
-The stack is ``support.obs_stack.observability_stack``: Debian's Pushgateway, Prometheus and
-Alertmanager on free 127.0.0.1 ports with the project's own configuration and rules (intervals
-and ``for`` durations cut to seconds), and a webhook receiver standing in for PagerDuty and Slack.
+The stack is ``support.obs_stack.observability_stack``: the pinned Pushgateway, Prometheus and
+Alertmanager (``make setup``) on free 127.0.0.1 ports with the project's own configuration and
+rules (intervals and ``for`` durations cut to seconds), and a webhook receiver standing in for
+PagerDuty and Slack.
 
 The stack test (``SyntheticWorkload``) pushes what the functions push, as they push it: one
 push group per Lambda container (``job="pricing-<function>"``, ``instance=<container>``) plus
@@ -16,7 +17,7 @@ every dashboard panel's query returns data.
 The same stack under traffic through the service itself, in local Lambda:
 tests/e2e/test_observability_workload.py.
 
-Skips without the Debian packages, or fails when CI=true.
+Skips without the pinned stack, or fails when CI=true.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The observability stack for tests: Pushgateway -> Prometheus -> Alertmanager -> webhook.
 
-``observability_stack(tmp)`` starts Debian's ``prometheus-pushgateway``, ``prometheus`` and
-``prometheus-alertmanager`` on free 127.0.0.1 ports, plus a webhook receiver in this process,
+``observability_stack(tmp)`` starts the pinned stack's ``prometheus-pushgateway``, ``prometheus``
+and ``prometheus-alertmanager`` (``local.prometheus_stack``: ``.tools/prometheus-stack/bin``,
+installed by ``make setup``) on free 127.0.0.1 ports, plus a webhook receiver in this process,
 with the project's own files: Prometheus runs ``observability/prometheus.yml`` and both rule
 files, Alertmanager runs ``observability/alertmanager.yml``'s routing tree and inhibition rules.
 Only what a test machine needs is changed: addresses, 1 s scrape and evaluation intervals,
@@ -22,7 +23,7 @@ What a test reads back: ``Stack.wait_for_notification(receiver, alertname)``, ``
 
 Used by tests/integration/test_observability_stack.py (a synthetic push workload) and
 tests/e2e/test_observability_workload.py (traffic through the service in local Lambda).
-Skips without the Debian packages, or fails when CI=true.
+Skips without the pinned stack, or fails when CI=true.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import json
 import math
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -52,10 +52,11 @@ from typing import Iterator
 import pytest
 import yaml
 
+from local import prometheus_stack
+
 ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY = ROOT / "observability"
-BINARIES = {"prometheus-pushgateway": "prometheus-pushgateway", "prometheus": "prometheus",
-            "prometheus-alertmanager": "prometheus-alertmanager"}
+BINARIES = (prometheus_stack.PUSHGATEWAY, prometheus_stack.PROMETHEUS, prometheus_stack.ALERTMANAGER)
 ENVIRONMENT = "development"  # what observability/prometheus.yml attaches to every series
 
 _spec = importlib.util.spec_from_file_location("render_dashboard", OBSERVABILITY / "render_dashboard.py")
@@ -198,13 +199,15 @@ class Stack:
         return http_json(url)
 
 
-def require_binaries() -> None:
-    missing = [b for b in BINARIES if shutil.which(b) is None]
-    if missing:
-        message = f"not installed: {', '.join(missing)} (apt-get install {' '.join(BINARIES.values())})"
+def require_binaries() -> dict[str, str]:
+    """name -> path of each binary the stack runs; skips without them, fails when CI=true."""
+    problems = [why for why in map(prometheus_stack.problem, BINARIES) if why]
+    if problems:
+        message = "; ".join(problems)
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message + " and CI=true")
         pytest.skip(message)
+    return {name: prometheus_stack.require(name) for name in BINARIES}
 
 
 def shortened_rules(tmp: Path) -> list[str]:
@@ -232,6 +235,8 @@ def prometheus_config(tmp: Path, port: int, pushgateway: str, alertmanager: str,
         job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
         if job["job_name"] == "pushgateway":
             job["metrics_path"] = f"{prefix}/metrics"
+            # Created timestamps travel only in protobuf (prometheus.yml says so too).
+            job["scrape_protocols"] = list(prometheus_stack.PUSHGATEWAY_SCRAPE_PROTOCOLS)
     path = tmp / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -268,29 +273,31 @@ def observability_stack(tmp: Path, synthetic_check: bool = True) -> Iterator[Sta
     ``synthetic_check``: push one synthetic-check timestamp first, as a deployed stack always has
     (ServiceDown's signal). Off when the workload runs the real synthetic check itself.
     """
-    require_binaries()
+    binaries = require_binaries()
     prefix = f"/t{secrets.token_hex(6)}"
     webhook = WebhookReceiver(prefix)
     pg_port, prom_port, am_port = free_port(), free_port(), free_port()
     pushgateway_url = f"http://127.0.0.1:{pg_port}{prefix}"
     services = [
-        Service("Pushgateway", ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{pg_port}",
+        Service("Pushgateway", [binaries[prometheus_stack.PUSHGATEWAY],
+                                f"--web.listen-address=127.0.0.1:{pg_port}",
                                 f"--web.route-prefix={prefix}",
                                 # Debian's build defaults to a shared file in /var/lib/prometheus:
                                 # every Pushgateway started without this loads everyone's groups.
                                 "--persistence.file=", "--log.level=warn"],
                 f"{pushgateway_url}/-/ready", tmp / "pushgateway.log"),
-        Service("Alertmanager", ["prometheus-alertmanager",
+        Service("Alertmanager", [binaries[prometheus_stack.ALERTMANAGER],
                                  f"--config.file={alertmanager_config(tmp, webhook.url)}",
                                  f"--storage.path={tmp / 'alertmanager-data'}",
                                  f"--web.listen-address=127.0.0.1:{am_port}",
                                  f"--web.route-prefix={prefix}",
                                  "--cluster.listen-address=", "--log.level=warn"],
                 f"http://127.0.0.1:{am_port}{prefix}/-/ready", tmp / "alertmanager.log"),
-        Service("Prometheus", ["prometheus",
+        Service("Prometheus", [binaries[prometheus_stack.PROMETHEUS],
                                f"--config.file={prometheus_config(tmp, prom_port, f'127.0.0.1:{pg_port}', f'127.0.0.1:{am_port}', prefix)}",
                                f"--storage.tsdb.path={tmp / 'prometheus-data'}",
-                               f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
+                               f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn",
+                               *prometheus_stack.PROMETHEUS_FLAGS],
                 f"http://127.0.0.1:{prom_port}/-/ready", tmp / "prometheus.log"),
     ]
     started = []

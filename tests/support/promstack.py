@@ -1,9 +1,10 @@
 """Real Prometheus Pushgateway and Prometheus servers on free loopback ports, for tests and benches.
 
-Each server is a context manager that starts the Debian binary (``prometheus-pushgateway``,
-``prometheus``) on ``127.0.0.1`` with a free port and a temporary directory, waits until it is
-ready, and stops it on exit. Nothing uses the default ports, so the packages' own services may
-keep running.
+Each server is a context manager that starts a binary of the pinned stack
+(``prometheus-pushgateway``, ``prometheus``, from ``.tools/prometheus-stack/bin``, see
+``local.prometheus_stack``) on ``127.0.0.1`` with a free port and a temporary directory, waits
+until it is ready, and stops it on exit. Nothing uses the default ports, so a machine's own
+Prometheus services may keep running.
 
 Example::
 
@@ -14,7 +15,8 @@ Example::
 
 Also here: ``SilentServer`` (accepts connections, never answers), ``SyntheticContainer`` (a warm
 "Lambda container": one Python process with its own registry, pushing after each invocation),
-and ``require_binary`` (a missing binary skips outside CI and fails when ``CI=true``).
+and ``require_binary`` (a missing binary of the pinned stack skips outside CI and fails when
+``CI=true``).
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
+from local import prometheus_stack
+
 ROOT = Path(__file__).resolve().parents[2]
-PUSHGATEWAY_BIN = "prometheus-pushgateway"
-PROMETHEUS_BIN = "prometheus"
+PUSHGATEWAY_BIN = prometheus_stack.PUSHGATEWAY
+PROMETHEUS_BIN = prometheus_stack.PROMETHEUS
 
 
 def free_port() -> int:
@@ -48,15 +52,14 @@ def free_port() -> int:
 
 
 def require_binary(name: str) -> str:
-    """The binary's path; without it, skip the test (or fail it under ``CI=true``)."""
-    path = shutil.which(name)
-    if path:
-        return path
+    """The pinned stack's binary ``name``; without it, skip the test (or fail it under ``CI=true``)."""
+    message = prometheus_stack.problem(name)
+    if message is None:
+        return prometheus_stack.require(name)
     import pytest
 
-    message = f"{name} is not installed (apt-get install {'prometheus' if name == PROMETHEUS_BIN else name})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message + " (CI=true: a missing service is a failure)")
     pytest.skip(message)
     raise AssertionError("unreachable")
 
@@ -121,9 +124,9 @@ class _Server:
         return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
     def start(self) -> "_Server":
-        require_binary(self.binary)
+        binary = require_binary(self.binary)
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([self.binary, *self._args()], stdout=log, stderr=log, cwd=self.dir)
+        self.proc = subprocess.Popen([binary, *self._args()], stdout=log, stderr=log, cwd=self.dir)
         log.close()
         try:
             _wait(lambda: self.get(self.ready_path, timeout=1.0) is not None, 30, f"{self.binary} ready")
@@ -245,6 +248,8 @@ class Prometheus(_Server):
             # The pushed job/instance are the containers'; without honor_labels Prometheus would
             # rename them exported_job/exported_instance and every container would look alike.
             "    honor_labels: true\n"
+            # Created timestamps travel only in protobuf: scrape it first, text as a fallback.
+            f"    scrape_protocols: {json.dumps(list(prometheus_stack.PUSHGATEWAY_SCRAPE_PROTOCOLS))}\n"
             f"    static_configs: [{{targets: ['{self.pushgateway.address}']}}]\n" + auth
         )
         return [
@@ -252,6 +257,7 @@ class Prometheus(_Server):
             f"--storage.tsdb.path={self.dir / 'data'}",
             f"--web.listen-address={self.address}",
             "--log.level=warn",
+            *prometheus_stack.PROMETHEUS_FLAGS,
         ]
 
     def start(self) -> "Prometheus":
