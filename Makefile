@@ -26,7 +26,8 @@ $(VENV)/.installed: requirements-dev.txt constraints.txt layers/shared/requireme
 	@touch $@
 
 # Debian 13's Prometheus, promtool, Pushgateway, Alertmanager and amtool at the pinned versions,
-# in .tools/prometheus-stack/ (no root, nothing over the system); a no-op when installed.
+# in .tools/prometheus-stack/ (root only to place Alertmanager's two default templates, see the
+# script); a no-op when installed.
 prometheus-stack: ## install the pinned Prometheus stack into .tools/prometheus-stack (no-op when installed)
 	@$(PROMETHEUS_STACK_INSTALL)
 
