@@ -14,10 +14,31 @@ ships, so a dependency missing from the layer fails here as it would in AWS inst
 quietly found in the development virtualenv. ``runtime_packages="venv"`` puts the whole
 virtualenv there instead.
 
+Before the runtime, every executable in a layer's ``extensions/`` folder is started (Lambda
+starts them from ``/opt/extensions``; a later layer's file of the same name wins) and must
+register with the Extensions API and ask for its first event within the init timeout; one that
+exits or never registers fails the container's init (``Extension.Crash``), as in Lambda.
+
 The container keeps its module state across invocations (warm reuse), serves one invocation at
 a time, and is killed when an invocation overruns the function's timeout -- the next invocation
 needs a new container, as in Lambda. Its stdout/stderr plus START/END/REPORT lines go to a log
 file per container (and, when asked, to a stream with the container id as prefix).
+
+**Retirement** (``retire()``, and ``stop()``, which is the same) shuts the container down the
+way Lambda shuts down an execution environment it reaps: it takes no new invocation and waits
+for a running one; then the runtime process gets SIGTERM -- only when an extension has
+registered, exactly as in Lambda, where a function without extensions is killed unwarned --
+and every extension's ``event/next`` answers SHUTDOWN; whatever is still running when the
+shutdown budget is spent (``LOCAL_SHUTDOWN_BUDGET_MS``, 500 ms: what the runtime should plan
+for; Lambda's whole phase is 2,000 ms with external extensions) is SIGKILLed, process group and
+all. The runtime's ``invocation/next`` stays unanswered meanwhile, as in Lambda, so a runtime
+blocked there sees nothing but the signal (see ``local.runtime_api``). The log records it::
+
+    SHUTDOWN Reason: spindown	Budget: 500 ms
+    SHUTDOWN Duration: 212.40 ms	Runtime: exited with status 0 (after SIGTERM)	Extension pricing-shutdown: exited with status 0
+
+A timeout or a crash shuts the container down at once instead (runtime SIGKILLed, extensions
+told ``timeout``/``failure``).
 """
 
 from __future__ import annotations
@@ -34,7 +55,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Mapping
 
@@ -56,6 +77,11 @@ MAX_RESPONSE_BYTES = 6 * 1024 * 1024
 # first invocation under the function's timeout. Locally the init simply gets both budgets.
 INIT_TIMEOUT_SECONDS = 10.0
 
+# How long the runtime and the extensions have, from SIGTERM and SHUTDOWN, before SIGKILL.
+# Lambda allows the whole shutdown phase 2,000 ms when external extensions are registered; the
+# runtime here is held to what it should plan for.
+DEFAULT_SHUTDOWN_BUDGET_MS = 500.0
+
 # Variables the container inherits from the runner so that TLS and proxies work as on the host
 # (a real SENTRY_DSN behind a corporate proxy); nothing else leaks in from the host environment.
 PASSTHROUGH_ENV = (
@@ -66,6 +92,49 @@ PASSTHROUGH_ENV = (
 
 class ContainerError(RuntimeError):
     """A container could not be started (missing build output, runtime not installed)."""
+
+
+def shutdown_budget_from_env(env: Mapping[str, str] | None = None) -> float:
+    """``LOCAL_SHUTDOWN_BUDGET_MS`` from ``env`` (default: the process environment), else 500."""
+    value = (os.environ if env is None else env).get("LOCAL_SHUTDOWN_BUDGET_MS", "")
+    try:
+        return max(0.0, float(value)) if value else DEFAULT_SHUTDOWN_BUDGET_MS
+    except ValueError:
+        raise ContainerError(f"LOCAL_SHUTDOWN_BUDGET_MS must be a number of milliseconds, not {value!r}") from None
+
+
+def extension_executables(layer_dirs: tuple[Path, ...] | list[Path]) -> dict[str, Path]:
+    """The external extensions of a function: ``<layer>/extensions/<name>`` executables.
+
+    Lambda merges the layers into ``/opt`` in order, so a later layer's file replaces an
+    earlier one of the same name; extensions are started in the order of their names.
+    """
+    found: dict[str, Path] = {}
+    for layer in layer_dirs:
+        folder = Path(layer) / "extensions"
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.is_file() and os.access(path, os.X_OK):
+                    found[path.name] = path
+    return dict(sorted(found.items()))
+
+
+@dataclass
+class ShutdownReport:
+    """How a container's shutdown went (``LambdaContainer.shutdown_report``).
+
+    ``runtime_status`` is the runtime process's exit status (negative: the signal that ended
+    it, -9 for SIGKILL), None when it had never been started; ``extensions`` the same per
+    extension.
+    """
+
+    reason: str
+    budget_ms: float
+    sigterm: bool = False
+    killed: bool = False
+    runtime_status: int | None = None
+    extensions: dict[str, int | None] = field(default_factory=dict)
+    duration_ms: float = 0.0
 
 
 @dataclass
@@ -199,6 +268,7 @@ class _LogSink:
         self._echo = echo
         self._prefix = prefix
         self._lock = threading.Lock()
+        self.pumps: list[threading.Thread] = []
 
     def write(self, line: str) -> None:
         line = line.rstrip("\n")
@@ -217,6 +287,19 @@ class _LogSink:
             self.write(raw.decode("utf-8", "replace"))
         stream.close()
 
+    def follow(self, process: subprocess.Popen, name: str) -> None:
+        """Copy the process's stdout and stderr here, each from a thread of its own."""
+        for stream in (process.stdout, process.stderr):
+            thread = threading.Thread(target=self.pump, args=(stream,), daemon=True, name=name)
+            thread.start()
+            self.pumps.append(thread)
+
+    def drain(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` seconds in all) for the pumps to copy the last lines."""
+        deadline = time.monotonic() + timeout
+        for thread in self.pumps:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
     def close(self) -> None:
         with self._lock:
             if self._file:
@@ -234,7 +317,10 @@ class LambdaContainer:
         log_dir: where ``<function>-<container id>.log`` is written (None: no file).
         echo: a text stream that also gets every log line, prefixed ``[<function> <id>]``.
         runtime_packages: ``"lambda"`` (only the runtime's packages) or ``"venv"`` (see module doc).
-        init_timeout: seconds the handler's import may take before the first invocation times out.
+        init_timeout: seconds the handler's import may take before the first invocation times out
+            (and the extensions, each, to register).
+        shutdown_budget_ms: from SIGTERM/SHUTDOWN to SIGKILL at retirement (default:
+            ``LOCAL_SHUTDOWN_BUDGET_MS`` or 500).
 
     Raises:
         ContainerError: ``start()`` cannot find the function's build output.
@@ -250,6 +336,7 @@ class LambdaContainer:
         echo: IO[str] | None = None,
         runtime_packages: str = "lambda",
         init_timeout: float = INIT_TIMEOUT_SECONDS,
+        shutdown_budget_ms: float | None = None,
     ) -> None:
         if runtime_packages not in ("lambda", "venv"):
             raise ValueError(f"runtime_packages must be 'lambda' or 'venv', not {runtime_packages!r}")
@@ -258,6 +345,7 @@ class LambdaContainer:
         self.region = region
         self.runtime_packages = runtime_packages
         self.init_timeout = init_timeout
+        self.shutdown_budget_ms = shutdown_budget_from_env() if shutdown_budget_ms is None else shutdown_budget_ms
         stream_id = uuid.uuid4().hex
         self.id = stream_id[:8]
         self.log_stream = time.strftime("%Y/%m/%d", time.gmtime()) + f"/[$LATEST]{stream_id}"
@@ -270,6 +358,14 @@ class LambdaContainer:
         self._invocations = 0
         self._dead = False
         self._stopped = False
+        self._extension_processes: dict[str, subprocess.Popen] = {}
+        self._init_failure: dict | None = None
+        self._state = threading.Lock()
+        self._retiring = False
+        self._shutdown_started = False
+        self._shutdown_done = threading.Event()
+        self._idle_since = time.monotonic()
+        self.shutdown_report: ShutdownReport | None = None
 
     # --- life cycle -----------------------------------------------------------------------------
 
@@ -284,9 +380,19 @@ class LambdaContainer:
     @property
     def alive(self) -> bool:
         """True while the container can take invocations (started lazily on the first one)."""
-        if self._dead or self._stopped:
+        if self._dead or self._stopped or self._retiring:
             return False
         return self._process is None or self._process.poll() is None
+
+    @property
+    def idle_since(self) -> float:
+        """``time.monotonic()`` at the end of the last invocation (or at creation)."""
+        return self._idle_since
+
+    @property
+    def extensions(self) -> dict[str, int]:
+        """The pid of each external extension started, by name."""
+        return {name: process.pid for name, process in self._extension_processes.items()}
 
     @property
     def invocations(self) -> int:
@@ -306,14 +412,18 @@ class LambdaContainer:
         return paths + [runtime_dir], runtime_dir
 
     def start(self) -> "LambdaContainer":
-        """Spawn the runtime process; its init (the handler's import) runs in the background."""
-        if self._process is not None:
+        """Start the extensions, then spawn the runtime process.
+
+        Returns once every extension has registered; the runtime's init (the handler's import)
+        runs in the background.
+        """
+        if self._api is not None:
             return self
         if not self.function.code_dir.is_dir():
             raise ContainerError(f"{self.function.key}: no build output at {self.function.code_dir}; "
                                  "run `make build` (sam build) first")
         python_path, runtime_dir = self._python_path()
-        self._api = RuntimeApi(self.arn, on_start=self._on_start).start()
+        self._api = RuntimeApi(self.arn, on_start=self._on_start, handler=self.function.handler).start()
         env = lambda_environment(
             self.function, runtime_api=self._api.address, log_stream=self.log_stream,
             python_path=python_path, runtime_dir=runtime_dir, region=self.region,
@@ -321,6 +431,11 @@ class LambdaContainer:
         )
         flags = ["-S"] if self.runtime_packages == "lambda" else []
         self._spawned_at = time.monotonic()
+        # Extension init comes first, then the runtime's, as in Lambda.
+        self._start_extensions(env)
+        if self._init_failure is not None:
+            self._dead = True
+            return self
         self._process = subprocess.Popen(
             [sys.executable, *flags, "-m", "awslambdaric", self.function.handler],
             cwd=self.function.code_dir, env=env, stdin=subprocess.DEVNULL,
@@ -329,33 +444,144 @@ class LambdaContainer:
             # in order; a timeout kills the whole group (the handler may have started children).
             start_new_session=True,
         )
-        for stream in (self._process.stdout, self._process.stderr):
-            threading.Thread(target=self._log.pump, args=(stream,), daemon=True,
-                             name=f"log-{self.function.key}-{self.id}").start()
+        self._log.follow(self._process, f"log-{self.function.key}-{self.id}")
         return self
 
+    def _start_extensions(self, env: Mapping[str, str]) -> None:
+        """Start the layers' extensions; wait until each has registered and asked for an event."""
+        assert self._api is not None
+        for name, path in extension_executables(self.function.layer_dirs).items():
+            try:
+                process = subprocess.Popen(
+                    [str(path)], cwd=self.function.code_dir, env=dict(env), stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            except OSError as exc:
+                self._fail_init(name, "Extension.LaunchError", f"extension {name} could not start: {exc}")
+                return
+            self._extension_processes[name] = process
+            self._log.follow(process, f"log-{self.function.key}-{self.id}-{name}")
+        deadline = time.monotonic() + self.init_timeout
+        pending = dict(self._extension_processes)
+        while pending:
+            ready = {e.name: e for e in self._api.extensions if e.ready.is_set()}
+            for name in [n for n in pending if n in ready]:
+                del pending[name]
+                events = ", ".join(ready[name].events)
+                self._log.write(f"EXTENSION\tName: {name}\tState: Ready\tEvents: [{events}]")
+            for name, process in pending.items():
+                if process.poll() is not None:
+                    self._fail_init(name, "Extension.Crash", f"extension {name} exited with status "
+                                    f"{process.returncode} before it registered")
+                    return
+            if pending and time.monotonic() > deadline:
+                name = next(iter(pending))
+                self._fail_init(name, "Extension.Crash", f"extension {name} did not register (as "
+                                f"Lambda-Extension-Name: {name}) within {self.init_timeout:.1f} s")
+                return
+            if pending:
+                time.sleep(0.002)
+
+    def _fail_init(self, name: str, error_type: str, message: str) -> None:
+        self._log.write(f"EXTENSION\tName: {name}\tState: {error_type.split('.')[-1]}\tEvents: []")
+        self._init_failure = {"errorType": error_type, "errorMessage": message}
+        self._shutdown("failure", graceful=False)
+
     def stop(self) -> None:
-        """Stop the process and the Runtime API (idempotent)."""
+        """Retire the container (see ``retire``) and close its log (idempotent)."""
         if self._stopped:
             return
+        self.retire()
         self._stopped = True
-        self._kill(graceful=True)
         self._log.close()
 
-    def _kill(self, graceful: bool = False) -> None:
-        process = self._process
+    def retire(self, reason: str = "spindown", drain: float = 0.0) -> ShutdownReport | None:
+        """Shut the container down as Lambda does (see the module doc); idempotent.
+
+        From this call on the container takes no new invocation; one already running is given
+        up to ``drain`` seconds to finish before the shutdown goes ahead regardless (it then
+        ends as an ``exit`` error). Returns how the shutdown went (None if never started).
+        """
+        with self._state:
+            first = not self._retiring
+            self._retiring = True
+        if not first:
+            self._shutdown_done.wait(self.shutdown_budget_ms / 1000 + 15)
+            return self.shutdown_report
+        idle = self._busy.acquire(timeout=drain) if drain > 0 else self._busy.acquire(blocking=False)
+        try:
+            self._shutdown(reason, graceful=True)
+        finally:
+            if idle:
+                self._busy.release()
+        return self.shutdown_report
+
+    def _kill(self, reason: str = "failure") -> None:
+        """Shut down at once after a timeout or a crash (no SIGTERM, no budget for the runtime)."""
+        self._shutdown(reason, graceful=False)
+
+    def _shutdown(self, reason: str, graceful: bool) -> None:
+        with self._state:
+            first = not self._shutdown_started
+            self._shutdown_started = True
+        if not first:
+            self._shutdown_done.wait(self.shutdown_budget_ms / 1000 + 15)
+            return
+        try:
+            self._shut_down(reason, graceful)
+        finally:
+            self._dead = True
+            self._shutdown_done.set()
+
+    def _shut_down(self, reason: str, graceful: bool) -> None:
+        process, api = self._process, self._api
+        if process is None and not self._extension_processes:
+            if api is not None:
+                api.close()
+            return
+        budget = self.shutdown_budget_ms / 1000
+        started = time.monotonic()
+        deadline = started + budget
+        report = ShutdownReport(reason=reason, budget_ms=self.shutdown_budget_ms)
+        self._log.write(f"SHUTDOWN Reason: {reason}\tBudget: {self.shutdown_budget_ms:.0f} ms")
+        registered = api.extensions if api is not None else []
         if process is not None and process.poll() is None:
+            if graceful and registered:
+                # Lambda signals the runtime process itself, not its children.
+                _signal(process.pid, signal.SIGTERM, group=False)
+                report.sigterm = True
+            else:
+                _signal(process.pid, signal.SIGKILL)
+        if api is not None:
+            api.shutdown(reason, int((time.time() + budget) * 1000))
+        everything = ([process] if process is not None else []) + list(self._extension_processes.values())
+        while any(p.poll() is None for p in everything) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        for p in everything:
+            if p.poll() is None:
+                report.killed = report.killed or p is process
+            # The whole group: whatever the process started goes with it.
+            _signal(p.pid, signal.SIGKILL)
+        for p in everything:
             try:
-                os.killpg(process.pid, signal.SIGTERM if graceful else signal.SIGKILL)
-                process.wait(timeout=2 if graceful else 5)
-            except (ProcessLookupError, PermissionError):
-                pass
+                p.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
-        if self._api is not None:
-            self._api.close()
-        self._dead = True
+                pass
+        if api is not None:
+            api.close()
+        self._log.drain(1.0)
+        report.duration_ms = (time.monotonic() - started) * 1000
+        report.runtime_status = process.returncode if process is not None else None
+        report.extensions = {name: p.returncode for name, p in self._extension_processes.items()}
+        self.shutdown_report = report
+        parts = [f"SHUTDOWN Duration: {report.duration_ms:.2f} ms"]
+        if process is not None:
+            how = ("SIGTERM, then SIGKILL after the budget" if report.killed and report.sigterm
+                   else "after SIGTERM" if report.sigterm else "SIGKILL, no extension registered"
+                   if graceful else "SIGKILL")
+            parts.append(f"Runtime: {_status(process.returncode)} ({how})")
+        for name, p in self._extension_processes.items():
+            parts.append(f"Extension {name}: {_status(p.returncode)}")
+        self._log.write("\t".join(parts))
 
     def __enter__(self) -> "LambdaContainer":
         return self.start()
@@ -376,17 +602,24 @@ class LambdaContainer:
         """
         payload = event if isinstance(event, bytes) else json.dumps(event).encode()
         with self._busy:
-            if not self.alive:
+            if not self.alive and self._init_failure is None:
                 raise ContainerError(f"container {self.id} of {self.function.key} is not running")
             cold = self._process is None or self._invocations == 0
-            self.start()
-            assert self._api is not None and self._process is not None
-            invocation = Invocation(payload=payload, timeout=timeout or self.function.timeout,
-                                    client_context=client_context)
-            self._api.submit(invocation)
-            self._wait(invocation)
-            self._invocations += 1
-            return self._result(invocation, cold)
+            try:
+                self.start()
+                invocation = Invocation(payload=payload, timeout=timeout or self.function.timeout,
+                                        client_context=client_context)
+                if self._init_failure is not None:
+                    invocation.finish("init_error", json.dumps(self._init_failure).encode(),
+                                      self._init_failure["errorType"])
+                else:
+                    assert self._api is not None and self._process is not None
+                    self._api.submit(invocation)
+                    self._wait(invocation)
+                self._invocations += 1
+                return self._result(invocation, cold)
+            finally:
+                self._idle_since = time.monotonic()
 
     def _wait(self, invocation: Invocation) -> None:
         assert self._process is not None
@@ -411,7 +644,7 @@ class LambdaContainer:
         if invocation.finish("timeout", json.dumps(document).encode(), "Sandbox.Timedout"):
             self._log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} "
                             f"{invocation.request_id} {message}")
-            self._kill()
+            self._kill("timeout")
 
     def _finish_after_exit(self, invocation: Invocation) -> None:
         assert self._process is not None and self._api is not None
@@ -472,6 +705,28 @@ class LambdaContainer:
             report += f"Status: {invocation.error_type or invocation.outcome}"
         self._log.write(f"END RequestId: {rid}")
         self._log.write(report.rstrip("\t"))
+
+
+def _signal(pid: int, signum: int, group: bool = True) -> None:
+    """Send ``signum`` to the process (or its whole group: its own session); gone is fine."""
+    try:
+        if group:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _status(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
 
 
 def _max_rss_mb(pid: int) -> int | None:

@@ -6,6 +6,10 @@ The function's result JSON is printed on stdout and nothing else (logs, includin
 container's, go to stderr), so the output can be piped; the exit status is 1 when the function
 failed (its error document is still printed), 2 for a usage error.
 
+The container is then retired as Lambda retires one (SIGTERM to the runtime, SHUTDOWN to its
+extensions, SIGKILL after ``LOCAL_SHUTDOWN_BUDGET_MS``, 500 ms), so whatever the function still
+owes at shutdown (metrics) is sent before the command returns.
+
 Which AWS endpoint the function talks to:
 
 1. ``AWS_ENDPOINT_URL`` from the ``--env-vars`` file or the environment, as is;
@@ -14,7 +18,8 @@ Which AWS endpoint the function talks to:
 3. else a moto server started for this call, with the template's bucket, tables and queues.
 
 Environment: ``LOCAL_BUILD_DIR`` (.aws-sam/build), ``LOCAL_RUN_DIR`` (.run),
-``LOCAL_RUNTIME_PACKAGES`` (lambda|venv), ``AWS_REGION`` (us-east-1), and
+``LOCAL_RUNTIME_PACKAGES`` (lambda|venv), ``LOCAL_SHUTDOWN_BUDGET_MS`` (500), ``AWS_REGION``
+(us-east-1), and
 ``local.environment.FORWARDED_ENV`` passed on to the function.
 """
 

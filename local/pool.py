@@ -6,6 +6,14 @@ does -- until ``max_containers`` exist. Past that an invocation waits for a cont
 free (Lambda would throttle; locally waiting is more useful) and gives up with ``Throttled``
 after ``max_wait`` seconds. Containers that died (a timeout, a crash) are dropped and replaced
 on demand.
+
+Lambda promises no later invocation of a container: one left idle is eventually shut down. With
+``idle_seconds`` set, a container idle that long is taken out of the pool -- under the pool's
+lock, so no invocation can take it any more; a busy container is never a candidate -- and
+retired (``LambdaContainer.retire``: SIGTERM to the runtime when an extension registered,
+SHUTDOWN to the extensions, SIGKILL after the shutdown budget); the next invocation then finds
+a new, cold container. ``close()`` retires every container the same way, all at once, after
+letting running invocations finish for up to ``drain`` seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +29,14 @@ from local.template import LambdaFunction
 log = logging.getLogger("local.pool")
 
 DEFAULT_MAX_CONTAINERS = 8
+
+# `make run`'s idle time before a container is retired (LOCAL_IDLE_SECONDS): longer than the
+# synthetic check's one-minute period, so the container it keeps warm survives between checks,
+# and short enough to see retirement happen. (Lambda's own is unspecified, often minutes.)
+DEFAULT_IDLE_SECONDS = 120.0
+
+# How long close() lets running invocations finish before their containers are retired anyway.
+DEFAULT_DRAIN_SECONDS = 5.0
 
 
 class Throttled(RuntimeError):
@@ -38,6 +54,9 @@ class FunctionPool:
             (default: the function's timeout).
         container_factory: builds a container (tests pass their own); receives the function and
             the overrides, plus ``container_options``.
+        idle_seconds: retire a container idle this long (None or 0: never; see the module doc).
+        shutdown_budget_ms: each container's shutdown budget (default: ``LOCAL_SHUTDOWN_BUDGET_MS``
+            or 500).
     """
 
     def __init__(
@@ -52,6 +71,8 @@ class FunctionPool:
         runtime_packages: str = "lambda",
         region: str | None = None,
         container_factory: Callable[..., LambdaContainer] | None = None,
+        idle_seconds: float | None = None,
+        shutdown_budget_ms: float | None = None,
     ) -> None:
         if max_containers < 1:
             raise ValueError("max_containers must be at least 1")
@@ -62,6 +83,9 @@ class FunctionPool:
         self._options: dict[str, Any] = {"log_dir": log_dir, "echo": echo, "runtime_packages": runtime_packages}
         if region:
             self._options["region"] = region
+        if shutdown_budget_ms is not None:
+            self._options["shutdown_budget_ms"] = shutdown_budget_ms
+        self.idle_seconds = idle_seconds or None
         self._factory = container_factory or LambdaContainer
         self._idle: list[LambdaContainer] = []
         self._all: list[LambdaContainer] = []
@@ -69,7 +93,13 @@ class FunctionPool:
         self._cond = threading.Condition()
         self._closed = False
         self.started_containers = 0
+        self.retired_containers = 0
         self.served_by: dict[str, int] = {}
+        self._retirements: list[threading.Thread] = []
+        self._reaper: threading.Thread | None = None
+        if self.idle_seconds:
+            self._reaper = threading.Thread(target=self._reap, daemon=True, name=f"reaper-{function.key}")
+            self._reaper.start()
 
     @property
     def size(self) -> int:
@@ -105,7 +135,7 @@ class FunctionPool:
         except BaseException:
             with self._cond:
                 self._starting -= 1
-                self._cond.notify()
+                self._cond.notify_all()
             raise
         with self._cond:
             self._starting -= 1
@@ -120,7 +150,7 @@ class FunctionPool:
                 self._idle.append(container)
             else:
                 self._forget(container)
-            self._cond.notify()
+            self._cond.notify_all()
         if not container.alive:
             container.stop()
 
@@ -144,11 +174,51 @@ class FunctionPool:
             self.served_by[container.id] = self.served_by.get(container.id, 0) + 1
         return result
 
-    def close(self) -> None:
-        """Stop every container (busy ones too: their invocations end as ``exit`` errors)."""
+    # --- retirement ----------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        """The reaper thread: retire the containers idle for ``idle_seconds``."""
+        assert self.idle_seconds
+        interval = max(0.02, min(1.0, self.idle_seconds / 4))
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                for container in [c for c in self._idle if now - c.idle_since >= self.idle_seconds]:
+                    self._idle.remove(container)
+                    self._forget(container)
+                    self._retire_later(container, f"idle for {now - container.idle_since:.1f} s")
+                self._cond.wait(interval)
+
+    def _retire_later(self, container: LambdaContainer, why: str, drain: float = 0.0) -> None:
+        """Retire ``container``, already out of the pool, in a thread of its own (under the lock)."""
+        def retire() -> None:
+            try:
+                container.retire(drain=drain)
+                container.stop()
+            finally:
+                with self._cond:
+                    self.retired_containers += 1
+                    left = len(self._all)
+                    self._cond.notify_all()
+            report = container.shutdown_report
+            took = f", shut down in {report.duration_ms:.0f} ms" if report else ""
+            log.info("%s: retired container %s (%s%s; %d left)", self.function.key, container.id, why, took, left)
+
+        thread = threading.Thread(target=retire, daemon=True, name=f"retire-{self.function.key}-{container.id}")
+        self._retirements = [t for t in self._retirements if t.is_alive()] + [thread]
+        thread.start()
+
+    def close(self, drain: float = DEFAULT_DRAIN_SECONDS) -> None:
+        """Retire every container at once; running invocations get up to ``drain`` seconds first."""
         with self._cond:
             self._closed = True
+            idle = {id(c) for c in self._idle}
             containers, self._all, self._idle = list(self._all), [], []
+            for container in containers:
+                self._retire_later(container, "pool closed", 0.0 if id(container) in idle else drain)
             self._cond.notify_all()
-        for container in containers:
-            container.stop()
+            threads = list(self._retirements)
+        for thread in threads:
+            thread.join()
+        if self._reaper is not None:
+            self._reaper.join(timeout=5)

@@ -8,7 +8,9 @@ each request with the container that served it (to stderr and ``.run/logs/runner
 containers' own output goes to ``.run/logs/<Function>-<id>.log`` and, unless
 ``LOCAL_CONTAINER_LOGS=0``, to stderr prefixed with ``[<Function> <container id>]``.
 Ctrl-C or SIGTERM stops the API, the containers, Prometheus, the Pushgateway and moto, in that
-order, and removes ``.run/state.json``.
+order, and removes ``.run/state.json``. Containers are retired as Lambda shuts down an execution
+environment (SIGTERM to the runtime, SHUTDOWN to the extensions, SIGKILL after
+``LOCAL_SHUTDOWN_BUDGET_MS``), on exit and whenever one has been idle ``LOCAL_IDLE_SECONDS``.
 """
 
 from __future__ import annotations

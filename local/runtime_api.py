@@ -3,8 +3,20 @@
 The runtime interface client (``awslambdaric``) in a container long-polls
 ``GET /2018-06-01/runtime/invocation/next`` for its next event and answers it with
 ``POST /2018-06-01/runtime/invocation/{id}/response`` or ``.../{id}/error``; a handler that cannot
-even be imported is reported with ``POST /2018-06-01/runtime/init/error``. These are the only
-endpoints a Python function uses (the Extensions and Telemetry APIs are not emulated).
+even be imported is reported with ``POST /2018-06-01/runtime/init/error``.
+
+External extensions (executables in a layer's ``extensions/``, which Lambda starts from
+``/opt/extensions``) speak the Extensions API on the same address:
+``POST /2020-01-01/extension/register`` (header ``Lambda-Extension-Name``, body
+``{"events": [...]}``; answers the ``Lambda-Extension-Identifier`` header) and the long poll
+``GET /2020-01-01/extension/event/next``, which blocks until the container shuts down and then
+answers ``{"eventType": "SHUTDOWN", "shutdownReason": ..., "deadlineMs": ...}``. ``INVOKE``
+subscriptions are accepted but no ``INVOKE`` events are sent (the one extension here does not
+ask for them). ``.../init/error`` and ``.../exit/error`` are recorded. The Telemetry and Logs
+APIs are not emulated.
+
+While a container shuts down, the runtime's own ``invocation/next`` stays unanswered, as in
+Lambda: a runtime blocked in it sees only the signals it is sent.
 
 Each container gets its own emulator (its own port), exactly as each Lambda sandbox talks to its
 own Runtime API: the client's paths carry no container identity, so sharing one server between
@@ -25,6 +37,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 API_PREFIX = "/2018-06-01/runtime"
+EXTENSION_PREFIX = "/2020-01-01/extension"
+EXTENSION_EVENTS = ("INVOKE", "SHUTDOWN")
+
+
+@dataclass
+class Extension:
+    """One registered external extension and where it is in its life cycle."""
+
+    name: str
+    events: tuple[str, ...]
+    identifier: str = field(default_factory=lambda: str(uuid.uuid4()))
+    registered_at: float = field(default_factory=time.monotonic)
+    ready: threading.Event = field(default_factory=threading.Event)  # has called event/next
+    shutdown_sent: bool = False
+    error: dict | None = None
 
 
 def new_trace_id() -> str:
@@ -75,6 +102,7 @@ class RuntimeApi:
         function_arn: sent as ``Lambda-Runtime-Invoked-Function-Arn``.
         on_init_error: called with the error document when the runtime reports an init failure.
         on_start: called with each invocation as the runtime takes it (its START).
+        handler: the function's handler, as the Extensions API's register answer names it.
 
     ``submit()`` queues an invocation for the runtime's next long poll; the HTTP handlers record
     the response or error on the ``Invocation``, which the caller waits on.
@@ -85,8 +113,10 @@ class RuntimeApi:
         function_arn: str,
         on_init_error: Callable[[dict], None] | None = None,
         on_start: Callable[[Invocation], None] | None = None,
+        handler: str = "",
     ) -> None:
         self.function_arn = function_arn
+        self.handler = handler
         self.on_init_error = on_init_error
         self.on_start = on_start
         self.init_error: dict | None = None
@@ -94,9 +124,12 @@ class RuntimeApi:
         self._active: dict[str, Invocation] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self._extensions: dict[str, Extension] = {}
+        self._shutdown: dict | None = None  # the SHUTDOWN event, once the container shuts down
+        self._events = threading.Condition(self._lock)
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.api = self
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"runtime-api-{self.port}", daemon=True)
 
     @property
@@ -116,6 +149,8 @@ class RuntimeApi:
         if self._closed.is_set():
             return
         self._closed.set()
+        with self._events:
+            self._events.notify_all()
         if self._thread.is_alive():
             self._server.shutdown()
         self._server.server_close()
@@ -124,11 +159,74 @@ class RuntimeApi:
         invocation.received_at = time.monotonic()
         self._pending.put(invocation)
 
+    @property
+    def extensions(self) -> list[Extension]:
+        """The extensions registered so far, in registration order."""
+        with self._lock:
+            return list(self._extensions.values())
+
+    def shutdown(self, reason: str, deadline_ms: int) -> None:
+        """Answer every extension's ``event/next`` with a SHUTDOWN event (and any later one).
+
+        ``reason`` is Lambda's ``shutdownReason`` (``spindown``, ``timeout``, ``failure``);
+        ``deadline_ms`` the wall-clock time, in ms since the epoch, at which everything left
+        is killed.
+        """
+        with self._events:
+            if self._shutdown is None:
+                self._shutdown = {"eventType": "SHUTDOWN", "shutdownReason": reason, "deadlineMs": deadline_ms}
+            self._events.notify_all()
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutdown is not None
+
     # --- called from the HTTP handler threads --------------------------------------------------
 
+    def register_extension(self, name: str, events: list[str]) -> Extension:
+        extension = Extension(name=name, events=tuple(events))
+        with self._lock:
+            self._extensions[extension.identifier] = extension
+        return extension
+
+    def next_extension_event(self, identifier: str) -> dict | None:
+        """Block until the extension's next event (None when the API is closing).
+
+        Raises:
+            KeyError: no extension registered with ``identifier``.
+        """
+        with self._events:
+            extension = self._extensions[identifier]
+            extension.ready.set()
+            while not self._closed.is_set():
+                if self._shutdown is not None and "SHUTDOWN" in extension.events:
+                    extension.shutdown_sent = True
+                    return dict(self._shutdown)
+                self._events.wait(0.5)
+        return None
+
+    def report_extension_error(self, identifier: str, kind: str, body: bytes, error_type: str | None) -> bool:
+        with self._lock:
+            extension = self._extensions.get(identifier)
+        if extension is None:
+            return False
+        try:
+            document = json.loads(body or b"{}")
+        except ValueError:
+            document = {"errorMessage": body.decode("utf-8", "replace")}
+        extension.error = {"phase": kind, "errorType": error_type or document.get("errorType"), **document}
+        return True
+
     def next_invocation(self) -> Invocation | None:
-        """Block until an invocation is queued (None when the API is closing)."""
+        """Block until an invocation is queued (None when the API is closing).
+
+        A container shutting down queues nothing more: the poll stays open until the runtime
+        exits or is killed.
+        """
         while not self._closed.is_set():
+            if self._shutdown is not None:
+                self._closed.wait(0.2)
+                continue
             try:
                 invocation = self._pending.get(timeout=0.2)
             except queue.Empty:
@@ -206,6 +304,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         api = self.server.api
+        if self.path == f"{EXTENSION_PREFIX}/event/next":
+            self._extension_next()
+            return
         if self.path != f"{API_PREFIX}/invocation/next":
             self._send(404, {"errorType": "NotFound", "errorMessage": f"no route {self.path}"})
             return
@@ -224,9 +325,55 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Lambda-Runtime-Client-Context"] = invocation.client_context
         self._send(200, None, headers, raw=invocation.payload)
 
+    def _extension_next(self) -> None:
+        identifier = self.headers.get("Lambda-Extension-Identifier") or ""
+        try:
+            event = self.server.api.next_extension_event(identifier)
+        except KeyError:
+            self._send(403, {"errorType": "Extension.UnknownExtensionIdentifier",
+                             "errorMessage": "unknown or missing Lambda-Extension-Identifier"})
+            return
+        if event is None:
+            self._send(500, {"errorType": "Extension.Shutdown", "errorMessage": "container stopping"})
+            return
+        self._send(200, event, {"Lambda-Extension-Event-Identifier": str(uuid.uuid4())})
+
+    def _extension_post(self, body: bytes) -> None:
+        api = self.server.api
+        path = self.path[len(EXTENSION_PREFIX):]
+        if path == "/register":
+            name = self.headers.get("Lambda-Extension-Name") or ""
+            try:
+                events = json.loads(body or b"{}").get("events") or []
+            except (ValueError, AttributeError):
+                events = None
+            if not name or not isinstance(events, list) or any(e not in EXTENSION_EVENTS for e in events):
+                self._send(400, {"errorType": "InvalidRequest",
+                                 "errorMessage": "needs a Lambda-Extension-Name header and "
+                                                 f"events from {list(EXTENSION_EVENTS)}"})
+                return
+            extension = api.register_extension(name, events)
+            self._send(200, {"functionName": api.function_arn.rsplit(":", 1)[-1], "functionVersion": "$LATEST",
+                             "handler": api.handler},
+                       {"Lambda-Extension-Identifier": extension.identifier})
+            return
+        if path in ("/init/error", "/exit/error"):
+            identifier = self.headers.get("Lambda-Extension-Identifier") or ""
+            error_type = self.headers.get("Lambda-Extension-Function-Error-Type")
+            if api.report_extension_error(identifier, path.split("/")[1], body, error_type):
+                self._send(202, {"status": "OK"})
+            else:
+                self._send(403, {"errorType": "Extension.UnknownExtensionIdentifier",
+                                 "errorMessage": "unknown or missing Lambda-Extension-Identifier"})
+            return
+        self._send(404, {"errorType": "NotFound", "errorMessage": f"no route {self.path}"})
+
     def do_POST(self) -> None:  # noqa: N802
         api = self.server.api
         body = self._body()
+        if self.path.startswith(EXTENSION_PREFIX + "/"):
+            self._extension_post(body)
+            return
         error_type = self.headers.get("Lambda-Runtime-Function-Error-Type")
         if self.path == f"{API_PREFIX}/init/error":
             api.report_init_error(body, error_type)

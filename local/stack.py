@@ -6,11 +6,13 @@
    bucket, tables and queues;
 2. the metrics stack: a given ``PUSHGATEWAY_URL`` as is, else (when the pinned stack's binaries are
    installed and ``metrics`` is on) a Pushgateway and a Prometheus scraping it;
-3. a pool of warm containers per function, with the Lambda, template and local environment;
+3. a pool of warm containers per function, with the Lambda, template and local environment
+   (a container idle for ``idle_seconds`` is retired, as Lambda reaps idle ones);
 4. the API on ``host:port``, routes from the template's ``Api`` events;
 5. the template's event sources: ``rate(...)`` schedules and SQS queues (``local.events``).
 
-``close()`` stops everything in reverse order. With ``state_file`` set the running stack is
+``close()`` stops everything in reverse order (the containers retired the Lambda way, all at
+once: see ``local.pool``). With ``state_file`` set the running stack is
 described there (``make invoke`` reads it to use the same services).
 """
 
@@ -31,7 +33,7 @@ from typing import IO, Any, Mapping
 from local import environment
 from local.apigw import LocalApi
 from local.container import PROJECT_ROOT
-from local.pool import DEFAULT_MAX_CONTAINERS, FunctionPool
+from local.pool import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_CONTAINERS, FunctionPool
 from local.services import (
     MotoServer, Prometheus, Pushgateway, ServiceError, create_resources, preferred_port,
     write_prometheus_config,
@@ -59,6 +61,8 @@ class StackOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     max_containers: int = DEFAULT_MAX_CONTAINERS
+    idle_seconds: float | None = DEFAULT_IDLE_SECONDS
+    shutdown_budget_ms: float | None = None
     require_api_key: str | None = None
     metrics: bool = True
     pushgateway_port: int = 9091
@@ -76,6 +80,8 @@ class StackOptions:
         """Options from ``make run``'s environment.
 
         ``PORT`` (8000), ``HOST`` (127.0.0.1), ``LOCAL_MAX_CONTAINERS`` (8 per function),
+        ``LOCAL_IDLE_SECONDS`` (120: a container idle that long is retired; 0: never),
+        ``LOCAL_SHUTDOWN_BUDGET_MS`` (500: from SIGTERM to SIGKILL when a container is retired),
         ``LOCAL_REQUIRE_API_KEY`` (off), ``LOCAL_METRICS`` (1: start Pushgateway and Prometheus
         when installed), ``LOCAL_PUSHGATEWAY_PORT`` (9091), ``LOCAL_PROMETHEUS_PORT`` (9090),
         ``LOCAL_EVENT_SOURCES`` (1: fire rate() schedules, poll SQS queues),
@@ -94,6 +100,8 @@ class StackOptions:
             host=env.get("HOST") or "127.0.0.1",
             port=int(env.get("PORT") or 8000),
             max_containers=int(env.get("LOCAL_MAX_CONTAINERS") or DEFAULT_MAX_CONTAINERS),
+            idle_seconds=float(env["LOCAL_IDLE_SECONDS"]) if env.get("LOCAL_IDLE_SECONDS") else DEFAULT_IDLE_SECONDS,
+            shutdown_budget_ms=float(env["LOCAL_SHUTDOWN_BUDGET_MS"]) if env.get("LOCAL_SHUTDOWN_BUDGET_MS") else None,
             require_api_key=env.get("LOCAL_REQUIRE_API_KEY") or None,
             metrics=flag("LOCAL_METRICS", True),
             pushgateway_port=int(env.get("LOCAL_PUSHGATEWAY_PORT") or 9091),
@@ -176,7 +184,8 @@ class LocalStack:
                 env_vars=env_vars)
             self.pools[logical_id] = FunctionPool(
                 function, overrides, max_containers=opts.max_containers, log_dir=self.log_dir,
-                echo=opts.echo, runtime_packages=opts.runtime_packages, region=opts.region)
+                echo=opts.echo, runtime_packages=opts.runtime_packages, region=opts.region,
+                idle_seconds=opts.idle_seconds, shutdown_budget_ms=opts.shutdown_budget_ms)
 
         self.api = LocalApi(self.template.api_routes(), self.pools, stage=self.template.api_stage(),
                             host=opts.host, port=opts.port, require_api_key=opts.require_api_key).start()
