@@ -44,7 +44,7 @@ def m() -> PricingMetrics:
 
 
 def value(m: PricingMetrics, name: str, **labels) -> float | None:
-    return m.registry.get_sample_value(name, {k: str(v) for k, v in labels.items()})
+    return m.get_sample_value(name, labels)
 
 
 def test_every_spec_family_exists_with_its_exact_name_type_and_labels(m):
@@ -64,7 +64,7 @@ def test_the_registry_is_dedicated_not_the_global_one():
     ("retraining_duration", (1800.0,)),
 ])
 def test_alert_thresholds_are_bucket_edges(m, family, thresholds):
-    edges = getattr(m, family)._upper_bounds  # noqa: SLF001
+    edges = getattr(metrics, family).buckets
     for threshold in thresholds:
         assert threshold in edges
 
@@ -122,18 +122,18 @@ def test_property_labels_are_capped_per_container_and_overflow_is_still_counted(
 
 
 def test_track_latency_observes_the_block_and_lets_it_complete_labels(m):
-    with m.track_latency(m.api_latency, {"method": "POST", "endpoint": "/score"}) as labels:
+    with m.track_latency(metrics.api_latency, {"method": "POST", "endpoint": "/score"}) as labels:
         labels["status_code"] = 200
     assert value(m, "pricing_api_latency_seconds_count", method="POST", endpoint="/score", status_code=200) == 1
     with pytest.raises(RuntimeError):
-        with m.track_latency(m.api_latency, {"method": "GET", "endpoint": "/health"}):
+        with m.track_latency(metrics.api_latency, {"method": "GET", "endpoint": "/health"}):
             raise RuntimeError("boom")
     assert value(m, "pricing_api_latency_seconds_count", method="GET", endpoint="/health", status_code="unknown") == 1
 
 
 def test_track_latency_on_a_per_property_histogram_goes_through_the_cap(m):
     for i in range(5):
-        with m.track_latency(m.model_prediction_seconds, {"property_id": f"p{i}", "model_type": "conversion"}):
+        with m.track_latency(metrics.model_prediction_seconds, {"property_id": f"p{i}", "model_type": "conversion"}):
             pass
     assert value(m, "pricing_model_prediction_seconds_count", property_id=OTHER_PROPERTY, model_type="conversion") == 2
 

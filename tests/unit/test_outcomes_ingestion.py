@@ -38,7 +38,7 @@ def sample(name: str, **labels) -> float:
     # series the property is actually counted under.
     if labels.get("property_id") not in (None, metrics.UNKNOWN_PROPERTY):
         labels["property_id"] = metrics.METRICS.property_label(labels["property_id"])
-    return metrics.METRICS.registry.get_sample_value(name, labels) or 0.0
+    return metrics.METRICS.get_sample_value(name, labels) or 0.0
 
 
 def outcome(i: int, **fields) -> dict:

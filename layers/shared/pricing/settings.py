@@ -58,7 +58,6 @@ class Settings:
     ``RETRAIN_BATCH_SIZE``                          properties per fanned-out retrain invocation
     ``RETRAIN_QUEUE_URL``                           SQS queue of retrain batches (empty: run inline)
     ``METRICS_MAX_PROPERTY_LABELS``                 distinct property_id label values per container
-    ``METRICS_NEW_SERIES_HOLD_SECONDS``             a late-born series is pushed at 0 this long first
     ``AWS_LAMBDA_FUNCTION_NAME``, ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``  set by Lambda
     ``AWS_LAMBDA_RUNTIME_API``                      set by Lambda: a runtime client serves this process
     """
@@ -91,7 +90,6 @@ class Settings:
     function_memory_mb: int = 0
     lambda_runtime_api: str = ""
     metrics_max_property_labels: int = 200
-    metrics_new_series_hold_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -126,7 +124,6 @@ class Settings:
             function_memory_mb=_int(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", d.function_memory_mb, 0, 10240),
             lambda_runtime_api=env.get("AWS_LAMBDA_RUNTIME_API", ""),
             metrics_max_property_labels=_int(env, "METRICS_MAX_PROPERTY_LABELS", d.metrics_max_property_labels, 1, 100000),
-            metrics_new_series_hold_seconds=_float(env, "METRICS_NEW_SERIES_HOLD_SECONDS", d.metrics_new_series_hold_seconds, 0.0, 3600.0),
         )
 
 

@@ -1,18 +1,21 @@
-"""Every Prometheus metric of the service, defined once, in a registry of its own.
+"""Every Prometheus metric of the service, defined once, in registries of its own.
 
 The families, names, types and labels are those of ``spec/OBSERVABILITY.md`` plus the few
 self-metrics the alert rules need (push failures, synthetic check, container memory). They live
-in a dedicated :class:`~prometheus_client.CollectorRegistry`, never the library's global one, so
-nothing a dependency registers there is pushed with them.
+in dedicated :class:`~prometheus_client.CollectorRegistry` objects, never the library's global
+one, so nothing a dependency registers there is pushed with them.
 
-Callers record through the helper functions (``track_request``, ``track_outcomes``, ...), which go
-to one module-level :class:`PricingMetrics`. Tests build their own ``PricingMetrics`` instead.
+The registries follow the Pushgateway groups they are pushed to: one *base* registry for the
+families of fixed size, and one small registry per property label for the families labelled by
+``property_id`` (the label itself travels in the group's grouping key, so those families are
+defined here without it). A push renders a group straight from its registry's ``collect()``,
+and its size does not depend on how many properties the container served before.
 
 Example::
 
     >>> m = PricingMetrics(max_property_labels=2)
     >>> m.track_request(method="POST", endpoint="/score", status_code=200, duration=0.012)
-    >>> m.requests_total.labels("POST", "/score", "200")._value.get()
+    >>> m.get_sample_value("pricing_requests_total", {"method": "POST", "endpoint": "/score", "status_code": "200"})
     1.0
     >>> [m.property_label(p) for p in ("a", "b", "c")]
     ['a', 'b', '__other__']
@@ -20,8 +23,6 @@ Example::
 Label cardinality: ``property_id`` is the only open-ended label. Each container keeps at most
 ``METRICS_MAX_PROPERTY_LABELS`` distinct values (through ``pricing.settings``); later properties
 are counted under ``property_id="__other__"`` so no event is lost, only its attribution.
-
-Environment: ``METRICS_MAX_PROPERTY_LABELS`` (read once through ``pricing.settings``).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ import resource
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator, Mapping, NamedTuple
+from typing import Iterable, Iterator, Mapping, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.metrics_core import Metric
 
 from pricing.settings import get_settings
 
@@ -56,8 +58,8 @@ RETRAINING_STATUSES = ("deployed", "rejected", "skipped", "failed")
 COMPETITOR_FETCH_STATUSES = ("success", "not_found", "timeout", "error")
 PUSH_FAILURE_REASONS = ("timeout", "connection", "http_4xx", "http_5xx", "backoff", "prune")
 
-# The routes each function serves, with the statuses API.md allows, so the first 4xx/5xx of a
-# container is an increment from an already visible zero rather than a brand-new series.
+# The routes each function serves, with the statuses API.md allows, so that a container's first
+# 4xx/5xx is an increment of a series its first push already carried.
 FUNCTION_ROUTES: Mapping[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
     "score": (("POST", "/score", ("200", "413", "422", "500")), ("GET", "/health", ("200", "500"))),
     "ingest": (("POST", "/learn", ("200", "413", "422", "500")),),
@@ -65,133 +67,117 @@ FUNCTION_ROUTES: Mapping[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
 }
 
 
-class Series(NamedTuple):
-    """One labelled child of a family, as the pusher sees it."""
-
-    family: "Family"
-    labelvalues: tuple[str, ...]
-    child: object
-
-
 class Family(NamedTuple):
-    """A metric family with what the pusher needs to render it in the text format."""
+    """One metric family as the spec names it (``name`` is the exposed one: ``..._total``)."""
 
-    metric: object
-    name: str  # the exposed family name (``..._total`` for counters)
-    kind: str  # counter, gauge, histogram (info is rendered as a gauge)
+    name: str
+    kind: str  # counter, gauge, histogram, info
     documentation: str
     labelnames: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
 
     @property
     def per_property(self) -> bool:
         return "property_id" in self.labelnames
 
-    @property
-    def cumulative(self) -> bool:
-        """Counters and histograms: their first sample is invisible to increase()/rate()."""
-        return self.kind in ("counter", "histogram")
+    def build(self, registry: CollectorRegistry, without: tuple[str, ...] = ()):
+        """The prometheus_client metric for this family in ``registry``, minus ``without`` labels."""
+        labels = tuple(n for n in self.labelnames if n not in without)
+        if self.kind == "counter":
+            return Counter(self.name.removesuffix("_total"), self.documentation, labels, registry=registry)
+        if self.kind == "gauge":
+            return Gauge(self.name, self.documentation, labels, registry=registry)
+        if self.kind == "histogram":
+            return Histogram(self.name, self.documentation, labels, buckets=self.buckets, registry=registry)
+        return Info(self.name.removesuffix("_info"), self.documentation, labels, registry=registry)
+
+
+FAMILIES = (
+    # --- API ---
+    api_latency := Family("pricing_api_latency_seconds", "histogram", "API request latency in seconds",
+                          ("method", "endpoint", "status_code"), API_LATENCY_BUCKETS),
+    score_latency := Family("pricing_score_latency_seconds", "histogram", "/score endpoint latency in seconds",
+                            ("pricing_method",), API_LATENCY_BUCKETS),
+    requests_total := Family("pricing_requests_total", "counter", "Total requests",
+                             ("method", "endpoint", "status_code")),
+    active_requests := Family("pricing_active_requests", "gauge", "Active concurrent requests", ("endpoint",)),
+    errors_total := Family("pricing_errors_total", "counter", "Total errors", ("endpoint", "error_type")),
+    # --- ML model ---
+    model_prediction_seconds := Family("pricing_model_prediction_seconds", "histogram",
+                                       "Model prediction latency in seconds", ("property_id", "model_type"),
+                                       MODEL_PREDICTION_BUCKETS),
+    model_cache_hits := Family("pricing_model_cache_hits_total", "counter", "Model cache hits", ()),
+    model_cache_misses := Family("pricing_model_cache_misses_total", "counter", "Model cache misses", ()),
+    models_loaded := Family("pricing_models_loaded", "gauge", "Number of models loaded", ()),
+    # --- learning loop ---
+    outcomes_ingested := Family("pricing_outcomes_ingested_total", "counter", "Outcomes ingested", ("property_id",)),
+    outcomes_invalid := Family("pricing_outcomes_invalid_total", "counter", "Invalid outcomes",
+                               ("property_id", "reason")),
+    retraining_duration := Family("pricing_retraining_duration_seconds", "histogram",
+                                  "Retraining duration in seconds", ("property_id", "model_type"),
+                                  RETRAINING_BUCKETS),
+    retraining_total := Family("pricing_retraining_total", "counter", "Retraining events",
+                               ("property_id", "model_type", "status")),
+    drift_detected := Family("pricing_drift_detected_total", "counter", "Drift detections",
+                             ("property_id", "trigger_retrain")),
+    # --- A/B testing ---
+    ab_assignments := Family("pricing_ab_assignments_total", "counter", "A/B test assignments",
+                             ("experiment_id", "variant")),
+    ab_outcomes := Family("pricing_ab_outcomes_total", "counter", "A/B test outcomes",
+                          ("experiment_id", "variant", "accepted")),
+    # --- competitor data ---
+    competitor_fetches := Family("pricing_competitor_fetches_total", "counter", "Competitor data fetches",
+                                 ("property_id", "status")),
+    competitor_staleness := Family("pricing_competitor_staleness_seconds", "gauge",
+                                   "Competitor data staleness in seconds", ("property_id",)),
+    # --- system ---
+    service_info := Family("pricing_service_info", "info", "Service information", ()),
+    uptime_seconds := Family("pricing_uptime_seconds", "gauge", "Container uptime in seconds", ()),
+    # --- self-metrics for the Lambda meaning of the alerts (no long-running target to scrape) ---
+    push_failures := Family("pricing_metrics_push_failures_total", "counter",
+                            "Metric pushes to the Pushgateway that failed", ("reason",)),
+    synthetic_check_timestamp := Family("pricing_synthetic_check_timestamp_seconds", "gauge",
+                                        "Unix time of the last successful scheduled synthetic health check", ()),
+    container_memory_bytes := Family("pricing_container_memory_bytes", "gauge",
+                                     "Peak resident memory of the container (max RSS)", ()),
+    container_memory_limit_bytes := Family("pricing_container_memory_limit_bytes", "gauge",
+                                           "Memory configured for the function", ()),
+)
+
+
+class _PropertyGroup:
+    """One property label's families, created on first use, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.metrics: dict[str, object] = {}
 
 
 class PricingMetrics:
-    """The service's metric families in one dedicated registry, with the spec's helpers.
+    """The service's metric families with the spec's helpers (``track_request``, ...).
 
-    Thread-safe: the FastAPI apps run sync routes in worker threads.
+    Thread-safe: the FastAPI apps run sync routes in worker threads. Record only through the
+    helpers; read with :meth:`get_sample_value` or :meth:`collect`.
     """
+
+    families = FAMILIES
 
     def __init__(self, max_property_labels: int = 200) -> None:
         if max_property_labels < 1:
             raise ValueError("max_property_labels must be at least 1")
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        # --- API ---
-        self.api_latency = Histogram(
-            "pricing_api_latency_seconds", "API request latency in seconds",
-            ("method", "endpoint", "status_code"), buckets=API_LATENCY_BUCKETS, registry=r)
-        self.score_latency = Histogram(
-            "pricing_score_latency_seconds", "/score endpoint latency in seconds",
-            ("pricing_method",), buckets=API_LATENCY_BUCKETS, registry=r)
-        self.requests_total = Counter(
-            "pricing_requests_total", "Total requests", ("method", "endpoint", "status_code"), registry=r)
-        self.active_requests = Gauge(
-            "pricing_active_requests", "Active concurrent requests", ("endpoint",), registry=r)
-        self.errors_total = Counter(
-            "pricing_errors_total", "Total errors", ("endpoint", "error_type"), registry=r)
-        # --- ML model ---
-        self.model_prediction_seconds = Histogram(
-            "pricing_model_prediction_seconds", "Model prediction latency in seconds",
-            ("property_id", "model_type"), buckets=MODEL_PREDICTION_BUCKETS, registry=r)
-        self.model_cache_hits = Counter("pricing_model_cache_hits_total", "Model cache hits", registry=r)
-        self.model_cache_misses = Counter("pricing_model_cache_misses_total", "Model cache misses", registry=r)
-        self.models_loaded = Gauge("pricing_models_loaded", "Number of models loaded", registry=r)
-        # --- learning loop ---
-        self.outcomes_ingested = Counter(
-            "pricing_outcomes_ingested_total", "Outcomes ingested", ("property_id",), registry=r)
-        self.outcomes_invalid = Counter(
-            "pricing_outcomes_invalid_total", "Invalid outcomes", ("property_id", "reason"), registry=r)
-        self.retraining_duration = Histogram(
-            "pricing_retraining_duration_seconds", "Retraining duration in seconds",
-            ("property_id", "model_type"), buckets=RETRAINING_BUCKETS, registry=r)
-        self.retraining_total = Counter(
-            "pricing_retraining_total", "Retraining events", ("property_id", "model_type", "status"), registry=r)
-        self.drift_detected = Counter(
-            "pricing_drift_detected_total", "Drift detections", ("property_id", "trigger_retrain"), registry=r)
-        # --- A/B testing ---
-        self.ab_assignments = Counter(
-            "pricing_ab_assignments_total", "A/B test assignments", ("experiment_id", "variant"), registry=r)
-        self.ab_outcomes = Counter(
-            "pricing_ab_outcomes_total", "A/B test outcomes", ("experiment_id", "variant", "accepted"), registry=r)
-        # --- competitor data ---
-        self.competitor_fetches = Counter(
-            "pricing_competitor_fetches_total", "Competitor data fetches", ("property_id", "status"), registry=r)
-        self.competitor_staleness = Gauge(
-            "pricing_competitor_staleness_seconds", "Competitor data staleness in seconds",
-            ("property_id",), registry=r)
-        # --- system ---
-        self.service_info = Info("pricing_service", "Service information", registry=r)
-        self.uptime_seconds = Gauge("pricing_uptime_seconds", "Container uptime in seconds", registry=r)
-        # --- self-metrics for Lambda semantics of the alerts (no long-running target to scrape) ---
-        self.push_failures = Counter(
-            "pricing_metrics_push_failures_total", "Metric pushes to the Pushgateway that failed",
-            ("reason",), registry=r)
-        self.synthetic_check_timestamp = Gauge(
-            "pricing_synthetic_check_timestamp_seconds",
-            "Unix time of the last successful scheduled synthetic health check", registry=r)
-        self.container_memory_bytes = Gauge(
-            "pricing_container_memory_bytes", "Peak resident memory of the container (max RSS)", registry=r)
-        self.container_memory_limit_bytes = Gauge(
-            "pricing_container_memory_limit_bytes", "Memory configured for the function", registry=r)
-
-        self.families: tuple[Family, ...] = tuple(self._describe())
-        self._by_metric = {id(f.metric): f for f in self.families}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._base = {f.name: f.build(self.registry) for f in FAMILIES if not f.per_property}
         self._lock = threading.Lock()
         self._max_property_labels = max_property_labels
         self._property_labels: set[str] = set()
-        # Every child ever created, per property label (None: not per-property), in creation
-        # order. The pusher renders one property's group from here without walking the registry.
-        self._series: dict[str | None, dict[tuple[int, tuple[str, ...]], Series]] = {None: {}}
-        self._touched: set[str] = set()
+        self._groups: dict[str, _PropertyGroup] = {}
+        self._dirty: set[tuple[str | None, str]] = set()
         self._started = time.monotonic()
-        for fam in self.families:
-            if not fam.labelnames:
-                self._series[None][(id(fam.metric), ())] = Series(fam, (), fam.metric)
+        self._service_info_set = False
         for reason in PUSH_FAILURE_REASONS:
-            self._child(self.push_failures, reason=reason)
+            self._child(push_failures, reason=reason)
 
-    def _describe(self) -> Iterator[Family]:
-        for metric in (
-            self.api_latency, self.score_latency, self.requests_total, self.active_requests,
-            self.errors_total, self.model_prediction_seconds, self.model_cache_hits,
-            self.model_cache_misses, self.models_loaded, self.outcomes_ingested, self.outcomes_invalid,
-            self.retraining_duration, self.retraining_total, self.drift_detected, self.ab_assignments,
-            self.ab_outcomes, self.competitor_fetches, self.competitor_staleness, self.service_info,
-            self.uptime_seconds, self.push_failures, self.synthetic_check_timestamp,
-            self.container_memory_bytes, self.container_memory_limit_bytes,
-        ):
-            kind = metric._type  # noqa: SLF001 - the wrapper's declared type
-            name = metric._name + {"counter": "_total", "info": "_info"}.get(kind, "")  # noqa: SLF001
-            yield Family(metric, name, kind, metric._documentation, tuple(metric._labelnames))  # noqa: SLF001
-
-    # ------------------------------------------------------------------ labels and children
+    # ------------------------------------------------------------------ groups and children
 
     def property_label(self, property_id: object) -> str:
         """The ``property_id`` label value for ``property_id`` in this container.
@@ -212,181 +198,239 @@ class PricingMetrics:
                 return pid
         return OTHER_PROPERTY
 
-    def _child(self, metric, **labels: object):
-        """The labelled child, registered for the pusher; ``property_id`` must already be mapped."""
-        fam = self._by_metric[id(metric)]
-        values = tuple(str(labels[n]) for n in fam.labelnames)
-        prop = labels["property_id"] if fam.per_property else None
-        key = (id(metric), values)
+    def _metric(self, family: Family, group: str | None):
+        if group is None:
+            return self._base[family.name]
         with self._lock:
-            known = self._series.setdefault(prop, {}).get(key)
-            if prop is not None:
-                self._touched.add(prop)
-        if known is not None:
-            return known.child
+            found = self._groups.get(group)
+            if found is None:
+                found = self._groups[group] = _PropertyGroup()
+            metric = found.metrics.get(family.name)
+            if metric is None:
+                metric = found.metrics[family.name] = family.build(found.registry, without=("property_id",))
+                self._dirty.add((group, family.name))
+        return metric
+
+    def _child(self, family: Family, **labels: object):
+        """The labelled child; ``property_id``, if the family has it, must already be mapped.
+
+        A child created here is a new series: its family is marked changed.
+        """
+        group = str(labels["property_id"]) if family.per_property else None
+        metric = self._metric(family, group)
+        values = [str(labels[n]) for n in family.labelnames if n != "property_id"]
+        if not values:
+            return metric
         child = metric.labels(*values)
-        with self._lock:
-            self._series[prop].setdefault(key, Series(fam, values, child))
+        self._changed(family, group)
         return child
 
-    def _property_children(self, metric, property_id: object, **labels: object):
-        return self._child(metric, property_id=self.property_label(property_id), **labels)
-
-    def series(self, property_label: str | None) -> list[Series]:
-        """Children of the base group (``None``) or of one property's group, in family order."""
+    def _changed(self, family: Family, group: str | None) -> None:
+        # Marked after the write, so a push that drains the marks before it collects can never
+        # miss a write: a write after the drain marks its family again for the next push.
         with self._lock:
-            found = list(self._series.get(property_label, {}).values())
-        order = {id(f.metric): i for i, f in enumerate(self.families)}
-        found.sort(key=lambda s: order[id(s.family.metric)])
-        return found
+            self._dirty.add((group, family.name))
 
-    def property_labels(self) -> list[str]:
-        """Every property label that has series in this container."""
-        with self._lock:
-            return [p for p in self._series if p is not None]
+    def _group_of(self, family: Family, labels: Mapping[str, object]) -> str | None:
+        return str(labels["property_id"]) if family.per_property else None
 
-    def drain_touched_properties(self) -> set[str]:
-        """Property labels recorded since the last call (the pusher pushes only those groups)."""
+    def _inc(self, family: Family, amount: float = 1, **labels: object) -> None:
+        self._child(family, **labels).inc(amount)
+        self._changed(family, self._group_of(family, labels))
+
+    def _observe(self, family: Family, value: float, **labels: object) -> None:
+        self._child(family, **labels).observe(value)
+        self._changed(family, self._group_of(family, labels))
+
+    def _set(self, family: Family, value: float, **labels: object) -> None:
+        self._child(family, **labels).set(value)
+        self._changed(family, self._group_of(family, labels))
+
+    def groups(self) -> list[str]:
+        """Every property label that has a group in this container."""
         with self._lock:
-            touched, self._touched = self._touched, set()
-        return touched
+            return list(self._groups)
+
+    property_labels = groups
+
+    def family_metrics(self, group: str | None) -> list[tuple[str, object]]:
+        """``(family name, prometheus_client metric)`` of the base group (``None``) or of one
+        property's group, in the order of :data:`FAMILIES`."""
+        if group is None:
+            return list(self._base.items())
+        with self._lock:
+            found = self._groups.get(group)
+            if found is None:
+                return []
+            present = dict(found.metrics)
+        return [(f.name, present[f.name]) for f in FAMILIES if f.name in present]
+
+    def collect(self, group: str | None = None) -> Iterable[Metric]:
+        """The collected families of the base group (``None``) or of one property's group."""
+        if group is None:
+            return self.registry.collect()
+        with self._lock:
+            found = self._groups.get(group)
+        return found.registry.collect() if found is not None else ()
+
+    def get_sample_value(self, name: str, labels: Mapping[str, object] | None = None) -> float | None:
+        """One sample's value (``labels`` may name ``property_id``), or None if it does not exist."""
+        labels = {k: str(v) for k, v in (labels or {}).items()}
+        group = labels.pop("property_id", None)
+        if group is None:
+            return self.registry.get_sample_value(name, labels)
+        with self._lock:
+            found = self._groups.get(group)
+        return found.registry.get_sample_value(name, labels) if found is not None else None
+
+    def drain_changes(self) -> dict[str | None, set[str]]:
+        """The families recorded into since the last call, by group (``None``: the base group)."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        changes: dict[str | None, set[str]] = {}
+        for group, name in dirty:
+            changes.setdefault(group, set()).add(name)
+        return changes
 
     def preinitialise(self, function: str) -> None:
-        """Create at zero every finite label set ``function`` can emit.
-
-        A series that first appears with value 1 has no earlier sample, so ``increase()`` never
-        sees that 1. Created at zero and announced with the container's first push, a later first
-        error or first 413 is an ordinary increment, with no hold of its own to wait out.
-        """
+        """Create at zero every finite label set ``function`` can emit, so that the container's
+        first push already carries them and a later first error is an ordinary increment."""
         for method, endpoint, statuses in FUNCTION_ROUTES.get(function, ()):
-            self._child(self.active_requests, endpoint=endpoint)
+            self._child(active_requests, endpoint=endpoint)
             # Latency only for the success path: a histogram series is ~16 samples on every push,
             # and an error's latency is not what an alert counts (its request is).
-            self._child(self.api_latency, method=method, endpoint=endpoint, status_code=statuses[0])
+            self._child(api_latency, method=method, endpoint=endpoint, status_code=statuses[0])
             for status in statuses:
-                self._child(self.requests_total, method=method, endpoint=endpoint, status_code=status)
+                self._child(requests_total, method=method, endpoint=endpoint, status_code=status)
         if function == "score":
             for pricing_method in PRICING_METHODS:
-                self._child(self.score_latency, pricing_method=pricing_method)
+                self._child(score_latency, pricing_method=pricing_method)
 
     # ------------------------------------------------------------------ the spec's helpers
 
     def track_request(self, method: str, endpoint: str, status_code: int | str, duration: float) -> None:
         """One API request: ``pricing_requests_total`` and ``pricing_api_latency_seconds``."""
         labels = {"method": method, "endpoint": endpoint, "status_code": status_code}
-        self._child(self.requests_total, **labels).inc()
-        self._child(self.api_latency, **labels).observe(duration)
+        self._inc(requests_total, **labels)
+        self._observe(api_latency, duration, **labels)
 
     def track_score_request(self, pricing_method: str, duration: float) -> None:
-        self._child(self.score_latency, pricing_method=pricing_method).observe(duration)
+        self._observe(score_latency, duration, pricing_method=pricing_method)
 
     def track_outcomes(self, property_id: str, count: int, invalid_count: int = 0,
                        reason: str = "invalid") -> None:
         """``count`` outcomes stored and ``invalid_count`` rejected (all for one ``reason``)."""
-        ingested = self._property_children(self.outcomes_ingested, property_id)
+        label = self.property_label(property_id)
+        self._child(outcomes_ingested, property_id=label)
         if count:
-            ingested.inc(count)
+            self._inc(outcomes_ingested, count, property_id=label)
         if invalid_count:
             self.track_invalid_outcome(property_id, reason, invalid_count)
 
     def track_invalid_outcome(self, property_id: str, reason: str, count: int = 1) -> None:
         """``count`` outcomes rejected for ``reason`` (a short validation code, not free text)."""
         label = self.property_label(property_id)
-        self._child(self.outcomes_ingested, property_id=label)  # the ratio's denominator exists
-        self._child(self.outcomes_invalid, property_id=label, reason=reason).inc(count)
+        self._child(outcomes_ingested, property_id=label)  # the ratio's denominator exists
+        self._inc(outcomes_invalid, count, property_id=label, reason=reason)
 
     def track_model_prediction(self, property_id: str, model_type: str, duration: float) -> None:
-        self._property_children(self.model_prediction_seconds, property_id, model_type=model_type).observe(duration)
+        self._observe(model_prediction_seconds, duration, property_id=self.property_label(property_id),
+                      model_type=model_type)
 
     def track_retraining(self, property_id: str, model_type: str, status: str, duration: float) -> None:
         """One retraining run; every status of the property starts at zero with the first run."""
         label = self.property_label(property_id)
         for known in RETRAINING_STATUSES:
-            self._child(self.retraining_total, property_id=label, model_type=model_type, status=known)
-        self._child(self.retraining_total, property_id=label, model_type=model_type, status=status).inc()
-        self._child(self.retraining_duration, property_id=label, model_type=model_type).observe(duration)
+            self._child(retraining_total, property_id=label, model_type=model_type, status=known)
+        self._inc(retraining_total, property_id=label, model_type=model_type, status=status)
+        self._observe(retraining_duration, duration, property_id=label, model_type=model_type)
 
     def track_drift(self, property_id: str, trigger_retrain: bool) -> None:
         label = self.property_label(property_id)
         for flag in ("true", "false"):
-            self._child(self.drift_detected, property_id=label, trigger_retrain=flag)
-        self._child(self.drift_detected, property_id=label, trigger_retrain=_flag(trigger_retrain)).inc()
+            self._child(drift_detected, property_id=label, trigger_retrain=flag)
+        self._inc(drift_detected, property_id=label, trigger_retrain=_flag(trigger_retrain))
 
     @contextmanager
-    def track_latency(self, histogram, labels: Mapping[str, object] | None = None) -> Iterator[dict]:
+    def track_latency(self, histogram: Family, labels: Mapping[str, object] | None = None) -> Iterator[dict]:
         """Observe the block's duration in ``histogram`` under ``labels``.
 
         Yields a copy of the labels the block may complete (e.g. ``status_code`` once known);
         a label still missing at the end is recorded as ``"unknown"``. ``property_id`` goes
         through the per-container cap.
         """
-        fam = self._by_metric[id(histogram)]
         bound = dict(labels or {})
         start = time.perf_counter()
         try:
             yield bound
         finally:
             duration = time.perf_counter() - start
-            values = {n: bound.get(n, "unknown") for n in fam.labelnames}
-            if fam.per_property:
+            values = {n: bound.get(n, "unknown") for n in histogram.labelnames}
+            if histogram.per_property:
                 values["property_id"] = self.property_label(values["property_id"])
-            self._child(histogram, **values).observe(duration)
+            self._observe(histogram, duration, **values)
 
     def track_ab_assignment(self, experiment_id: str, variant: str) -> None:
-        self._child(self.ab_assignments, experiment_id=experiment_id, variant=variant).inc()
+        self._inc(ab_assignments, experiment_id=experiment_id, variant=variant)
 
     def track_ab_outcome(self, experiment_id: str, variant: str, accepted: bool) -> None:
         for flag in ("true", "false"):
-            self._child(self.ab_outcomes, experiment_id=experiment_id, variant=variant, accepted=flag)
-        self._child(self.ab_outcomes, experiment_id=experiment_id, variant=variant, accepted=_flag(accepted)).inc()
+            self._child(ab_outcomes, experiment_id=experiment_id, variant=variant, accepted=flag)
+        self._inc(ab_outcomes, experiment_id=experiment_id, variant=variant, accepted=_flag(accepted))
 
     def track_competitor_fetch(self, property_id: str, status: str, staleness_seconds: float | None = None) -> None:
         """One competitor-data fetch; ``status`` one of ``COMPETITOR_FETCH_STATUSES``."""
         label = self.property_label(property_id)
         for known in COMPETITOR_FETCH_STATUSES:
-            self._child(self.competitor_fetches, property_id=label, status=known)
-        self._child(self.competitor_fetches, property_id=label, status=status).inc()
+            self._child(competitor_fetches, property_id=label, status=known)
+        self._inc(competitor_fetches, property_id=label, status=status)
         if staleness_seconds is not None:
-            self._child(self.competitor_staleness, property_id=label).set(staleness_seconds)
+            self._set(competitor_staleness, staleness_seconds, property_id=label)
 
     def track_error(self, endpoint: str, error_type: str) -> None:
-        self._child(self.errors_total, endpoint=endpoint, error_type=error_type).inc()
+        self._inc(errors_total, endpoint=endpoint, error_type=error_type)
 
     def track_cache_hit(self) -> None:
-        self.model_cache_hits.inc()
+        self._inc(model_cache_hits)
 
     def track_cache_miss(self) -> None:
-        self.model_cache_misses.inc()
+        self._inc(model_cache_misses)
 
     def set_models_loaded(self, count: int) -> None:
-        self.models_loaded.set(count)
+        self._set(models_loaded, count)
 
     @contextmanager
     def track_active_request(self, endpoint: str) -> Iterator[None]:
-        gauge = self._child(self.active_requests, endpoint=endpoint)
-        gauge.inc()
+        self._inc(active_requests, endpoint=endpoint)
         try:
             yield
         finally:
-            gauge.dec()
+            self._inc(active_requests, -1, endpoint=endpoint)
 
     def set_service_info(self, version: str, environment: str, service: str) -> None:
-        self.service_info.info({"version": str(version), "environment": str(environment), "service": str(service)})
+        self._child(service_info).info({"version": str(version), "environment": str(environment),
+                                        "service": str(service)})
+        self._changed(service_info, None)
+        self._service_info_set = True
+
+    @property
+    def has_service_info(self) -> bool:
+        return self._service_info_set
 
     def mark_synthetic_check(self, timestamp: float | None = None) -> None:
         """Record a successful scheduled synthetic health check (ServiceDown watches its age)."""
-        self.synthetic_check_timestamp.set(time.time() if timestamp is None else timestamp)
+        self._set(synthetic_check_timestamp, time.time() if timestamp is None else timestamp)
 
     def count_push_failure(self, reason: str) -> None:
-        self._child(self.push_failures, reason=reason).inc()
+        self._inc(push_failures, reason=reason)
 
     def update_container_gauges(self, memory_limit_bytes: int = 0) -> None:
         """Refresh uptime and memory just before a push (gauges describe the moment of the push)."""
-        self.uptime_seconds.set(time.monotonic() - self._started)
+        self._set(uptime_seconds, time.monotonic() - self._started)
         # Linux reports ru_maxrss in KiB. Peak, not current, RSS: the OOM kill happens at the peak.
-        self.container_memory_bytes.set(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        self._set(container_memory_bytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         if memory_limit_bytes > 0:
-            self.container_memory_limit_bytes.set(memory_limit_bytes)
+            self._set(container_memory_limit_bytes, memory_limit_bytes)
 
 
 def _flag(value: bool) -> str:
@@ -397,33 +441,6 @@ def _flag(value: bool) -> str:
 
 METRICS = PricingMetrics(max_property_labels=get_settings().metrics_max_property_labels)
 REGISTRY = METRICS.registry
-
-# The family objects under the names the spec's examples use, e.g.
-# ``with track_latency(api_latency, {"method": "POST", "endpoint": "/score"}): ...``
-api_latency = METRICS.api_latency
-score_latency = METRICS.score_latency
-requests_total = METRICS.requests_total
-active_requests = METRICS.active_requests
-errors_total = METRICS.errors_total
-model_prediction_seconds = METRICS.model_prediction_seconds
-model_cache_hits = METRICS.model_cache_hits
-model_cache_misses = METRICS.model_cache_misses
-models_loaded = METRICS.models_loaded
-outcomes_ingested = METRICS.outcomes_ingested
-outcomes_invalid = METRICS.outcomes_invalid
-retraining_duration = METRICS.retraining_duration
-retraining_total = METRICS.retraining_total
-drift_detected = METRICS.drift_detected
-ab_assignments = METRICS.ab_assignments
-ab_outcomes = METRICS.ab_outcomes
-competitor_fetches = METRICS.competitor_fetches
-competitor_staleness = METRICS.competitor_staleness
-service_info = METRICS.service_info
-uptime_seconds = METRICS.uptime_seconds
-push_failures = METRICS.push_failures
-synthetic_check_timestamp = METRICS.synthetic_check_timestamp
-container_memory_bytes = METRICS.container_memory_bytes
-container_memory_limit_bytes = METRICS.container_memory_limit_bytes
 
 track_request = METRICS.track_request
 track_score_request = METRICS.track_score_request
