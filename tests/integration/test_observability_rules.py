@@ -6,7 +6,11 @@
   duration, that does not;
 - every alert has summary, description and a runbook_url that resolves to a section of
   observability/runbooks.md saying what it means, what to check and how to fix it;
-- the expressions aggregate as Lambda's per-container push groups need.
+- the expressions aggregate as Lambda's per-container push groups need;
+- every alert on a ratio, a quantile or a burn rate needs a minimum number of events in its
+  window (prometheus_alerts.yml, "Minimum traffic"), and observability/runbooks.md lists them;
+- every histogram ``le`` literal (rules, rule tests, dashboard) is a bucket edge of the service's
+  histograms, written as Prometheus stores it from a protobuf scrape (``le="1.0"``, not ``"1"``).
 
 promtool is the pinned stack's (``make setup``, ``local.prometheus_stack``); without it these
 tests skip, or fail when CI=true.
@@ -14,8 +18,13 @@ tests skip, or fail when CI=true.
 
 from __future__ import annotations
 
+import ast
+import json
+import math
 import re
 import subprocess
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import yaml
@@ -28,6 +37,9 @@ ALERTS = OBSERVABILITY / "prometheus_alerts.yml"
 RECORDING = OBSERVABILITY / "prometheus_recording_rules.yml"
 RULE_TESTS = sorted((OBSERVABILITY / "tests").glob("*.yml"))
 RUNBOOKS = OBSERVABILITY / "runbooks.md"
+README = OBSERVABILITY / "README.md"
+DASHBOARD = OBSERVABILITY / "grafana_dashboard.json"
+METRICS = ROOT / "layers" / "shared" / "pricing" / "observability" / "metrics.py"
 
 # spec/OBSERVABILITY.md, "Alert Rules": name -> (severity, comparison in the rule, `for`).
 SPEC_ALERTS = {
@@ -57,6 +69,34 @@ REDEFINED_FOR_LAMBDA = ("ServiceDown", "HighMemoryUsage", "HighActiveRequests")
 GAUGES = ("pricing_models_loaded", "pricing_competitor_staleness_seconds",
           "pricing_container_memory_bytes", "pricing_active_requests")
 LIVE_FILTER = "and on (job, instance) (push_time_seconds > time() - 600)"
+
+# Minimum events in the window before an alert on a ratio or a quantile may fire:
+# max(100, ceil(2 / t)), t the bad share at the threshold; LongRetrainingDuration is the one
+# exception (retrains are few). Burn rates: per long window, below.
+MINIMUM_EVENTS = {
+    "CriticalScoreLatency": 100,
+    "SlowScoreLatency": 100,
+    "HighAPILatency": 100,
+    "SlowModelPrediction": 100,
+    "LongRetrainingDuration": 20,
+    "LowModelCacheHitRate": 100,
+    "HighInvalidOutcomesRate": 100,
+    "ABTestImbalance": 100,
+    "LowABTestConversionRate": 100,
+    "MetricsPushFailures": 200,
+}
+SLO_BUDGETS = {"availability": "0.001", "latency": "0.01"}
+SLO_EVENTS = {"availability": "environment:pricing_score_requests:increase",
+              "latency": "environment:pricing_score_latency_seconds_count:increase"}
+SLO_EVENT_EXPRS = {"availability": 'sum by (environment) (increase(pricing_requests_total{endpoint="/score"}[{w}]))',
+                   "latency": "sum by (environment) (increase(pricing_score_latency_seconds_count[{w}]))"}
+# Which bucket tuple of metrics.py each histogram uses.
+HISTOGRAM_BUCKETS = {
+    "pricing_api_latency_seconds": "API_LATENCY_BUCKETS",
+    "pricing_score_latency_seconds": "API_LATENCY_BUCKETS",
+    "pricing_model_prediction_seconds": "MODEL_PREDICTION_BUCKETS",
+    "pricing_retraining_duration_seconds": "RETRAINING_BUCKETS",
+}
 
 
 def promtool() -> str:
@@ -210,3 +250,163 @@ def test_slo_burn_rate_alerts_pair_long_and_short_windows():
             assert labels["family"] == f"score_{slo}_slo"
             found.add((long_w, short_w, factor, labels["severity"]))
         assert found == expected, name
+
+
+# ------------------------------------------------------------------------- minimum traffic
+
+
+def burn_minimum(factor: str, budget: str) -> int:
+    """max(100, ceil(2 / (factor x budget))): two bad events alone never cross the burn rate."""
+    return max(100, math.ceil(Fraction(2) / (Fraction(factor) * Fraction(budget))))
+
+
+def minimum_clause(expr: str) -> tuple[str, str, int] | None:
+    """The trailing `and on (labels) <events> >= N` of an expression: (labels, events, N)."""
+    found = re.search(r"\band on \(([^)]*)\) ((?:(?!\band on\b).)+) >= (\d+)$", flat(expr))
+    return (found.group(1), found.group(2), int(found.group(3))) if found else None
+
+
+def is_event_ratio_or_quantile(rule: dict) -> bool:
+    expr = flat(rule["expr"])
+    return ("histogram_quantile(" in expr or ":ratio_rate" in expr
+            or (" / " in expr and re.search(r"\b(rate|increase)\(", expr) is not None))
+
+
+def test_every_ratio_quantile_and_burn_rate_alert_needs_a_minimum_of_events():
+    gated = set()
+    for rule in alert_rules():
+        name, expr = rule["alert"], flat(rule["expr"])
+        if not is_event_ratio_or_quantile(rule):
+            assert minimum_clause(rule["expr"]) is None or name in MINIMUM_EVENTS, name
+            continue
+        gated.add(name)
+        clause = minimum_clause(rule["expr"])
+        assert clause, f"{name} can fire on a handful of events: {expr}"
+        labels, events, minimum = clause
+        if name.endswith("ErrorBudgetBurn"):
+            continue  # per window: test_burn_rate_minimums_per_long_window
+        assert minimum == MINIMUM_EVENTS[name], name
+        # Counted over the alert's own labels and window, from counters (or a histogram's _count).
+        by = re.search(r"by \(([^)]*)\)", expr).group(1).replace("le, ", "")
+        assert set(labels.split(", ")) == set(by.split(", ")), f"{name}: on ({labels}) vs by ({by})"
+        windows = set(re.findall(r"\[(\w+)\]", expr))
+        assert len(windows) == 1 and "increase(" in events, f"{name}: {events}"
+        quantile = re.search(r"rate\((\w+)_bucket\[", expr)
+        if quantile:
+            assert f"increase({quantile.group(1)}_count[" in events, name
+    # Exactly the alerts the policy names (and every burn-rate alert) are gated.
+    assert gated == set(MINIMUM_EVENTS) | {"ScoreAvailabilityErrorBudgetBurn", "ScoreLatencyErrorBudgetBurn"}
+
+
+def test_burn_rate_minimums_per_long_window():
+    records = {}
+    for group in yaml.safe_load(RECORDING.read_text())["groups"]:
+        records.update({rule["record"]: flat(rule["expr"]) for rule in group["rules"]})
+    seen = 0
+    for rule in alert_rules():
+        if not rule["alert"].endswith("ErrorBudgetBurn"):
+            continue
+        slo = "availability" if "Availability" in rule["alert"] else "latency"
+        long_w = rule["labels"]["long_window"]
+        factor = re.search(r"> \(([\d.]+) \* ", rule["expr"]).group(1)
+        minimum = burn_minimum(factor, SLO_BUDGETS[slo])
+        labels, events, n = minimum_clause(rule["expr"])
+        assert (labels, events, n) == ("environment", f"{SLO_EVENTS[slo]}{long_w}", minimum), rule["alert"]
+        assert records[events] == SLO_EVENT_EXPRS[slo].replace("{w}", long_w)
+        assert f"at least {minimum} " in rule["annotations"]["description"], rule["alert"]
+        seen += 1
+    assert seen == 8
+    assert [burn_minimum(f, "0.001") for f in ("14.4", "6", "3", "1")] == [139, 334, 667, 2000]
+    assert [burn_minimum(f, "0.01") for f in ("14.4", "6", "3", "1")] == [100, 100, 100, 200]
+
+
+def test_minimums_are_documented_in_the_runbooks_and_the_readme():
+    runbooks, readme = RUNBOOKS.read_text(), README.read_text()
+    for name, minimum in MINIMUM_EVENTS.items():
+        row = re.search(rf"^\| \[?{name}\]?[^|]*\|([^\n]*)$", runbooks, flags=re.M)
+        assert row and re.search(rf"\b{minimum}\b", row.group(1)), f"runbooks.md: no minimum row for {name}"
+    for slo, budget in SLO_BUDGETS.items():
+        for factor in ("14.4", "6", "3", "1"):
+            assert str(burn_minimum(factor, budget)) in runbooks
+    assert "Minimum traffic" in readme and "max(100, ceil(2 / t))" in readme
+
+
+def test_low_traffic_rule_tests_cover_every_gated_alert():
+    low_traffic = yaml.safe_load((OBSERVABILITY / "tests" / "low_traffic_alerts.yml").read_text())
+    firing, quiet = set(), set()
+    for test in low_traffic["tests"]:
+        for case in test.get("alert_rule_test", []):
+            (firing if case.get("exp_alerts") else quiet).add(case["alertname"])
+    changed = set(MINIMUM_EVENTS) - {"ABTestImbalance", "LowABTestConversionRate"}  # gated before
+    slo = {"ScoreAvailabilityErrorBudgetBurn", "ScoreLatencyErrorBudgetBurn"}
+    assert changed | slo <= firing  # each with a real-traffic twin that fires
+    assert changed | slo <= quiet | firing
+
+
+# ----------------------------------------------------------------------- histogram le labels
+
+
+def go_float(value: float) -> str:
+    """Go's fmt.Sprint of a float64: the shortest digits, %e below 1e-4 and from 1e6."""
+    digits = Decimal(repr(value))
+    exponent = digits.adjusted()
+    if -4 <= exponent < 6:
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
+    mantissa = str(digits.scaleb(-exponent).normalize())
+    return f"{mantissa}e{'+' if exponent >= 0 else '-'}{abs(exponent):02d}"
+
+
+def protobuf_le(value: float) -> str:
+    """The `le` Prometheus 2.x stores for a bucket scraped in protobuf: formatOpenMetricsFloat
+    (model/textparse/protobufparse.go), fmt.Sprint plus ".0" when it has neither "." nor "e".
+    The text format keeps the exposition's own string (the Pushgateway writes "1", "1800")."""
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    text = go_float(value)
+    return text if ("." in text or "e" in text) else text + ".0"
+
+
+def test_protobuf_le_formatting():
+    assert [protobuf_le(v) for v in (1.0, 2.0, 10.0, 1800.0, 0.2, 2.5, 0.0005, math.inf)] == \
+        ["1.0", "2.0", "10.0", "1800.0", "0.2", "2.5", "0.0005", "+Inf"]
+    assert [protobuf_le(v) for v in (1e6, 5e-05, 1.5e7)] == ["1e+06", "5e-05", "1.5e+07"]
+
+
+def bucket_edges() -> dict[str, tuple[float, ...]]:
+    """The *_BUCKETS tuples of metrics.py, read without importing it."""
+    found = {}
+    for node in ast.parse(METRICS.read_text()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            if node.targets[0].id.endswith("_BUCKETS"):
+                found[node.targets[0].id] = tuple(float(v) for v in ast.literal_eval(node.value))
+    return {metric: found[const] for metric, const in HISTOGRAM_BUCKETS.items()}
+
+
+def le_literals() -> list[tuple[str, str, str]]:
+    """(where, metric, le) for every le literal of the rules, the rule tests and the dashboard."""
+    texts = [(path.name, "\n".join(line for line in path.read_text().splitlines()
+                                    if not line.lstrip().startswith("#")))  # comments may quote text-format forms
+             for path in (RECORDING, ALERTS, *RULE_TESTS)]
+    texts += [(f"{DASHBOARD.name}: {target.get('refId', '?')}", target["expr"])
+              for panel in json.loads(DASHBOARD.read_text()).get("panels", [])
+              for target in panel.get("targets", []) if "expr" in target]
+    out = []
+    for where, text in texts:
+        # a bucket series or a recorded bucket rate (environment_le:<metric>_bucket:rate5m)
+        attributed = re.findall(r"(?:\w*:)?(\w+)_bucket(?::\w+)?\{[^}]*\ble\s*=~?\s*\"([^\"]*)\"", text)
+        assert len(attributed) == len(re.findall(r"\ble\s*=~?\s*\"", text)), f"{where}: an le literal without its _bucket metric"
+        out += [(where, metric, le) for metric, le in attributed]
+    return out
+
+
+def test_every_le_literal_is_a_bucket_edge_in_protobuf_scrape_form():
+    edges = bucket_edges()
+    literals = le_literals()
+    assert len(literals) > 50  # the rule tests' histograms, the rules' le="0.2"
+    for where, metric, le in literals:
+        value = float(le)
+        assert le == protobuf_le(value), f'{where}: {metric} le="{le}" is scraped as le="{protobuf_le(value)}"'
+        assert metric in edges, f"{where}: {metric} is not a histogram of metrics.py"
+        assert math.isinf(value) or value in edges[metric], f'{where}: {metric} has no bucket le="{le}"'
+
