@@ -23,7 +23,7 @@ from support.promstack import Pushgateway
 
 from pricing.competitors import CompetitorClient
 from pricing.observability import metrics
-from pricing.observability.metrics import OTHER_PROPERTY, REGISTRY, UNKNOWN_PROPERTY
+from pricing.observability.metrics import METRICS, OTHER_PROPERTY, UNKNOWN_PROPERTY
 from pricing.observability.push import MetricsPusher
 from pricing.services.scoring import ScoringService
 from pricing.settings import Settings
@@ -48,16 +48,23 @@ def quote(property_id: str) -> dict:
     }
 
 
+def collected():
+    """Every family of the container: the base group's and each property group's."""
+    yield from METRICS.collect(None)
+    for group in METRICS.groups():
+        yield from METRICS.collect(group)
+
+
 def property_labels() -> set[str]:
-    return {s.labels["property_id"] for m in REGISTRY.collect() for s in m.samples if "property_id" in s.labels}
+    return set(METRICS.groups())
 
 
 def series_count() -> int:
-    return sum(len(m.samples) for m in REGISTRY.collect())
+    return sum(len(m.samples) for m in collected())
 
 
 def fetches_counted() -> float:
-    return sum(s.value for m in REGISTRY.collect() if m.name == "pricing_competitor_fetches"
+    return sum(s.value for m in collected() if m.name == "pricing_competitor_fetches"
                for s in m.samples if s.name == "pricing_competitor_fetches_total")
 
 
@@ -120,7 +127,7 @@ def test_a_batch_of_ten_thousand_properties_adds_at_most_the_cap():
     status, _, out = invoke(handler, rest_event("POST", "/learn", {"batch": batch}))
     assert status == 200 and out["invalid"] == 10_000, out
     assert len(property_labels() - {OTHER_PROPERTY, UNKNOWN_PROPERTY}) <= cap
-    invalid = sum(s.value for m in REGISTRY.collect() if m.name == "pricing_outcomes_invalid"
+    invalid = sum(s.value for m in collected() if m.name == "pricing_outcomes_invalid"
                   for s in m.samples if s.name == "pricing_outcomes_invalid_total"
                   and s.labels["reason"] == "non_positive_price")
     assert invalid >= 10_000
@@ -131,8 +138,8 @@ def test_the_pushgateway_holds_at_most_cap_plus_two_groups_and_each_push_stays_s
     m = metrics.PricingMetrics(max_property_labels=cap)
     with Pushgateway() as pgw:
         settings = Settings(pushgateway_url=pgw.url, pushgateway_timeout_seconds=5.0,
-                            metrics_new_series_hold_seconds=0.0, function_name="pricing-score-flood")
-        pusher = MetricsPusher(m, settings, function="score", instance="flood")
+                            function_name="pricing-score-flood")
+        pusher = MetricsPusher(m, settings, function="score", instance="flood", wait_for_answers=True)
         sizes = []
         for i in range(300):  # one invocation per new property, as a flood arrives
             m.track_competitor_fetch(property_id=random_property_id(), status="not_found")

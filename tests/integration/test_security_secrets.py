@@ -125,7 +125,6 @@ def test_the_built_function_uses_the_fetched_key_and_credentials(secrets, tmp_pa
             "PUSHGATEWAY_URL": pgw.url,
             "PUSHGATEWAY_CREDENTIALS_SECRET_ARN": secrets(
                 "fn-pg", json.dumps({"username": PUSH_USER, "password": PUSH_PASSWORD})),
-            "METRICS_NEW_SERIES_HOLD_SECONDS": "0",
         }
         with lambda_containers("ScoreFunction", env=env, log_dir=tmp_path) as containers:
             result = containers.invoke(event)

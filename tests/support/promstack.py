@@ -443,8 +443,9 @@ def _container_main() -> None:
             answer = {"elapsed": elapsed}
         elif op == "stats":
             answer = {
-                "push_failures": {s.labelvalues[0]: s.child._value.get()  # noqa: SLF001
-                                  for s in metrics.METRICS.series(None) if s.family.metric is metrics.push_failures},
+                "push_failures": {reason: metrics.METRICS.get_sample_value(
+                                      "pricing_metrics_push_failures_total", {"reason": reason})
+                                  for reason in metrics.PUSH_FAILURE_REASONS},
                 "last_push": push.last_push_stats(),
             }
         else:
