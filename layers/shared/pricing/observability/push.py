@@ -45,8 +45,8 @@ import functools
 import json
 import logging
 import re
+import os
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -409,24 +409,35 @@ def flush_metrics(budget_seconds: float = SHUTDOWN_FLUSH_SECONDS) -> None:
 
 
 def _install_sigterm_flush() -> None:
-    """On SIGTERM (Lambda retiring the container), flush the metrics, then exit as asked."""
+    """On SIGTERM (Lambda retiring the container), flush the metrics, then exit.
+
+    Not a plain Python signal handler: on python3.11 the runtime client waits for its next
+    event inside a C call, and Python runs signal handlers only when that call returns, which
+    it never does at shutdown. The signal's byte reaches a wakeup pipe at once, though, and a
+    thread waiting on that pipe flushes and ends the process within the shutdown budget.
+    """
     global _sigterm_installed
     if _sigterm_installed or threading.current_thread() is not threading.main_thread():
         return
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        flush_metrics()
-        if callable(previous):
-            previous(signum, frame)
-        else:
-            sys.exit(0)
-
     try:
-        signal.signal(signal.SIGTERM, on_sigterm)
-        _sigterm_installed = True
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)  # the thread does the work
+        signal.set_wakeup_fd(write_end)
     except (ValueError, OSError):  # not the main thread of the main interpreter
-        pass
+        return
+    _sigterm_installed = True
+
+    def wait_for_sigterm() -> None:
+        while True:
+            received = os.read(read_end, 64)
+            if not received or signal.SIGTERM in received:
+                break
+        flush_metrics()
+        logging.shutdown()
+        os._exit(0)
+
+    threading.Thread(target=wait_for_sigterm, name="metrics-sigterm-flush", daemon=True).start()
 
 
 def _current_request_id() -> str | None:
