@@ -3,7 +3,8 @@
 Prints, as a table:
 
 * push overhead per invocation, p50/p99: the same score-like invocation (the metrics one /score
-  request records) with the push on and off, and the push alone;
+  request records) with the push on and off, and the push alone, back to back and with the
+  invocations 5 ms apart, with how many pushes were written (every one must be);
 * push bytes per invocation after 1 and after 5,000 distinct properties served by the container,
   with the per-container property cap as configured (200), pushed to the Pushgateway, and with the
   cap raised out of the way (10,000; rendered only, so only the per-property grouping bounds the
@@ -55,28 +56,42 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def overhead(url: str) -> dict[str, tuple[float, float]]:
+def overhead(url: str, pause: float = 0.0) -> tuple[dict[str, tuple[float, float]], dict[str, int]]:
+    """p50/p99 of the invocation with the push off and on and of the push alone, and what became
+    of the pushes (written, not written, failed), through the container's own kind of pusher:
+    each push written before the invocation returns, its answers read by the next one."""
     settings = Settings(pushgateway_url=url, function_name="score")
     m = PricingMetrics()
-    pusher = MetricsPusher(m, settings, instance="bench-overhead")
+    pusher = MetricsPusher(m, settings, instance=f"bench-overhead-{int(pause * 1000)}ms")
     off, on, push_only = [], [], []
     for i in range(200):  # warm: connection open, 50 properties known
         invocation(m, f"prop-{i % 50}")
         pusher.push()
+    written_before, unwritten_before = pusher.pushes, pusher.unwritten
     for i in range(TIMED):
         prop = f"prop-{i % 50}"
         start = time.perf_counter()
         invocation(m, prop)
         off.append(time.perf_counter() - start)
+        if pause:
+            time.sleep(pause)
         start = time.perf_counter()
         invocation(m, prop)
         mid = time.perf_counter()
         pusher.push(f"req-{i}")
         on.append(time.perf_counter() - start)
         push_only.append(time.perf_counter() - mid)
+        if pause:
+            time.sleep(pause)
+    pusher.flush(5.0)
+    failures = sum(m.get_sample_value("pricing_metrics_push_failures_total", {"reason": r}) or 0
+                   for r in ("timeout", "connection", "http_4xx", "http_5xx", "backoff"))
+    counts = {"invocations": TIMED, "written": pusher.pushes - written_before - 1,  # - the flush's
+              "unwritten": pusher.unwritten - unwritten_before, "failed": int(failures)}
     pusher.close()
-    return {name: (pct(v, 0.5), pct(v, 0.99)) for name, v in
+    rows = {name: (pct(v, 0.5), pct(v, 0.99)) for name, v in
             (("invocation, push off", off), ("invocation, push on", on), ("push alone", push_only))}
+    return rows, counts
 
 
 class Rendered:
@@ -91,12 +106,11 @@ class Rendered:
 
 def bytes_after(url: str, cap: int, send: bool) -> tuple[float, float, int, float]:
     """Bytes of the first push, of the push after 5,000 properties, labels kept, last push p50."""
-    settings = Settings(pushgateway_url=url, function_name="score", metrics_max_property_labels=cap,
-                        metrics_new_series_hold_seconds=0)  # real values: the longer text
+    settings = Settings(pushgateway_url=url, function_name="score", metrics_max_property_labels=cap)
     m = PricingMetrics(max_property_labels=cap)
-    pusher = MetricsPusher(m, settings, instance=f"bench-bytes-{cap}")
-    if not send:
-        pusher._conn = Rendered()  # noqa: SLF001
+    # Waiting for each push's answers: the push times below are the Pushgateway's too.
+    pusher = MetricsPusher(m, settings, instance=f"bench-bytes-{cap}", wait_for_answers=True,
+                           transport=None if send else Rendered())
     invocation(m, "prop-0")
     first = pusher.push().bytes
     for i in range(1, PROPERTIES - 1):
@@ -136,32 +150,41 @@ def naive(url: str) -> tuple[int, int, float]:
 UNCHECKED = ["--push.disable-consistency-check"]
 
 
+PUSH_P50_TARGET_MS = 0.5
+PACINGS = (("back to back", 0.0), ("5 ms apart", 0.005))
+
+
 def main() -> int:
+    overheads = {}
     with Pushgateway() as pgw:
-        rows = overhead(pgw.url)
+        for name, pause in PACINGS:
+            overheads[(name, "checked")] = overhead(pgw.url, pause)
         capped = bytes_after(pgw.url, 200, send=True)
         uncapped = bytes_after(pgw.url, 10_000, send=False)
     with Pushgateway(extra_args=UNCHECKED) as pgw:
-        rows_unchecked = overhead(pgw.url)
+        for name, pause in PACINGS:
+            overheads[(name, "unchecked")] = overhead(pgw.url, pause)
         capped_unchecked = bytes_after(pgw.url, 200, send=True)
     with Pushgateway() as pgw:
         naive_one, naive_many, naive_time = naive(pgw.url)
 
+    ok = True
     print(f"\nPush overhead per invocation ({TIMED} invocations over 50 properties, keep-alive connection,"
-          " real Pushgateway)")
-    print(f"  {'':28} {'p50 ms':>9} {'p99 ms':>9}   {'unchecked p50':>13} {'p99':>7}")
-    for name, (p50, p99) in rows.items():
-        q50, q99 = rows_unchecked[name]
-        print(f"  {name:28} {p50 * 1e3:9.3f} {p99 * 1e3:9.3f}   {q50 * 1e3:13.3f} {q99 * 1e3:7.3f}")
-    added = [table["invocation, push on"][q] - table["invocation, push off"][q]
-             for table in (rows, rows_unchecked) for q in (0, 1)]
-    print(f"  {'added by the push':28} {added[0] * 1e3:9.3f} {added[1] * 1e3:9.3f}   "
-          f"{added[2] * 1e3:13.3f} {added[3] * 1e3:7.3f}")
-    print("  unchecked: Pushgateway run with --push.disable-consistency-check")
+          " real Pushgateway; unchecked: run with --push.disable-consistency-check)")
+    print(f"  {'':34} {'p50 ms':>8} {'p99 ms':>8} {'push p50':>9} {'written':>8} {'unwritten':>9} {'failed':>7}")
+    for (pacing, gateway), (rows, counts) in overheads.items():
+        p50 = rows["invocation, push on"][0] - rows["invocation, push off"][0]
+        p99 = rows["invocation, push on"][1] - rows["invocation, push off"][1]
+        every = counts["written"] == counts["invocations"] and not counts["unwritten"] and not counts["failed"]
+        if gateway == "checked":
+            ok &= p50 * 1e3 <= PUSH_P50_TARGET_MS and every
+        print(f"  {'added, ' + pacing + ', ' + gateway:34} {p50 * 1e3:8.3f} {p99 * 1e3:8.3f} "
+              f"{rows['push alone'][0] * 1e3:9.3f} {counts['written']:8d} {counts['unwritten']:9d} "
+              f"{counts['failed']:7d}")
+    print(f"  target: added p50 <= {PUSH_P50_TARGET_MS} ms with every push written (none folded, none failed)")
 
     print(f"\nPush bytes per invocation after 1 and after {PROPERTIES:,} distinct properties served")
     print(f"  {'':38} {'after 1':>9} {'after 5k':>9} {'ratio':>7} {'labels':>7} {'push p50 ms':>12}")
-    ok = True
     for name, (one, many, labels, seconds) in (("per-property groups, cap 200", capped),
                                                ("  same, Pushgateway unchecked", capped_unchecked),
                                                ("per-property groups, cap 10,000 *", uncapped)):
@@ -173,7 +196,7 @@ def main() -> int:
           f"{naive_many / naive_one:7.1f} {'-':>7} {naive_time * 1e3:12.1f}")
     print("  * rendered, not sent: 5,000 groups of per-property series make every push slow, because the")
     print("    Pushgateway checks each push against all it holds; the cap keeps that bounded.")
-    print(f"\nratio limit {RATIO_LIMIT}: {'met' if ok else 'EXCEEDED'}")
+    print(f"\nratio limit {RATIO_LIMIT} and push overhead target: {'met' if ok else 'MISSED'}")
     return 0 if ok else 1
 
 

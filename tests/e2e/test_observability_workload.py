@@ -19,8 +19,7 @@ The workload, in order:
 4. ``POST /learn`` with outcomes of those quotes (their quote ids carry the A/B attribution),
    invalid outcomes, and the same outcomes again (duplicates);
 5. a shifted market for one property through /learn, and RetrainFunction again: drift detected;
-6. after ``METRICS_NEW_SERIES_HOLD_SECONDS`` (2 s here, above the 1 s scrape interval), one more
-   invocation of each function, so counts of series first seen late reach the Pushgateway.
+   then silence: no function is invoked again to get its counts out.
 
 Then every dashboard panel's query must return data, Prometheus' sums must equal the traffic
 sent, and an invalid-outcome flood through /learn must fire HighInvalidOutcomesRate in
@@ -62,7 +61,6 @@ pytestmark = pytest.mark.e2e
 
 EVENTS = PROJECT_ROOT / "events"
 HTTP_TIMEOUT = 60
-HOLD_SECONDS = 2.0  # METRICS_NEW_SERIES_HOLD_SECONDS: above the stack's 1 s scrape interval
 
 EXPERIMENT = {"experiment_id": "exp-ml-vs-rules", "treatment_share": 0.5, "active": True}
 BACKEND_API_KEY = "e2e-backend-key-5b1d"
@@ -259,27 +257,12 @@ def run_workload(api, backend: CompetitorBackend) -> Traffic:
     traffic.retrains.append(invoke(api, "RetrainFunction", retrain_event([DRIFTED])))
     traffic.seconds["learn_and_retrain"] = time.perf_counter() - mark
 
-    flush(api, quoted[0])
     traffic.seconds["workload"] = time.perf_counter() - started
     return traffic
 
 
 def answer_property(response: requests.Response) -> str:
     return json.loads(response.request.body)["entity"]["propertyId"]
-
-
-def flush(api, stored_outcome: dict, rounds: int = 3) -> None:
-    """Invoke every function again once the new-series hold is over.
-
-    A series first seen in a container is pushed at zero and carries its counts only from a
-    push at least the hold later; with no traffic after the workload those counts would wait in
-    the container. Each round pushes the base group and up to four held property groups.
-    """
-    time.sleep(HOLD_SECONDS + 0.2)
-    for _ in range(rounds):
-        assert requests.get(f"{api.url}/health", timeout=HTTP_TIMEOUT).status_code == 200
-        post_learn(api, [stored_outcome])  # already stored: counted as a duplicate, nothing new
-        invoke(api, "RetrainFunction", retrain_event([]))
 
 
 def wait_for_value(stack, expr: str, expected: float, timeout: float = 20.0) -> float | None:
@@ -312,7 +295,6 @@ def workload(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("observability-workload")
     env_vars = tmp / "env.json"
     env_vars.write_text(json.dumps({"Parameters": {
-        "METRICS_NEW_SERIES_HOLD_SECONDS": str(HOLD_SECONDS),
         # A loaded test machine must not turn a slow push into a skipped one (push back-off).
         "PUSHGATEWAY_TIMEOUT_SECONDS": "2",
     }}))

@@ -182,9 +182,11 @@ def test_push_failure_reasons_exist_at_zero_from_the_start(m):
 def test_preinitialise_creates_the_functions_routes_at_zero(m):
     m.preinitialise("score")
     assert value(m, "pricing_requests_total", method="POST", endpoint="/score", status_code=500) == 0
-    assert value(m, "pricing_api_latency_seconds_count", method="GET", endpoint="/health", status_code=200) == 0
-    assert value(m, "pricing_api_latency_seconds_count", method="GET", endpoint="/health", status_code=500) is None
-    assert value(m, "pricing_score_latency_seconds_count", pricing_method="rule_based") == 0
+    assert value(m, "pricing_requests_total", method="GET", endpoint="/health", status_code=200) == 0
+    assert value(m, "pricing_active_requests", endpoint="/score") == 0
+    # Histograms are not pre-created: created timestamps count a late series' first value.
+    assert value(m, "pricing_api_latency_seconds_count", method="GET", endpoint="/health", status_code=200) is None
+    assert value(m, "pricing_score_latency_seconds_count", pricing_method="rule_based") is None
     assert value(m, "pricing_requests_total", method="POST", endpoint="/learn", status_code=200) is None
 
 

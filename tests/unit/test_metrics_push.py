@@ -200,12 +200,12 @@ def test_unchanged_families_are_not_encoded_again(clock, monkeypatch):
     score(m)
     p.push()
     encoded = []
-    real = exposition.encode_families
-    monkeypatch.setattr(push, "encode_families", lambda metrics: encoded.append(1) or real(metrics))
+    real = exposition.metric_messages
+    monkeypatch.setattr(push, "metric_messages", lambda metric, labels: encoded.append(metric.name) or real(metric, labels))
     m.track_cache_hit()
     p.push()
     # the cache-hit counter and the gauges refreshed at every push (uptime, memory): nothing else
-    assert 1 <= len(encoded) <= 4
+    assert sorted(encoded) == ["pricing_container_memory_bytes", "pricing_model_cache_hits", "pricing_uptime_seconds"]
     assert promproto.value(conn.last(BASE), "pricing_requests_total", **SCORE_OK) == 1
 
 
@@ -309,6 +309,21 @@ def test_a_gateway_that_never_answers_costs_no_wait_and_is_tried_once_per_backof
     assert conn.writes == 2 and conn.paths()[-2:] == [BASE, PROP1]  # what a carried goes again
     assert promproto.value(conn.last(BASE), "pricing_requests_total", **SCORE_OK) == 2
     assert all(wait is None for wait in conn.waits)
+
+
+def test_a_gateway_that_is_behind_but_answering_is_not_timed_out(clock):
+    m, p, conn = make_pusher(clock)
+    score(m)
+    p.push("a")
+    score(m)
+    p.push("b")
+    clock.now += 0.3  # a is older than the timeout, but its answer comes now
+    conn.answer(200)
+    p.push("c")
+    assert failures(m, "timeout") == 0 and p.in_flight == 2
+    clock.now += 0.3  # then nothing more for the timeout: it is
+    p.push("d")
+    assert failures(m, "timeout") == 1 and p.owed_groups == 1
 
 
 def test_a_kept_alive_connection_closed_unanswered_is_reopened_without_a_failure_but_a_new_one_is_not(clock):

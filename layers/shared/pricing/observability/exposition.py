@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from prometheus_client.metrics_core import Metric
 
@@ -89,10 +89,11 @@ def _timestamp(seconds: float) -> bytes:
 
 
 _label_cache: dict[tuple, bytes] = {}
-_bound_cache: dict[float, bytes] = {}
 
 
-def _labels(labels: dict[str, str]) -> bytes:
+def _labels(labels: Mapping[str, str]) -> bytes:
+    if not labels:
+        return b""
     key = tuple(labels.items())
     encoded = _label_cache.get(key)
     if encoded is None:
@@ -103,42 +104,55 @@ def _labels(labels: dict[str, str]) -> bytes:
     return encoded
 
 
-def _bucket(bound: float, count: float) -> bytes:
-    """A ``Bucket`` field of a ``Histogram``: its upper bound's bytes are the same every time."""
-    tail = _bound_cache.get(bound)
+_le_tails: dict[str, bytes | None] = {}
+
+
+def _bucket(le: str, count: float) -> bytes:
+    """A ``Bucket`` field of a ``Histogram`` (empty for +Inf, which ``sample_count`` implies, as
+    Prometheus' own clients leave it out); a bound's bytes are the same every time."""
+    tail = _le_tails.get(le, b"")
+    if tail == b"":
+        tail = _le_tails[le] = None if le == "+Inf" else _double_field(2, float(le))
     if tail is None:
-        tail = _bound_cache[bound] = _double_field(2, bound)
+        return b""
     payload = b"\x08" + _varint(int(count)) + tail
-    return b"\x1a" + _varint(len(payload)) + payload
+    return b"\x1a" + _SMALL_VARINTS[len(payload)] + payload
 
 
-def _metric_counter(labels: dict[str, str], value: float, created: float | None) -> bytes:
+def _metric_counter(labels: bytes, value: float, created: float | None) -> bytes:
     body = _double_field(1, value)
     if created is not None:
         body += _bytes_field(3, _created(created))
-    return _labels(labels) + _bytes_field(3, body)
+    return _bytes_field(4, labels + _bytes_field(3, body))
 
 
-def _metric_gauge(labels: dict[str, str], value: float) -> bytes:
-    return _labels(labels) + _bytes_field(2, _double_field(1, value))
+def _metric_gauge(labels: bytes, value: float) -> bytes:
+    return _bytes_field(4, labels + _bytes_field(2, _double_field(1, value)))
 
 
-def _metric_untyped(labels: dict[str, str], value: float) -> bytes:
-    return _labels(labels) + _bytes_field(5, _double_field(1, value))
+def _metric_untyped(labels: bytes, value: float) -> bytes:
+    return _bytes_field(4, labels + _bytes_field(5, _double_field(1, value)))
 
 
-def _metric_histogram(labels: dict[str, str], series: dict) -> bytes:
-    # +Inf is implied by sample_count, as Prometheus' own clients encode it.
-    body = b"".join([_uint_field(1, int(series.get("count", 0))), _double_field(2, series.get("sum", 0.0)),
-                     *[_bucket(bound, count) for bound, count in series["buckets"] if bound != math.inf]])
-    if series.get("created") is not None:
-        body += _bytes_field(15, _created(series["created"]))
-    return _labels(labels) + _bytes_field(7, body)
+def _metric_histogram(labels: bytes, buckets: list[bytes], count: float, total: float,
+                      created: float | None) -> bytes:
+    body = b"".join([_uint_field(1, int(count)), _double_field(2, total), *buckets])
+    if created is not None:
+        body += _bytes_field(15, _created(created))
+    return _bytes_field(4, labels + _bytes_field(7, body))
 
 
-def _family(metric: Metric) -> bytes | None:
+def family_name(metric: Metric) -> str:
+    """The name a family is exposed under: counters with ``_total``, infos with ``_info``."""
+    return metric.name + {"counter": "_total", "info": "_info"}.get(metric.type, "")
+
+
+def metric_messages(metric: Metric, labels: Mapping[str, str] | None = None) -> list[bytes]:
+    """The ``MetricFamily.metric`` fields of one collected family (a framed ``Metric`` message
+    per series), each series' labels preceded by ``labels`` (the series labels of a labelled
+    metric's child, whose own samples lack them)."""
     name, kind = metric.name, metric.type
-    metrics: list[bytes] = []
+    prefix = _labels(labels) if labels else b""
     if kind == "counter":
         # Each series' value, then its _created sample.
         counters: list[list] = []
@@ -147,43 +161,52 @@ def _family(metric: Metric) -> bytes | None:
                 if counters:
                     counters[-1][2] = s.value
             else:
-                counters.append([s.labels, s.value, None])
-        metrics = [_metric_counter(labels, value, created) for labels, value, created in counters]
-        name, type_ = name + "_total", _COUNTER
-    elif kind == "histogram":
+                counters.append([prefix + _labels(s.labels), s.value, None])
+        return [_metric_counter(*counter) for counter in counters]
+    if kind == "histogram":
         # prometheus_client yields each series' samples together: buckets, then _count, _sum and
-        # _created; a bucket after a non-bucket starts the next series.
-        series: list[tuple[dict, dict]] = []
-        entry: dict | None = None
-        labels: dict = {}
+        # _created; a bucket after those starts the next series.
+        out: list[bytes] = []
+        current: list | None = None  # [label bytes, buckets, count, sum, created, closed]
+        bucket_name, count_name, sum_name = name + "_bucket", name + "_count", name + "_sum"
         for s in metric.samples:
-            suffix = s.name[len(name):]
-            if suffix == "_bucket":
-                if entry is None or "count" in entry or "sum" in entry:
-                    entry = {"buckets": []}
-                    labels = {k: v for k, v in s.labels.items() if k != "le"}
-                    series.append((labels, entry))
-                le = s.labels["le"]
-                entry["buckets"].append((math.inf if le == "+Inf" else float(le), s.value))
-            elif entry is not None and suffix in ("_count", "_sum", "_created"):
-                entry[suffix[1:]] = s.value
-        metrics = [_metric_histogram(labels, entry) for labels, entry in series]
-        type_ = _HISTOGRAM
-    elif kind in ("gauge", "info", "stateset"):
-        if kind == "info":
-            name += "_info"
-        metrics = [_metric_gauge(s.labels, s.value) for s in metric.samples]
-        type_ = _GAUGE
-    else:
-        metrics = [_metric_untyped(s.labels, s.value) for s in metric.samples]
-        type_ = _UNTYPED
-    if not metrics:
-        return None
-    body = _string_field(1, name) + _string_field(2, metric.documentation) + _uint_field(3, type_)
-    body += b"".join(_bytes_field(4, m) for m in metrics)
-    return _varint(len(body)) + body
+            sample = s.name
+            if sample == bucket_name:
+                if current is None or current[5]:
+                    if current is not None:
+                        out.append(_metric_histogram(*current[:5]))
+                    own = {k: v for k, v in s.labels.items() if k != "le"}
+                    current = [prefix + _labels(own), [], 0, 0.0, None, False]
+                current[1].append(_bucket(s.labels["le"], s.value))
+            elif current is not None:
+                current[5] = True
+                if sample == count_name:
+                    current[2] = s.value
+                elif sample == sum_name:
+                    current[3] = s.value
+                elif sample.endswith("_created"):
+                    current[4] = s.value
+        if current is not None:
+            out.append(_metric_histogram(*current[:5]))
+        return out
+    if kind in ("gauge", "info", "stateset"):
+        return [_metric_gauge(prefix + _labels(s.labels), s.value) for s in metric.samples]
+    return [_metric_untyped(prefix + _labels(s.labels), s.value) for s in metric.samples]
+
+
+def family_message(name: str, documentation: str, kind: str, messages: Iterable[bytes]) -> bytes:
+    """One delimited ``MetricFamily`` of ``messages`` (as :func:`metric_messages` makes them);
+    empty when there are none. ``kind`` is prometheus_client's type name."""
+    body = b"".join(messages)
+    if not body:
+        return b""
+    head = _string_field(1, name) + _string_field(2, documentation) + _uint_field(3, _TYPES.get(kind, _UNTYPED))
+    return _varint(len(head) + len(body)) + head + body
+
+
+_TYPES = {"counter": _COUNTER, "gauge": _GAUGE, "info": _GAUGE, "stateset": _GAUGE, "histogram": _HISTOGRAM}
 
 
 def encode_families(metrics: Iterable[Metric]) -> bytes:
     """The delimited protobuf body of ``metrics`` (as ``CollectorRegistry.collect()`` yields them)."""
-    return b"".join(encoded for metric in metrics if (encoded := _family(metric)) is not None)
+    return b"".join(family_message(family_name(m), m.documentation, m.type, metric_messages(m)) for m in metrics)

@@ -145,12 +145,15 @@ FAMILIES = (
 )
 
 
-class _PropertyGroup:
-    """One property label's families, created on first use, in a registry of their own."""
+class _Group:
+    """One push group's families: a registry of their own and, per family, its series."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics: dict[str, object] = {}
+        # family name -> label values (without property_id) -> the series' metric object, in
+        # creation order: the pusher renders a changed series alone, through its collect().
+        self.series: dict[str, dict[tuple[str, ...], object]] = {}
 
 
 class PricingMetrics:
@@ -165,19 +168,24 @@ class PricingMetrics:
     def __init__(self, max_property_labels: int = 200) -> None:
         if max_property_labels < 1:
             raise ValueError("max_property_labels must be at least 1")
-        self.registry = CollectorRegistry(auto_describe=False)
-        self._base = {f.name: f.build(self.registry) for f in FAMILIES if not f.per_property}
         self._lock = threading.Lock()
         self._max_property_labels = max_property_labels
         self._property_labels: set[str] = set()
-        self._groups: dict[str, _PropertyGroup] = {}
-        self._dirty: set[tuple[str | None, str]] = set()
+        base = _Group()
+        self.registry = base.registry
+        self._groups: dict[str | None, _Group] = {None: base}
+        self._dirty: set[tuple[str | None, str, tuple[str, ...]]] = set()
         self._started = time.monotonic()
         self._service_info_set = False
+        for family in FAMILIES:
+            if not family.per_property:
+                metric = base.metrics[family.name] = family.build(base.registry)
+                if not family.labelnames:
+                    base.series[family.name] = {(): metric}
         for reason in PUSH_FAILURE_REASONS:
             self._child(push_failures, reason=reason)
 
-    # ------------------------------------------------------------------ groups and children
+    # ------------------------------------------------------------------ groups and series
 
     def property_label(self, property_id: object) -> str:
         """The ``property_id`` label value for ``property_id`` in this container.
@@ -198,77 +206,78 @@ class PricingMetrics:
                 return pid
         return OTHER_PROPERTY
 
-    def _metric(self, family: Family, group: str | None):
-        if group is None:
-            return self._base[family.name]
+    def _series(self, family: Family, labels: Mapping[str, object]):
+        """The series' metric object and its key ``(group, family, label values)``; a series
+        created here is marked changed. ``property_id``, if the family has it, must be mapped."""
+        group = str(labels["property_id"]) if family.per_property else None
+        values = tuple(str(labels[n]) for n in family.labelnames if n != "property_id")
+        key = (group, family.name, values)
         with self._lock:
             found = self._groups.get(group)
             if found is None:
-                found = self._groups[group] = _PropertyGroup()
+                found = self._groups[group] = _Group()
+            known = found.series.get(family.name)
+            child = known.get(values) if known is not None else None
+            if child is not None:
+                return child, key
             metric = found.metrics.get(family.name)
             if metric is None:
                 metric = found.metrics[family.name] = family.build(found.registry, without=("property_id",))
-                self._dirty.add((group, family.name))
-        return metric
+            child = metric.labels(*values) if values else metric
+            found.series.setdefault(family.name, {})[values] = child
+            self._dirty.add(key)
+        return child, key
 
     def _child(self, family: Family, **labels: object):
-        """The labelled child; ``property_id``, if the family has it, must already be mapped.
+        return self._series(family, labels)[0]
 
-        A child created here is a new series: its family is marked changed.
-        """
-        group = str(labels["property_id"]) if family.per_property else None
-        metric = self._metric(family, group)
-        values = [str(labels[n]) for n in family.labelnames if n != "property_id"]
-        if not values:
-            return metric
-        child = metric.labels(*values)
-        self._changed(family, group)
-        return child
-
-    def _changed(self, family: Family, group: str | None) -> None:
+    def _changed(self, key: tuple) -> None:
         # Marked after the write, so a push that drains the marks before it collects can never
-        # miss a write: a write after the drain marks its family again for the next push.
+        # miss a write: a write after the drain marks its series again for the next push.
         with self._lock:
-            self._dirty.add((group, family.name))
-
-    def _group_of(self, family: Family, labels: Mapping[str, object]) -> str | None:
-        return str(labels["property_id"]) if family.per_property else None
+            self._dirty.add(key)
 
     def _inc(self, family: Family, amount: float = 1, **labels: object) -> None:
-        self._child(family, **labels).inc(amount)
-        self._changed(family, self._group_of(family, labels))
+        child, key = self._series(family, labels)
+        child.inc(amount)
+        self._changed(key)
 
     def _observe(self, family: Family, value: float, **labels: object) -> None:
-        self._child(family, **labels).observe(value)
-        self._changed(family, self._group_of(family, labels))
+        child, key = self._series(family, labels)
+        child.observe(value)
+        self._changed(key)
 
     def _set(self, family: Family, value: float, **labels: object) -> None:
-        self._child(family, **labels).set(value)
-        self._changed(family, self._group_of(family, labels))
+        child, key = self._series(family, labels)
+        child.set(value)
+        self._changed(key)
 
     def groups(self) -> list[str]:
         """Every property label that has a group in this container."""
         with self._lock:
-            return list(self._groups)
+            return [g for g in self._groups if g is not None]
 
     property_labels = groups
 
-    def family_metrics(self, group: str | None) -> list[tuple[str, object]]:
-        """``(family name, prometheus_client metric)`` of the base group (``None``) or of one
-        property's group, in the order of :data:`FAMILIES`."""
-        if group is None:
-            return list(self._base.items())
+    def group_series(self, group: str | None) -> list[tuple[Family, list[tuple[dict[str, str], object]]]]:
+        """The families of the base group (``None``) or of one property's group, in the order of
+        :data:`FAMILIES`, each with its series: their labels (without ``property_id``) and the
+        metric object whose ``collect()`` yields that series alone."""
         with self._lock:
             found = self._groups.get(group)
             if found is None:
                 return []
-            present = dict(found.metrics)
-        return [(f.name, present[f.name]) for f in FAMILIES if f.name in present]
+            series = {name: list(by_values.items()) for name, by_values in found.series.items()}
+        out = []
+        for family in FAMILIES:
+            present = series.get(family.name)
+            if present:
+                names = [n for n in family.labelnames if n != "property_id"]
+                out.append((family, [(dict(zip(names, values)), child) for values, child in present]))
+        return out
 
     def collect(self, group: str | None = None) -> Iterable[Metric]:
         """The collected families of the base group (``None``) or of one property's group."""
-        if group is None:
-            return self.registry.collect()
         with self._lock:
             found = self._groups.get(group)
         return found.registry.collect() if found is not None else ()
@@ -277,34 +286,33 @@ class PricingMetrics:
         """One sample's value (``labels`` may name ``property_id``), or None if it does not exist."""
         labels = {k: str(v) for k, v in (labels or {}).items()}
         group = labels.pop("property_id", None)
-        if group is None:
-            return self.registry.get_sample_value(name, labels)
         with self._lock:
             found = self._groups.get(group)
         return found.registry.get_sample_value(name, labels) if found is not None else None
 
-    def drain_changes(self) -> dict[str | None, set[str]]:
-        """The families recorded into since the last call, by group (``None``: the base group)."""
+    def drain_changes(self) -> dict[str | None, set[tuple[str, tuple[str, ...]]]]:
+        """The series recorded into since the last call, as ``(family name, label values)`` by
+        group (``None``: the base group)."""
         with self._lock:
             dirty, self._dirty = self._dirty, set()
-        changes: dict[str | None, set[str]] = {}
-        for group, name in dirty:
-            changes.setdefault(group, set()).add(name)
+        changes: dict[str | None, set[tuple[str, tuple[str, ...]]]] = {}
+        for group, name, values in dirty:
+            changes.setdefault(group, set()).add((name, values))
         return changes
 
     def preinitialise(self, function: str) -> None:
-        """Create at zero every finite label set ``function`` can emit, so that the container's
-        first push already carries them and a later first error is an ordinary increment."""
-        for method, endpoint, statuses in FUNCTION_ROUTES.get(function, ()):
+        """Create at zero the request counters and in-flight gauges ``function`` can emit, so that
+        dashboards show a route's 5xx rate as 0 rather than as no data from the first push.
+
+        Nothing needs a zero for ``increase()`` to count it: every series is pushed with its
+        created timestamp. Histograms are not pre-created: each series costs every push of its
+        family (collected and encoded) about 40 us.
+        """
+        for _method, endpoint, _statuses in FUNCTION_ROUTES.get(function, ()):
             self._child(active_requests, endpoint=endpoint)
-            # Latency only for the success path: a histogram series is ~16 samples on every push,
-            # and an error's latency is not what an alert counts (its request is).
-            self._child(api_latency, method=method, endpoint=endpoint, status_code=statuses[0])
+        for method, endpoint, statuses in FUNCTION_ROUTES.get(function, ()):
             for status in statuses:
                 self._child(requests_total, method=method, endpoint=endpoint, status_code=status)
-        if function == "score":
-            for pricing_method in PRICING_METHODS:
-                self._child(score_latency, pricing_method=pricing_method)
 
     # ------------------------------------------------------------------ the spec's helpers
 
@@ -408,9 +416,9 @@ class PricingMetrics:
             self._inc(active_requests, -1, endpoint=endpoint)
 
     def set_service_info(self, version: str, environment: str, service: str) -> None:
-        self._child(service_info).info({"version": str(version), "environment": str(environment),
-                                        "service": str(service)})
-        self._changed(service_info, None)
+        child, key = self._series(service_info, {})
+        child.info({"version": str(version), "environment": str(environment), "service": str(service)})
+        self._changed(key)
         self._service_info_set = True
 
     @property

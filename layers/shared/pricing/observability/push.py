@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from pricing.observability import metrics as metrics_module
-from pricing.observability.exposition import CONTENT_TYPE, encode_families
+from pricing.observability.exposition import CONTENT_TYPE, family_message, metric_messages
 from pricing.observability.metrics import PricingMetrics
 from pricing.observability.wire import AnswersAtOnce, Connection, PushError, authorization, grouping_path
 from pricing.settings import Settings, get_settings
@@ -160,7 +160,8 @@ class MetricsPusher:
         metrics.preinitialise(self.function)
         if not metrics.has_service_info:
             metrics.set_service_info(settings.release, settings.environment, self.job)
-        self._bodies: dict[tuple[str | None, str], bytes] = {}
+        self._bodies: dict[tuple[str | None, str], bytes] = {}  # (group, family) -> MetricFamily
+        self._series_bodies: dict[tuple, list[bytes]] = {}  # (group, family, values) -> Metric messages
         self._owed: dict[str | None, float] = {}  # group -> since when its latest state is owed
         self._inflight: dict[str | None, int] = {}  # group -> the latest unsettled push carrying it
         self._flights: deque[_Flight] = deque()
@@ -168,27 +169,39 @@ class MetricsPusher:
         self._backoff_until = 0.0
         self._backoff = 0.0
         self._failures = 0
+        self._answered_at = float("-inf")
 
     # ------------------------------------------------------------------ rendering
 
     def render(self, group: str | None) -> bytes:
-        """The protobuf body of one group; families unchanged since the last render are reused."""
+        """The protobuf body of one group. Only series changed since the last render are
+        collected and encoded again; unchanged families are reused whole."""
         parts = []
-        bodies = self._bodies
-        for name, metric in self.metrics.family_metrics(group):
-            body = bodies.get((group, name))
+        families, series_cache = self._bodies, self._series_bodies
+        for family, series in self.metrics.group_series(group):
+            body = families.get((group, family.name))
             if body is None:
-                body = bodies[(group, name)] = encode_families(metric.collect())
+                messages = []
+                for labels, child in series:
+                    key = (group, family.name, tuple(labels.values()))
+                    encoded = series_cache.get(key)
+                    if encoded is None:
+                        encoded = series_cache[key] = [
+                            m for collected in child.collect() for m in metric_messages(collected, labels)]
+                    messages += encoded
+                body = families[(group, family.name)] = family_message(
+                    family.name, family.documentation, family.kind, messages)
             parts.append(body)
         return b"".join(parts)
 
     def _take_changes(self, now: float) -> set[str | None]:
-        """Forget the bodies of changed families; the changed groups (``None``: the base group)
+        """Forget what changed series rendered to; the changed groups (``None``: the base group)
         are owed from now until a push carrying them is accepted."""
         changes = self.metrics.drain_changes()
-        for group, names in changes.items():
-            for name in names:
+        for group, keys in changes.items():
+            for name, values in keys:
                 self._bodies.pop((group, name), None)
+                self._series_bodies.pop((group, name, values), None)
             self._owed.setdefault(group, now)
         return set(changes)
 
@@ -293,7 +306,8 @@ class MetricsPusher:
 
     def _settle(self, now: float, wait_until: float | None = None) -> None:
         """Read the answers that have arrived (waiting until ``wait_until``, monotonic, if given)
-        and settle the pushes they complete; give up on pushes unanswered for the timeout."""
+        and settle the pushes they complete; give up once the Pushgateway has answered nothing
+        for the timeout."""
         conn = self._conn
         if not self._flights:
             if conn.connected:  # did the other side close the kept-alive connection meanwhile?
@@ -302,6 +316,7 @@ class MetricsPusher:
                     conn.close()
             return
         for answer in conn.poll(wait_until):
+            self._answered_at = now
             flight = self._flights[0]
             group = flight.groups[flight.answered]
             flight.answered += 1
@@ -332,7 +347,9 @@ class MetricsPusher:
             # given up on it while the container was frozen: the groups simply go again with
             # the next push, on a new connection. On a connection opened for the push, it failed.
             failure = oldest.failure or (PushError("connection", "closed without answering") if oldest.fresh else None)
-        elif wait_until is not None or now - oldest.sent_at >= self.settings.pushgateway_timeout_seconds:
+        elif (wait_until is not None
+              or now - max(oldest.sent_at, self._answered_at) >= self.settings.pushgateway_timeout_seconds):
+            # Silent for the timeout: a gateway that is behind but answering is not timed out.
             unanswered = sum(len(f.groups) - f.answered for f in self._flights)
             failure = PushError("timeout", f"{unanswered} requests unanswered after "
                                            f"{self.settings.pushgateway_timeout_seconds:g} s")
