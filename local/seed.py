@@ -4,8 +4,11 @@
 
 For each demo property: its base price goes into the registry (``CONFIG``), simulated booking
 outcomes at explored prices (``pricing.domain.simulator``) go through ``POST /learn`` on the
-running local API (``LOCAL_API_URL``; in-process when the API is not reachable), and
-RetrainFunction's handler retrains it in this process, against the same stores. After that,
+running local API (``LOCAL_API_URL``; in-process when the API is not reachable), and one
+RetrainFunction invocation in a local Lambda container (``local.invoke``, as ``make invoke``
+does, against ``make run``'s stores and Pushgateway) retrains them all; without ``make run`` up,
+RetrainFunction's handler runs in this process instead. Through the functions, the seeding's
+outcomes and retrains are counted in the metrics like any other traffic. After that,
 ``/score`` for these properties answers ``pricing_method: ml_elasticity`` with the deployed
 ``model_version``.
 
@@ -90,26 +93,45 @@ def learn(outcomes: list[dict], api_url: str | None) -> tuple[int, int, str]:
     return stored, duplicates, how
 
 
+def retrain(property_ids: list[str], api_url: str | None) -> list[dict]:
+    """Retrain ``property_ids``: in a RetrainFunction container when ``make run`` is up, else
+    with its handler in this process. Returns the per-property results."""
+    event = {"detail": {"property_ids": property_ids, "force": False}}
+    if api_url:
+        from local.invoke import invoke
+
+        result = invoke("RetrainFunction", json.dumps(event).encode(), echo=False)
+        if result.ok:
+            return result.json()["results"]
+        print(f"  RetrainFunction failed ({result.outcome}): {result.payload[:300]!r}", file=sys.stderr)
+        return []
+    from pricing.services import retraining
+
+    return retraining.handler(event, _Context())["results"]
+
+
 def seed(n_outcomes: int = DEFAULT_OUTCOMES, api_url: str | None = None) -> list[dict]:
     """Seed every demo property; returns one summary per property."""
-    from pricing.services import retraining
     from pricing.settings import get_settings
     from pricing.storage import Storage
 
     storage = Storage(get_settings())
     curves: dict[str, DemandCurve] = {c.name: c for c in CURVES}
     now = datetime.now(timezone.utc)
-    summaries = []
+    learned = {}
     for property_id, curve_name in DEMO_PROPERTIES.items():
         curve = curves[curve_name]
         storage.put_property_config(property_id, curve.base_price)
         outcomes = simulate_outcomes(curve, n_outcomes, seed=2026, now=now, property_id=property_id)
-        stored, duplicates, how = learn(outcomes, api_url)
-        answer = retraining.handler({"property_ids": [property_id], "force": False}, _Context())
-        (result,) = answer["results"]
+        learned[property_id] = learn(outcomes, api_url)
+    results = {r["property_id"]: r for r in retrain(list(DEMO_PROPERTIES), api_url)}
+    summaries = []
+    for property_id, curve_name in DEMO_PROPERTIES.items():
+        stored, duplicates, how = learned[property_id]
+        result = results.get(property_id, {"status": "failed", "reason": "no result"})
         live = storage.get_property_record(property_id).live_version
         summaries.append({
-            "property_id": property_id, "curve": curve_name, "base_price": curve.base_price,
+            "property_id": property_id, "curve": curve_name, "base_price": curves[curve_name].base_price,
             "stored": stored, "duplicates": duplicates, "via": how,
             "retrain": result["status"], "reason": result["reason"], "live_version": live,
         })

@@ -168,8 +168,11 @@ def test_a_late_born_series_is_pushed_with_its_value_by_the_invocation_that_made
     assert promproto.value(body, "pricing_errors_created", endpoint="/score", error_type="StorageUnavailable")
 
 
-def test_gauges_are_pushed_with_their_latest_values(clock):
+def test_gauges_are_pushed_with_their_latest_values_and_only_once_set(clock):
     m, p, conn = make_pusher(clock)
+    p.push()
+    assert promproto.value(conn.last(BASE), "pricing_synthetic_check_timestamp_seconds") is None
+    assert promproto.value(conn.last(BASE), "pricing_models_loaded") is None
     m.set_models_loaded(2)
     p.push()
     m.set_models_loaded(5)
@@ -214,6 +217,8 @@ def test_every_family_is_pushed_with_its_type(clock):
     m.track_request(method="POST", endpoint="/score", status_code=200, duration=0.01)
     m.track_retraining(property_id="p", model_type="conversion", status="failed", duration=2.0)
     m.track_competitor_fetch(property_id="p", status="success", staleness_seconds=1.5)
+    m.set_models_loaded(1)
+    m.mark_synthetic_check()
     p.push()
     pb = promproto.metrics_pb2()
     kinds = {"counter": pb.COUNTER, "gauge": pb.GAUGE, "info": pb.GAUGE, "histogram": pb.HISTOGRAM}

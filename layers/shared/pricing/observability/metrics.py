@@ -180,7 +180,9 @@ class PricingMetrics:
         for family in FAMILIES:
             if not family.per_property:
                 metric = base.metrics[family.name] = family.build(base.registry)
-                if not family.labelnames:
+                # Unlabelled counters exist at zero from the start; a gauge or an info only once
+                # set (a synthetic-check time of 0 is not a check that ran in 1970).
+                if not family.labelnames and family.kind == "counter":
                     base.series[family.name] = {(): metric}
         for reason in PUSH_FAILURE_REASONS:
             self._child(push_failures, reason=reason)
