@@ -23,6 +23,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -212,6 +213,9 @@ class LocalStack:
         base = observability / "prometheus.yml"
         # Without the project's own config, still evaluate its alerting and recording rules.
         rules = sorted(p for p in observability.glob("prometheus_*.yml"))
+        # A new run starts with new stores and a new Pushgateway: Prometheus starts empty too, or
+        # the last run's series (within the 5-minute lookback) would add to this run's sums.
+        shutil.rmtree(opts.run_dir / "prometheus-data", ignore_errors=True)
         for attempt_rules in (rules, []):
             config = write_prometheus_config(opts.run_dir / "prometheus.yml", f"127.0.0.1:{pg_port}",
                                              f"127.0.0.1:{prom_port}", base if base.is_file() else None,
