@@ -101,6 +101,8 @@ property_ids = st.one_of(
 )
 timestamps = st.one_of(
     st.integers(min_value=10, max_value=60 * 24 * 700).map(_stamp),  # well inside 2 years, not future
+    st.integers(min_value=60 * 24 * 740, max_value=60 * 24 * 3650).map(_stamp),  # too old
+    st.integers(min_value=-60 * 24 * 30, max_value=-10).map(_stamp),  # in the future
     st.sampled_from(["2026-02-30T00:00:00Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59-23:59",
                      "２０２６-11-26T10:00:00Z", "2026-11-26T10:00:00", "yesterday"]),
     texts,
@@ -110,6 +112,8 @@ prices = st.one_of(st.floats(min_value=0.01, max_value=5000.0), numbers, json_va
 quote_ids = st.one_of(
     st.sampled_from([f"pool-{i}" for i in range(6)]),  # shared across items and examples: duplicates
     st.uuids().map(str),
+    # At the key's byte limit: 1,022 bytes fit, 1,024 (256 four-byte characters) do not.
+    st.sampled_from(["\U0001F600" * 256, "€€" + "\U0001F600" * 254, "\U0010FFFD" * 255 + "ab", "é" * 256]),
     texts,
     long_texts,
     json_values,
