@@ -435,18 +435,18 @@ def test_store_down_is_a_503_acknowledging_nothing_and_the_retry_stores_everythi
 
 def test_store_failing_part_way_loses_nothing_once_the_batch_is_retried(loop, record_property):
     pid = "e2e-partial"
-    batch = [outcome(pid, i) for i in range(300)]  # 13 BatchWriteItem calls of up to 25 items
+    batch = [outcome(pid, i) for i in range(300)]  # 300 conditional PutItem calls
     writes = {"n": 0}
     lock = threading.Lock()
 
-    def after_four_writes(request: StoreRequest) -> bool:
-        if request.operation != "BatchWriteItem":
+    def after_a_hundred_writes(request: StoreRequest) -> bool:
+        if request.operation != "PutItem":
             return False
         with lock:
             writes["n"] += 1
-            return writes["n"] > 4
+            return writes["n"] > 100
 
-    loop.proxy.fail = after_four_writes
+    loop.proxy.fail = after_a_hundred_writes
     try:
         refused = loop.learn(batch)
     finally:
