@@ -99,3 +99,11 @@ bench: setup ## every benchmark in one table, each figure against its baseline (
 
 bench-check: setup ## the performance targets (warm /score, push overhead, cold start, push size): non-zero when one is missed
 	$(PY) -m bench.run --check
+
+# --- property tests --------------------------------------------------------------------------
+.PHONY: test-property
+PROPERTY_EXAMPLES ?= 2000
+
+test-property: setup ## long random run of the /learn property tests (PROPERTY_EXAMPLES=, default 2000; the pure one runs 10x)
+	HYPOTHESIS_PROFILE=long PROPERTY_EXAMPLES=$(PROPERTY_EXAMPLES) $(PY) -m pytest -q -s -p no:logging \
+	  tests/unit/test_outcomes_property.py tests/integration/test_learn_property.py

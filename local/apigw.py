@@ -12,18 +12,27 @@ What it reproduces of a deployed REST API with Lambda proxy integrations:
 - request bodies over 6 MB get 413 before any function runs (API Gateway itself takes 10 MB, but
   Lambda refuses a synchronous payload over 6 MB, so that is the limit a caller meets);
 - API keys only when asked (``require_api_key``), as ``sam local start-api`` does not check them.
+  When asked, the key is checked before routing, as API Gateway does: without the right key
+  every path and method is a 403, so a caller without a key learns nothing of the routes. A
+  request with more than one ``x-api-key`` header is a 403 whatever their values: which one a
+  gateway would check is not something a caller should depend on, so ambiguous credentials are
+  never accepted;
+- framing: a ``Content-Length`` that is not one decimal number (negative, signed, several
+  differing values) is a 400 at once, the connection closed, as it cannot be framed.
 
-Differences on purpose: an unknown path is a 404 and a known path with the wrong method a 405
-(API Gateway answers both with 403 "Missing Authentication Token", which misleads more than it
-helps locally); more than ``max_containers`` concurrent requests wait for a container instead of
-being throttled at once.
+Differences on purpose: with the right key (or none required), an unknown path is a 404 and a
+known path with the wrong method a 405 (API Gateway answers both with 403 "Missing
+Authentication Token", which misleads more than it helps locally); more than ``max_containers``
+concurrent requests wait for a container instead of being throttled at once.
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import logging
+import re
 import sys
 import time
 import uuid
@@ -45,6 +54,25 @@ API_ID = "localapi01"
 
 # Hop-by-hop and framing headers are the HTTP server's business, never the function's.
 _FRAMING_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,20}", re.ASCII)
+
+
+def content_length(values: Sequence[str]) -> int | None:
+    """The body length the ``Content-Length`` header values declare (0 when absent), or None
+    when they do not declare one (RFC 9112 6.3: not a decimal number, or differing values).
+
+    >>> content_length([]), content_length(["12"]), content_length(["12", "12"])
+    (0, 12, 12)
+    >>> [content_length(v) for v in (["-5"], ["-1"], ["+5"], ["1e3"], ["5", "6"], [""], ["\u0663"])]
+    [None, None, None, None, None, None, None]
+    """
+    if not values:
+        return 0
+    lengths = {v.strip() for v in values}
+    if len(lengths) != 1:
+        return None
+    (text,) = lengths
+    return int(text) if _CONTENT_LENGTH.fullmatch(text) else None
 
 
 class BadProxyResponse(ValueError):
@@ -240,21 +268,27 @@ class LocalApi:
             allowed.append(route.method)
         return None, None, allowed
 
+    def key_accepted(self, headers: Sequence[tuple[str, str]]) -> bool:
+        """Exactly one ``x-api-key`` header, holding the required key (compared in constant time)."""
+        given = [v for n, v in headers if n.lower() == "x-api-key"]
+        if len(given) != 1 or self.require_api_key is None:
+            return False
+        return hmac.compare_digest(given[0].encode("utf-8", "surrogateescape"),
+                                   self.require_api_key.encode("utf-8", "surrogateescape"))
+
     def handle(self, method: str, raw_path: str, headers: Sequence[tuple[str, str]], body: bytes,
                source_ip: str) -> HttpResponse:
         """One request through routing, the API key check, the function and back."""
         started = time.monotonic()
         request_id = str(uuid.uuid4())
         path = urlsplit(raw_path).path
+        if self.require_api_key and not self.key_accepted(headers):
+            return _json_response(403, {"message": "Forbidden"})
         route, params, allowed = self.route(method, path)
         if route is None:
             if allowed:
                 return _json_response(405, {"message": "Method Not Allowed"}, [("Allow", ", ".join(sorted(set(allowed))))])
             return _json_response(404, {"message": "Not Found"})
-        if self.require_api_key:
-            given = next((v for n, v in headers if n.lower() == "x-api-key"), None)
-            if given != self.require_api_key:
-                return _json_response(403, {"message": "Forbidden"})
         event = build_event(method=method, raw_path=raw_path, headers=headers, body=body, route=route,
                             path_parameters=params, stage=self.stage, source_ip=source_ip,
                             request_id=request_id)
@@ -311,9 +345,9 @@ class _ApiHandler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         api = self.server.api
         limit = api.max_request_bytes
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
+        length = content_length(self.headers.get_all("Content-Length") or [])
+        if length is None:
+            # Unframeable: no body can be read, and the connection cannot be reused.
             self._write(_json_response(400, {"message": "Bad Request"}), close=True)
             return
         if length > limit:

@@ -358,10 +358,12 @@ def invalid_examples(pid: str) -> dict[str, object]:
         "non_finite_number": NON_FINITE,
         "non_positive_price": outcome(pid, 907, quoted_price=0),
         "negative_time_to_book": outcome(pid, 908, time_to_book=-1),
+        "number_out_of_range": outcome(pid, 915, quoted_price=1e200),
         "invalid_date": outcome(pid, 909, stay_date="2026-02-30"),
         "invalid_lead_time": outcome(pid, 910, timestamp=ts(-timedelta(hours=1)),
                                      stay_date=(NOW - timedelta(days=10)).date().isoformat()),
         "invalid_quote_id": outcome(pid, 911, quote_id=""),
+        "id_too_long": outcome(pid, 916, quote_id="\U0001F600" * 256),
         "invalid_attribution": outcome(pid, 912, variant=""),
         "invalid_context": outcome(pid, 913, context={"occupancy": 7}),
         "context_too_large": outcome(pid, 914, context={"notes": "x" * 5000}),
@@ -433,18 +435,18 @@ def test_store_down_is_a_503_acknowledging_nothing_and_the_retry_stores_everythi
 
 def test_store_failing_part_way_loses_nothing_once_the_batch_is_retried(loop, record_property):
     pid = "e2e-partial"
-    batch = [outcome(pid, i) for i in range(300)]  # 13 BatchWriteItem calls of up to 25 items
+    batch = [outcome(pid, i) for i in range(300)]  # 300 conditional PutItem calls
     writes = {"n": 0}
     lock = threading.Lock()
 
-    def after_four_writes(request: StoreRequest) -> bool:
-        if request.operation != "BatchWriteItem":
+    def after_a_hundred_writes(request: StoreRequest) -> bool:
+        if request.operation != "PutItem":
             return False
         with lock:
             writes["n"] += 1
-            return writes["n"] > 4
+            return writes["n"] > 100
 
-    loop.proxy.fail = after_four_writes
+    loop.proxy.fail = after_a_hundred_writes
     try:
         refused = loop.learn(batch)
     finally:

@@ -385,3 +385,56 @@ def test_hostile_requests_never_crash_or_restart_a_lambda_container(tmp_path):
                 assert result.ok and result.outcome == "response", (function, i, result.payload[:300])
                 assert result.json()["statusCode"] == status, (function, i, result.json()["body"][:300])
                 assert container.alive and container.invocations == i and not result.cold_start or i == 1
+
+
+# ------------------------------------------------------------------------------------- issue 12
+
+MARKER = "zq7Xmarker"  # a string no error message could contain by itself
+
+ECHO_CASES = [
+    ("content-type", "/score", json.dumps(QUOTE), {"Content-Type": f"text/{MARKER}; charset={MARKER}"}),
+    ("learn-content-type", "/learn", json.dumps(BATCH), {"Content-Type": f"application/x-{MARKER}"}),
+    ("duplicate-key", "/score", raw_quote('"stay_date"', f'"{MARKER}": 1, "{MARKER}": 2, "stay_date"'), JSON),
+    ("learn-duplicate-key", "/learn", json.dumps(BATCH).replace('"accepted": true',
+                                                                 f'"accepted": true, "{MARKER}": 1, "{MARKER}": 2'), JSON),
+    ("bad-escape", "/score", raw_quote('"user-123"', f'"user\\\\{MARKER[0]}\\{MARKER}"'), JSON),
+    ("bad-literal", "/score", raw_quote('"capacity": 50', f'"capacity": {MARKER}'), JSON),
+    ("bad-value", "/score", quote_with("entity.userId", "\x00" + MARKER), JSON),
+    ("bad-date", "/score", quote_with("stay_date", MARKER), JSON),
+    ("bad-toggle", "/score", quote_with("toggles.use_ml", MARKER), JSON),
+    ("weather-key-nan", "/score", raw_quote('"weather": {}', f'"weather": {{"{MARKER}": NaN}}'), JSON),
+    ("deep-under-key", "/score", raw_quote('"weather": {}', f'"weather": {{"{MARKER}": ' + nested(40) + "}"), JSON),
+    ("not-utf8-content-type", "/learn", json.dumps(BATCH), {"Content-Type": f"{MARKER}/\u00e9"}),
+    ("bad-batch", "/learn", json.dumps({"batch": MARKER}), JSON),
+]
+
+
+@pytest.mark.parametrize("path,body,headers", [c[1:] for c in ECHO_CASES], ids=[c[0] for c in ECHO_CASES])
+def test_error_bodies_never_contain_request_bytes(score_handler, ingest_handler, path, body, headers):
+    handler = score_handler if path == "/score" else ingest_handler
+    status, out_headers, out = post(handler, path, body, headers)
+    assert 400 <= status < 500, out
+    assert MARKER.lower() not in json.dumps(out).lower(), out
+    assert MARKER.lower() not in json.dumps(out_headers).lower()
+
+
+def test_a_rules_price_from_competitor_prices_at_the_cap_stays_within_it(score_handler):
+    market = {"comp_price_p10": 1e10, "comp_price_p50": 1e10, "comp_price_p90": 1e10}
+    body = quote_with("market", market)
+    body["toggles"] = {"use_ml": False, "aggressive": True}
+    body["product"]["refundable"] = True
+    status, _, out = post(score_handler, "/score", body, JSON)
+    assert status == 200, out
+    prices = [out["price"], *out["price_grid"], out["conf_band"]["lower"], out["conf_band"]["upper"]]
+    assert out["price"] == 1e10 and out["safety"]["clamped"] is True
+    assert all(0.01 <= p <= 1e10 for p in prices), prices
+
+
+@pytest.mark.parametrize("pid", [".", "..", "..."])
+def test_a_property_id_of_dots_is_a_422(score_handler, pid):
+    assert_refused(score_handler, "/score", quote_with("entity.propertyId", pid), JSON, 422, "validation", "propertyId")
+
+
+def test_property_ids_with_dots_among_other_characters_are_priced(score_handler):
+    status, _, out = post(score_handler, "/score", quote_with("entity.propertyId", "hotel.v2..b"), JSON)
+    assert status == 200, out

@@ -15,6 +15,7 @@ from local.apigw import build_event
 from local.template import ApiRoute
 from pricing.domain.outcomes import INVALID_REASONS
 from pricing.services.ingestion import IngestionService
+from pricing import storage as storage_module
 from pricing.storage import OUTCOME_LISTING_KEY, Storage, StorageUnavailable
 
 ROUTE = ApiRoute("IngestFunction", "POST", "/learn")
@@ -25,9 +26,10 @@ class LambdaContext:
     function_name = "pricing-ingest-dev"
     aws_request_id = "req-ingest-test"
     memory_limit_in_mb = 1024
+    remaining_ms = 29_000
 
     def get_remaining_time_in_millis(self) -> int:
-        return 29_000
+        return self.remaining_ms
 
 
 def ts(delta: timedelta = timedelta(0)) -> str:
@@ -58,9 +60,11 @@ INVALID_EXAMPLES = {
     "non_finite_number": "NON_FINITE",  # spliced into the raw JSON below: 1e999 parses as inf
     "non_positive_price": outcome(0, quoted_price=0, quote_id="x-zero"),
     "negative_time_to_book": outcome(0, time_to_book=-1, quote_id="x-ttb"),
+    "number_out_of_range": outcome(0, quoted_price=1e200, quote_id="x-range"),
     "invalid_date": outcome(0, stay_date="2026-02-30", quote_id="x-date"),
     "invalid_lead_time": outcome(0, stay_date=(NOW - timedelta(days=10)).date().isoformat(), quote_id="x-lead"),
     "invalid_quote_id": outcome(0, quote_id=""),
+    "id_too_long": outcome(0, quote_id="\U0001F600" * 256),
     "invalid_attribution": outcome(0, variant="", quote_id="x-attr"),
     "invalid_context": outcome(0, context={"occupancy": 7}, quote_id="x-ctx"),
     "context_too_large": outcome(0, context={"notes": "x" * 5000}, quote_id="x-big"),
@@ -109,6 +113,13 @@ def stored_outcomes(aws, property_id: str | None = None) -> list[dict]:  # noqa:
         i for i in items
         if i["outcome_key"]["S"] != OUTCOME_LISTING_KEY and (property_id is None or i["property_id"]["S"] == property_id)
     ]
+
+
+def ingested_counted(property_id: str) -> float:
+    from pricing.observability import metrics
+
+    label = metrics.METRICS.property_label(property_id)
+    return metrics.METRICS.registry.get_sample_value("pricing_outcomes_ingested_total", {"property_id": label}) or 0.0
 
 
 def test_learn_counts_valid_invalid_each_reason_and_duplicates(ingest):
@@ -199,16 +210,17 @@ def test_store_down_is_a_503_with_retry_after_and_claims_nothing(ingest):
 
 
 def test_store_failing_mid_batch_loses_nothing_when_the_batch_is_retried(ingest, monkeypatch):
-    batch = [outcome(i) for i in range(300)]  # 12 BatchWriteItem calls
+    batch = [outcome(i) for i in range(300)]  # 300 conditional PutItem calls
     storage = ingest.storage
     real_call = Storage._call
     writes = {"n": 0}
+    counted_before = ingested_counted("prop-1")
 
     def flaky_call(self, service, operation, **kwargs):
-        if operation == "batch_write_item":
+        if operation == "put_item":
             writes["n"] += 1
-            if writes["n"] in (4, 5, 6, 7, 8):
-                raise StorageUnavailable("dynamodb.batch_write_item: ServiceUnavailable")
+            if 100 <= writes["n"] < 110:
+                raise StorageUnavailable("dynamodb.put_item: ServiceUnavailable")
         return real_call(self, service, operation, **kwargs)
 
     monkeypatch.setattr(Storage, "_call", flaky_call)
@@ -225,6 +237,8 @@ def test_store_failing_mid_batch_loses_nothing_when_the_batch_is_retried(ingest,
     assert body["duplicates"] == partially
     assert len(stored_outcomes(ingest.aws)) == 300
     assert storage.list_outcome_properties() == ["prop-1"]
+    # What the failed attempt wrote is in the metric though its answer claimed none of it.
+    assert ingested_counted("prop-1") - counted_before == 300
 
 
 def test_unprocessed_items_are_retried_until_stored(ingest, monkeypatch):
@@ -236,8 +250,9 @@ def test_unprocessed_items_are_retried_until_stored(ingest, monkeypatch):
             throttled["n"] += 1
             request = kwargs["RequestItems"]
             (table, writes), = request.items()
-            done = real_call(self, service, operation, RequestItems={table: writes[:5]})
-            return {**done, "UnprocessedItems": {table: writes[5:]}}
+            # Outcomes are conditional PutItems; the batch write is the properties' listing.
+            done = real_call(self, service, operation, RequestItems={table: writes[:1]})
+            return {**done, "UnprocessedItems": {table: writes[1:]}} if writes[1:] else done
         if operation == "batch_get_item" and throttled["gets"] == 0:
             throttled["gets"] += 1
             (table, spec), = kwargs["RequestItems"].items()
@@ -246,14 +261,19 @@ def test_unprocessed_items_are_retried_until_stored(ingest, monkeypatch):
         return real_call(self, service, operation, **kwargs)
 
     monkeypatch.setattr(Storage, "_call", throttling_call)
-    status, body, _ = ingest({"batch": [outcome(i) for i in range(40)]})
+    status, body, _ = ingest({"batch": [outcome(i, property_id=f"prop-{i % 4}") for i in range(40)]})
 
     assert status == 200 and body["processed"] == 40
     assert (throttled["n"], throttled["gets"]) == (3, 1)
     assert len(stored_outcomes(ingest.aws)) == 40
+    assert ingest.storage.list_outcome_properties() == ["prop-0", "prop-1", "prop-2", "prop-3"]
 
 
-def test_ten_thousand_outcomes_in_one_batch(ingest, capsys):
+def test_ten_thousand_outcomes_in_one_batch(ingest, capsys, monkeypatch):
+    # Each new outcome is one conditional PutItem: moto's server takes a few hundred a second on
+    # this machine (DynamoDB takes thousands from one Lambda), so the deadlines are widened here.
+    monkeypatch.setattr(storage_module, "OUTCOME_IO_BUDGET_SECONDS", 240.0)
+    monkeypatch.setattr(LambdaContext, "remaining_ms", 300_000)
     batch = [outcome(i % 5000, quote_id=f"big-{i}", property_id=f"prop-{i % 7}") for i in range(10_000)]
 
     started = time.perf_counter()
@@ -265,3 +285,91 @@ def test_ten_thousand_outcomes_in_one_batch(ingest, capsys):
     assert len(stored_outcomes(ingest.aws)) == 10_000
     with capsys.disabled():
         print(f"\n/learn with 10,000 outcomes against moto: {elapsed:.2f} s")
+
+
+# --- issue 12: one bad item never refuses the batch; only an unavailable store is a 503 ----------
+
+def raw_number_batch(numbers: dict[str, str]) -> bytes:
+    """A batch of two valid outcomes around one item per (field, JSON number literal)."""
+    items, literals = [outcome(1, quote_id="ok-1")], []
+    for n, (case, literal) in enumerate(numbers.items()):
+        field, _ = case.split(":", 1)
+        item = outcome(n + 10, quote_id=f"num-{n}")
+        item[field] = f"__LITERAL_{n}__"
+        items.append(item)
+        literals.append(literal)
+    items.append(outcome(2, quote_id="ok-2"))
+    text = json.dumps({"batch": items})
+    for n, literal in enumerate(literals):
+        text = text.replace(f'"__LITERAL_{n}__"', literal)
+    return text.encode()
+
+
+EXTREME_NUMBERS = {
+    f"{field}:{name}": literal
+    for field in ("quoted_price", "final_price", "time_to_book", "comp_p10", "comp_p50", "comp_p90")
+    for name, literal in (("1e200", "1e200"), ("1e308", "1e308"), ("int-128-digits", "9" * 128),
+                          ("int-400-digits", "1" + "0" * 399), ("5e-324", "5e-324"), ("1e-131", "1e-131"))
+}
+
+
+def test_extreme_numbers_refuse_their_item_and_the_rest_of_the_batch_is_stored(ingest):
+    status, body, _ = ingest(raw_number_batch(EXTREME_NUMBERS))
+
+    assert status == 200, body
+    assert body["processed"] == 2 and body["invalid"] == len(EXTREME_NUMBERS)
+    assert {e["reason"] for e in body["errors"]} == {"number_out_of_range"}
+    assert [e["index"] for e in body["errors"]] == list(range(1, len(EXTREME_NUMBERS) + 1))
+    assert sorted(i["quote_id"]["S"] for i in stored_outcomes(ingest.aws)) == ["ok-1", "ok-2"]
+
+
+def test_numbers_at_the_edges_of_the_store_range_are_stored_as_sent(ingest):
+    edges = {"time_to_book:min": "1e-130", "time_to_book:max": "9.999999999999998e125",
+             "time_to_book:zero": "0", "time_to_book:minus-zero": "-0.0", "quoted_price:cap": "1e10",
+             "quoted_price:long-literal": "120.000000000000000000000000000000000000000000000001",
+             "final_price:long-integer": "1234567890", "comp_p50:tiny": "1e-130"}
+    status, body, _ = ingest(raw_number_batch(edges))
+
+    assert status == 200, body
+    assert (body["processed"], body["invalid"]) == (len(edges) + 2, 0), body
+    items = {i["quote_id"]["S"]: i for i in stored_outcomes(ingest.aws)}
+    assert items["num-0"]["time_to_book"] == {"N": "1E-130"}
+    assert items["num-3"]["time_to_book"] == {"N": "0.0"}  # -0.0 is kept as 0.0
+
+
+def test_a_quote_id_over_the_key_limit_and_an_underflowing_price_are_refused_not_retried(ingest):
+    batch = [outcome(1), outcome(2, quote_id="\U0001F600" * 256), "RAW", outcome(3)]
+    text = json.dumps({"batch": batch}).replace('"RAW"', json.dumps(outcome(4)).replace("104.0", "1e-131"))
+
+    for attempt in range(2):  # the same answer every time: nothing to retry
+        status, body, _ = ingest(text.encode())
+        assert status == 200, body
+        assert body["errors"] == [{"index": 1, "reason": "id_too_long"}, {"index": 2, "reason": "number_out_of_range"}]
+        assert (body["processed"], body["duplicates"]) == ((2, 0) if attempt == 0 else (0, 2))
+    assert len(stored_outcomes(ingest.aws)) == 2
+
+
+def test_an_item_the_store_refuses_is_reported_unstorable_and_the_rest_is_stored(ingest, monkeypatch):
+    from pricing.storage import StoreRefused
+
+    real_call = Storage._call
+
+    def refusing_call(self, service, operation, **kwargs):
+        if operation == "put_item" and kwargs["Item"]["outcome_key"]["S"] == "q:q00002":
+            raise StoreRefused("dynamodb.put_item: ValidationException")
+        return real_call(self, service, operation, **kwargs)
+
+    monkeypatch.setattr(Storage, "_call", refusing_call)
+    status, body, _ = ingest({"batch": [outcome(i) for i in range(5)]})
+
+    assert status == 200, body
+    assert body["errors"] == [{"index": 2, "reason": "unstorable"}]
+    assert (body["processed"], body["invalid"]) == (4, 1)
+    assert len(stored_outcomes(ingest.aws)) == 4
+
+
+def test_property_id_of_dots_is_refused_and_never_becomes_a_key(ingest):
+    status, body, _ = ingest({"batch": [outcome(1, property_id=".."), outcome(2, property_id="."), outcome(3)]})
+    assert status == 200
+    assert body["errors"] == [{"index": 0, "reason": "invalid_property_id"}, {"index": 1, "reason": "invalid_property_id"}]
+    assert {i["property_id"]["S"] for i in stored_outcomes(ingest.aws)} == {"prop-1"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import time
 
 import pytest
 import requests
@@ -175,3 +176,50 @@ def test_result_headers_default_to_json_and_drop_framing_headers():
     response = proxy_response(b'{"statusCode": 204, "headers": {"Content-Length": "99", "Connection": "x"}}')
     assert response.status == 204 and response.body == b""
     assert response.headers == [("Content-Type", "application/json")]
+
+
+def raw_exchange(api: LocalApi, request: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``request`` as is and read until the server closes the connection (or ``timeout``)."""
+    port = int(api.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    return raw
+
+
+@pytest.mark.parametrize("declared", [b"-5", b"-1", b"+5", b"1e3", b"5, 6", b"\xd9\xa3"])
+def test_a_content_length_that_frames_nothing_is_a_400_at_once(api, declared):
+    started = time.monotonic()
+    raw = raw_exchange(api, b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: " + declared + b"\r\n\r\n{}")
+    assert raw.startswith(b"HTTP/1.1 400"), raw[:200]
+    assert json.loads(raw.split(b"\r\n\r\n", 1)[1]) == {"message": "Bad Request"}
+    assert time.monotonic() - started < 2.0  # answered, not held until the client gives up
+
+
+def test_two_differing_content_lengths_are_a_400(api):
+    raw = raw_exchange(api, b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}")
+    assert raw.startswith(b"HTTP/1.1 400"), raw[:200]
+
+
+def test_with_a_key_required_the_key_is_checked_before_routing(tmp_path):
+    pool = FunctionPool(handler_function(tmp_path, ECHO), log_dir=tmp_path)
+    api = LocalApi([ApiRoute("Echo", "POST", "/score")], {"Echo": pool}, require_api_key="s3cret").start()
+    try:
+        # Without the key, no route is revealed: unknown path, wrong method and real route alike.
+        for method, path in (("GET", "/nothing-here"), ("GET", "/score"), ("POST", "/score"), ("DELETE", "/")):
+            assert requests.request(method, f"{api.url}{path}", timeout=30).status_code == 403, (method, path)
+        key = {"x-api-key": "s3cret"}
+        assert requests.get(f"{api.url}/nothing-here", headers=key, timeout=30).status_code == 404
+        assert requests.get(f"{api.url}/score", headers=key, timeout=30).status_code == 405
+        assert requests.post(f"{api.url}/score", headers=key, data=b"{}", timeout=30).status_code == 200
+        # Two x-api-key headers are refused whatever their order: ambiguous credentials never pass.
+        for first, second in ((b"s3cret", b"wrong"), (b"wrong", b"s3cret"), (b"s3cret", b"s3cret")):
+            raw = raw_exchange(api, b"POST /score HTTP/1.1\r\nHost: x\r\nx-api-key: " + first +
+                               b"\r\nX-Api-Key: " + second + b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            assert raw.startswith(b"HTTP/1.1 403"), (first, second, raw[:100])
+    finally:
+        api.close()
+        pool.close()

@@ -198,3 +198,96 @@ def test_unreadable_property_ids_are_not_reported_as_property_labels():
 
 def test_future_boundary_is_five_minutes():
     assert isinstance(validate_outcome(item(timestamp=(NOW + timedelta(minutes=5)).isoformat()), NOW), Outcome)
+
+
+# --- issue 12: every outcome validation lets through is storable ------------------------------
+
+HUGE_INT = int("9" * 400)  # parses from JSON as an int; no double holds it
+
+
+@pytest.mark.parametrize("name", ["quoted_price", "final_price", "comp_p10", "comp_p50", "comp_p90", "time_to_book"])
+@pytest.mark.parametrize("value", [1e200, 1e308, 1.7976931348623157e308, 10 ** 127, 10 ** 300, HUGE_INT,
+                                   5e-324, 1e-131, 9.999999999999999e-131])
+def test_a_number_storage_cannot_hold_is_refused_as_out_of_range_not_raised(name, value):
+    result = validate_outcome(item(**{name: value}), NOW)
+    assert isinstance(result, Invalid), result
+    assert (result.reason, result.field) == ("number_out_of_range", name)
+
+
+@pytest.mark.parametrize("name", ["quoted_price", "final_price", "comp_p50"])
+def test_prices_above_the_service_wide_cap_are_out_of_range(name):
+    assert validate_outcome(item(**{name: 1e10}), NOW).__class__ is Outcome
+    assert validate_outcome(item(**{name: 10_000_000_001}), NOW).reason == "number_out_of_range"
+
+
+@pytest.mark.parametrize("value,stored", [(1e-130, 1e-130), (9.999999999999998e125, 9.999999999999998e125),
+                                          (0, 0.0), (-0.0, 0.0), (10 ** 30, 1e30), (3, 3.0)])
+def test_time_to_book_at_the_edges_of_the_store_range_is_kept_as_a_double(value, stored):
+    o = validate_outcome(item(time_to_book=value), NOW)
+    assert isinstance(o, Outcome) and o.time_to_book == stored and type(o.time_to_book) is float
+    assert repr(o.time_to_book) != "-0.0"
+
+
+def test_a_long_literal_is_rounded_to_a_double_once_so_its_key_is_that_of_the_double():
+    long_literal = json.loads('{"p": 120.00000000000000000000000000000000000000000001}')["p"]
+    assert validate_outcome(item(quoted_price=long_literal), NOW).key == validate_outcome(item(), NOW).key
+
+
+def test_a_quote_id_over_the_key_byte_limit_is_id_too_long():
+    four_byte = "\U0001F600"
+    assert validate_outcome(item(quote_id=four_byte * 256), NOW).reason == "id_too_long"  # 1,024 bytes
+    fits = validate_outcome(item(quote_id="€€" + four_byte * 254), NOW)  # 256 characters, 1,022 bytes: the key is 1,024
+    assert isinstance(fits, Outcome) and len(fits.key.encode()) == 1024
+
+
+@pytest.mark.parametrize("pid", [".", "..", "...", "." * 128])
+def test_a_property_id_of_dots_is_not_a_safe_key_part(pid):
+    assert validate_outcome(item(property_id=pid), NOW).reason == "invalid_property_id"
+
+
+@pytest.mark.parametrize("pid", [".hidden", "a..b", "v1.2", "..x", "x.."])
+def test_property_ids_with_dots_among_other_characters_stay_valid(pid):
+    assert isinstance(validate_outcome(item(property_id=pid), NOW), Outcome)
+
+
+@pytest.mark.parametrize("stamp", ["２０２６-11-26T10:00:00Z", "2026-11-26T10:00:00.١٢٣Z"])
+def test_digits_of_other_scripts_are_not_timestamps(stamp):
+    assert validate_outcome(item(timestamp=stamp), NOW).reason == "invalid_timestamp"
+
+
+def test_reasons_are_documented_in_the_readme_in_the_order_they_are_checked():
+    from pathlib import Path
+
+    from pricing.domain.outcomes import STORE_REASONS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    documented = [line.split("`")[1] for line in readme.splitlines()
+                  if line.startswith("| `") and line.split("`")[1] in {*INVALID_REASONS, *STORE_REASONS}]
+    assert documented == [*INVALID_REASONS, *STORE_REASONS]
+
+
+def test_the_largest_outcome_validation_admits_fits_the_store_item_limit():
+    """Every field at its bound: the stored item stays under MAX_OUTCOME_ITEM_BYTES."""
+    from pricing.domain.limits import MAX_OUTCOME_ITEM_BYTES
+    from pricing.domain.outcomes import MAX_CONTEXT_BYTES
+
+    four_byte = "\U0001F600"
+    raw = item(property_id="p" * 128, quote_id="€€" + four_byte * 254, experiment_id=four_byte * 256,
+               variant=four_byte * 256, final_price=1.2345678901234567e9, time_to_book=1.2345678901234567e125,
+               comp_p10=1.2345678901234567e9, comp_p50=1.2345678901234567e9, comp_p90=1.2345678901234567e9,
+               stay_date="2026-12-24", context={"notes": "x" * (MAX_CONTEXT_BYTES - 20)})
+    o = validate_outcome(raw, NOW)
+    assert isinstance(o, Outcome), o
+    record = {**o.to_record(), "ingested_at": "2026-11-26T12:00:00.000000Z", "write_id": "0" * 32}
+    # DynamoDB's item size: attribute names plus values (UTF-8 strings, numbers ~ digits/2 + 1).
+    size = sum(len(k.encode()) + (len(str(v).encode()) if not isinstance(v, bool) else 1) for k, v in record.items())
+    assert size < MAX_OUTCOME_ITEM_BYTES
+
+
+def test_domain_limits_doctests():
+    import doctest
+
+    from pricing.domain import limits, outcomes
+
+    for module in (limits, outcomes):
+        assert doctest.testmod(module).failed == 0

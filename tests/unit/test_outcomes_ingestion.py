@@ -9,7 +9,7 @@ import pytest
 
 from pricing.observability import metrics
 from pricing.services.ingestion import IngestionService
-from pricing.storage import StorageUnavailable
+from pricing.storage import DUPLICATE, STORED, StorageUnavailable
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
 
@@ -26,11 +26,19 @@ class MemoryOutcomes:
             raise StorageUnavailable("down")
         return {k for k in keys if k in self.items}
 
-    def write_outcomes(self, records):
+    def put_new_outcomes(self, records, *, write_id):
+        """Conditional puts: a key stored already is a duplicate, as DynamoDB's condition says."""
         if self.down:
             raise StorageUnavailable("down")
+        statuses = []
         for r in records:
-            self.items[(r["property_id"], r["outcome_key"])] = r
+            key = (r["property_id"], r["outcome_key"])
+            if key in self.items:
+                statuses.append(DUPLICATE)
+            else:
+                self.items[key] = {**r, "write_id": write_id}
+                statuses.append(STORED)
+        return statuses
 
 
 def sample(name: str, **labels) -> float:

@@ -204,3 +204,41 @@ def test_artifact_round_trips_and_rejects_corruption():
     ):
         with pytest.raises(ModelFormatError):
             ConversionModel.from_artifact(corrupt)
+
+
+# -- the service-wide cap (issue 12) ------------------------------------------------------------
+
+from pricing.domain.guardrails import MAX_PRICE, MIN_PRICE  # noqa: E402
+
+
+def _all_prices(rec) -> list[float]:
+    return [rec.price, *rec.price_grid, *rec.conf_band]
+
+
+def test_a_rule_price_from_competitor_prices_at_the_cap_stays_at_the_cap():
+    """Competitor prices of 1e10 and no caller bounds once gave 19365885000.0."""
+    comp = CompetitorSnapshot(p10=MAX_PRICE, p50=MAX_PRICE, p90=MAX_PRICE, source="request")
+    quote = make_quote(competitors=comp, remaining=0, stay_date=date(2026, 11, 27), season="Summer", refundable=True,
+                       toggles=Toggles(aggressive=True))
+    rec = recommend(quote, quote_id="q", assignment=NONE, model=None)
+    assert rec.pricing_method == RULES
+    assert rec.price == MAX_PRICE and rec.clamped
+    assert all(MIN_PRICE <= p <= MAX_PRICE for p in _all_prices(rec)), _all_prices(rec)
+
+
+def test_a_configured_base_beyond_the_cap_is_priced_at_the_cap():
+    rec = recommend(make_quote(), quote_id="q", assignment=NONE, model=None, configured_base=1e12)
+    assert rec.price == MAX_PRICE and all(p <= MAX_PRICE for p in _all_prices(rec))
+
+
+def test_a_model_trusted_beyond_the_cap_prices_inside_it():
+    model = make_model(a=4.0, b=-0.5, lo=5e9, hi=5e10)
+    rec = recommend(make_quote(), quote_id="q", assignment=NONE, model=model)
+    assert rec.pricing_method == ML
+    assert all(MIN_PRICE <= p <= MAX_PRICE for p in _all_prices(rec)), _all_prices(rec)
+
+
+@pytest.mark.parametrize("price", [1.5e10, 1e300, float("inf")])
+def test_enforce_never_returns_a_price_above_the_cap(price):
+    assert Guardrails().enforce(price)[0] == MAX_PRICE
+    assert Guardrails(min_price=1.0).enforce(price)[0] == MAX_PRICE

@@ -63,3 +63,14 @@ def test_storable_figures_are_plain_and_finite():
 def test_summary_counts_every_status():
     results = [PropertyResult("a", "deployed", ""), PropertyResult("b", "failed", ""), PropertyResult("c", "deployed", "")]
     assert summarise(results) == {"deployed": 2, "rejected": 0, "skipped": 0, "failed": 1}
+
+
+@pytest.mark.parametrize("pid", [".", "..", "..."])
+def test_a_property_id_of_dots_never_names_a_retrain_or_an_artifact(pid):
+    from pricing.services.retraining import InvalidRetrainEvent, artifact_key, parse_request
+
+    with pytest.raises(InvalidRetrainEvent):
+        parse_request({"property_ids": [pid]})
+    with pytest.raises(ValueError):
+        artifact_key(pid, "20261126T030000Z-1a2b3c4d")
+    assert artifact_key("a..b", "v1") == "models/a..b/v1.json"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import threading
 import time
@@ -28,10 +29,15 @@ from typing import Any, Iterable
 
 from pricing.settings import Settings
 
+logger = logging.getLogger("pricing.storage")
+
 CONFIG_RECORD, LIVE_RECORD, MODEL_RECORD_PREFIX = "CONFIG", "LIVE", "MODEL#"
 
 BATCH_GET_LIMIT, BATCH_WRITE_LIMIT, SQS_BATCH_LIMIT = 100, 25, 10  # the services' per-call maxima
 OUTCOME_IO_WORKERS = 8
+#: Outcomes are written one conditional PutItem each (see ``put_new_outcomes``): more calls in
+#: flight than batch calls, and as many pooled connections (botocore's default pool is 10).
+OUTCOME_PUT_WORKERS = 16
 OUTCOME_IO_BUDGET_SECONDS = 20.0  # leaves a 29 s API Gateway request time to answer 503
 UNPROCESSED_FIRST_DELAY, UNPROCESSED_MAX_DELAY = 0.05, 1.0
 OUTCOME_READ_PAGE = 1000
@@ -54,8 +60,34 @@ class StorageUnavailable(RuntimeError):
     """A store could not be reached, timed out, throttled us, or answered with an error."""
 
 
+class StoreRefused(StorageUnavailable):
+    """The store refused the request itself (ValidationException: a limit the domain should have
+    checked), so an identical retry would fail the same way. A ``StorageUnavailable`` for callers
+    that only know that one; ingestion refuses the one item instead of the batch."""
+
+
 class ConditionFailed(RuntimeError):
-    """A conditional write lost a race: the item was not in the expected state."""
+    """A conditional write lost a race: the item was not in the expected state.
+
+    ``item``: the item as stored, in DynamoDB's wire form, when the write asked for it.
+    """
+
+    def __init__(self, message: str, item: dict | None = None):
+        super().__init__(message)
+        self.item = item or {}
+
+
+#: What became of one outcome given to ``put_new_outcomes``.
+STORED, DUPLICATE, REFUSED = "stored", "duplicate", "refused"
+
+
+class OutcomeWriteInterrupted(StorageUnavailable):
+    """The store failed part-way through ``put_new_outcomes``; ``statuses`` says, per record,
+    what is known: ``STORED``/``DUPLICATE``/``REFUSED``, or None where the write did not finish."""
+
+    def __init__(self, message: str, statuses: list[str | None]):
+        super().__init__(message)
+        self.statuses = statuses
 
 
 @dataclass(frozen=True)
@@ -126,7 +158,8 @@ class Storage:
                         # be stored is refused (503) in seconds, never left to time out.
                         timeouts = {"connect_timeout": 0.5, "read_timeout": 3}
                         retries = {"total_max_attempts": 4, "mode": "standard"}
-                    config = Config(**timeouts, retries=retries, tcp_keepalive=True)
+                    config = Config(**timeouts, retries=retries, tcp_keepalive=True,
+                                    max_pool_connections=max(OUTCOME_PUT_WORKERS, OUTCOME_IO_WORKERS))
                     if self._session is None:
                         # One session for every client: the second client then reuses the
                         # session's loaded endpoint, partition and service-list data and its
@@ -144,9 +177,11 @@ class Storage:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code == "ConditionalCheckFailedException":
-                raise ConditionFailed(str(exc)) from exc
+                raise ConditionFailed(str(exc), exc.response.get("Item")) from exc
             if code in {"NoSuchKey", "404", "NotFound"}:
                 raise KeyError(kwargs.get("Key")) from exc
+            if code == "ValidationException":
+                raise StoreRefused(f"{service}.{operation}: {code}") from exc
             raise StorageUnavailable(f"{service}.{operation}: {code or exc}") from exc
         except BotoCoreError as exc:
             raise StorageUnavailable(f"{service}.{operation}: {type(exc).__name__}") from exc
@@ -220,16 +255,25 @@ class Storage:
 
     # -- outcomes: ingestion (write side) -------------------------------------------------
     #
-    # A /learn batch of 10,000 outcomes is 100 BatchGetItem and 400 BatchWriteItem calls; they
-    # run on a small thread pool (boto3 clients are thread-safe) so the batch finishes in a few
-    # seconds, well inside API Gateway's 29 s. DynamoDB may return part of a batch unprocessed
-    # under throttling: those keys/items are retried with exponential backoff until a deadline,
-    # after which the whole call fails -- the caller must never acknowledge an unstored outcome.
+    # A /learn batch of 10,000 new outcomes is 100 BatchGetItem calls (which of them are stored
+    # already) and 10,000 conditional PutItem calls, one per new outcome: only a conditional write
+    # says whether *this* request stored the item or a concurrent one did, and BatchWriteItem
+    # takes no conditions. (TransactWriteItems would take 100 at a time, at twice the write cost,
+    # and fail together on any one duplicate.) They run on thread pools (boto3 clients are
+    # thread-safe), so the batch finishes in a few seconds, well inside API Gateway's 29 s.
+    # DynamoDB may return part of a batch read unprocessed under throttling: those keys are
+    # retried with exponential backoff until a deadline, after which the whole call fails -- the
+    # caller must never acknowledge an unstored outcome.
 
-    def _outcome_io_pool(self):
+    def _outcome_io_pool(self, workers: int = OUTCOME_IO_WORKERS):
         from concurrent.futures import ThreadPoolExecutor
 
-        return ThreadPoolExecutor(max_workers=OUTCOME_IO_WORKERS, thread_name_prefix="outcome-io")
+        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="outcome-io")
+
+    @staticmethod
+    def _deadline(budget_seconds: float | None) -> float:
+        # The module's budget read at call time, so a test against a slow local store can widen it.
+        return time.monotonic() + (OUTCOME_IO_BUDGET_SECONDS if budget_seconds is None else budget_seconds)
 
     def _retry_unprocessed(self, operation: str, request: dict, leftover_key: str, deadline: float) -> list[dict]:
         """Run a batch operation until DynamoDB has processed all of it; return every response."""
@@ -246,14 +290,16 @@ class Storage:
             delay = min(delay * 2, UNPROCESSED_MAX_DELAY)
 
     def existing_outcome_keys(
-        self, keys: list[tuple[str, str]], *, budget_seconds: float = OUTCOME_IO_BUDGET_SECONDS
+        self, keys: list[tuple[str, str]], *, budget_seconds: float | None = None
     ) -> set[tuple[str, str]]:
         """Which ``(property_id, outcome_key)`` pairs are already stored.
 
+        Only a first sort: the conditional writes of ``put_new_outcomes`` decide. A chunk of keys
+        the store refuses to look up (a key it cannot hold) counts as not stored.
         Raises ``StorageUnavailable`` when the table cannot be read in ``budget_seconds``.
         """
         table = self.settings.outcomes_table
-        deadline = time.monotonic() + budget_seconds
+        deadline = self._deadline(budget_seconds)
         chunks = [keys[i : i + BATCH_GET_LIMIT] for i in range(0, len(keys), BATCH_GET_LIMIT)]
 
         def fetch(chunk: list[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -264,7 +310,11 @@ class Storage:
                 }
             }
             found = set()
-            for resp in self._retry_unprocessed("batch_get_item", request, "UnprocessedKeys", deadline):
+            try:
+                responses = self._retry_unprocessed("batch_get_item", request, "UnprocessedKeys", deadline)
+            except StoreRefused:
+                return found
+            for resp in responses:
                 for item in resp.get("Responses", {}).get(table, []):
                     found.add((item["property_id"]["S"], item["outcome_key"]["S"]))
             return found
@@ -274,28 +324,109 @@ class Storage:
         with self._outcome_io_pool() as pool:
             return set().union(*pool.map(fetch, chunks))
 
-    def write_outcomes(self, records: list[dict], *, budget_seconds: float = OUTCOME_IO_BUDGET_SECONDS) -> None:
-        """Store outcome records (each with ``property_id`` and ``outcome_key``) and mark each
-        property as having outcomes, so the scheduled retrain can list them without a scan.
+    @staticmethod
+    def _listing_items(property_ids: Iterable[str], now: str) -> list[dict]:
+        return [
+            {
+                "property_id": property_id,
+                "outcome_key": OUTCOME_LISTING_KEY,
+                "listing_shard": listing_shard(property_id),
+                "last_ingested_at": now,
+            }
+            for property_id in sorted(set(property_ids))
+        ]
 
-        Writes are plain puts of deterministic items: repeating this call after a failure stores
-        the same items again, never a second copy. Raises ``StorageUnavailable``.
+    def put_new_outcomes(
+        self, records: list[dict], *, write_id: str, budget_seconds: float | None = None
+    ) -> list[str]:
+        """Store each outcome record (with ``property_id`` and ``outcome_key``) unless its key is
+        stored already; return, per record, ``STORED`` (this call wrote it), ``DUPLICATE`` (it
+        was there: an earlier or a concurrent request wrote it) or ``REFUSED`` (the store cannot
+        hold it: a limit validation missed; logged, never retried).
+
+        Each record is one ``attribute_not_exists`` PutItem, so of concurrent writers of one key
+        exactly one is told it stored it. ``write_id`` (unique per request) is stored with the
+        item: when botocore retries a write the store had already applied, the conditional
+        failure returns the item, and our own ``write_id`` in it means stored, not duplicate.
+        The properties are marked as having outcomes first (listing items), so every stored
+        outcome is listed for retraining.
+
+        Raises ``OutcomeWriteInterrupted`` (a ``StorageUnavailable``) when the store fails or the
+        budget runs out, with what was settled so far: the caller claims nothing, but may count
+        what was written.
         """
         table = self.settings.outcomes_table
-        deadline = time.monotonic() + budget_seconds
+        deadline = self._deadline(budget_seconds)
         # Microseconds: retraining compares this with a model's training time to tell which
         # outcomes the model has not seen.
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        statuses: list[str | None] = [None] * len(records)
+        if not records:
+            return []
+        listing = self._listing_items((r["property_id"] for r in records), now)
+        try:
+            self._batch_put(table, listing, deadline)
+        except StorageUnavailable as exc:
+            raise OutcomeWriteInterrupted(str(exc), statuses) from exc
+
+        def put(index: int) -> None:
+            if time.monotonic() > deadline:
+                raise StorageUnavailable("dynamodb.put_item: outcome writes unfinished at the deadline")
+            try:
+                item = self._ser({**records[index], "ingested_at": now, "write_id": write_id})
+            except (ArithmeticError, TypeError, ValueError):  # decimal's Overflow, Underflow, Inexact...
+                logger.error("outcome not representable in DynamoDB: refused", extra={"index": index})
+                statuses[index] = REFUSED
+                return
+            try:
+                self._call(
+                    "dynamodb", "put_item", TableName=table, Item=item,
+                    ConditionExpression="attribute_not_exists(outcome_key)",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+                statuses[index] = STORED
+            except ConditionFailed as exc:
+                mine = exc.item.get("write_id", {}).get("S") == write_id
+                statuses[index] = STORED if mine else DUPLICATE
+            except StoreRefused as exc:
+                logger.error("outcome refused by the store", extra={"index": index, "error": str(exc)})
+                statuses[index] = REFUSED
+
+        failure: BaseException | None = None
+        with self._outcome_io_pool(min(OUTCOME_PUT_WORKERS, len(records))) as pool:
+            futures = [pool.submit(put, i) for i in range(len(records))]
+            for future in futures:
+                if future.cancelled():
+                    continue
+                error = future.exception()
+                if error is not None and failure is None:
+                    failure = error
+                    pool.shutdown(wait=True, cancel_futures=True)  # not-started writes are dropped
+        if failure is not None:
+            if not isinstance(failure, StorageUnavailable):
+                raise failure
+            raise OutcomeWriteInterrupted(str(failure), statuses) from failure
+        return statuses  # type: ignore[return-value]  # every record settled
+
+    def _batch_put(self, table: str, items: list[dict], deadline: float) -> None:
+        """Plain puts of ``items``, 25 per BatchWriteItem, unprocessed ones retried to ``deadline``."""
+        for start in range(0, len(items), BATCH_WRITE_LIMIT):
+            request = {table: [{"PutRequest": {"Item": self._ser(item)}} for item in items[start : start + BATCH_WRITE_LIMIT]]}
+            self._retry_unprocessed("batch_write_item", request, "UnprocessedItems", deadline)
+
+    def write_outcomes(self, records: list[dict], *, budget_seconds: float | None = None) -> None:
+        """Bulk-load outcome records (each with ``property_id`` and ``outcome_key``) by plain,
+        unconditional puts, and mark each property as having outcomes (benchmarks and seeding:
+        ingestion uses ``put_new_outcomes``, which knows which writes were its own).
+
+        Repeating this call after a failure stores the same items again, never a second copy.
+        Raises ``StorageUnavailable``.
+        """
+        table = self.settings.outcomes_table
+        deadline = self._deadline(budget_seconds)
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         items = [{**r, "ingested_at": now} for r in records]
-        for property_id in sorted({r["property_id"] for r in records}):
-            items.append(
-                {
-                    "property_id": property_id,
-                    "outcome_key": OUTCOME_LISTING_KEY,
-                    "listing_shard": listing_shard(property_id),
-                    "last_ingested_at": now,
-                }
-            )
+        items += self._listing_items((r["property_id"] for r in records), now)
         chunks = [items[i : i + BATCH_WRITE_LIMIT] for i in range(0, len(items), BATCH_WRITE_LIMIT)]
 
         def put(chunk: list[dict]) -> None:

@@ -8,6 +8,7 @@ on every response it lets through.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any, Awaitable, Callable
 
@@ -39,7 +40,8 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
     obj: dict[str, Any] = {}
     for key, value in pairs:
         if key in obj:
-            raise InvalidJSON(f"duplicate key {key[:64]!r}")
+            # The key itself is not named: an error body never carries request bytes.
+            raise InvalidJSON("duplicate key in a JSON object")
         obj[key] = value
     return obj
 
@@ -71,13 +73,16 @@ def parse_strict_json(body: bytes) -> Any:
         raise InvalidJSON("body is not UTF-8") from None
     try:
         value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+    except InvalidJSON:
+        raise  # NaN/Infinity or a duplicate key, from the hooks
     except RecursionError:
         raise InvalidJSON(f"nesting deeper than {MAX_JSON_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
-        raise InvalidJSON(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except ValueError as exc:
+        # The parser's message up to any quoted part: "Invalid \\escape: 'x'" would echo the body.
+        raise InvalidJSON(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg.split(':')[0]}") from None
+    except ValueError:
         # Not a JSONDecodeError: an integer literal beyond Python's digit limit (CVE-2020-10735).
-        raise InvalidJSON(f"invalid JSON: {str(exc).split(';')[0]}") from None
+        raise InvalidJSON(f"invalid JSON: an integer literal of more than {sys.get_int_max_str_digits()} digits") from None
     if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise InvalidJSON(f"nesting deeper than {MAX_JSON_DEPTH} levels")
     return value
@@ -181,7 +186,8 @@ class RequestMiddleware:
             if not is_json_media_type(content_type):
                 # Still the contract's 422 and error shape, but naming the header: without this
                 # the caller reads "Input should be a valid dictionary" about a valid JSON body.
-                msg = f"Content-Type must be application/json, got {content_type[:100]!r}"
+                # The header's value is not repeated back: no request bytes in an error body.
+                msg = "Content-Type must be application/json"
                 refusal = (422, error_body(["header", "content-type"], msg, "content_type"), "unsupported_media_type")
                 return refusal, receive
             try:
@@ -201,8 +207,17 @@ class RequestMiddleware:
 
 
 def _summarise(errors: list[dict]) -> list[dict]:
-    # The offending input is not echoed back: it may be megabytes, or personal data.
-    return [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
+    """Pydantic's errors without the request's bytes: no ``input``, ``ctx`` or ``url``, and only
+    locations of the schema's own making (a free-form object's keys are the caller's, and would
+    come back in ``loc``: such a key is replaced by ``"*"``)."""
+    return [{"loc": [_schema_loc(part) for part in e.get("loc", ())], "msg": e.get("msg", ""),
+             "type": e.get("type", "")} for e in errors]
+
+
+def _schema_loc(part: Any) -> Any:
+    if isinstance(part, int) or (isinstance(part, str) and part.isidentifier() and len(part) <= 64 and part.isascii()):
+        return part
+    return "*"
 
 
 def create_app(*, title: str, settings: Settings) -> FastAPI:

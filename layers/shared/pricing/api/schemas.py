@@ -14,15 +14,16 @@ import math
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, model_validator
 
 from pricing.domain.guardrails import MAX_PRICE, MIN_PRICE
+from pricing.domain.limits import MAX_PROPERTY_ID_LENGTH, PROPERTY_ID_PATTERN
 from pricing.domain.quote import CompetitorSnapshot, Quote, Toggles
 
 MAX_LEAD_DAYS = 730
-ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 
 # Printable text: control characters in an id end up in logs, Sentry tags and terminals.
 PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
-PropertyId = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
+# Not only dots: "." and ".." are path segments clients resolve (see pricing.domain.limits).
+PropertyId = Annotated[str, Field(min_length=1, max_length=MAX_PROPERTY_ID_LENGTH, pattern=PROPERTY_ID_PATTERN)]
 # Strict: "120" or true is a caller's bug, not a price. Bounded: a price under a cent rounds to a
 # free room, and one near the float limit overflows the grid arithmetic to infinity.
 Price = Annotated[float, Strict(), Field(ge=MIN_PRICE, le=MAX_PRICE, allow_inf_nan=False)]

@@ -1,4 +1,10 @@
-"""Guardrails: the bounds no recommended price may leave, whoever computed it."""
+"""Guardrails: the bounds no recommended price may leave, whoever computed it.
+
+Besides the caller's bounds, every price obeys the service-wide range ``MIN_PRICE``..``MAX_PRICE``:
+rule-based pricing multiplies a base of up to ``MAX_PRICE`` (a competitor median, a configured
+base) by factors of up to about 1.9, and a model's trusted range may reach beyond it; neither may
+quote a price the API would refuse as input.
+"""
 
 from __future__ import annotations
 
@@ -49,18 +55,21 @@ class Guardrails:
         return self.allowed_prices is None or price in self.allowed_prices
 
     def enforce(self, price: float) -> tuple[float, bool]:
-        """The nearest admissible price to ``price``, rounded to cents, and whether it moved."""
+        """The nearest admissible price to ``price``, rounded to cents, and whether it moved.
+
+        Admissible: within the caller's bounds and the service-wide ``MIN_PRICE``..``MAX_PRICE``.
+        """
         if self.allowed_prices is not None:
             members = self.allowed_members()
             # Ties go to the lower price: never charge more than the rule asked for by accident.
             chosen = min(members, key=lambda p: (abs(p - price), p))
             return chosen, not math.isclose(chosen, price, abs_tol=0.005)
-        bounded = price
+        bounded = min(price, MAX_PRICE)
         if self.min_price is not None:
             bounded = max(bounded, self.min_price)
         if self.max_price is not None:
             bounded = min(bounded, self.max_price)
-        rounded = max(round_price(bounded), MIN_PRICE)
+        rounded = min(max(round_price(bounded), MIN_PRICE), MAX_PRICE)
         # Rounding to cents must not step outside a bound given with more decimals.
         if self.min_price is not None and rounded < self.min_price:
             rounded = math.ceil(self.min_price * 100) / 100
@@ -77,6 +86,7 @@ class Guardrails:
         """
         if self.allowed_prices is not None:
             return self.allowed_members()
+        hi = min(hi, MAX_PRICE)
         if self.min_price is not None:
             lo = max(lo, self.min_price)
         if self.max_price is not None:
@@ -99,4 +109,4 @@ def _unbounded_grid(lo: float, hi: float, points: int) -> tuple[float, ...]:
     building it was a third of the pricing work on the /score path.
     """
     step = (hi - lo) / (points - 1)
-    return tuple(sorted({max(round_price(lo + i * step), MIN_PRICE) for i in range(points)}))
+    return tuple(sorted({min(max(round_price(lo + i * step), MIN_PRICE), MAX_PRICE) for i in range(points)}))

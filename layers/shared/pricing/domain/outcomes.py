@@ -5,6 +5,10 @@ its own and either becomes an ``Outcome`` or is refused with exactly one reason 
 ``INVALID_REASONS`` (the first failing check, in the order of that table), so the caller can fix
 the item and the metrics can count data-quality problems by cause.
 
+Every value an ``Outcome`` holds is storable as it is (``pricing.domain.limits``): numbers within
+DynamoDB's range, keys within its byte limits, ids that are plain path segments. So an item is
+either refused here with its reason or stored; it never fails the store's write.
+
 Idempotency: an outcome's storage key is its ``quote_id`` when it has one (the quote was answered
 once, so it can be booked once), else a SHA-256 of its normalised content. Re-sending a batch, or
 one outcome, therefore lands on the same keys and stores nothing twice.
@@ -31,6 +35,8 @@ from typing import Any, Mapping
 
 from pricing.domain.conversion_model import ModelFeatures
 from pricing.domain.experiments import attribution_of
+from pricing.domain.guardrails import MAX_PRICE
+from pricing.domain.limits import MAX_SORT_KEY_BYTES, as_double, is_property_id, storable_number, utf8_length
 
 MAX_BATCH_OUTCOMES = 10_000
 #: Quote timestamps may run ahead of our clock by this much (callers' clocks drift).
@@ -39,6 +45,9 @@ FUTURE_SKEW = timedelta(minutes=5)
 MAX_AGE = timedelta(days=730)
 MAX_LEAD_DAYS = 730
 MAX_ID_LENGTH = 256
+#: An outcome key is ``q:<quote_id>``: the quote id may take the sort key's bytes but the prefix.
+QUOTE_KEY_PREFIX = "q:"
+MAX_QUOTE_ID_BYTES = MAX_SORT_KEY_BYTES - len(QUOTE_KEY_PREFIX)
 #: Context is stored as given (for later features); its size is bounded so one item cannot
 #: approach DynamoDB's 400 KB item limit and fail a whole batch write.
 MAX_CONTEXT_BYTES = 4096
@@ -54,26 +63,33 @@ INVALID_REASONS: dict[str, str] = {
     "not_an_object": "the item is not a JSON object",
     "missing_field": "property_id, timestamp, quoted_price or accepted is absent or null",
     "invalid_type": "a field has the wrong JSON type (e.g. accepted is not true/false, a price is a string)",
-    "invalid_property_id": "property_id is not 1-128 characters of [A-Za-z0-9_.:-]",
+    "invalid_property_id": "property_id is not 1-128 characters of [A-Za-z0-9_.:-], or only dots",
     "invalid_timestamp": "timestamp is not an RFC 3339 date-time with a time zone",
     "future_timestamp": "timestamp is more than 5 minutes in the future",
     "too_old": "timestamp is more than 2 years in the past",
     "non_finite_number": "a number is infinite (e.g. 1e999)",
     "non_positive_price": "quoted_price, final_price or a competitor price is not > 0",
     "negative_time_to_book": "time_to_book is negative",
+    "number_out_of_range": "a price above 10^10, or a number DynamoDB cannot hold (magnitude under 1e-130 or from 1e126)",
     "invalid_date": "stay_date is not a YYYY-MM-DD calendar date",
     "invalid_lead_time": "stay_date is before the quote's date or more than 730 days after it",
     "invalid_quote_id": "quote_id is empty, longer than 256 characters or not printable",
+    "id_too_long": "quote_id is over 1,022 bytes of UTF-8 (DynamoDB's 1,024-byte key limit)",
     "invalid_attribution": "experiment_id or variant is empty, too long or not printable",
     "invalid_context": "context holds an out-of-range occupancy, day_of_week, los or refundable",
     "context_too_large": "context serialises to more than 4096 bytes",
 }
+#: The one reason that is not validation's: the store refused an item every check above let
+#: through (a store limit they missed). The item is reported and never retried; the rest of the
+#: batch is stored. Seen only if validation has a gap: each one is logged as an error.
+UNSTORABLE = "unstorable"
+STORE_REASONS: dict[str, str] = {UNSTORABLE: "the store refused the item though it passed every check"}
 
-_PROPERTY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+# ASCII digits only: \d would also match other scripts' digits, which fromisoformat may not take.
 _RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _PRICES = ("quoted_price", "final_price", "comp_p10", "comp_p50", "comp_p90")
 
 
@@ -113,7 +129,7 @@ class Outcome:
     def key(self) -> str:
         """The idempotency key: ``q:<quote_id>``, else ``h:<hash of the normalised content>``."""
         if self.quote_id is not None:
-            return "q:" + self.quote_id
+            return QUOTE_KEY_PREFIX + self.quote_id
         canonical = json.dumps(self._content(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return "h:" + hashlib.sha256(canonical.encode()).hexdigest()[:40]
 
@@ -210,11 +226,8 @@ def _is_int(value: Any) -> bool:
 def _printable_id(value: str) -> bool:
     if not 1 <= len(value) <= MAX_ID_LENGTH or not value.isprintable() or value != value.strip():
         return False
-    try:
-        value.encode("utf-8")  # lone surrogates parse from JSON escapes but cannot be stored
-    except UnicodeEncodeError:
-        return False
-    return True
+    # Lone surrogates parse from JSON escapes but cannot be stored.
+    return utf8_length(value) is not None
 
 
 def _parse_timestamp(text: str) -> datetime:
@@ -222,7 +235,7 @@ def _parse_timestamp(text: str) -> datetime:
         raise ValueError("not RFC 3339")
     normalised = text.replace("z", "Z").replace("t", "T")
     # fromisoformat takes at most 6 fractional digits; RFC 3339 allows more.
-    match = re.match(r"(.*\.\d{6})\d+(.*)", normalised)
+    match = re.match(r"(.*\.\d{6})\d+(.*)", normalised, re.ASCII)
     if match:
         normalised = match.group(1) + match.group(2)
     return datetime.fromisoformat(normalised)
@@ -283,7 +296,7 @@ def validate_outcome(item: Any, now: datetime) -> Outcome | Invalid:
         return Invalid("invalid_type", "context")
 
     property_id = item["property_id"]
-    if not _PROPERTY_ID.fullmatch(property_id):
+    if not is_property_id(property_id):
         return Invalid("invalid_property_id", "property_id")
     try:
         timestamp = _parse_timestamp(item["timestamp"])
@@ -293,9 +306,11 @@ def validate_outcome(item: Any, now: datetime) -> Outcome | Invalid:
         return Invalid("future_timestamp", "timestamp")
     if timestamp < now - MAX_AGE:
         return Invalid("too_old", "timestamp")
+    # Integers are finite whatever their size (math.isfinite would raise OverflowError past a
+    # double's range); comparisons of ints with floats are exact in Python, never overflow.
     for name in (*_PRICES, "time_to_book"):
         value = item.get(name)
-        if value is not None and not math.isfinite(value):
+        if value is not None and isinstance(value, float) and not math.isfinite(value):
             return Invalid("non_finite_number", name)
     for name in _PRICES:
         value = item.get(name)
@@ -303,6 +318,18 @@ def validate_outcome(item: Any, now: datetime) -> Outcome | Invalid:
             return Invalid("non_positive_price", name)
     if item.get("time_to_book") is not None and item["time_to_book"] < 0:
         return Invalid("negative_time_to_book", "time_to_book")
+    numbers: dict[str, float | None] = {}
+    for name in (*_PRICES, "time_to_book"):
+        value = item.get(name)
+        if value is None:
+            numbers[name] = None
+            continue
+        # The double the outcome keeps (see pricing.domain.limits): too big for one, beyond the
+        # service's price cap, or outside DynamoDB's number range, it cannot be stored as sent.
+        number = as_double(value)
+        if number is None or not storable_number(number) or (name in _PRICES and number > MAX_PRICE):
+            return Invalid("number_out_of_range", name)
+        numbers[name] = number
 
     stay_date = None
     if item.get("stay_date") is not None:
@@ -319,6 +346,8 @@ def validate_outcome(item: Any, now: datetime) -> Outcome | Invalid:
     quote_id = item.get("quote_id")
     if quote_id is not None and not _printable_id(quote_id):
         return Invalid("invalid_quote_id", "quote_id")
+    if quote_id is not None and utf8_length(quote_id) > MAX_QUOTE_ID_BYTES:
+        return Invalid("id_too_long", "quote_id")
     for name in ("experiment_id", "variant"):
         value = item.get(name)
         if value is not None and not _printable_id(value):
@@ -334,22 +363,18 @@ def validate_outcome(item: Any, now: datetime) -> Outcome | Invalid:
     experiment_id = attribution.experiment_id if attribution else item.get("experiment_id")
     variant = attribution.variant if attribution else item.get("variant")
 
-    def num(name: str) -> float | None:
-        value = item.get(name)
-        return None if value is None else float(value)
-
     return Outcome(
         property_id=property_id,
         timestamp=timestamp,
-        quoted_price=float(item["quoted_price"]),
+        quoted_price=numbers["quoted_price"],
         accepted=item["accepted"],
         quote_id=quote_id,
-        final_price=num("final_price"),
-        time_to_book=num("time_to_book"),
+        final_price=numbers["final_price"],
+        time_to_book=numbers["time_to_book"],
         stay_date=stay_date,
-        comp_p10=num("comp_p10"),
-        comp_p50=num("comp_p50"),
-        comp_p90=num("comp_p90"),
+        comp_p10=numbers["comp_p10"],
+        comp_p50=numbers["comp_p50"],
+        comp_p90=numbers["comp_p90"],
         context=dict(context or {}),
         experiment_id=experiment_id,
         variant=variant,
@@ -379,7 +404,7 @@ def check_batch(batch: list[Any], now: datetime) -> CheckedBatch:
         result = validate_outcome(item, now)
         if isinstance(result, Invalid):
             pid = item.get("property_id") if isinstance(item, dict) else None
-            readable = pid if isinstance(pid, str) and _PROPERTY_ID.fullmatch(pid) else None
+            readable = pid if is_property_id(pid) else None
             invalid.append((index, result, readable))
             continue
         identity = (result.property_id, result.key)

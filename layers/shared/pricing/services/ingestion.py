@@ -5,12 +5,18 @@ reported by index, duplicates are stored once and counted. What this module adds
 
 * **Nothing acknowledged that was not stored.** The batch is stored as a whole before anything is
   reported; if the store fails, ``StorageUnavailable`` propagates (the app answers 503 with
-  ``Retry-After``) and no count is claimed. Writes are puts of deterministic items, so the
-  caller's retry stores the rest and reports what the failed attempt had already stored as
-  duplicates -- never a second copy.
-* **Duplicates found before writing.** One BatchGetItem pass finds which keys are stored already;
-  only new items are written. Two concurrent requests carrying the same new quote id can both
-  miss it and both write: the item is then written twice with the same key, still one outcome.
+  ``Retry-After``) and no count is claimed in the answer. The caller's retry stores the rest and
+  reports what the failed attempt had already stored as duplicates -- never a second copy.
+* **Counts from the writes themselves.** A BatchGetItem pass sorts out the keys stored already
+  (cheap reads instead of failed writes for a retried batch); every other outcome is one
+  conditional write, and only the writes that succeeded are reported as ``processed`` and
+  counted in ``pricing_outcomes_ingested_total``. Of eight concurrent senders of one batch,
+  each outcome is ``processed`` in exactly one answer and a duplicate in the seven others, and
+  the metric rises by the number of items stored. Writes that succeeded before the store
+  failed are counted in the metric too (they are stored), though the 503 answer claims none.
+* **Only the store being unavailable is a 503.** Validation (``pricing.domain.outcomes``) lets
+  through only what the store can hold; should the store still refuse an item, that one item
+  is reported as ``unstorable`` rather than failing the batch, which a retry could never fix.
 * **A/B attribution** comes from the quote id (``experiment_id``/``variant`` in the stored
   record), so conversion per variant can be read from the table; the live counter
   ``pricing_ab_outcomes_total`` counts newly stored attributed outcomes only, so a retried batch
@@ -20,16 +26,17 @@ reported by index, duplicates are stored once and counted. What this module adds
 from __future__ import annotations
 
 import re
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from pricing.domain.experiments import CONTROL, TREATMENT
-from pricing.domain.outcomes import check_batch
+from pricing.domain.outcomes import UNSTORABLE, Invalid, check_batch
 from pricing.observability import metrics
 from pricing.observability.context import logger
-from pricing.storage import Storage
+from pricing.storage import DUPLICATE, REFUSED, STORED, OutcomeWriteInterrupted, Storage
 
 # Experiment ids become metric label values: only well-formed ones are counted there (the stored
 # record keeps whatever the caller sent).
@@ -64,8 +71,9 @@ class IngestResult:
 class IngestionService:
     """Checks and stores /learn batches.
 
-    ``storage`` needs ``existing_outcome_keys(keys)`` and ``write_outcomes(records)`` (see
-    ``pricing.storage.Storage``); both raise ``StorageUnavailable``, which ``ingest`` lets through.
+    ``storage`` needs ``existing_outcome_keys(keys)`` and ``put_new_outcomes(records, write_id=)``
+    (see ``pricing.storage.Storage``); both raise ``StorageUnavailable``, which ``ingest`` lets
+    through.
     """
 
     def __init__(self, storage: Storage, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
@@ -77,29 +85,36 @@ class IngestionService:
         checked = check_batch(batch, self._clock())
         keys = [(o.property_id, o.key) for _, o in checked.outcomes]
         existing = self.storage.existing_outcome_keys(keys) if keys else set()
-        new = [o for _, o in checked.outcomes if (o.property_id, o.key) not in existing]
-        if new:
-            self.storage.write_outcomes([o.to_record() for o in new])
+        new = [(i, o) for i, o in checked.outcomes if (o.property_id, o.key) not in existing]
+        try:
+            statuses = self.storage.put_new_outcomes([o.to_record() for _, o in new], write_id=uuid.uuid4().hex)
+        except OutcomeWriteInterrupted as exc:
+            # Claimed to no one (the answer is a 503), but stored: the metric counts them.
+            self._count_stored([o for (_, o), status in zip(new, exc.statuses) if status == STORED])
+            raise
+
+        stored = [o for (_, o), status in zip(new, statuses) if status == STORED]
+        raced = sum(status == DUPLICATE for status in statuses)
+        # (index, why, property id for the label): validation's refusals, then the store's.
+        invalid = list(checked.invalid) + [
+            (i, Invalid(UNSTORABLE), o.property_id) for (i, o), status in zip(new, statuses) if status == REFUSED
+        ]
+        invalid.sort(key=lambda entry: entry[0])
 
         # Only now, with everything stored, is anything counted.
-        stored_by_property = Counter(o.property_id for o in new)
-        invalid_by_reason = Counter(why.reason for _, why, _ in checked.invalid)
-        invalid_by_property = Counter((pid or metrics.UNKNOWN_PROPERTY, why.reason) for _, why, pid in checked.invalid)
-        for property_id, count in stored_by_property.items():
-            metrics.track_outcomes(property_id=property_id, count=count)
+        self._count_stored(stored)
+        invalid_by_reason = Counter(why.reason for _, why, _ in invalid)
+        invalid_by_property = Counter((pid or metrics.UNKNOWN_PROPERTY, why.reason) for _, why, pid in invalid)
         for (property_id, reason), count in invalid_by_property.items():
             metrics.track_invalid_outcome(property_id=property_id, reason=reason, count=count)
-        for o in new:
-            if o.variant in (CONTROL, TREATMENT) and o.experiment_id and _METRIC_EXPERIMENT_ID.fullmatch(o.experiment_id):
-                metrics.track_ab_outcome(experiment_id=o.experiment_id, variant=o.variant, accepted=o.accepted)
 
-        duplicates = len(checked.in_batch_duplicates) + len(checked.outcomes) - len(new)
+        duplicates = len(checked.in_batch_duplicates) + (len(checked.outcomes) - len(new)) + raced
         result = IngestResult(
-            processed=len(new),
-            invalid=len(checked.invalid),
+            processed=len(stored),
+            invalid=len(invalid),
             duplicates=duplicates,
             # Exactly {"index", "reason"}: the contract's shape, which callers already parse.
-            errors=[{"index": index, "reason": why.reason} for index, why, _ in checked.invalid],
+            errors=[{"index": index, "reason": why.reason} for index, why, _ in invalid],
             invalid_by_reason=dict(invalid_by_reason),
         )
         logger.info(
@@ -110,7 +125,15 @@ class IngestionService:
                 "duplicates": result.duplicates,
                 "invalid": result.invalid,
                 "invalid_by_reason": result.invalid_by_reason,
-                "properties": len(stored_by_property),
+                "properties": len({o.property_id for o in stored}),
             },
         )
         return result
+
+    @staticmethod
+    def _count_stored(stored: list) -> None:
+        for property_id, count in Counter(o.property_id for o in stored).items():
+            metrics.track_outcomes(property_id=property_id, count=count)
+        for o in stored:
+            if o.variant in (CONTROL, TREATMENT) and o.experiment_id and _METRIC_EXPERIMENT_ID.fullmatch(o.experiment_id):
+                metrics.track_ab_outcome(experiment_id=o.experiment_id, variant=o.variant, accepted=o.accepted)

@@ -42,7 +42,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from typing import Any, Callable, Sequence
 
 from pricing.domain.conversion_model import ConversionModel, ModelFormatError
 from pricing.domain.drift import PSI_MODERATE, DriftReport, measure_drift
+from pricing.domain.limits import is_property_id
 from pricing.domain.outcomes import Outcome
 from pricing.domain.training import TrainingError, insufficient_data, train_and_judge
 from pricing.observability import metrics
@@ -68,7 +68,6 @@ WINDOW_DAYS = 180
 MAX_TRAINING_OUTCOMES = 200_000
 #: Stop starting new properties when less than this remains of the invocation.
 TIME_RESERVE_MS = 60_000
-_PROPERTY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 class InvalidRetrainEvent(ValueError):
@@ -96,8 +95,8 @@ def parse_request(payload: Any) -> RetrainRequest:
     ids = payload.get("property_ids")
     if ids is None:
         return RetrainRequest(None, force)
-    if not isinstance(ids, list) or not all(isinstance(i, str) and _PROPERTY_ID.fullmatch(i) for i in ids):
-        raise InvalidRetrainEvent("property_ids must be a list of property ids ([A-Za-z0-9_.:-], 1-128 chars)")
+    if not isinstance(ids, list) or not all(is_property_id(i) for i in ids):
+        raise InvalidRetrainEvent("property_ids must be a list of property ids ([A-Za-z0-9_.:-], 1-128 chars, not only dots)")
     return RetrainRequest(tuple(dict.fromkeys(ids)), force)
 
 
@@ -147,6 +146,10 @@ def new_version(now: datetime, property_id: str, outcomes: Sequence[Outcome]) ->
 
 
 def artifact_key(property_id: str, version: str) -> str:
+    """The S3 key of a model version. Only checked ids make keys: an id of dots (``..``) would
+    be a dot segment, ``models/../<version>.json``, which HTTP clients and S3 tools resolve."""
+    if not is_property_id(property_id):
+        raise ValueError("not a property id")
     return f"models/{property_id}/{version}.json"
 
 

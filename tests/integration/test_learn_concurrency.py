@@ -1,0 +1,82 @@
+"""Eight simultaneous senders of one /learn batch against moto's server: the counts stay honest.
+
+Each sender is its own ``IngestionService`` over its own ``Storage`` (its own boto3 clients), as
+eight Lambda containers would be, started together behind a barrier. Every one of them finds the
+batch's keys absent in its first read, so all of them race to write every outcome: only the
+conditional writes can tell who stored what.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures
+
+from pricing import storage as storage_module
+from pricing.observability import metrics
+from pricing.services.ingestion import IngestionService
+from pricing.storage import OUTCOME_LISTING_KEY, Storage
+
+SENDERS = 8
+OUTCOMES = 1000
+PROPERTY = "concurrent-prop"
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def ingested_counted() -> float:
+    label = metrics.METRICS.property_label(PROPERTY)
+    return metrics.METRICS.registry.get_sample_value("pricing_outcomes_ingested_total", {"property_id": label}) or 0.0
+
+
+def items_in_table(aws) -> int:  # noqa: F811
+    ddb = aws.client("dynamodb")
+    count, kwargs = 0, {"TableName": aws.names["OutcomesTable"]}
+    while True:
+        resp = ddb.scan(**kwargs)
+        count += sum(1 for i in resp["Items"] if i["outcome_key"]["S"] != OUTCOME_LISTING_KEY)
+        if "LastEvaluatedKey" not in resp:
+            return count
+        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+
+def test_eight_simultaneous_senders_of_one_batch_store_and_count_each_outcome_once(aws, monkeypatch, capsys):  # noqa: F811
+    # Moto's server takes a few hundred conditional writes a second here, and all eight senders
+    # write every outcome at once: the stores' deadline is widened (DynamoDB is far faster).
+    monkeypatch.setattr(storage_module, "OUTCOME_IO_BUDGET_SECONDS", 300.0)
+    batch = [
+        {"property_id": PROPERTY, "timestamp": (NOW - timedelta(minutes=i + 1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+         "quoted_price": 100.0 + i % 50, "accepted": i % 3 == 0, "quote_id": f"conc-{i:04d}"}
+        for i in range(OUTCOMES)
+    ]
+    services = [IngestionService(Storage(aws.settings())) for _ in range(SENDERS)]
+    start = threading.Barrier(SENDERS)
+    answers: list[dict | None] = [None] * SENDERS
+    failures: list[BaseException] = []
+    before = ingested_counted()
+
+    def send(n: int) -> None:
+        try:
+            start.wait()
+            answers[n] = services[n].ingest(batch).to_response()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(SENDERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+
+    assert not failures, failures
+    processed = [a["processed"] for a in answers]
+    duplicates = [a["duplicates"] for a in answers]
+    stored = items_in_table(aws)
+    increase = ingested_counted() - before
+    with capsys.disabled():
+        print(f"\n{SENDERS} concurrent senders of {OUTCOMES} outcomes: processed {processed} (sum {sum(processed)}), "
+              f"duplicates sum {sum(duplicates)}, items in the table {stored}, metric increase {increase:.0f}")
+    assert all(a["invalid"] == 0 for a in answers)
+    assert all(p + d == OUTCOMES for p, d in zip(processed, duplicates))
+    assert sum(processed) == stored == increase == OUTCOMES
+    assert sum(duplicates) == (SENDERS - 1) * OUTCOMES
