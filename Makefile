@@ -10,7 +10,7 @@ SAM := $(VENV)/bin/sam
 export SAM_CLI_TELEMETRY := 0
 REGION ?= us-east-1
 PROMETHEUS_STACK_INSTALL := observability/stack/install.sh
-SOURCES := $(shell find layers functions -type f \( -name '*.py' -o -name 'requirements.txt' \) -not -path '*/__pycache__/*') template.yaml layers/shared/Makefile
+SOURCES := $(shell find layers functions -type f \( -name '*.py' -o -name 'requirements.txt' \) -not -path '*/__pycache__/*') $(wildcard layers/shared/extensions/*) template.yaml layers/shared/Makefile
 
 .DEFAULT_GOAL := help
 .PHONY: help setup prometheus-stack build lint test test-unit test-integration test-e2e run invoke clean

@@ -101,7 +101,8 @@ def _build_is_stale(build_dir: Path) -> bool:
     if not stamp.is_file():
         return True
     built = stamp.stat().st_mtime
-    sources = [PROJECT_ROOT / "template.yaml"]
+    sources = [PROJECT_ROOT / "template.yaml", PROJECT_ROOT / "layers" / "shared" / "Makefile",
+               *(PROJECT_ROOT / "layers" / "shared" / "extensions").glob("*")]
     for root in ("layers", "functions"):
         sources += [p for p in (PROJECT_ROOT / root).rglob("*")
                     if (p.suffix == ".py" or p.name == "requirements.txt") and "__pycache__" not in p.parts]
