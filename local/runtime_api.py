@@ -121,6 +121,8 @@ class RuntimeApi:
         self.on_start = on_start
         self.init_error: dict | None = None
         self._pending: queue.Queue[Invocation] = queue.Queue()
+        #: Runtime polls for the next invocation now open (the runtime is waiting for work).
+        self.polls = 0
         self._active: dict[str, Invocation] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -223,6 +225,15 @@ class RuntimeApi:
         A container shutting down queues nothing more: the poll stays open until the runtime
         exits or is killed.
         """
+        with self._lock:
+            self.polls += 1
+        try:
+            return self._next_invocation()
+        finally:
+            with self._lock:
+                self.polls -= 1
+
+    def _next_invocation(self) -> Invocation | None:
         while not self._closed.is_set():
             if self._shutdown is not None:
                 self._closed.wait(0.2)

@@ -135,8 +135,10 @@ class MotoServer(ManagedProcess):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        super().__init__([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                         f"{self.url}/moto-api/data.json", log_path=log_path, env=env)
+        # local.moto_server: moto with DynamoDB's item writes atomic, as DynamoDB's are.
+        super().__init__([sys.executable, "-m", "local.moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+                         f"{self.url}/moto-api/data.json", log_path=log_path, env=env,
+                         cwd=Path(__file__).resolve().parent.parent)
 
 
 class Pushgateway(ManagedProcess):

@@ -24,7 +24,7 @@ from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures
 from pricing.competitors import CompetitorClient
 from pricing.domain.conversion_model import ConversionModel
 from pricing.domain.simulator import CURVES, simulate_outcomes
-from pricing.observability.metrics import REGISTRY
+from pricing.observability.metrics import METRICS
 from pricing.services.ingestion import IngestionService
 from pricing.services.retraining import RetrainingService, artifact_key
 from pricing.services.scoring import ScoringService
@@ -166,8 +166,7 @@ def test_a_live_pointer_to_a_missing_artifact_prices_by_rules(proxy, score):
 
 
 def competitor_fetches(status: str) -> float:
-    return sum(s.value for m in REGISTRY.collect() if m.name == "pricing_competitor_fetches"
-               for s in m.samples if s.name == "pricing_competitor_fetches_total" and s.labels["status"] == status)
+    return METRICS.sample_total("pricing_competitor_fetches_total", status=status)
 
 
 def test_a_failing_competitor_backend_never_fails_the_quote(proxy, score):
@@ -214,8 +213,7 @@ def stored(proxy) -> list[str]:
 
 
 def ingested_counted() -> float:
-    return sum(s.value for m in REGISTRY.collect() if m.name == "pricing_outcomes_ingested"
-               for s in m.samples if s.name == "pricing_outcomes_ingested_total")
+    return METRICS.sample_total("pricing_outcomes_ingested_total")
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 
 from support.apigw_events import invoke, rest_event
 
-from pricing.observability.metrics import REGISTRY
+from pricing.observability.metrics import METRICS, REGISTRY
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 TODAY = NOW.date()
@@ -315,9 +315,7 @@ LEARN_ITEM_CASES = [
 
 def invalid_counted(reason: str) -> float:
     """``pricing_outcomes_invalid_total`` for ``reason``, over every property label."""
-    return sum(
-        s.value for m in REGISTRY.collect() if m.name == "pricing_outcomes_invalid"
-        for s in m.samples if s.name == "pricing_outcomes_invalid_total" and s.labels["reason"] == reason)
+    return METRICS.sample_total("pricing_outcomes_invalid_total", reason=reason)
 
 
 def test_hostile_outcomes_are_refused_one_by_one_and_counted_by_reason(ingest_handler):
@@ -343,7 +341,8 @@ def test_credentials_a_caller_sends_never_reach_metric_labels_or_the_answer(scor
     assert status == 422 and secret not in json.dumps(out) and secret not in json.dumps(out_headers)
     status, _, _ = post(score_handler, "/score", QUOTE, headers)
     assert status == 200
-    labels = {v for m in REGISTRY.collect() for s in m.samples for v in s.labels.values()}
+    labels = {v for group in (None, *METRICS.groups()) for m in METRICS.collect(group)
+              for s in m.samples for v in s.labels.values()} | set(METRICS.groups())
     assert not any(secret in v for v in labels)
 
 

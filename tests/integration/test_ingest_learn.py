@@ -119,7 +119,7 @@ def ingested_counted(property_id: str) -> float:
     from pricing.observability import metrics
 
     label = metrics.METRICS.property_label(property_id)
-    return metrics.METRICS.registry.get_sample_value("pricing_outcomes_ingested_total", {"property_id": label}) or 0.0
+    return metrics.METRICS.get_sample_value("pricing_outcomes_ingested_total", {"property_id": label}) or 0.0
 
 
 def test_learn_counts_valid_invalid_each_reason_and_duplicates(ingest):

@@ -26,7 +26,7 @@ NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 def ingested_counted() -> float:
     label = metrics.METRICS.property_label(PROPERTY)
-    return metrics.METRICS.registry.get_sample_value("pricing_outcomes_ingested_total", {"property_id": label}) or 0.0
+    return metrics.METRICS.get_sample_value("pricing_outcomes_ingested_total", {"property_id": label}) or 0.0
 
 
 def items_in_table(aws) -> int:  # noqa: F811

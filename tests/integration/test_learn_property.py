@@ -38,8 +38,7 @@ REASONS = {*INVALID_REASONS, *STORE_REASONS}
 
 
 def ingested_total() -> float:
-    return sum(s.value for m in metrics.METRICS.registry.collect() if m.name == "pricing_outcomes_ingested"
-               for s in m.samples if s.name == "pricing_outcomes_ingested_total")
+    return metrics.METRICS.sample_total("pricing_outcomes_ingested_total")
 
 
 def stored_keys(ddb, table: str, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:

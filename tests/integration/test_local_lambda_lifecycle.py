@@ -276,6 +276,9 @@ def test_plain_python_signal_handler_does_not_run_while_the_runtime_waits_for_it
     function, marks = function_with(tmp_path, PLAIN_SIGNAL_HANDLER)
     container = container_of(function, tmp_path, shutdown_budget_ms=300)
     container.invoke({})
+    # Idle as Lambda retires it: the runtime is waiting for its next event (not still posting
+    # the last answer, when a plain handler could still run).
+    assert wait_for(lambda: container._api.polls >= 1, 10)  # noqa: SLF001
     report = container.retire()
     container.stop()
     assert report.sigterm and report.killed

@@ -292,6 +292,23 @@ class PricingMetrics:
             found = self._groups.get(group)
         return found.registry.get_sample_value(name, labels) if found is not None else None
 
+    def sample_total(self, name: str, **labels: object) -> float:
+        """The sum of every sample called ``name`` whose labels include ``labels``, over all
+        groups (``property_id`` matches a property's group)."""
+        wanted = {k: str(v) for k, v in labels.items()}
+        group_wanted = wanted.pop("property_id", None)
+        with self._lock:
+            groups = list(self._groups.items())
+        total = 0.0
+        for group, found in groups:
+            if group_wanted is not None and group != group_wanted:
+                continue
+            for metric in found.registry.collect():
+                for sample in metric.samples:
+                    if sample.name == name and all(sample.labels.get(k) == v for k, v in wanted.items()):
+                        total += sample.value
+        return total
+
     def drain_changes(self) -> dict[str | None, set[tuple[str, tuple[str, ...]]]]:
         """The series recorded into since the last call, as ``(family name, label values)`` by
         group (``None``: the base group)."""
