@@ -51,8 +51,7 @@ def test_eight_containers_sent_one_batch_at_once_store_and_count_each_outcome_on
     ]
     event = rest_event("POST", "/learn", {"batch": batch})
     with moto_resources() as aws, Pushgateway() as pgw:
-        env = {"AWS_ENDPOINT_URL": aws.endpoint_url, "PUSHGATEWAY_URL": pgw.url,
-               "METRICS_NEW_SERIES_HOLD_SECONDS": "0"}
+        env = {"AWS_ENDPOINT_URL": aws.endpoint_url, "PUSHGATEWAY_URL": pgw.url}
         with lambda_containers("IngestFunction", CONTAINERS, env=env, log_dir=tmp_path) as containers:
             # Warm every container first, so the batch reaches all eight at the same moment.
             for index in range(CONTAINERS):
