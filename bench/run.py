@@ -111,7 +111,7 @@ def run(keys: list[str], out_fd: int, *, pricing_fresh: bool) -> list[Figure]:
             handler = bench_score.load_score_handler(stack)
         step("warm", "1. warm /score vs floor", lambda: bench_score.warm_score(handler))
         step("push", "2. push overhead", lambda: bench_score.push_overhead(handler)
-             + bench_score.push_overhead(handler, unchecked=True))
+             + bench_score.push_overhead(handler, checked=True))
         step("cold", "3. cold start vs floor", lambda: bench_cold_start.cold_start(stack)
              + bench_cold_start.cold_start(stack, precompiled=True)
              + bench_cold_start.cold_start(stack, rounds=5, with_services=True))

@@ -52,8 +52,13 @@ def _varint(n: int) -> bytes:
 _SMALL_VARINTS = [bytes([n]) for n in range(128)]
 
 
+_LENGTH_KEYS = [_varint(n << 3 | 2) for n in range(16)]  # wire type 2 of fields 0-15
+_DOUBLE_KEYS = [_varint(n << 3 | 1) for n in range(16)]
+
+
 def _bytes_field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    size = len(payload)
+    return _LENGTH_KEYS[number] + (_SMALL_VARINTS[size] if size < 128 else _varint(size)) + payload
 
 
 def _string_field(number: int, text: str) -> bytes:
@@ -61,7 +66,7 @@ def _string_field(number: int, text: str) -> bytes:
 
 
 def _double_field(number: int, value: float) -> bytes:
-    return _varint(number << 3 | 1) + _pack_double(value)
+    return _DOUBLE_KEYS[number] + _pack_double(value)
 
 
 def _uint_field(number: int, value: int) -> bytes:
@@ -200,8 +205,14 @@ def family_message(name: str, documentation: str, kind: str, messages: Iterable[
     body = b"".join(messages)
     if not body:
         return b""
-    head = _string_field(1, name) + _string_field(2, documentation) + _uint_field(3, _TYPES.get(kind, _UNTYPED))
+    head = _heads.get((name, kind))
+    if head is None:
+        head = _heads[(name, kind)] = (_string_field(1, name) + _string_field(2, documentation)
+                                       + _uint_field(3, _TYPES.get(kind, _UNTYPED)))
     return _varint(len(head) + len(body)) + head + body
+
+
+_heads: dict[tuple[str, str], bytes] = {}
 
 
 _TYPES = {"counter": _COUNTER, "gauge": _GAUGE, "info": _GAUGE, "stateset": _GAUGE, "histogram": _HISTOGRAM}

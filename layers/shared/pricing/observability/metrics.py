@@ -175,6 +175,7 @@ class PricingMetrics:
         self.registry = base.registry
         self._groups: dict[str | None, _Group] = {None: base}
         self._dirty: set[tuple[str | None, str, tuple[str, ...]]] = set()
+        self._gauges: dict[tuple, float] = {}  # the value each gauge series was last set to
         self._started = time.monotonic()
         self._service_info_set = False
         for family in FAMILIES:
@@ -251,7 +252,11 @@ class PricingMetrics:
 
     def _set(self, family: Family, value: float, **labels: object) -> None:
         child, key = self._series(family, labels)
+        # A gauge set to the value it has is no change: the next push need not render it again.
+        if self._gauges.get(key) == value:
+            return
         child.set(value)
+        self._gauges[key] = value
         self._changed(key)
 
     def groups(self) -> list[str]:
@@ -261,22 +266,22 @@ class PricingMetrics:
 
     property_labels = groups
 
-    def group_series(self, group: str | None) -> list[tuple[Family, list[tuple[dict[str, str], object]]]]:
-        """The families of the base group (``None``) or of one property's group, in the order of
-        :data:`FAMILIES`, each with its series: their labels (without ``property_id``) and the
-        metric object whose ``collect()`` yields that series alone."""
+    def group_families(self, group: str | None) -> list[Family]:
+        """The families with series in the base group (``None``) or one property's group, in
+        the order of :data:`FAMILIES`."""
         with self._lock:
             found = self._groups.get(group)
-            if found is None:
-                return []
-            series = {name: list(by_values.items()) for name, by_values in found.series.items()}
-        out = []
-        for family in FAMILIES:
-            present = series.get(family.name)
-            if present:
-                names = [n for n in family.labelnames if n != "property_id"]
-                out.append((family, [(dict(zip(names, values)), child) for values, child in present]))
-        return out
+            present = set(found.series) if found is not None else set()
+        return [family for family in FAMILIES if family.name in present]
+
+    def family_series(self, group: str | None, family: Family) -> list[tuple[dict[str, str], object]]:
+        """One family's series in a group: their labels (without ``property_id``) and the metric
+        object whose ``collect()`` yields that series alone."""
+        with self._lock:
+            found = self._groups.get(group)
+            series = list(found.series.get(family.name, {}).items()) if found is not None else []
+        names = [n for n in family.labelnames if n != "property_id"]
+        return [(dict(zip(names, values)), child) for values, child in series]
 
     def collect(self, group: str | None = None) -> Iterable[Metric]:
         """The collected families of the base group (``None``) or of one property's group."""
@@ -453,7 +458,7 @@ class PricingMetrics:
 
     def update_container_gauges(self, memory_limit_bytes: int = 0) -> None:
         """Refresh uptime and memory just before a push (gauges describe the moment of the push)."""
-        self._set(uptime_seconds, time.monotonic() - self._started)
+        self._set(uptime_seconds, float(int(time.monotonic() - self._started)))  # whole seconds
         # Linux reports ru_maxrss in KiB. Peak, not current, RSS: the OOM kill happens at the peak.
         self._set(container_memory_bytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         if memory_limit_bytes > 0:

@@ -178,11 +178,11 @@ class MetricsPusher:
         collected and encoded again; unchanged families are reused whole."""
         parts = []
         families, series_cache = self._bodies, self._series_bodies
-        for family, series in self.metrics.group_series(group):
+        for family in self.metrics.group_families(group):
             body = families.get((group, family.name))
             if body is None:
                 messages = []
-                for labels, child in series:
+                for labels, child in self.metrics.family_series(group, family):
                     key = (group, family.name, tuple(labels.values()))
                     encoded = series_cache.get(key)
                     if encoded is None:
