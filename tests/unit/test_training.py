@@ -85,7 +85,7 @@ def test_vectorised_predictions_equal_the_scorers_probability():
     p = predict(model, outcomes[:50])
     expected = [model.probability(o.quoted_price, o.features()) for o in outcomes[:50]]
     assert np.allclose(p, expected, rtol=1e-12, atol=1e-15)
-    assert design_matrix(outcomes[:3], model.reference_price).shape == (3, len(FEATURE_NAMES))
+    assert design_matrix(outcomes[:3], model).shape == (3, len(FEATURE_NAMES))
 
 
 def test_holdout_is_the_newest_fifth():

@@ -133,7 +133,7 @@ def measure_drift(
     training_log_loss = float(training_log_loss) if training_log_loss is not None else None
     if len(recent) < min_sample:
         return DriftReport(sample_size=len(recent), training_log_loss=training_log_loss, insufficient_sample=True)
-    x = design_matrix(recent, model.reference_price)
+    x = design_matrix(recent, model)
     reference = model.training.get("reference") or {}
     values = {}
     for column, name in enumerate(FEATURE_NAMES):

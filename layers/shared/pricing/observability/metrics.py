@@ -135,6 +135,9 @@ class PricingMetrics:
             "pricing_retraining_total", "Retraining events", ("property_id", "model_type", "status"), registry=r)
         self.drift_detected = Counter(
             "pricing_drift_detected_total", "Drift detections", ("property_id", "trigger_retrain"), registry=r)
+        self.exploration_quotes = Counter(
+            "pricing_exploration_quotes_total", "Quotes by pricing method, explored (priced at a neighbour of the optimum) or not",
+            ("pricing_method", "explored"), registry=r)
         # --- A/B testing ---
         self.ab_assignments = Counter(
             "pricing_ab_assignments_total", "A/B test assignments", ("experiment_id", "variant"), registry=r)
@@ -182,7 +185,8 @@ class PricingMetrics:
             self.api_latency, self.score_latency, self.requests_total, self.active_requests,
             self.errors_total, self.model_prediction_seconds, self.model_cache_hits,
             self.model_cache_misses, self.models_loaded, self.outcomes_ingested, self.outcomes_invalid,
-            self.retraining_duration, self.retraining_total, self.drift_detected, self.ab_assignments,
+            self.retraining_duration, self.retraining_total, self.drift_detected, self.exploration_quotes,
+            self.ab_assignments,
             self.ab_outcomes, self.competitor_fetches, self.competitor_staleness, self.service_info,
             self.uptime_seconds, self.push_failures, self.synthetic_check_timestamp,
             self.container_memory_bytes, self.container_memory_limit_bytes,
@@ -276,6 +280,12 @@ class PricingMetrics:
         labels = {"method": method, "endpoint": endpoint, "status_code": status_code}
         self._child(self.requests_total, **labels).inc()
         self._child(self.api_latency, **labels).observe(duration)
+
+    def track_exploration(self, pricing_method: str, explored: bool) -> None:
+        """One customer quote; both ``explored`` series start together, so the share is readable."""
+        for flag in (False, True):
+            self._child(self.exploration_quotes, pricing_method=pricing_method, explored=_flag(flag))
+        self._child(self.exploration_quotes, pricing_method=pricing_method, explored=_flag(explored)).inc()
 
     def track_score_request(self, pricing_method: str, duration: float) -> None:
         self._child(self.score_latency, pricing_method=pricing_method).observe(duration)
@@ -414,6 +424,7 @@ outcomes_invalid = METRICS.outcomes_invalid
 retraining_duration = METRICS.retraining_duration
 retraining_total = METRICS.retraining_total
 drift_detected = METRICS.drift_detected
+exploration_quotes = METRICS.exploration_quotes
 ab_assignments = METRICS.ab_assignments
 ab_outcomes = METRICS.ab_outcomes
 competitor_fetches = METRICS.competitor_fetches
@@ -432,6 +443,7 @@ track_invalid_outcome = METRICS.track_invalid_outcome
 track_model_prediction = METRICS.track_model_prediction
 track_retraining = METRICS.track_retraining
 track_drift = METRICS.track_drift
+track_exploration = METRICS.track_exploration
 track_latency = METRICS.track_latency
 track_ab_assignment = METRICS.track_ab_assignment
 track_ab_outcome = METRICS.track_ab_outcome

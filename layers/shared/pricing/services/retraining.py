@@ -21,9 +21,12 @@ Per property (``retrain_property``), the steps and their outcomes:
 1. read the live model (registry ``LIVE`` -> artifact) and the last ``WINDOW_DAYS`` of outcomes;
 2. too few outcomes or bookings (``training.MIN_*``): **skipped**;
 3. drift of the outcomes since the live model's training data (``pricing.domain.drift``);
-   retrain when forced, when there is no usable live model, on drift, or when as many new
-   outcomes have arrived as the model was trained on; otherwise **skipped**;
-4. fit and judge on a time-ordered holdout (``training.train_and_judge``); every candidate's
+   retrain when forced, when there is no usable live model, on drift, or when new outcomes
+   worth ``NEW_OUTCOMES_SHARE`` of its training sample have arrived; otherwise **skipped**;
+4. fit and judge on a time-ordered holdout (``training.train_and_judge``): in *revenue*,
+   against what prices the property now (rule-based pricing from the configured base price,
+   or the live model), with the posterior's uncertainty; after detected drift the candidate
+   is fitted with a short memory (``DRIFT_HALF_LIFE_DAYS``); every candidate's
    artifact (``models/<property>/<version>.json``) and ``MODEL#<version>`` record are written;
 5. a losing candidate is **rejected**; a winning one is **deployed** by one conditional write of
    the ``LIVE`` pointer (expected incumbent version, or none): the artifact exists before the
@@ -66,6 +69,12 @@ MODEL_TYPE = "conversion"
 WINDOW_DAYS = 180
 #: The newest outcomes kept for one fit: bounds memory and time for the busiest property.
 MAX_TRAINING_OUTCOMES = 200_000
+#: A live model is refitted once this share of its training sample has arrived since (and at
+#: least ``MIN_NEW_OUTCOMES``): the loop keeps learning from its own exploration.
+NEW_OUTCOMES_SHARE = 0.10
+MIN_NEW_OUTCOMES = 100
+#: Recency half-life of a candidate fitted after detected drift (else ``training`` chooses it).
+DRIFT_HALF_LIFE_DAYS = 2.0
 #: Stop starting new properties when less than this remains of the invocation.
 TIME_RESERVE_MS = 60_000
 _PROPERTY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -194,16 +203,16 @@ class RetrainingService:
 
     # -- one property -------------------------------------------------------------------------
 
-    def _live_model(self, property_id: str) -> tuple[str | None, ConversionModel | None, str | None]:
-        """(live version, its model if usable, why it is not usable)."""
+    def _live_model(self, property_id: str) -> tuple[str | None, ConversionModel | None, str | None, float | None]:
+        """(live version, its model if usable, why it is not usable, the configured base price)."""
         record = self.storage.get_property_record(property_id)
         if record.artifact_key is None:
-            return record.live_version, None, None
+            return record.live_version, None, None, record.base_price
         try:
             model = ConversionModel.from_artifact(self.storage.load_artifact(record.artifact_key))
         except (KeyError, ValueError, ModelFormatError) as exc:
-            return record.live_version, None, f"live model {record.live_version} unusable: {exc}"
-        return record.live_version, model, None
+            return record.live_version, None, f"live model {record.live_version} unusable: {exc}", record.base_price
+        return record.live_version, model, None, record.base_price
 
     def _outcomes(self, property_id: str, now: datetime) -> tuple[list[tuple[Outcome, datetime | None]], int]:
         """The window's outcomes, oldest first, each with when it was stored; and how many
@@ -233,7 +242,7 @@ class RetrainingService:
     def retrain_property(self, property_id: str, force: bool = False) -> PropertyResult:
         """Retrain one property (see the module docstring); raises what storage raises."""
         now = self._clock()
-        live_version, incumbent, unusable = self._live_model(property_id)
+        live_version, incumbent, unusable, base_price = self._live_model(property_id)
         window, unreadable = self._outcomes(property_id, now)
         outcomes = [o for o, _ in window]
         result = PropertyResult(
@@ -261,8 +270,10 @@ class RetrainingService:
             if drift.detected or drift.max_psi >= PSI_MODERATE:  # moderate: counted, not acted on
                 metrics.track_drift(property_id=property_id, trigger_retrain=drift.detected)
             trained_on = int(incumbent.training.get("n") or 0)
-            if len(recent) >= max(trained_on, 1):
-                triggers.append(f"{len(recent)} new outcomes since training, as many as the {trained_on} trained on")
+            needed = max(MIN_NEW_OUTCOMES, math.ceil(NEW_OUTCOMES_SHARE * trained_on))
+            if len(recent) >= needed:
+                triggers.append(f"{len(recent)} new outcomes since training, at least {needed} "
+                                f"({NEW_OUTCOMES_SHARE:.0%} of the {trained_on} trained on)")
         result.triggers = triggers
         if not triggers:
             detail = "insufficient recent sample" if drift and drift.insufficient_sample else f"max PSI {drift.max_psi:.3f}"
@@ -272,8 +283,11 @@ class RetrainingService:
         version = new_version(now, property_id, outcomes)
         result.version = version
         try:
+            # After demand drift the old outcomes describe a market that is gone: a short memory.
+            half_life = DRIFT_HALF_LIFE_DAYS if drift is not None and drift.detected else None
             judgement = train_and_judge(
-                outcomes, incumbent, property_id=property_id, version=version, trained_at=_utc(now)
+                outcomes, incumbent, property_id=property_id, version=version, trained_at=_utc(now),
+                base_price=base_price, half_life_days=half_life,
             )
         except TrainingError as exc:
             result.status, result.reason = FAILED, f"training failed: {exc}"

@@ -185,6 +185,7 @@ class ScoringService:
             model=state.model,
             configured_base=state.base_price,
             fallback_reason=state.why_no_model,
+            exploration_rate=0.0 if synthetic else self.settings.exploration_rate_for(property_id),
         )
         if synthetic:
             return result.to_response(competitors.as_dict() if competitors else None)
@@ -192,6 +193,7 @@ class ScoringService:
             metrics.track_model_prediction(
                 property_id=property_id, model_type="conversion", duration=time.perf_counter() - predicted_at
             )
+        metrics.track_exploration(pricing_method=result.pricing_method, explored=result.exploration.explored)
         metrics.track_score_request(pricing_method=result.pricing_method, duration=time.perf_counter() - started)
         return result.to_response(competitors.as_dict() if competitors else None)
 
