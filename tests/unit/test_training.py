@@ -12,6 +12,7 @@ from pricing.domain.conversion_model import FEATURE_NAMES, ConversionModel
 from pricing.domain.outcomes import validate_outcome
 from pricing.domain.simulator import CURVES, DemandCurve, simulate_outcomes
 from pricing.domain.training import (
+    DRIFT_FEATURES,
     MIN_OUTCOMES,
     TrainingError,
     compare,
@@ -71,7 +72,8 @@ def test_the_artifact_records_what_drift_and_scoring_need():
     t = model.training
     assert (t["n"], t["positives"]) == (400, sum(o.accepted for o in outcomes))
     assert t["data_start"] < t["data_end"]
-    for name in FEATURE_NAMES[1:]:
+    assert set(t["reference"]) == set(DRIFT_FEATURES)  # the price terms are ours, not the market's
+    for name in DRIFT_FEATURES:
         bins = t["reference"][name]
         assert len(bins["proportions"]) == len(bins["edges"]) + 1
         assert sum(bins["proportions"]) == pytest.approx(1.0)

@@ -129,7 +129,7 @@ class RevenueComparison:
 
     @property
     def calibrated(self) -> bool:
-        return abs(self.calibration_z) <= CALIBRATION_Z or abs(self.calibration_error) <= CALIBRATION_TOLERANCE
+        return not miscalibrated(self.calibration_z, self.calibration_error)
 
     def as_dict(self) -> dict:
         def r(x):
@@ -150,6 +150,72 @@ class RevenueComparison:
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def calibration(p_hat: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(z, relative error) of observed against predicted bookings: ``z = (sum y - sum p) /
+    sqrt(sum p(1-p))``, error ``(sum y - sum p) / sum p``."""
+    spread = float(np.sqrt(np.sum(p_hat * (1 - p_hat))))
+    total = float(p_hat.sum())
+    miss = float(y.sum()) - total
+    return (miss / spread if spread > 0 else 0.0), (miss / total if total > 0 else 0.0)
+
+
+def miscalibrated(z: float, error: float) -> bool:
+    """Both statistically clear and material (see ``CALIBRATION_Z``, ``CALIBRATION_TOLERANCE``)."""
+    return abs(z) > CALIBRATION_Z and abs(error) > CALIBRATION_TOLERANCE
+
+
+@dataclass(frozen=True)
+class PolicyLift:
+    """Relative expected-revenue lift of one price policy over another, under a model's posterior."""
+
+    n: int
+    lift: float
+    lower: float
+    upper: float
+
+    def as_dict(self) -> dict:
+        return {"n": self.n, "lift": round(self.lift, 6), "lower": round(self.lower, 6), "upper": round(self.upper, 6)}
+
+
+def _posterior_lift(model: ConversionModel, w: np.ndarray, covariance: np.ndarray, feats: Sequence[ModelFeatures],
+                    prices_a: Sequence[float], prices_b: Sequence[float], seed: int) -> tuple[float, np.ndarray]:
+    xa = np.array([model.row(p, f) for p, f in zip(prices_a, feats)])
+    xb = np.array([model.row(p, f) for p, f in zip(prices_b, feats)])
+    a, b = np.array(prices_a), np.array(prices_b)
+    rng = np.random.default_rng(seed)
+    try:
+        chol = np.linalg.cholesky(covariance)
+    except np.linalg.LinAlgError:
+        chol = np.diag(np.sqrt(np.clip(np.diag(covariance), 0, None)))
+    thetas = w[None, :] + rng.standard_normal((POSTERIOR_DRAWS, len(w))) @ chol.T
+    lifts = (a[:, None] * _sigmoid(xa @ thetas.T)).sum(axis=0) / (b[:, None] * _sigmoid(xb @ thetas.T)).sum(axis=0) - 1.0
+    point = float((a * _sigmoid(xa @ w)).sum() / (b * _sigmoid(xb @ w)).sum() - 1.0)
+    return point, lifts
+
+
+def policy_lift(
+    referee: ConversionModel,
+    w: np.ndarray,
+    covariance: np.ndarray,
+    quotes: Sequence[Outcome],
+    policy_a: Callable[[Outcome, ModelFeatures], float],
+    policy_b: Callable[[Outcome, ModelFeatures], float],
+    features_of: Callable[[Outcome], ModelFeatures],
+    seed: int = 0,
+) -> PolicyLift:
+    """How much more ``policy_a`` earns than ``policy_b`` on ``quotes``, judged by ``referee``
+    (a model fitted to the newest data), with its ``LIFT_QUANTILE`` bounds."""
+    quotes = list(quotes)[-MAX_EVALUATED:]
+    feats = [features_of(o) for o in quotes]
+    a = [policy_a(o, f) for o, f in zip(quotes, feats)]
+    b = [policy_b(o, f) for o, f in zip(quotes, feats)]
+    if not quotes:
+        return PolicyLift(0, 0.0, -math.inf, math.inf)
+    point, lifts = _posterior_lift(referee, w, covariance, feats, a, b, seed)
+    return PolicyLift(len(quotes), point, float(np.quantile(lifts, LIFT_QUANTILE)),
+                      float(np.quantile(lifts, 1 - LIFT_QUANTILE)))
 
 
 def _nearest_arm(ratio: float) -> int:
@@ -179,27 +245,13 @@ def compare_revenue(
         keep.append(i)
     if not keep:
         return RevenueComparison(0, 0.0, -math.inf, math.inf, 0.0, 0.0, 0, None, None)
-    xc = np.array([candidate.row(c, feats[i]) for c, i in zip(cand, keep)])
-    x0 = np.array([candidate.row(p, feats[i]) for p, i in zip(inc, keep)])
-    c_arr, p_arr = np.array(cand), np.array(inc)
-    rng = np.random.default_rng(seed)
-    try:
-        chol = np.linalg.cholesky(covariance)
-    except np.linalg.LinAlgError:
-        chol = np.diag(np.sqrt(np.clip(np.diag(covariance), 0, None)))
-    thetas = w[None, :] + rng.standard_normal((POSTERIOR_DRAWS, len(w))) @ chol.T
-    rev_c = (c_arr[:, None] * _sigmoid(xc @ thetas.T)).sum(axis=0)
-    rev_0 = (p_arr[:, None] * _sigmoid(x0 @ thetas.T)).sum(axis=0)
-    lifts = rev_c / rev_0 - 1.0
-    point = float((c_arr * _sigmoid(xc @ w)).sum() / (p_arr * _sigmoid(x0 @ w)).sum() - 1.0)
+    point, lifts = _posterior_lift(candidate, w, covariance, [feats[i] for i in keep], cand, inc, seed)
 
     # Calibration at the prices actually quoted.
     xq = np.array([candidate.row(o.quoted_price, f) for o, f in zip(evaluated, feats)])
     p_hat = _sigmoid(xq @ w)
     y = np.array([1.0 if o.accepted else 0.0 for o in evaluated])
-    spread = float(np.sqrt(np.sum(p_hat * (1 - p_hat))))
-    calibration_z = float((y.sum() - p_hat.sum()) / spread) if spread > 0 else 0.0
-    calibration_error = float((y.sum() - p_hat.sum()) / p_hat.sum()) if p_hat.sum() > 0 else 0.0
+    calibration_z, calibration_error = calibration(p_hat, y)
 
     # Off-policy check on the quotes that carry their propensity.
     diffs, matched, logged_revenue = [], 0, []

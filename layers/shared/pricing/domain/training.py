@@ -29,7 +29,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from pricing.domain.conversion_model import ARTIFACT_FORMAT_V2, FEATURE_NAMES, ConversionModel, ModelFeatures
+from pricing.domain.conversion_model import ARTIFACT_FORMAT_V2, FEATURE_NAMES, PRICE_FEATURES, ConversionModel, ModelFeatures
 from pricing.domain.outcomes import Outcome
 from pricing.domain.policy_evaluation import RevenueComparison, compare_revenue, model_policy, rules_policy
 
@@ -40,8 +40,10 @@ HOLDOUT_SHARE = 0.2
 PRICE_RANGE_PERCENTILES = (1.0, 99.0)
 #: Predictions are clipped away from 0 and 1 so one confident miss cannot make log loss infinite.
 PROBABILITY_FLOOR = 1e-6
-#: Features whose distribution drift detection watches (every design column but the intercept).
-DRIFT_FEATURES = FEATURE_NAMES[1:]
+#: Features whose distribution drift detection watches: every design column but the intercept and
+#: the price terms. The prices are ours -- a new model quoting lower prices moves the price
+#: feature's distribution by design, which says nothing about the market.
+DRIFT_FEATURES = tuple(name for name in FEATURE_NAMES[1:] if name not in PRICE_FEATURES)
 REFERENCE_QUANTILES = tuple(q / 10 for q in range(1, 10))  # deciles: 10 bins per feature
 #: Recency weighting: each outcome weighs 0.5 ** (age / half-life). The half-life is the shortest
 #: of these (days) that still leaves an effective sample of ``MIN_EFFECTIVE_SAMPLE`` outcomes

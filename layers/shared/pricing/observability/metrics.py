@@ -138,6 +138,9 @@ class PricingMetrics:
         self.exploration_quotes = Counter(
             "pricing_exploration_quotes_total", "Quotes by pricing method, explored (priced at a neighbour of the optimum) or not",
             ("pricing_method", "explored"), registry=r)
+        self.model_rollbacks = Counter(
+            "pricing_model_rollbacks_total", "Live models rolled back to rule-based pricing",
+            ("property_id",), registry=r)
         # --- A/B testing ---
         self.ab_assignments = Counter(
             "pricing_ab_assignments_total", "A/B test assignments", ("experiment_id", "variant"), registry=r)
@@ -186,7 +189,7 @@ class PricingMetrics:
             self.errors_total, self.model_prediction_seconds, self.model_cache_hits,
             self.model_cache_misses, self.models_loaded, self.outcomes_ingested, self.outcomes_invalid,
             self.retraining_duration, self.retraining_total, self.drift_detected, self.exploration_quotes,
-            self.ab_assignments,
+            self.model_rollbacks, self.ab_assignments,
             self.ab_outcomes, self.competitor_fetches, self.competitor_staleness, self.service_info,
             self.uptime_seconds, self.push_failures, self.synthetic_check_timestamp,
             self.container_memory_bytes, self.container_memory_limit_bytes,
@@ -280,6 +283,9 @@ class PricingMetrics:
         labels = {"method": method, "endpoint": endpoint, "status_code": status_code}
         self._child(self.requests_total, **labels).inc()
         self._child(self.api_latency, **labels).observe(duration)
+
+    def track_rollback(self, property_id: str) -> None:
+        self._property_children(self.model_rollbacks, property_id).inc()
 
     def track_exploration(self, pricing_method: str, explored: bool) -> None:
         """One customer quote; both ``explored`` series start together, so the share is readable."""
@@ -425,6 +431,7 @@ retraining_duration = METRICS.retraining_duration
 retraining_total = METRICS.retraining_total
 drift_detected = METRICS.drift_detected
 exploration_quotes = METRICS.exploration_quotes
+model_rollbacks = METRICS.model_rollbacks
 ab_assignments = METRICS.ab_assignments
 ab_outcomes = METRICS.ab_outcomes
 competitor_fetches = METRICS.competitor_fetches
@@ -444,6 +451,7 @@ track_model_prediction = METRICS.track_model_prediction
 track_retraining = METRICS.track_retraining
 track_drift = METRICS.track_drift
 track_exploration = METRICS.track_exploration
+track_rollback = METRICS.track_rollback
 track_latency = METRICS.track_latency
 track_ab_assignment = METRICS.track_ab_assignment
 track_ab_outcome = METRICS.track_ab_outcome

@@ -55,7 +55,10 @@ from typing import Any, Callable, Sequence
 from pricing.domain.conversion_model import ConversionModel, ModelFormatError
 from pricing.domain.drift import PSI_MODERATE, DriftReport, measure_drift
 from pricing.domain.outcomes import Outcome
-from pricing.domain.training import TrainingError, insufficient_data, train_and_judge
+from pricing.domain.policy_evaluation import PolicyLift, calibration, miscalibrated, model_policy, policy_lift, rules_policy
+from pricing.domain.training import (
+    TrainingError, fit_conversion_model, insufficient_data, labels, outcome_features, predict, train_and_judge,
+)
 from pricing.observability import metrics
 from pricing.observability.context import logger
 from pricing.observability.push import pushes_metrics
@@ -75,6 +78,10 @@ NEW_OUTCOMES_SHARE = 0.10
 MIN_NEW_OUTCOMES = 100
 #: Recency half-life of a candidate fitted after detected drift (else ``training`` chooses it).
 DRIFT_HALF_LIFE_DAYS = 2.0
+#: The LIVE pointer's version after a rollback: rules price, and the next model learns only from
+#: outcomes quoted since the timestamp (the estimated onset of the drift that broke the model).
+ROLLBACK_PREFIX = "rules-since-"
+_ROLLBACK_STAMP = "%Y%m%dT%H%M%SZ"
 #: Stop starting new properties when less than this remains of the invocation.
 TIME_RESERVE_MS = 60_000
 _PROPERTY_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -188,6 +195,33 @@ def _parse_utc(text: object) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
+def rollback_since(live_version: str | None) -> str | None:
+    """The UTC timestamp (``Outcome.timestamp_utc`` form) a rollback version names, else None."""
+    if not live_version or not live_version.startswith(ROLLBACK_PREFIX):
+        return None
+    try:
+        since = datetime.strptime(live_version[len(ROLLBACK_PREFIX):], _ROLLBACK_STAMP).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return _utc(since)
+
+
+def drift_onset(model: ConversionModel, recent: Sequence[Outcome]) -> datetime:
+    """When the model started to miss: the earliest quote day from which every day's bookings
+    are off its predictions in the direction of the overall miss (``recent`` is time-ordered)."""
+    days: dict[str, list[Outcome]] = {}
+    for o in recent:
+        days.setdefault(o.timestamp.astimezone(timezone.utc).strftime("%Y-%m-%d"), []).append(o)
+    overall = calibration(predict(model, recent), labels(recent))[1]
+    onset = min(days)
+    for day in sorted(days, reverse=True):
+        error = calibration(predict(model, days[day]), labels(days[day]))[1]
+        if error * overall <= 0 or abs(error) < abs(overall) / 3:
+            break
+        onset = day
+    return datetime.strptime(onset, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+
+
 class RetrainingService:
     """Retrains properties against ``storage`` (see ``pricing.storage.Storage`` for the methods)."""
 
@@ -244,6 +278,10 @@ class RetrainingService:
         now = self._clock()
         live_version, incumbent, unusable, base_price = self._live_model(property_id)
         window, unreadable = self._outcomes(property_id, now)
+        since = rollback_since(live_version) if incumbent is None else None
+        if since is not None:
+            # Rolled back after drift: what came before describes a market that is gone.
+            window = [(o, stored) for o, stored in window if o.timestamp_utc >= since]
         outcomes = [o for o, _ in window]
         result = PropertyResult(
             property_id, SKIPPED, "", live_version=live_version,
@@ -253,7 +291,7 @@ class RetrainingService:
             logger.warning("unreadable outcome records skipped", extra={"property_id": property_id, "count": unreadable})
         too_few = insufficient_data(outcomes)
         if too_few:
-            result.reason = f"not enough data: {too_few}"
+            result.reason = f"not enough data: {too_few}" + (f" since the rollback ({since})" if since else "")
             return result
 
         drift: DriftReport | None = None
@@ -266,6 +304,14 @@ class RetrainingService:
             recent = self._unseen_by(incumbent, window)
             drift = measure_drift(incumbent, recent)
             result.drift = drift.as_dict()
+            if drift.performance_drift and not drift.insufficient_sample:
+                z, error = calibration(predict(incumbent, recent), labels(recent))
+                if miscalibrated(z, error):
+                    guard = self._versus_rules(incumbent, outcomes, recent, base_price, property_id)
+                    result.evaluation = {"rollback_guard": {"calibration_z": round(z, 3),
+                                                            "calibration_error": round(error, 4), **guard.as_dict()}}
+                    if guard.upper < 0:
+                        return self._roll_back(result, incumbent, recent, now, z, error, guard)
             triggers += drift.reasons() if drift.detected else []
             if drift.detected or drift.max_psi >= PSI_MODERATE:  # moderate: counted, not acted on
                 metrics.track_drift(property_id=property_id, trigger_retrain=drift.detected)
@@ -323,6 +369,44 @@ class RetrainingService:
             return result
         self.storage.set_model_status(property_id, version, DEPLOYED, judgement.reason)
         result.status, result.reason = DEPLOYED, judgement.reason
+        return result
+
+    @staticmethod
+    def _versus_rules(incumbent: ConversionModel, outcomes: list[Outcome], recent: list[Outcome],
+                      base_price: float | None, property_id: str) -> PolicyLift:
+        """The live model's revenue lift over rules on the recent quotes, judged by a referee
+        fitted to the whole window with a short memory (``DRIFT_HALF_LIFE_DAYS``)."""
+        referee, fit = fit_conversion_model(outcomes, property_id=property_id, version="referee", trained_at="",
+                                            half_life_days=DRIFT_HALF_LIFE_DAYS)
+        return policy_lift(referee, fit.w, fit.covariance(), recent, model_policy(incumbent, base_price),
+                           rules_policy(base_price), outcome_features)
+
+    def _roll_back(self, result: PropertyResult, incumbent: ConversionModel, recent: list[Outcome],
+                   now: datetime, z: float, error: float, guard: PolicyLift) -> PropertyResult:
+        """Point LIVE at rule-based pricing: the live model no longer predicts bookings, and a
+        model of the newest data says it now earns less than rules would.
+
+        Rules are what every model had to beat, so they are the safe place to wait while the
+        loop relearns -- from the drift's onset on only (``ROLLBACK_PREFIX``).
+        """
+        property_id = result.property_id
+        onset = drift_onset(incumbent, recent)
+        version = ROLLBACK_PREFIX + onset.strftime(_ROLLBACK_STAMP)
+        reason = (f"rolled back to rule-based pricing: live model {incumbent.version} predicted "
+                  f"{-error / (1 + error) if error > -1 else 1.0:+.0%} of the bookings that happened on {len(recent)} "
+                  f"recent quotes (z={z:+.2f}) and earns {guard.lift:+.1%} against rules there (95% upper bound "
+                  f"{guard.upper:+.1%}); the next model learns from {onset:%Y-%m-%d} on")
+        try:
+            self.storage.swap_live_model(property_id, version, None, expected_version=result.live_version,
+                                         deployed_at=_utc(now))
+        except ConditionFailed:
+            result.reason = "the live model changed during this run (a concurrent retrain deployed first)"
+            return result
+        self.storage.set_model_status(property_id, incumbent.version, "rolled_back", reason)
+        metrics.track_rollback(property_id=property_id)
+        logger.warning("model rolled back", extra={"property_id": property_id, "version": incumbent.version})
+        result.status, result.reason, result.version = DEPLOYED, reason, version
+        result.triggers = [*result.triggers, *((result.drift or {}).get("drifted_features") or []), "performance drift"]
         return result
 
     def _guarded(self, property_id: str, force: bool) -> PropertyResult:

@@ -129,7 +129,9 @@ class ScoringService:
             self.cache.put(property_id, state, ttl=FAILURE_BACKOFF_SECONDS)
             return state
         model, why = None, None
-        if record.artifact_key is None:
+        if record.artifact_key is None and (record.live_version or "").startswith("rules-since-"):
+            why = f"the live model was rolled back to rules after demand drift ({record.live_version})"
+        elif record.artifact_key is None:
             why = "no model deployed for this property"
         else:
             try:
