@@ -430,6 +430,7 @@ def train_and_judge(
     l2: float = L2_PENALTY,
     base_price: float | None = None,
     half_life_days: float | None = None,
+    against_rules: bool = False,
 ) -> Judgement:
     """Fit on the older 80%, judge on the newest 20% in revenue terms, refit on everything if it wins.
 
@@ -449,7 +450,8 @@ def train_and_judge(
 
     The model returned for deployment is refitted on the whole window, so the newest fifth of the
     data -- the most relevant to tomorrow's prices -- is not thrown away. ``half_life_days``
-    overrides the recency weighting (a shorter memory after demand drift).
+    overrides the recency weighting (a shorter memory after demand drift). ``against_rules``
+    judges the candidate against rules even with a live model (one that already lost to them).
 
     Raises ``TrainingError`` when the outcomes cannot be fitted at all.
     """
@@ -495,7 +497,7 @@ def train_and_judge(
         slope = max(trial.max_price_slope, final.max_price_slope)
         return judged(False, f"demand does not fall with price (price slope {slope:+.4f} >= 0 for some quotes)")
 
-    if incumbent is None:
+    if incumbent is None or against_rules:
         policy, theirs, needed = rules_policy(base_price), "rule-based pricing", 0.0
     else:
         policy, theirs, needed = model_policy(incumbent, base_price), f"incumbent {incumbent.version}", MIN_REVENUE_LIFT
@@ -513,5 +515,6 @@ def train_and_judge(
                              f"(IPS {revenue.ips_lift:+.1%}, upper bound {revenue.ips_upper:+.1%}); {ours}", revenue)
     if not (revenue.lift_lower > 0 and revenue.lift >= needed):
         return judged(False, f"not better than {theirs} in revenue: {ours}", revenue)
-    prefix = "first model: " if incumbent is None else ""
+    prefix = "first model: " if incumbent is None else (
+        f"replaces {incumbent.version}, which earns less than rules after drift: " if against_rules else "")
     return judged(True, f"{prefix}{ours}", revenue)

@@ -295,6 +295,7 @@ class RetrainingService:
             return result
 
         drift: DriftReport | None = None
+        lost: tuple[float, float, PolicyLift] | None = None  # the live model now loses to rules
         triggers = []
         if force:
             triggers.append("forced")
@@ -311,7 +312,7 @@ class RetrainingService:
                     result.evaluation = {"rollback_guard": {"calibration_z": round(z, 3),
                                                             "calibration_error": round(error, 4), **guard.as_dict()}}
                     if guard.upper < 0:
-                        return self._roll_back(result, incumbent, recent, now, z, error, guard)
+                        lost = (z, error, guard)
             triggers += drift.reasons() if drift.detected else []
             if drift.detected or drift.max_psi >= PSI_MODERATE:  # moderate: counted, not acted on
                 metrics.track_drift(property_id=property_id, trigger_retrain=drift.detected)
@@ -326,14 +327,23 @@ class RetrainingService:
             result.reason = f"no drift ({detail}) and no new data to learn from"
             return result
 
+        train_on, onset = outcomes, None
+        # After demand drift the old outcomes describe a market that is gone: a short memory.
+        half_life = DRIFT_HALF_LIFE_DAYS if drift is not None and drift.detected else None
+        if lost is not None:
+            # The live model earns less than rules now: a replacement learns only from the drift's
+            # onset on and must beat rules; without one, rules price while the loop relearns.
+            onset = drift_onset(incumbent, recent)
+            train_on = [o for o in outcomes if o.timestamp >= onset]
+            half_life = None
+            if insufficient_data(train_on):
+                return self._roll_back(result, incumbent, recent, now, onset, *lost)
         version = new_version(now, property_id, outcomes)
         result.version = version
         try:
-            # After demand drift the old outcomes describe a market that is gone: a short memory.
-            half_life = DRIFT_HALF_LIFE_DAYS if drift is not None and drift.detected else None
             judgement = train_and_judge(
-                outcomes, incumbent, property_id=property_id, version=version, trained_at=_utc(now),
-                base_price=base_price, half_life_days=half_life,
+                train_on, incumbent, property_id=property_id, version=version, trained_at=_utc(now),
+                base_price=base_price, half_life_days=half_life, against_rules=lost is not None,
             )
         except TrainingError as exc:
             result.status, result.reason = FAILED, f"training failed: {exc}"
@@ -357,6 +367,10 @@ class RetrainingService:
             "positives": result.positives,
         }
         self.storage.put_model_record(property_id, version, _storable(record))
+        if not judgement.deploy and lost is not None:
+            self.storage.set_model_status(property_id, version, REJECTED, judgement.reason)
+            return self._roll_back(result, incumbent, recent, now, onset, *lost,
+                                   replacement=f"candidate {version} {judgement.reason}")
         if not judgement.deploy:
             result.status, result.reason = REJECTED, judgement.reason
             return result
@@ -382,7 +396,8 @@ class RetrainingService:
                            rules_policy(base_price), outcome_features)
 
     def _roll_back(self, result: PropertyResult, incumbent: ConversionModel, recent: list[Outcome],
-                   now: datetime, z: float, error: float, guard: PolicyLift) -> PropertyResult:
+                   now: datetime, onset: datetime, z: float, error: float, guard: PolicyLift,
+                   replacement: str | None = None) -> PropertyResult:
         """Point LIVE at rule-based pricing: the live model no longer predicts bookings, and a
         model of the newest data says it now earns less than rules would.
 
@@ -390,12 +405,12 @@ class RetrainingService:
         loop relearns -- from the drift's onset on only (``ROLLBACK_PREFIX``).
         """
         property_id = result.property_id
-        onset = drift_onset(incumbent, recent)
         version = ROLLBACK_PREFIX + onset.strftime(_ROLLBACK_STAMP)
         reason = (f"rolled back to rule-based pricing: live model {incumbent.version} predicted "
                   f"{-error / (1 + error) if error > -1 else 1.0:+.0%} of the bookings that happened on {len(recent)} "
                   f"recent quotes (z={z:+.2f}) and earns {guard.lift:+.1%} against rules there (95% upper bound "
-                  f"{guard.upper:+.1%}); the next model learns from {onset:%Y-%m-%d} on")
+                  f"{guard.upper:+.1%}); the next model learns from {onset:%Y-%m-%d} on"
+                  + (f" ({replacement})" if replacement else f" ({len(recent)} outcomes so far)"))
         try:
             self.storage.swap_live_model(property_id, version, None, expected_version=result.live_version,
                                          deployed_at=_utc(now))
@@ -406,7 +421,6 @@ class RetrainingService:
         metrics.track_rollback(property_id=property_id)
         logger.warning("model rolled back", extra={"property_id": property_id, "version": incumbent.version})
         result.status, result.reason, result.version = DEPLOYED, reason, version
-        result.triggers = [*result.triggers, *((result.drift or {}).get("drifted_features") or []), "performance drift"]
         return result
 
     def _guarded(self, property_id: str, force: bool) -> PropertyResult:
