@@ -65,6 +65,7 @@ class Day:
     retrain_reason: str = ""
     drift: bool = False
     live_version: str | None = None
+    guard: dict | None = None
 
     @property
     def within_exploration_cost(self) -> bool:
@@ -209,6 +210,7 @@ def run_curve(curve, *, days: int, quotes_per_day: int, held_out: int, seed: int
         (r,) = [x for x in answer["results"] if x["property_id"] == property_id]
         record.retrain, record.retrain_reason = r["status"], r["reason"]
         record.drift = bool(r.get("drift") and r["drift"].get("detected"))
+        record.guard = (r.get("evaluation") or {}).get("rollback_guard")
         record.live_version = storage.get_property_record(property_id).live_version
         run.days.append(record)
     return run

@@ -53,7 +53,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Sequence
 
 from pricing.domain.conversion_model import ConversionModel, ModelFormatError
-from pricing.domain.drift import PSI_MODERATE, DriftReport, measure_drift
+from pricing.domain.drift import MIN_DRIFT_SAMPLE, PSI_MODERATE, DriftReport, measure_drift
 from pricing.domain.outcomes import Outcome
 from pricing.domain.policy_evaluation import PolicyLift, calibration, miscalibrated, model_policy, policy_lift, rules_policy
 from pricing.domain.training import (
@@ -78,6 +78,11 @@ NEW_OUTCOMES_SHARE = 0.10
 MIN_NEW_OUTCOMES = 100
 #: Recency half-life of a candidate fitted after detected drift (else ``training`` chooses it).
 DRIFT_HALF_LIFE_DAYS = 2.0
+#: Recency half-life of the referee that judges a drifted live model against rules: it must see
+#: the new market, so the days before the drift count little.
+REFEREE_HALF_LIFE_DAYS = 2.0
+#: A live model missing the bookings by more than this share is judged on the referee's point estimate.
+GROSS_MISS = 0.30
 #: The LIVE pointer's version after a rollback: rules price, and the next model learns only from
 #: outcomes quoted since the timestamp (the estimated onset of the drift that broke the model).
 ROLLBACK_PREFIX = "rules-since-"
@@ -295,6 +300,7 @@ class RetrainingService:
             return result
 
         drift: DriftReport | None = None
+        onset: datetime | None = None
         lost: tuple[float, float, PolicyLift] | None = None  # the live model now loses to rules
         triggers = []
         if force:
@@ -305,14 +311,24 @@ class RetrainingService:
             recent = self._unseen_by(incumbent, window)
             drift = measure_drift(incumbent, recent)
             result.drift = drift.as_dict()
-            if drift.performance_drift and not drift.insufficient_sample:
-                z, error = calibration(predict(incumbent, recent), labels(recent))
-                if miscalibrated(z, error):
-                    guard = self._versus_rules(incumbent, outcomes, recent, base_price, property_id)
-                    result.evaluation = {"rollback_guard": {"calibration_z": round(z, 3),
+            if not drift.insufficient_sample:
+                # The guard: does the live model still predict the bookings since they started to
+                # go wrong, and if not, does it still earn more than rules would?
+                onset = drift_onset(incumbent, recent)
+                latest = [o for o in recent if o.timestamp >= onset]
+                z, error = calibration(predict(incumbent, latest), labels(latest)) if latest else (0.0, 0.0)
+                if len(latest) >= MIN_DRIFT_SAMPLE and miscalibrated(z, error):
+                    guard = self._versus_rules(incumbent, outcomes, latest, base_price, property_id)
+                    result.evaluation = {"rollback_guard": {"calibration_z": round(z, 3), "since": _utc(onset),
                                                             "calibration_error": round(error, 4), **guard.as_dict()}}
-                    if guard.upper < 0:
+                    # Asymmetric on purpose: a model must prove it beats rules (a lower bound) to
+                    # go live; once it grossly misses the bookings, the referee's best estimate
+                    # that it earns less than rules is enough to fall back to them (else its bound).
+                    if guard.upper < 0 or (guard.lift < 0 and abs(error) > GROSS_MISS):
                         lost = (z, error, guard)
+                        recent = latest
+                        if not drift.detected:
+                            triggers.append(f"live model misses {error:+.0%} of the bookings since {onset:%Y-%m-%d}")
             triggers += drift.reasons() if drift.detected else []
             if drift.detected or drift.max_psi >= PSI_MODERATE:  # moderate: counted, not acted on
                 metrics.track_drift(property_id=property_id, trigger_retrain=drift.detected)
@@ -327,13 +343,12 @@ class RetrainingService:
             result.reason = f"no drift ({detail}) and no new data to learn from"
             return result
 
-        train_on, onset = outcomes, None
+        train_on = outcomes
         # After demand drift the old outcomes describe a market that is gone: a short memory.
         half_life = DRIFT_HALF_LIFE_DAYS if drift is not None and drift.detected else None
         if lost is not None:
             # The live model earns less than rules now: a replacement learns only from the drift's
             # onset on and must beat rules; without one, rules price while the loop relearns.
-            onset = drift_onset(incumbent, recent)
             train_on = [o for o in outcomes if o.timestamp >= onset]
             half_life = None
             if insufficient_data(train_on):
@@ -389,9 +404,9 @@ class RetrainingService:
     def _versus_rules(incumbent: ConversionModel, outcomes: list[Outcome], recent: list[Outcome],
                       base_price: float | None, property_id: str) -> PolicyLift:
         """The live model's revenue lift over rules on the recent quotes, judged by a referee
-        fitted to the whole window with a short memory (``DRIFT_HALF_LIFE_DAYS``)."""
+        fitted to the whole window with a short memory (``REFEREE_HALF_LIFE_DAYS``)."""
         referee, fit = fit_conversion_model(outcomes, property_id=property_id, version="referee", trained_at="",
-                                            half_life_days=DRIFT_HALF_LIFE_DAYS)
+                                            half_life_days=REFEREE_HALF_LIFE_DAYS)
         return policy_lift(referee, fit.w, fit.covariance(), recent, model_policy(incumbent, base_price),
                            rules_policy(base_price), outcome_features)
 
@@ -407,9 +422,9 @@ class RetrainingService:
         property_id = result.property_id
         version = ROLLBACK_PREFIX + onset.strftime(_ROLLBACK_STAMP)
         reason = (f"rolled back to rule-based pricing: live model {incumbent.version} predicted "
-                  f"{-error / (1 + error) if error > -1 else 1.0:+.0%} of the bookings that happened on {len(recent)} "
-                  f"recent quotes (z={z:+.2f}) and earns {guard.lift:+.1%} against rules there (95% upper bound "
-                  f"{guard.upper:+.1%}); the next model learns from {onset:%Y-%m-%d} on"
+                  f"{1 / (1 + error) if error > -1 else float('inf'):.2f}x the bookings that happened on {len(recent)} "
+                  f"recent quotes (z={z:+.2f}) and earns {guard.lift:+.1%} against rules there (90% interval "
+                  f"{guard.lower:+.1%} to {guard.upper:+.1%}); the next model learns from {onset:%Y-%m-%d} on"
                   + (f" ({replacement})" if replacement else f" ({len(recent)} outcomes so far)"))
         try:
             self.storage.swap_live_model(property_id, version, None, expected_version=result.live_version,
