@@ -68,6 +68,10 @@ class Day:
     guard: dict | None = None
 
     @property
+    def rolled_back(self) -> bool:
+        return self.retrain == "deployed" and (self.live_version or "").startswith("rules-since-")
+
+    @property
     def within_exploration_cost(self) -> bool:
         return self.loop >= self.rules - self.exploration_cost - TOLERANCE
 
@@ -92,7 +96,7 @@ class CurveRun:
     def drift_night(self) -> int | None:
         if self.shift_day is None:
             return None
-        return next((d.day for d in self.days if d.day >= self.shift_day and d.drift), None)
+        return next((d.day for d in self.days if d.day >= self.shift_day and (d.drift or d.rolled_back)), None)
 
     @property
     def recovery_days(self) -> int | None:
@@ -249,7 +253,8 @@ def format_report(runs: list[CurveRun], seconds: float) -> str:
             lines.append(
                 f"  {d.day:>3} {d.ml_share:>5.0%} {d.explored_share:>5.0%} {d.loop:>7.1%} {d.rules:>7.1%} {d.policy:>7.1%} "
                 f"{d.exploration_cost:>7.2%} {'yes' if d.within_exploration_cost else 'NO':>3} {d.pdr:>5.2f} {d.pir:>5.2f} "
-                f"{d.regret:>6.3f}  {d.retrain}{' (drift)' if d.drift else ''}: {d.retrain_reason[:110]}")
+                f"{d.regret:>6.3f}  {'rolled back' if d.rolled_back else d.retrain}{' (drift)' if d.drift else ''}: "
+                f"{d.retrain_reason[:110]}")
         lines.append("")
     lines.append("Summary (last three days)")
     lines.append(f"  {'curve':<17} {'form':<8} {'loop':>7} {'rules':>7} {'x-cost':>7} {'1st deploy':>10}  shift")
@@ -274,28 +279,42 @@ def plot(runs: list[CurveRun], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.8), sharey=True)
-    for ax, run in zip(axes, runs):
+    cols = 3
+    rows = (len(runs) + 1 + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, 3.9 * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax, run in zip(flat, runs):
         x = [d.day for d in run.days]
         ax.plot(x, [100 * d.loop for d in run.days], "o-", label="loop (quoted)", color="tab:blue")
         ax.plot(x, [100 * d.rules for d in run.days], "s--", label="rules, same quotes", color="tab:orange")
         ax.plot(x, [100 * d.policy for d in run.days], ":", label="loop without exploration", color="tab:green")
-        ax.bar(x, [100 * d.exploration_cost for d in run.days], color="tab:red", alpha=0.4, label="exploration cost")
         for d in run.days:
             if d.retrain == "deployed":
-                ax.axvline(d.day + 0.5, color="grey", lw=0.8, alpha=0.6)
+                rollback = d.rolled_back
+                ax.axvline(d.day + 0.5, color="tab:red" if rollback else "grey", lw=1.0, ls=":" if rollback else "-",
+                           alpha=0.7)
         if run.shift_day:
-            ax.axvline(run.shift_day + 0.5 - 1, color="black", lw=1.5, ls="-.", label="demand shift")
+            ax.axvline(run.shift_day - 0.5, color="black", lw=1.5, ls="-.", label="demand shift")
         ax.axhline(95, color="grey", lw=0.6, ls="--")
-        ax.set_title(f"{run.curve}\n({'model form' if run.representable else 'outside model form'})", fontsize=10)
-        ax.set_xlabel("simulated day (grey: a model deployed that night)")
+        ax.set_title(f"{run.curve} ({'model form' if run.representable else 'outside model form'})", fontsize=10)
+        ax.set_xlabel("simulated day (grey: model deployed that night; red: rolled back)", fontsize=8)
         ax.set_ylim(0, 105)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("% of the oracle's expected revenue")
-    axes[0].legend(fontsize=7, loc="lower right")
+    flat[0].set_ylabel("% of the oracle's expected revenue")
+    flat[0].legend(fontsize=7, loc="lower right")
+    cost = flat[len(runs)]
+    for run in runs:
+        cost.plot([d.day for d in run.days], [100 * d.exploration_cost for d in run.days], "o-", ms=3, label=run.curve)
+    cost.axhline(0, color="grey", lw=0.6)
+    cost.set_title("exploration cost (policy - quoted), % of oracle", fontsize=10)
+    cost.set_xlabel("simulated day", fontsize=8)
+    cost.legend(fontsize=7)
+    cost.grid(alpha=0.3)
+    for ax in flat[len(runs) + 1:]:
+        ax.axis("off")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

@@ -103,8 +103,9 @@ CURVES: tuple[MarketCurve, ...] = (
     MarketCurve("premium-resort", 220.0, 180.0,
                 Demand(intercept=2.4, price=-2.0, price_x_lead=0.15, price_x_weekend=0.2, lead=-0.2,
                        occupancy=1.2, weekend=0.5)),
-    # A ski lodge whose demand shifts halfway through (a competitor opens: day 7 is the first day).
-    MarketCurve("ski-lodge-shift", 150.0, 150.0, _SKI, shift_day=7, shifted=_shifted(_SKI)),
+    # A ski lodge whose demand shifts halfway through (a competitor opens: day 7 is the first day);
+    # its rules (base 185 in a market at 150) overprice it, so a model is live when the shift hits.
+    MarketCurve("ski-lodge-shift", 150.0, 185.0, _SKI, shift_day=7, shifted=_shifted(_SKI)),
     # A city loft with constant-elasticity demand (logistic in log price): outside the form.
     MarketCurve("city-loft-log", 110.0, 165.0,
                 Demand(intercept=0.3, price=-3.2, lead=-0.25, occupancy=1.0, weekend=0.4, shape="log")),

@@ -231,8 +231,16 @@ def compare_revenue(
     incumbent_policy: Callable[[Outcome, ModelFeatures], float],
     features_of: Callable[[Outcome], ModelFeatures],
     seed: int = 0,
+    folds: Sequence[tuple[ConversionModel, ConversionModel, np.ndarray, np.ndarray]] = (),
 ) -> RevenueComparison:
-    """The three checks of the module docstring, on ``holdout`` (time-ordered, newest last)."""
+    """The three checks of the module docstring, on ``holdout`` (time-ordered, newest last).
+
+    ``folds`` cross-fit the revenue lift: each is (a model that sets the prices, a referee fitted
+    on *other* outcomes, the referee's coefficients and covariance). A model judged by its own
+    posterior at its own optimum is judged where it is luckiest -- its optimum is the price its
+    errors flatter most -- so the lift is averaged, draw by draw, over folds in which the prices
+    and the judge come from disjoint data. Without folds the candidate judges itself.
+    """
     evaluated = list(holdout)[-MAX_EVALUATED:]
     feats = [features_of(o) for o in evaluated]
     cand, inc, keep = [], [], []
@@ -245,7 +253,18 @@ def compare_revenue(
         keep.append(i)
     if not keep:
         return RevenueComparison(0, 0.0, -math.inf, math.inf, 0.0, 0.0, 0, None, None)
-    point, lifts = _posterior_lift(candidate, w, covariance, [feats[i] for i in keep], cand, inc, seed)
+    kept = [feats[i] for i in keep]
+    if not folds:
+        point, lifts = _posterior_lift(candidate, w, covariance, kept, cand, inc, seed)
+    else:
+        points, draws = [], []
+        for k, (pricer, referee, rw, rcov) in enumerate(folds):
+            prices = [model_price(pricer, f) for f in kept]
+            prices = [c if p is None else p for p, c in zip(prices, cand)]
+            fold_point, fold_lifts = _posterior_lift(referee, rw, rcov, kept, prices, inc, seed + k)
+            points.append(fold_point)
+            draws.append(fold_lifts)
+        point, lifts = float(np.mean(points)), np.mean(draws, axis=0)
 
     # Calibration at the prices actually quoted.
     xq = np.array([candidate.row(o.quoted_price, f) for o, f in zip(evaluated, feats)])

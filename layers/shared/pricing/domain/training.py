@@ -501,9 +501,16 @@ def train_and_judge(
         policy, theirs, needed = rules_policy(base_price), "rule-based pricing", 0.0
     else:
         policy, theirs, needed = model_policy(incumbent, base_price), f"incumbent {incumbent.version}", MIN_REVENUE_LIFT
+    # Cross-fitting: the older part split in two interleaved halves; each half's model sets prices
+    # that the other half's model judges.
+    halves = [fit_part[0::2], fit_part[1::2]]
+    fitted = [fit_conversion_model(h, property_id=property_id, version=version, trained_at=trained_at, l2=l2,
+                                   half_life_days=half_life_days) for h in halves]
+    folds = [(fitted[0][0], fitted[1][0], fitted[1][1].w, fitted[1][1].covariance()),
+             (fitted[1][0], fitted[0][0], fitted[0][1].w, fitted[0][1].covariance())]
     revenue = compare_revenue(
         trial, trial_fit.w, trial_fit.covariance(), holdout, policy, outcome_features,
-        seed=int.from_bytes(property_id.encode()[:4].ljust(4, b"\0"), "big"),
+        seed=int.from_bytes(property_id.encode()[:4].ljust(4, b"\0"), "big"), folds=folds,
     )
     ours = (f"expected revenue {revenue.lift:+.1%} (95% lower bound {revenue.lift_lower:+.1%}) against {theirs} "
             f"on {revenue.n} held-out quotes")

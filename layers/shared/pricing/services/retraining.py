@@ -48,7 +48,7 @@ import math
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Sequence
 
@@ -57,7 +57,7 @@ from pricing.domain.drift import MIN_DRIFT_SAMPLE, PSI_MODERATE, DriftReport, me
 from pricing.domain.outcomes import Outcome
 from pricing.domain.policy_evaluation import PolicyLift, calibration, miscalibrated, model_policy, policy_lift, rules_policy
 from pricing.domain.training import (
-    TrainingError, fit_conversion_model, insufficient_data, labels, outcome_features, predict, train_and_judge,
+    Evaluation, TrainingError, fit_conversion_model, insufficient_data, labels, outcome_features, predict, train_and_judge,
 )
 from pricing.observability import metrics
 from pricing.observability.context import logger
@@ -211,6 +211,13 @@ def rollback_since(live_version: str | None) -> str | None:
     return _utc(since)
 
 
+def _newest_disagree(holdout: Evaluation) -> bool:
+    """Whether the holdout's bookings are clearly off what the fit of the older outcomes predicts."""
+    expected = holdout.n * holdout.mean_predicted
+    spread = math.sqrt(max(holdout.n * holdout.mean_predicted * (1 - holdout.mean_predicted), 1e-12))
+    return miscalibrated((holdout.positives - expected) / spread, (holdout.positives - expected) / max(expected, 1e-12))
+
+
 def drift_onset(model: ConversionModel, recent: Sequence[Outcome]) -> datetime:
     """When the model started to miss: the earliest quote day from which every day's bookings
     are off its predictions in the direction of the overall miss (``recent`` is time-ordered)."""
@@ -360,6 +367,17 @@ class RetrainingService:
                 train_on, incumbent, property_id=property_id, version=version, trained_at=_utc(now),
                 base_price=base_price, half_life_days=half_life, against_rules=lost is not None,
             )
+            if not judgement.deploy and half_life is None and _newest_disagree(judgement.candidate_holdout):
+                # The newest outcomes disagree with a fit of the whole window: the market moved
+                # inside it (a property on rules has no live model to measure drift against).
+                # A short memory gets one more chance; it must pass the same judgement.
+                retry = train_and_judge(
+                    train_on, incumbent, property_id=property_id, version=version, trained_at=_utc(now),
+                    base_price=base_price, half_life_days=DRIFT_HALF_LIFE_DAYS, against_rules=lost is not None,
+                )
+                if retry.deploy:
+                    judgement = replace(retry, reason=f"{retry.reason} (short memory: the newest outcomes "
+                                                      f"disagreed with the whole window)")
         except TrainingError as exc:
             result.status, result.reason = FAILED, f"training failed: {exc}"
             return result
