@@ -143,7 +143,7 @@ def test_drifted_data_retrains_and_deploys_without_force(stack):
     # The live model now misses the bookings and, judged by a model of the newest data, earns less
     # than rules: it is replaced -- by a model of the new market if one beats rules, else by rules.
     guard = stack.storage.list_model_records("hotel-b")
-    assert {first["version"]} < {r["version"] for r in guard}  # every version is kept
+    assert first["version"] in {r["version"] for r in guard}  # every version is kept
     assert live(stack, "hotel-b")["version"] == second["version"] != first["version"]
     assert live(stack, "hotel-b")["previous_version"] == first["version"]
     assert model_record(stack, "hotel-b", first["version"])["status"] == "rolled_back"
@@ -261,7 +261,7 @@ def test_a_crash_mid_run_leaves_the_registry_pointing_at_a_loadable_model(stack,
 
 def test_one_property_failing_does_not_stop_the_others(stack, monkeypatch):
     for i, pid in enumerate(("p-a", "p-b", "p-c")):
-        learn(stack, CITY, 500, seed=10 + i, property_id=pid)
+        learn(stack, CITY, 1000, seed=10 + i, property_id=pid)
     real = Storage.read_outcomes
 
     def failing_for_b(self, property_id, since, limit=None):
