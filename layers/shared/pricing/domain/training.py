@@ -11,13 +11,16 @@ Decisions:
 * **Newton/IRLS with an L2 penalty** (not plain maximum likelihood): hotel data often has a
   feature that never varies (no refundable rates, no stay dates), which makes the Hessian
   singular; the penalty keeps such a coefficient at zero. The intercept is not penalised.
-* **Reference price = median quoted price**: the price feature is ``price / reference``, so the
-  coefficients are comparable across properties and well scaled whatever the currency.
-* **Trusted price range = 1st..99th percentile of quoted prices**: a model is only asked about
-  prices it has seen (plus a margin, in ``ConversionModel.trusted_range``); one mistyped price
-  must not widen that range tenfold.
-* **Time-ordered holdout**: the newest 20% of outcomes judge the candidate, because the model
-  will price the future, not a random sample of the past.
+* **Price relative to the market** (artifact v2): the price feature is ``price / competitor
+  median`` (or the median competitor price trained on, when a quote has none), so the
+  coefficients are comparable across properties and the model moves with its market.
+* **Trusted ratios = 1st..99th percentile of price / market**: a model is only asked about
+  prices it has seen relative to the market (plus a margin, ``ConversionModel.trusted_prices``);
+  one mistyped price must not widen that range tenfold.
+* **Recency weights** once the data allow (``recency_weights``): markets move.
+* **Time-ordered holdout, judged in revenue**: the newest 20% of outcomes judge the candidate,
+  because the model will price the future, not a random sample of the past -- and it is judged
+  by the revenue of its prices against what prices now (``policy_evaluation``), not by log loss.
 """
 
 from __future__ import annotations
