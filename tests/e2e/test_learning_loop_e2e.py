@@ -628,10 +628,10 @@ def test_make_run_learn_make_invoke_retrain_then_score_uses_the_new_model(tmp_pa
         assert api == f"http://127.0.0.1:{port}"
 
         pid = "e2e-new-property"
-        outcomes = simulate_outcomes(CITY, 600, seed=9, now=NOW, property_id=pid)
+        outcomes = simulate_outcomes(CITY, 1200, seed=9, now=NOW, property_id=pid)
         learned = requests.post(f"{api}/learn", json={"batch": outcomes}, timeout=HTTP_TIMEOUT)
         assert learned.status_code == 200, learned.text
-        assert (learned.json()["processed"], learned.json()["invalid"]) == (600, 0)
+        assert (learned.json()["processed"], learned.json()["invalid"]) == (1200, 0)
 
         event = tmp_path / "retrain-event.json"
         event.write_text(json.dumps({"property_ids": [pid], "force": False}))

@@ -157,7 +157,7 @@ def test_drifted_data_retrains_and_deploys_without_force(stack):
 
 
 def test_late_reported_outcomes_count_as_unseen_for_drift(stack):
-    learn(stack, CITY, 600, seed=3, property_id="hotel-late", occupancy=(0.0, 0.5))
+    learn(stack, CITY, 1000, seed=3, property_id="hotel-late", occupancy=(0.0, 0.5))
     assert stack.service.handle({"property_ids": ["hotel-late"]}, LambdaContext())["results"][0]["status"] == "deployed"
 
     # Quoted before the model's data ends, reported only now, from a market that has filled up.

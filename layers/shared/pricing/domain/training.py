@@ -345,6 +345,9 @@ MIN_NEGATIVES = 20
 #: A candidate must beat the incumbent's holdout log loss by this share to replace it, so two fits
 #: of practically the same data do not churn versions (and caches) every night.
 MIN_RELATIVE_IMPROVEMENT = 0.001
+#: The posterior's 5th percentile of the revenue lift must exceed this: a margin for what a
+#: model-based bound cannot see (a demand curve outside the model's form).
+MIN_LIFT_LOWER_BOUND = 0.01
 #: A candidate replacing a live model must promise at least this relative revenue lift.
 MIN_REVENUE_LIFT = 0.005
 #: ... and the improvement must be significant: a one-sided paired z-test on the per-outcome
@@ -523,7 +526,7 @@ def train_and_judge(
     if revenue.ips_says_worse:
         return judged(False, f"not better than {theirs}: the logged exploration says it earns less "
                              f"(IPS {revenue.ips_lift:+.1%}, upper bound {revenue.ips_upper:+.1%}); {ours}", revenue)
-    if not (revenue.lift_lower > 0 and revenue.lift >= needed):
+    if not (revenue.lift_lower > MIN_LIFT_LOWER_BOUND and revenue.lift >= needed):
         return judged(False, f"not better than {theirs} in revenue: {ours}", revenue)
     prefix = "first model: " if incumbent is None else (
         f"replaces {incumbent.version}, which earns less than rules after drift: " if against_rules else "")
