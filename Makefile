@@ -71,6 +71,10 @@ invoke: build ## one event through a function, result on stdout: FN=ScoreFunctio
 bench-pricing: $(VENV)/.installed ## pricing quality on simulated demand: ML vs rules vs oracle revenue, KDD'18 offline metrics
 	$(PY) -m bench.bench_pricing
 
+.PHONY: bench-loop
+bench-loop: $(VENV)/.installed ## the learning loop closed on its own quotes: 5 curves x 12 days x 160 quotes, share of the oracle per day, PNG (DAYS= QUOTES= SEED=)
+	$(PY) -m bench.bench_loop $(if $(DAYS),--days $(DAYS)) $(if $(QUOTES),--quotes $(QUOTES)) $(if $(SEED),--seed $(SEED))
+
 clean: ## remove build output and local state
 	rm -rf .aws-sam .run
 

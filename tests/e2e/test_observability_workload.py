@@ -67,12 +67,12 @@ BACKEND_API_KEY = "e2e-backend-key-5b1d"
 CURVES_BY_NAME = {c.name: c for c in CURVES}
 # Properties with a model (seeded history + retrain), and how the backend treats each property.
 MODELLED = ("demo-hotel-1", "demo-hotel-2")
-SEED_OUTCOMES = 800  # enough for the retrain to deploy a first model (at least 500 needed)
+SEED_OUTCOMES = 1500  # enough for the retrain to deploy a first model: it must beat rules in revenue
 BACKEND_ANSWERS = {"demo-hotel-1": "ok", "demo-hotel-2": "flaky", "demo-loft-1": "down"}  # others: 404
 SCORED = ("demo-hotel-1", "demo-hotel-2", "demo-loft-1", "walk-in-7")
 SCORES = 24
 DRIFTED = "demo-hotel-1"
-FLOOD = 600  # invalid outcomes: a quarter of everything /learn will have received
+FLOOD = 600  # invalid outcomes: over a tenth of everything /learn will have received
 
 
 # --- the competitor-data backend ---------------------------------------------------------------

@@ -25,6 +25,8 @@ SPEC_FAMILIES = {
     "pricing_retraining_duration_seconds": ("histogram", ("property_id", "model_type")),
     "pricing_retraining_total": ("counter", ("property_id", "model_type", "status")),
     "pricing_drift_detected_total": ("counter", ("property_id", "trigger_retrain")),
+    "pricing_exploration_quotes_total": ("counter", ("pricing_method", "explored")),
+    "pricing_model_rollbacks_total": ("counter", ("property_id",)),
     "pricing_ab_assignments_total": ("counter", ("experiment_id", "variant")),
     "pricing_ab_outcomes_total": ("counter", ("experiment_id", "variant", "accepted")),
     "pricing_competitor_fetches_total": ("counter", ("property_id", "status")),

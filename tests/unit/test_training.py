@@ -12,6 +12,7 @@ from pricing.domain.conversion_model import FEATURE_NAMES, ConversionModel
 from pricing.domain.outcomes import validate_outcome
 from pricing.domain.simulator import CURVES, DemandCurve, simulate_outcomes
 from pricing.domain.training import (
+    DRIFT_FEATURES,
     MIN_OUTCOMES,
     TrainingError,
     compare,
@@ -71,7 +72,8 @@ def test_the_artifact_records_what_drift_and_scoring_need():
     t = model.training
     assert (t["n"], t["positives"]) == (400, sum(o.accepted for o in outcomes))
     assert t["data_start"] < t["data_end"]
-    for name in FEATURE_NAMES[1:]:
+    assert set(t["reference"]) == set(DRIFT_FEATURES)  # the price terms are ours, not the market's
+    for name in DRIFT_FEATURES:
         bins = t["reference"][name]
         assert len(bins["proportions"]) == len(bins["edges"]) + 1
         assert sum(bins["proportions"]) == pytest.approx(1.0)
@@ -85,7 +87,7 @@ def test_vectorised_predictions_equal_the_scorers_probability():
     p = predict(model, outcomes[:50])
     expected = [model.probability(o.quoted_price, o.features()) for o in outcomes[:50]]
     assert np.allclose(p, expected, rtol=1e-12, atol=1e-15)
-    assert design_matrix(outcomes[:3], model.reference_price).shape == (3, len(FEATURE_NAMES))
+    assert design_matrix(outcomes[:3], model).shape == (3, len(FEATURE_NAMES))
 
 
 def test_holdout_is_the_newest_fifth():
@@ -106,16 +108,33 @@ def test_minimums():
         train_conversion_model([], property_id="p", version="v", trained_at="t")
 
 
-def test_first_model_deploys_when_it_beats_the_base_rate():
-    judgement = train_and_judge(outcomes_of(CITY, 2000), None, property_id="p", version="v", trained_at="t")
+def test_first_model_deploys_when_it_beats_rules_in_revenue():
+    judgement = train_and_judge(outcomes_of(CITY, 2000), None, property_id="p", version="v", trained_at="t",
+                                base_price=CITY.base_price)
     assert judgement.deploy, judgement.reason
-    assert judgement.reason.startswith("first model")
+    assert judgement.reason.startswith("first model: expected revenue +")
+    assert "against rule-based pricing on 400 held-out quotes" in judgement.reason
+    revenue = judgement.figures()["revenue"]
+    assert 0 < revenue["lift_lower"] < revenue["lift"] < revenue["lift_upper"]
+    assert abs(revenue["calibration_error"]) < 0.15
     assert judgement.candidate.training["holdout_n"] == 400
     assert judgement.candidate.training["n"] == 2000  # refitted on the whole window
     figures = judgement.figures()
     assert figures["candidate"]["log_loss"] < figures["baseline"]["log_loss"]
     assert figures["versus_baseline"]["z"] >= 1.645
     assert figures["incumbent"] is None
+
+
+def test_a_first_model_better_only_on_its_point_estimate_is_not_deployed():
+    # 300 outcomes, and rules from a base price near the optimum: the candidate's own estimate says
+    # it earns more, but its posterior's 5th percentile does not.
+    rejected = [train_and_judge(outcomes_of(CITY, 300, seed=seed), None, property_id="p", version="v",
+                                trained_at="t", base_price=80.0) for seed in (1, 3)]
+    for judgement in rejected:
+        assert not judgement.deploy
+        assert judgement.reason.startswith("not better than rule-based pricing in revenue")
+        revenue = judgement.figures()["revenue"]
+        assert revenue["lift"] > 0 > revenue["lift_lower"]
 
 
 def test_demand_rising_with_price_is_rejected():
@@ -137,7 +156,8 @@ def test_a_stale_incumbent_is_replaced():
     moved = replace(CITY, intercept=1.2, price_effect=-1.6)
     judgement = train_and_judge(outcomes_of(moved, 2000, seed=4), stale, property_id="p", version="new", trained_at="t")
     assert judgement.deploy, judgement.reason
-    assert judgement.figures()["versus_incumbent"]["z"] >= 1.645
+    assert judgement.figures()["versus_incumbent"]["z"] >= 1.645  # reported, no longer decisive
+    assert judgement.figures()["revenue"]["lift_lower"] > 0
 
 
 def test_paired_comparison():

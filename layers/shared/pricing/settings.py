@@ -58,6 +58,8 @@ class Settings:
     ``RETRAIN_BATCH_SIZE``                          properties per fanned-out retrain invocation
     ``RETRAIN_QUEUE_URL``                           SQS queue of retrain batches (empty: run inline)
     ``METRICS_MAX_PROPERTY_LABELS``                 distinct property_id label values per container
+    ``EXPLORATION_RATE``                            share of quotes priced at a neighbour of the optimum (0-0.25, default 0.1)
+    ``EXPLORATION_DISABLED_PROPERTIES``             comma-separated property ids that never explore
     ``AWS_LAMBDA_FUNCTION_NAME``, ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``  set by Lambda
     ``AWS_LAMBDA_RUNTIME_API``                      set by Lambda: a runtime client serves this process
     """
@@ -90,6 +92,12 @@ class Settings:
     function_memory_mb: int = 0
     lambda_runtime_api: str = ""
     metrics_max_property_labels: int = 200
+    exploration_rate: float = 0.1
+    exploration_disabled_properties: frozenset[str] = frozenset()
+
+    def exploration_rate_for(self, property_id: str) -> float:
+        """The property's exploration rate: 0 when it is switched off for it."""
+        return 0.0 if property_id in self.exploration_disabled_properties else self.exploration_rate
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -124,6 +132,9 @@ class Settings:
             function_memory_mb=_int(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", d.function_memory_mb, 0, 10240),
             lambda_runtime_api=env.get("AWS_LAMBDA_RUNTIME_API", ""),
             metrics_max_property_labels=_int(env, "METRICS_MAX_PROPERTY_LABELS", d.metrics_max_property_labels, 1, 100000),
+            exploration_rate=_float(env, "EXPLORATION_RATE", d.exploration_rate, 0.0, 0.25),
+            exploration_disabled_properties=frozenset(
+                p.strip() for p in env.get("EXPLORATION_DISABLED_PROPERTIES", "").split(",") if p.strip()),
         )
 
 

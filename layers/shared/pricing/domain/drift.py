@@ -30,7 +30,7 @@ import numpy as np
 
 from pricing.domain.conversion_model import FEATURE_NAMES, ConversionModel
 from pricing.domain.outcomes import Outcome
-from pricing.domain.training import design_matrix, evaluate
+from pricing.domain.training import DRIFT_FEATURES, design_matrix, evaluate
 
 PSI_MODERATE = 0.1
 PSI_SIGNIFICANT = 0.25
@@ -133,11 +133,11 @@ def measure_drift(
     training_log_loss = float(training_log_loss) if training_log_loss is not None else None
     if len(recent) < min_sample:
         return DriftReport(sample_size=len(recent), training_log_loss=training_log_loss, insufficient_sample=True)
-    x = design_matrix(recent, model.reference_price)
+    x = design_matrix(recent, model)
     reference = model.training.get("reference") or {}
     values = {}
     for column, name in enumerate(FEATURE_NAMES):
-        bins = reference.get(name)
+        bins = reference.get(name) if name in DRIFT_FEATURES else None  # an older artifact binned prices too
         if not bins:
             continue
         values[name] = psi(bins["proportions"], bin_shares(x[:, column], bins["edges"]))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from pricing.domain.conversion_model import ConversionModel, ModelFeatures
 from pricing.domain.experiments import Assignment
+from pricing.domain.exploration import NOT_EXPLORED, Exploration, explore, tag_quote_id
 from pricing.domain.guardrails import Guardrails, round_price
 from pricing.domain.optimiser import optimise
 from pricing.domain.quote import Quote
@@ -39,6 +40,7 @@ class Recommendation:
     clamped: bool
     model_version: str | None = None
     conversion_prob: float | None = None
+    exploration: Exploration = NOT_EXPLORED
 
     def to_response(self, competitor_data: dict | None) -> dict:
         expected = {"occ_now": round(self.occ_now, 4), "occ_end_bucket": round(self.occ_end_bucket, 4)}
@@ -59,8 +61,17 @@ class Recommendation:
                 "quote_id": self.quote_id,
                 "competitor_data": competitor_data,
                 "clamped": self.clamped,
+                "exploration": self.exploration.as_dict(),
             },
         }
+
+
+def market_price(quote: Quote) -> float | None:
+    """The competitor median the quote is priced against (None: none given, or not to be used)."""
+    comp = quote.competitors
+    if comp is None or comp.p50 is None or not quote.toggles.use_competitors:
+        return None
+    return comp.p50
 
 
 def model_features(quote: Quote) -> ModelFeatures:
@@ -70,7 +81,17 @@ def model_features(quote: Quote) -> ModelFeatures:
         weekend=quote.weekday in (4, 5),
         refundable=quote.refundable,
         los=quote.los,
+        market_price=market_price(quote),
     )
+
+
+def _market_reason(model: ConversionModel, quote: Quote, features: ModelFeatures) -> list[str]:
+    if not model.market_aware:
+        return ["Model is market-blind (artifact v1): competitor prices do not move its price"]
+    if model.uses_market(features):
+        return []
+    why = "use_competitors is false" if not quote.toggles.use_competitors else "no competitor data for this quote"
+    return [f"Priced against the model's typical market level {model.anchor(features):.2f}: {why}"]
 
 
 def _band(guardrails: Guardrails, price: float, lo: float, hi: float) -> tuple[float, float]:
@@ -94,12 +115,18 @@ def recommend(
     model: ConversionModel | None,
     configured_base: float | None = None,
     fallback_reason: str | None = None,
+    exploration_rate: float = 0.0,
 ) -> Recommendation:
     """Price ``quote``: with ``model`` when ML pricing is wanted and the model is usable, else by rules.
 
     ML is wanted when the caller allows it (``toggles.use_ml``) and the assignment does not put
     the unit in the rule-based arm. ``fallback_reason`` says why no model was given (store down,
     no model yet), and is reported when ML was wanted.
+
+    ``exploration_rate`` is the share of quotes priced at a neighbour of the policy's price
+    (``pricing.domain.exploration``); only when ML is wanted -- a caller forcing rules, or the
+    control arm of an experiment, gets the rule price itself. The quote id then carries the
+    exploration tag, and ``safety.exploration`` says what was done.
     """
     guardrails = Guardrails(quote.min_price, quote.max_price, quote.allowed_price_grid)
     wants_ml = quote.toggles.use_ml and assignment.method != RULES
@@ -109,10 +136,11 @@ def recommend(
     elif assignment.method == RULES:
         reasons.append(f"Experiment {assignment.experiment_id}: control arm uses rule-based pricing")
 
+    rate = exploration_rate if wants_ml else 0.0
     if wants_ml and model is not None:
         features = model_features(quote)
-        lo, hi = model.trusted_range
-        grid = guardrails.candidate_grid(lo, hi, GRID_POINTS)
+        lo, hi = model.trusted_prices(features)
+        grid = guardrails.candidate_grid(lo, hi, GRID_POINTS) if model.price_slope(features) < 0 else ()
         if grid:
             opt = optimise(model, features, grid)
             # Without guardrails the unconstrained grid is this very grid: priced once, not twice.
@@ -120,17 +148,22 @@ def recommend(
             free = opt if guardrails == unbounded else optimise(model, features, unbounded.candidate_grid(lo, hi, GRID_POINTS))
             best = opt.best
             clamped = not guardrails.admits(free.best.price)
-            occ_end = min(1.0, quote.occupancy + best.conversion_prob * quote.remaining / quote.capacity)
+            price, exploration = explore(best.price, guardrails, rate, quote_id)
+            prob = best.conversion_prob if price == best.price else model.probability(price, features)
+            occ_end = min(1.0, quote.occupancy + prob * quote.remaining / quote.capacity)
             reasons += [
                 f"ML elasticity model {model.version}: P(book)={best.conversion_prob:.3f} at "
                 f"{best.price:.2f}, expected revenue {best.revenue:.2f}",
                 f"Evaluated {opt.evaluated} candidate prices from {grid[0]:.2f} to {grid[-1]:.2f}",
                 *_competitor_reason(quote),
+                *_market_reason(model, quote, features),
             ]
             if clamped:
                 reasons.append(f"Unconstrained optimum {free.best.price:.2f} moved inside the guardrails")
+            if exploration.explored:
+                reasons.append(_exploration_reason(exploration, price, prob * price - best.revenue))
             return Recommendation(
-                price=best.price,
+                price=price,
                 price_grid=grid,
                 conf_band=_band(guardrails, best.price, *opt.band),
                 occ_now=quote.occupancy,
@@ -138,12 +171,16 @@ def recommend(
                 reasons=tuple(reasons),
                 pricing_method=ML,
                 assignment=assignment,
-                quote_id=quote_id,
+                quote_id=tag_quote_id(quote_id, exploration) if rate > 0 else quote_id,
                 clamped=clamped,
                 model_version=model.version,
-                conversion_prob=best.conversion_prob,
+                conversion_prob=prob,
+                exploration=exploration,
             )
-        fallback_reason = "the model's trusted price range lies outside the guardrails"
+        if model.price_slope(model_features(quote)) >= 0:
+            fallback_reason = "the model's demand does not fall with price for this quote"
+        else:
+            fallback_reason = "the model's trusted price range lies outside the guardrails"
 
     if wants_ml:
         reasons.append(f"Fell back to rule-based pricing: {fallback_reason or 'no model available'}")
@@ -152,19 +189,30 @@ def recommend(
     reasons += [*rule.reasons, *_competitor_reason(quote)]
     if clamped:
         reasons.append(f"Rule price {rule.price:.2f} moved to {price:.2f} by the guardrails")
-    spread = RULE_GRID_SPREAD * price
-    grid = tuple(sorted({price, *guardrails.candidate_grid(price - spread, price + spread, RULE_GRID_POINTS)}))
+    rule_price = price
+    price, exploration = explore(rule_price, guardrails, rate, quote_id)
+    if exploration.explored:
+        reasons.append(_exploration_reason(exploration, price, None))
+    spread = RULE_GRID_SPREAD * rule_price
+    grid = tuple(sorted({price, *guardrails.candidate_grid(rule_price - spread, rule_price + spread, RULE_GRID_POINTS)}))
     pickup = RULE_PICKUP_NEAR if quote.lead_days < 14 else RULE_PICKUP_FAR
     occ_end = min(1.0, quote.occupancy + pickup * quote.remaining / quote.capacity)
     return Recommendation(
         price=price,
         price_grid=grid,
-        conf_band=_band(guardrails, price, round_price(price * (1 - RULE_BAND)), round_price(price * (1 + RULE_BAND))),
+        conf_band=_band(guardrails, price, round_price(rule_price * (1 - RULE_BAND)), round_price(rule_price * (1 + RULE_BAND))),
         occ_now=quote.occupancy,
         occ_end_bucket=occ_end,
         reasons=tuple(reasons),
         pricing_method=RULES,
         assignment=assignment,
-        quote_id=quote_id,
+        quote_id=tag_quote_id(quote_id, exploration) if rate > 0 else quote_id,
         clamped=clamped,
+        exploration=exploration,
     )
+
+
+def _exploration_reason(e: Exploration, price: float, revenue_change: float | None) -> str:
+    cost = "" if revenue_change is None else f", expected revenue {revenue_change:+.2f} by the model"
+    return (f"Exploring: quoted {price:.2f} instead of {e.policy_price:.2f} (arm {e.arm:+d}, "
+            f"probability {e.propensity:.4f}{cost})")

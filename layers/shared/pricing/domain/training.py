@@ -11,25 +11,30 @@ Decisions:
 * **Newton/IRLS with an L2 penalty** (not plain maximum likelihood): hotel data often has a
   feature that never varies (no refundable rates, no stay dates), which makes the Hessian
   singular; the penalty keeps such a coefficient at zero. The intercept is not penalised.
-* **Reference price = median quoted price**: the price feature is ``price / reference``, so the
-  coefficients are comparable across properties and well scaled whatever the currency.
-* **Trusted price range = 1st..99th percentile of quoted prices**: a model is only asked about
-  prices it has seen (plus a margin, in ``ConversionModel.trusted_range``); one mistyped price
-  must not widen that range tenfold.
-* **Time-ordered holdout**: the newest 20% of outcomes judge the candidate, because the model
-  will price the future, not a random sample of the past.
+* **Price relative to the market** (artifact v2): the price feature is ``price / competitor
+  median`` (or the median competitor price trained on, when a quote has none), so the
+  coefficients are comparable across properties and the model moves with its market.
+* **Trusted ratios = 1st..99th percentile of price / market**: a model is only asked about
+  prices it has seen relative to the market (plus a margin, ``ConversionModel.trusted_prices``);
+  one mistyped price must not widen that range tenfold.
+* **Recency weights** once the data allow (``recency_weights``): markets move.
+* **Time-ordered holdout, judged in revenue**: the newest 20% of outcomes judge the candidate,
+  because the model will price the future, not a random sample of the past -- and it is judged
+  by the revenue of its prices against what prices now (``policy_evaluation``), not by log loss.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from pricing.domain.conversion_model import FEATURE_NAMES, ConversionModel, design_row
+from pricing.domain.conversion_model import ARTIFACT_FORMAT_V2, FEATURE_NAMES, PRICE_FEATURES, ConversionModel, ModelFeatures
 from pricing.domain.outcomes import Outcome
+from pricing.domain.policy_evaluation import RevenueComparison, compare_revenue, model_policy, rules_policy
 
 L2_PENALTY = 1.0
 MAX_NEWTON_STEPS = 50
@@ -38,9 +43,17 @@ HOLDOUT_SHARE = 0.2
 PRICE_RANGE_PERCENTILES = (1.0, 99.0)
 #: Predictions are clipped away from 0 and 1 so one confident miss cannot make log loss infinite.
 PROBABILITY_FLOOR = 1e-6
-#: Features whose distribution drift detection watches (every design column but the intercept).
-DRIFT_FEATURES = FEATURE_NAMES[1:]
+#: Features whose distribution drift detection watches: every design column but the intercept and
+#: the price terms. The prices are ours -- a new model quoting lower prices moves the price
+#: feature's distribution by design, which says nothing about the market.
+DRIFT_FEATURES = tuple(name for name in FEATURE_NAMES[1:] if name not in PRICE_FEATURES)
 REFERENCE_QUANTILES = tuple(q / 10 for q in range(1, 10))  # deciles: 10 bins per feature
+#: Recency weighting: each outcome weighs 0.5 ** (age / half-life). The half-life is the shortest
+#: of these (days) that still leaves an effective sample of ``MIN_EFFECTIVE_SAMPLE`` outcomes
+#: (Kish: (sum w)^2 / sum w^2); with less data than that, nothing is down-weighted. A market moves,
+#: so old bookings should count less -- but never so much less that the fit becomes noise.
+HALF_LIVES_DAYS = (3.0, 5.0, 7.0, 10.0, 14.0, 21.0, 30.0, 45.0, 60.0, 90.0)
+MIN_EFFECTIVE_SAMPLE = 3000
 
 
 class TrainingError(ValueError):
@@ -84,8 +97,14 @@ def split_holdout(outcomes: Sequence[Outcome], share: float = HOLDOUT_SHARE) -> 
     return ordered[:cut], ordered[cut:]
 
 
-def design_matrix(outcomes: Sequence[Outcome], reference_price: float) -> np.ndarray:
-    rows = [design_row(o.quoted_price, reference_price, o.features()) for o in outcomes]
+def outcome_features(o: Outcome) -> ModelFeatures:
+    """The model inputs of an outcome's quote, with the competitor median it was quoted against."""
+    return replace(o.features(), market_price=o.comp_p50)
+
+
+def design_matrix(outcomes: Sequence[Outcome], model: ConversionModel) -> np.ndarray:
+    """Each outcome's ``design_row`` at its quoted price, measured the way ``model`` measures it."""
+    rows = [model.row(o.quoted_price, outcome_features(o)) for o in outcomes]
     return np.asarray(rows, dtype=float).reshape(len(rows), len(FEATURE_NAMES))
 
 
@@ -97,33 +116,53 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free and exact enough for fitting
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2_PENALTY) -> np.ndarray:
-    """Coefficients maximising ``sum(log-likelihood) - l2/2 * |w[1:]|^2`` (column 0 = intercept).
+@dataclass(frozen=True)
+class Fit:
+    """Penalised maximum-likelihood coefficients and the Hessian of the penalised negative
+    log-likelihood there: its inverse is the Laplace approximation of the posterior covariance."""
 
-    Newton's method on the penalised log-likelihood, which is strictly concave for ``l2 > 0``, so
-    the optimum is unique and reached from zero in a handful of steps.
+    w: np.ndarray
+    hessian: np.ndarray
+
+    def covariance(self) -> np.ndarray:
+        return np.linalg.inv(self.hessian)
+
+
+def fit_weighted(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, l2: float = L2_PENALTY) -> Fit:
+    """Coefficients maximising ``sum(weight * log-likelihood) - l2/2 * |w[1:]|^2`` (column 0 =
+    intercept), by Newton's method on the penalised log-likelihood, which is strictly concave for
+    ``l2 > 0``, so the optimum is unique and reached from zero in a handful of steps.
 
     Raises ``TrainingError`` when there are no rows or the iteration does not stay finite.
     """
     n, k = x.shape
     if n == 0:
         raise TrainingError("no outcomes to fit")
+    weights = np.ones(n) if weights is None else weights
     penalty = np.full(k, l2)
     penalty[0] = 0.0
     # A tiny ridge on the intercept too, only so a one-class sample still has a finite Newton step.
     penalty_hessian = np.diag(penalty + 1e-9)
     w = np.zeros(k)
+    hessian = penalty_hessian
     for _ in range(MAX_NEWTON_STEPS):
         p = _sigmoid(x @ w)
-        gradient = x.T @ (y - p) - penalty * w
-        hessian = (x * (p * (1 - p))[:, None]).T @ x + penalty_hessian
+        gradient = x.T @ (weights * (y - p)) - penalty * w
+        hessian = (x * (weights * p * (1 - p))[:, None]).T @ x + penalty_hessian
         step = np.linalg.solve(hessian, gradient)
         w = w + step
         if not np.all(np.isfinite(w)):
             raise TrainingError("the fit diverged")
         if float(np.max(np.abs(step))) < NEWTON_TOLERANCE:
             break
-    return w
+    p = _sigmoid(x @ w)
+    hessian = (x * (weights * p * (1 - p))[:, None]).T @ x + penalty_hessian
+    return Fit(w, hessian)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2_PENALTY) -> np.ndarray:
+    """``fit_weighted`` with every outcome weighing one: the coefficients only."""
+    return fit_weighted(x, y, None, l2).w
 
 
 def log_losses(p: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -144,10 +183,13 @@ def evaluate_probabilities(p: np.ndarray, y: np.ndarray) -> Evaluation:
     )
 
 
+def coefficient_vector(model: ConversionModel) -> np.ndarray:
+    return np.array([model.coefficients.get(name, 0.0) for name in FEATURE_NAMES])
+
+
 def predict(model: ConversionModel, outcomes: Sequence[Outcome]) -> np.ndarray:
     """The model's P(book) for each outcome's quote, vectorised over ``design_row``."""
-    w = np.array([model.coefficients.get(name, 0.0) for name in FEATURE_NAMES])
-    return _sigmoid(design_matrix(outcomes, model.reference_price) @ w)
+    return _sigmoid(design_matrix(outcomes, model) @ coefficient_vector(model))
 
 
 def evaluate(model: ConversionModel, outcomes: Sequence[Outcome]) -> Evaluation:
@@ -180,32 +222,63 @@ def price_range(outcomes: Sequence[Outcome]) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def train_conversion_model(
+def _age_days(outcomes: Sequence[Outcome]) -> np.ndarray:
+    stamps = np.array([o.timestamp.timestamp() for o in outcomes])
+    return (stamps.max() - stamps) / 86400.0
+
+
+def effective_sample(weights: np.ndarray) -> float:
+    """Kish's effective sample size of weighted outcomes."""
+    return float(weights.sum() ** 2 / np.sum(weights**2)) if len(weights) else 0.0
+
+
+def recency_weights(outcomes: Sequence[Outcome], half_life_days: float | None = None) -> tuple[np.ndarray, float | None]:
+    """Each outcome's weight and the half-life used (None: no decay; see ``HALF_LIVES_DAYS``)."""
+    age = _age_days(outcomes)
+    if half_life_days is not None:
+        return 0.5 ** (age / half_life_days), half_life_days
+    for half_life in HALF_LIVES_DAYS:
+        weights = 0.5 ** (age / half_life)
+        if effective_sample(weights) >= MIN_EFFECTIVE_SAMPLE:
+            return weights, half_life
+    return np.ones(len(outcomes)), None
+
+
+def _scale(ordered: Sequence[Outcome]) -> ConversionModel:
+    """An empty v2 model carrying only the price scale of ``ordered``: the design's measure."""
+    reference_price = float(np.median([o.quoted_price for o in ordered]))
+    markets = [o.comp_p50 for o in ordered if o.comp_p50 is not None]
+    market_reference = float(np.median(markets)) if markets else reference_price
+    return ConversionModel(
+        property_id="", version="", coefficients={}, reference_price=reference_price,
+        price_range=(reference_price, reference_price), format=ARTIFACT_FORMAT_V2,
+        market_reference=market_reference,
+    )
+
+
+def fit_conversion_model(
     outcomes: Sequence[Outcome],
     *,
     property_id: str,
     version: str,
     trained_at: str,
     l2: float = L2_PENALTY,
+    half_life_days: float | None = None,
     extra_training: Mapping | None = None,
-) -> ConversionModel:
-    """Fit a conversion model to ``outcomes`` and record what drift detection needs about them.
-
-    The artifact's ``training`` field keeps: sample size and positives, the time span, the
-    in-sample log loss, and the reference bins of every feature (``reference_bins``).
-
-    Raises ``TrainingError`` (no outcomes, a non-finite fit). The caller decides whether a model
-    whose demand does not fall with price may be used (``ConversionModel.demand_falls_with_price``);
-    such a model is returned, not refused, so the refusal can be recorded with its coefficient.
-    """
+) -> tuple[ConversionModel, Fit]:
+    """``train_conversion_model`` with the fit itself (coefficients and Hessian) alongside."""
     if not outcomes:
         raise TrainingError("no outcomes to fit")
     ordered = time_ordered(outcomes)
-    reference_price = float(np.median([o.quoted_price for o in ordered]))
-    x = design_matrix(ordered, reference_price)
+    scale = _scale(ordered)
+    x = design_matrix(ordered, scale)
     y = labels(ordered)
-    w = fit_logistic(x, y, l2)
-    fitted = evaluate_probabilities(_sigmoid(x @ w), y)
+    weights, half_life = recency_weights(ordered, half_life_days)
+    fit = fit_weighted(x, y, weights, l2)
+    fitted = evaluate_probabilities(_sigmoid(x @ fit.w), y)
+    ratios = x[:, FEATURE_NAMES.index("price_ratio")]
+    r_lo, r_hi = np.percentile(ratios, PRICE_RANGE_PERCENTILES)
+    lead = x[:, FEATURE_NAMES.index("lead_scaled")]
     training = {
         "n": len(ordered),
         "positives": int(y.sum()),
@@ -213,18 +286,54 @@ def train_conversion_model(
         "data_end": ordered[-1].timestamp_utc,
         "log_loss": round(fitted.log_loss, 6),
         "l2": l2,
+        "half_life_days": half_life,
+        "effective_sample": round(effective_sample(weights), 1),
+        "with_market": int(sum(1 for o in ordered if o.comp_p50 is not None)),
+        "lead_scaled_max": float(np.percentile(lead, 99.0)),
         "reference": reference_bins(x),
         **dict(extra_training or {}),
     }
-    return ConversionModel(
+    model = ConversionModel(
         property_id=property_id,
         version=version,
-        coefficients={name: float(c) for name, c in zip(FEATURE_NAMES, w)},
-        reference_price=reference_price,
+        coefficients={name: float(c) for name, c in zip(FEATURE_NAMES, fit.w)},
+        reference_price=scale.reference_price,
         price_range=price_range(ordered),
         trained_at=trained_at,
         training=training,
+        format=ARTIFACT_FORMAT_V2,
+        market_reference=scale.market_reference,
+        ratio_range=(float(r_lo), float(r_hi)),
     )
+    return model, fit
+
+
+def train_conversion_model(
+    outcomes: Sequence[Outcome],
+    *,
+    property_id: str,
+    version: str,
+    trained_at: str,
+    l2: float = L2_PENALTY,
+    half_life_days: float | None = None,
+    extra_training: Mapping | None = None,
+) -> ConversionModel:
+    """Fit a market-aware (v2) conversion model to ``outcomes`` and record what drift detection
+    needs about them.
+
+    The artifact's ``training`` field keeps: sample size and positives, the time span, the
+    in-sample log loss, the recency half-life, and the reference bins of every feature
+    (``reference_bins``).
+
+    Raises ``TrainingError`` (no outcomes, a non-finite fit). The caller decides whether a model
+    whose demand does not fall with price may be used (``ConversionModel.demand_falls_with_price``);
+    such a model is returned, not refused, so the refusal can be recorded with its coefficient.
+    """
+    model, _ = fit_conversion_model(
+        outcomes, property_id=property_id, version=version, trained_at=trained_at, l2=l2,
+        half_life_days=half_life_days, extra_training=extra_training,
+    )
+    return model
 
 
 # -- judging a candidate ----------------------------------------------------------------------
@@ -236,6 +345,11 @@ MIN_NEGATIVES = 20
 #: A candidate must beat the incumbent's holdout log loss by this share to replace it, so two fits
 #: of practically the same data do not churn versions (and caches) every night.
 MIN_RELATIVE_IMPROVEMENT = 0.001
+#: The posterior's 5th percentile of the revenue lift must exceed this: a margin for what a
+#: model-based bound cannot see (a demand curve outside the model's form).
+MIN_LIFT_LOWER_BOUND = 0.01
+#: A candidate replacing a live model must promise at least this relative revenue lift.
+MIN_REVENUE_LIFT = 0.005
 #: ... and the improvement must be significant: a one-sided paired z-test on the per-outcome
 #: log-loss differences at the 5% level. On a small holdout a worse model wins by luck often.
 SIGNIFICANCE_Z = 1.645
@@ -285,7 +399,7 @@ def insufficient_data(outcomes: Sequence[Outcome]) -> str | None:
 
 @dataclass(frozen=True)
 class Judgement:
-    """A candidate model and whether it should replace the incumbent, with the figures that say so."""
+    """A candidate model and whether it should replace what prices now, with the figures that say so."""
 
     deploy: bool
     reason: str
@@ -295,17 +409,20 @@ class Judgement:
     incumbent_holdout: Evaluation | None
     versus_baseline: Comparison
     versus_incumbent: Comparison | None
+    revenue: RevenueComparison | None = None
 
     def figures(self) -> dict:
         return {
             "candidate": {
                 **self.candidate_holdout.as_dict(),
                 "price_coefficient": round(self.candidate.price_coefficient, 6),
+                "max_price_slope": round(self.candidate.max_price_slope, 6),
             },
             "incumbent": None if self.incumbent_holdout is None else self.incumbent_holdout.as_dict(),
             "baseline": self.baseline_holdout.as_dict(),
             "versus_baseline": self.versus_baseline.as_dict(),
             "versus_incumbent": None if self.versus_incumbent is None else self.versus_incumbent.as_dict(),
+            "revenue": None if self.revenue is None else self.revenue.as_dict(),
         }
 
 
@@ -317,23 +434,38 @@ def train_and_judge(
     version: str,
     trained_at: str,
     l2: float = L2_PENALTY,
+    base_price: float | None = None,
+    half_life_days: float | None = None,
+    against_rules: bool = False,
 ) -> Judgement:
-    """Fit on the older 80%, judge on the newest 20%, and refit on everything if it wins.
+    """Fit on the older 80%, judge on the newest 20% in revenue terms, refit on everything if it wins.
 
-    The holdout decides whether a model of this form, fitted to this property's data, predicts
-    the newest bookings better than the incumbent (or, with no incumbent, than the base booking
-    rate, for a first model): better by ``MIN_RELATIVE_IMPROVEMENT`` in log loss and significantly
-    so (``SIGNIFICANCE_Z``). The model returned for deployment is then refitted on the whole window,
-    so the newest fifth of the data -- the most relevant to tomorrow's prices -- is not thrown
-    away.
+    The candidate replaces what prices the property now -- the live model ``incumbent``, or
+    rule-based pricing from ``base_price`` when there is none -- only when, on the held-out
+    quotes (``policy_evaluation.compare_revenue``):
 
-    Rejected: a candidate whose booking probability does not fall with price (it would push every
-    price to the ceiling), and one not clearly better than the incumbent or the base rate.
+    * its expected revenue beats the incumbent policy's at the 5th percentile of its posterior
+      (for a live model, by at least ``MIN_REVENUE_LIFT`` at the point estimate too, so two fits
+      of practically the same data do not churn versions and caches every night);
+    * its predicted bookings at the quoted prices match the bookings that happened;
+    * the logged exploration (inverse-propensity weighted) does not say it earns less.
+
+    A candidate whose booking probability does not fall with price, for some lead time, weekday
+    or occupancy, is refused outright (it would push prices to the ceiling). The log-loss figures
+    against the base rate and the incumbent are still computed and reported, not decided on.
+
+    The model returned for deployment is refitted on the whole window, so the newest fifth of the
+    data -- the most relevant to tomorrow's prices -- is not thrown away. ``half_life_days``
+    overrides the recency weighting (a shorter memory after demand drift). ``against_rules``
+    judges the candidate against rules even with a live model (one that already lost to them).
 
     Raises ``TrainingError`` when the outcomes cannot be fitted at all.
     """
     fit_part, holdout = split_holdout(outcomes)
-    trial = train_conversion_model(fit_part, property_id=property_id, version=version, trained_at=trained_at, l2=l2)
+    trial, trial_fit = fit_conversion_model(
+        fit_part, property_id=property_id, version=version, trained_at=trained_at, l2=l2,
+        half_life_days=half_life_days,
+    )
     y = labels(holdout)
     candidate_p = predict(trial, holdout)
     candidate_losses = log_losses(candidate_p, y)
@@ -353,6 +485,7 @@ def train_and_judge(
         version=version,
         trained_at=trained_at,
         l2=l2,
+        half_life_days=half_life_days,
         extra_training={
             "holdout_log_loss": round(candidate_holdout.log_loss, 6),
             "holdout_n": candidate_holdout.n,
@@ -360,32 +493,41 @@ def train_and_judge(
         },
     )
 
-    def judged(deploy: bool, reason: str) -> Judgement:
+    def judged(deploy: bool, reason: str, revenue: RevenueComparison | None = None) -> Judgement:
         return Judgement(
             deploy, reason, final, candidate_holdout, baseline_holdout, incumbent_holdout,
-            versus_baseline, versus_incumbent,
+            versus_baseline, versus_incumbent, revenue,
         )
 
-    ours = f"holdout log loss {candidate_holdout.log_loss:.4f}"
     if not trial.demand_falls_with_price or not final.demand_falls_with_price:
-        coefficient = max(trial.price_coefficient, final.price_coefficient)
-        return judged(False, f"demand does not fall with price (price coefficient {coefficient:+.4f} >= 0)")
-    if incumbent is None:
-        # No model to beat: the candidate must at least beat pricing blind (the base rate).
-        if not versus_baseline.significant:
-            return judged(
-                False,
-                f"{ours} not significantly better than the base booking rate's {baseline_holdout.log_loss:.4f} "
-                f"(z={versus_baseline.z:.2f} < {SIGNIFICANCE_Z})",
-            )
-        return judged(True, f"first model: {ours} beats the base booking rate's {baseline_holdout.log_loss:.4f}")
-    theirs = f"incumbent {incumbent.version}'s {incumbent_holdout.log_loss:.4f}"
-    needed = incumbent_holdout.log_loss * (1 - MIN_RELATIVE_IMPROVEMENT)
-    if candidate_holdout.log_loss > needed:
-        return judged(False, f"{ours} not better than {theirs}")
-    if not versus_incumbent.significant:
-        return judged(
-            False,
-            f"{ours} not significantly better than {theirs} (z={versus_incumbent.z:.2f} < {SIGNIFICANCE_Z})",
-        )
-    return judged(True, f"{ours} beats {theirs} (z={versus_incumbent.z:.2f})")
+        slope = max(trial.max_price_slope, final.max_price_slope)
+        return judged(False, f"demand does not fall with price (price slope {slope:+.4f} >= 0 for some quotes)")
+
+    if incumbent is None or against_rules:
+        policy, theirs, needed = rules_policy(base_price), "rule-based pricing", 0.0
+    else:
+        policy, theirs, needed = model_policy(incumbent, base_price), f"incumbent {incumbent.version}", MIN_REVENUE_LIFT
+    # Cross-fitting: the older part split in two interleaved halves; each half's model sets prices
+    # that the other half's model judges.
+    halves = [fit_part[0::2], fit_part[1::2]]
+    fitted = [fit_conversion_model(h, property_id=property_id, version=version, trained_at=trained_at, l2=l2,
+                                   half_life_days=half_life_days) for h in halves]
+    folds = [(fitted[0][0], fitted[1][0], fitted[1][1].w, fitted[1][1].covariance()),
+             (fitted[1][0], fitted[0][0], fitted[0][1].w, fitted[0][1].covariance())]
+    revenue = compare_revenue(
+        trial, trial_fit.w, trial_fit.covariance(), holdout, policy, outcome_features,
+        seed=int.from_bytes(property_id.encode()[:4].ljust(4, b"\0"), "big"), folds=folds,
+    )
+    ours = (f"expected revenue {revenue.lift:+.1%} (95% lower bound {revenue.lift_lower:+.1%}) against {theirs} "
+            f"on {revenue.n} held-out quotes")
+    if not revenue.calibrated:
+        return judged(False, f"not better than {theirs}: predicted bookings off by z={revenue.calibration_z:+.2f} "
+                             f"({revenue.calibration_error:+.1%}) on the held-out quotes; {ours}", revenue)
+    if revenue.ips_says_worse:
+        return judged(False, f"not better than {theirs}: the logged exploration says it earns less "
+                             f"(IPS {revenue.ips_lift:+.1%}, upper bound {revenue.ips_upper:+.1%}); {ours}", revenue)
+    if not (revenue.lift_lower > MIN_LIFT_LOWER_BOUND and revenue.lift >= needed):
+        return judged(False, f"not better than {theirs} in revenue: {ours}", revenue)
+    prefix = "first model: " if incumbent is None else (
+        f"replaces {incumbent.version}, which earns less than rules after drift: " if against_rules else "")
+    return judged(True, f"{prefix}{ours}", revenue)

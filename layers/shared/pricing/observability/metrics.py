@@ -120,6 +120,11 @@ FAMILIES = (
                                ("property_id", "model_type", "status")),
     drift_detected := Family("pricing_drift_detected_total", "counter", "Drift detections",
                              ("property_id", "trigger_retrain")),
+    exploration_quotes := Family("pricing_exploration_quotes_total", "counter",
+                                 "Quotes by pricing method, explored (priced at a neighbour of the optimum) or not",
+                                 ("pricing_method", "explored")),
+    model_rollbacks := Family("pricing_model_rollbacks_total", "counter",
+                              "Live models rolled back to rule-based pricing", ("property_id",)),
     # --- A/B testing ---
     ab_assignments := Family("pricing_ab_assignments_total", "counter", "A/B test assignments",
                              ("experiment_id", "variant")),
@@ -346,6 +351,15 @@ class PricingMetrics:
         self._inc(requests_total, **labels)
         self._observe(api_latency, duration, **labels)
 
+    def track_rollback(self, property_id: str) -> None:
+        self._inc(model_rollbacks, property_id=self.property_label(property_id))
+
+    def track_exploration(self, pricing_method: str, explored: bool) -> None:
+        """One customer quote; both ``explored`` series start together, so the share is readable."""
+        for flag in (False, True):
+            self._child(exploration_quotes, pricing_method=pricing_method, explored=_flag(flag))
+        self._inc(exploration_quotes, pricing_method=pricing_method, explored=_flag(explored))
+
     def track_score_request(self, pricing_method: str, duration: float) -> None:
         self._observe(score_latency, duration, pricing_method=pricing_method)
 
@@ -481,6 +495,8 @@ track_invalid_outcome = METRICS.track_invalid_outcome
 track_model_prediction = METRICS.track_model_prediction
 track_retraining = METRICS.track_retraining
 track_drift = METRICS.track_drift
+track_exploration = METRICS.track_exploration
+track_rollback = METRICS.track_rollback
 track_latency = METRICS.track_latency
 track_ab_assignment = METRICS.track_ab_assignment
 track_ab_outcome = METRICS.track_ab_outcome

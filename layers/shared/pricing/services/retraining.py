@@ -21,9 +21,12 @@ Per property (``retrain_property``), the steps and their outcomes:
 1. read the live model (registry ``LIVE`` -> artifact) and the last ``WINDOW_DAYS`` of outcomes;
 2. too few outcomes or bookings (``training.MIN_*``): **skipped**;
 3. drift of the outcomes since the live model's training data (``pricing.domain.drift``);
-   retrain when forced, when there is no usable live model, on drift, or when as many new
-   outcomes have arrived as the model was trained on; otherwise **skipped**;
-4. fit and judge on a time-ordered holdout (``training.train_and_judge``); every candidate's
+   retrain when forced, when there is no usable live model, on drift, or when new outcomes
+   worth ``NEW_OUTCOMES_SHARE`` of its training sample have arrived; otherwise **skipped**;
+4. fit and judge on a time-ordered holdout (``training.train_and_judge``): in *revenue*,
+   against what prices the property now (rule-based pricing from the configured base price,
+   or the live model), with the posterior's uncertainty; after detected drift the candidate
+   is fitted with a short memory (``DRIFT_HALF_LIFE_DAYS``); every candidate's
    artifact (``models/<property>/<version>.json``) and ``MODEL#<version>`` record are written;
 5. a losing candidate is **rejected**; a winning one is **deployed** by one conditional write of
    the ``LIVE`` pointer (expected incumbent version, or none): the artifact exists before the
@@ -44,15 +47,18 @@ import json
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Sequence
 
 from pricing.domain.conversion_model import ConversionModel, ModelFormatError
-from pricing.domain.drift import PSI_MODERATE, DriftReport, measure_drift
+from pricing.domain.drift import MIN_DRIFT_SAMPLE, PSI_MODERATE, DriftReport, measure_drift
 from pricing.domain.limits import is_property_id
 from pricing.domain.outcomes import Outcome
-from pricing.domain.training import TrainingError, insufficient_data, train_and_judge
+from pricing.domain.policy_evaluation import PolicyLift, calibration, miscalibrated, model_policy, policy_lift, rules_policy
+from pricing.domain.training import (
+    Evaluation, TrainingError, fit_conversion_model, insufficient_data, labels, outcome_features, predict, train_and_judge,
+)
 from pricing.observability import metrics
 from pricing.observability.context import logger
 from pricing.observability.push import pushes_metrics
@@ -66,6 +72,21 @@ MODEL_TYPE = "conversion"
 WINDOW_DAYS = 180
 #: The newest outcomes kept for one fit: bounds memory and time for the busiest property.
 MAX_TRAINING_OUTCOMES = 200_000
+#: A live model is refitted once this share of its training sample has arrived since (and at
+#: least ``MIN_NEW_OUTCOMES``): the loop keeps learning from its own exploration.
+NEW_OUTCOMES_SHARE = 0.10
+MIN_NEW_OUTCOMES = 100
+#: Recency half-life of a candidate fitted after detected drift (else ``training`` chooses it).
+DRIFT_HALF_LIFE_DAYS = 2.0
+#: Recency half-life of the referee that judges a drifted live model against rules: it must see
+#: the new market, so the days before the drift count little.
+REFEREE_HALF_LIFE_DAYS = 2.0
+#: A live model missing the bookings by more than this share is judged on the referee's point estimate.
+GROSS_MISS = 0.30
+#: The LIVE pointer's version after a rollback: rules price, and the next model learns only from
+#: outcomes quoted since the timestamp (the estimated onset of the drift that broke the model).
+ROLLBACK_PREFIX = "rules-since-"
+_ROLLBACK_STAMP = "%Y%m%dT%H%M%SZ"
 #: Stop starting new properties when less than this remains of the invocation.
 TIME_RESERVE_MS = 60_000
 
@@ -182,6 +203,40 @@ def _parse_utc(text: object) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
+def rollback_since(live_version: str | None) -> str | None:
+    """The UTC timestamp (``Outcome.timestamp_utc`` form) a rollback version names, else None."""
+    if not live_version or not live_version.startswith(ROLLBACK_PREFIX):
+        return None
+    try:
+        since = datetime.strptime(live_version[len(ROLLBACK_PREFIX):], _ROLLBACK_STAMP).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return _utc(since)
+
+
+def _newest_disagree(holdout: Evaluation) -> bool:
+    """Whether the holdout's bookings are clearly off what the fit of the older outcomes predicts."""
+    expected = holdout.n * holdout.mean_predicted
+    spread = math.sqrt(max(holdout.n * holdout.mean_predicted * (1 - holdout.mean_predicted), 1e-12))
+    return miscalibrated((holdout.positives - expected) / spread, (holdout.positives - expected) / max(expected, 1e-12))
+
+
+def drift_onset(model: ConversionModel, recent: Sequence[Outcome]) -> datetime:
+    """When the model started to miss: the earliest quote day from which every day's bookings
+    are off its predictions in the direction of the overall miss (``recent`` is time-ordered)."""
+    days: dict[str, list[Outcome]] = {}
+    for o in recent:
+        days.setdefault(o.timestamp.astimezone(timezone.utc).strftime("%Y-%m-%d"), []).append(o)
+    overall = calibration(predict(model, recent), labels(recent))[1]
+    onset = min(days)
+    for day in sorted(days, reverse=True):
+        error = calibration(predict(model, days[day]), labels(days[day]))[1]
+        if error * overall <= 0 or abs(error) < abs(overall) / 3:
+            break
+        onset = day
+    return datetime.strptime(onset, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+
+
 class RetrainingService:
     """Retrains properties against ``storage`` (see ``pricing.storage.Storage`` for the methods)."""
 
@@ -197,16 +252,16 @@ class RetrainingService:
 
     # -- one property -------------------------------------------------------------------------
 
-    def _live_model(self, property_id: str) -> tuple[str | None, ConversionModel | None, str | None]:
-        """(live version, its model if usable, why it is not usable)."""
+    def _live_model(self, property_id: str) -> tuple[str | None, ConversionModel | None, str | None, float | None]:
+        """(live version, its model if usable, why it is not usable, the configured base price)."""
         record = self.storage.get_property_record(property_id)
         if record.artifact_key is None:
-            return record.live_version, None, None
+            return record.live_version, None, None, record.base_price
         try:
             model = ConversionModel.from_artifact(self.storage.load_artifact(record.artifact_key))
         except (KeyError, ValueError, ModelFormatError) as exc:
-            return record.live_version, None, f"live model {record.live_version} unusable: {exc}"
-        return record.live_version, model, None
+            return record.live_version, None, f"live model {record.live_version} unusable: {exc}", record.base_price
+        return record.live_version, model, None, record.base_price
 
     def _outcomes(self, property_id: str, now: datetime) -> tuple[list[tuple[Outcome, datetime | None]], int]:
         """The window's outcomes, oldest first, each with when it was stored; and how many
@@ -236,8 +291,12 @@ class RetrainingService:
     def retrain_property(self, property_id: str, force: bool = False) -> PropertyResult:
         """Retrain one property (see the module docstring); raises what storage raises."""
         now = self._clock()
-        live_version, incumbent, unusable = self._live_model(property_id)
+        live_version, incumbent, unusable, base_price = self._live_model(property_id)
         window, unreadable = self._outcomes(property_id, now)
+        since = rollback_since(live_version) if incumbent is None else None
+        if since is not None:
+            # Rolled back after drift: what came before describes a market that is gone.
+            window = [(o, stored) for o, stored in window if o.timestamp_utc >= since]
         outcomes = [o for o, _ in window]
         result = PropertyResult(
             property_id, SKIPPED, "", live_version=live_version,
@@ -247,10 +306,12 @@ class RetrainingService:
             logger.warning("unreadable outcome records skipped", extra={"property_id": property_id, "count": unreadable})
         too_few = insufficient_data(outcomes)
         if too_few:
-            result.reason = f"not enough data: {too_few}"
+            result.reason = f"not enough data: {too_few}" + (f" since the rollback ({since})" if since else "")
             return result
 
         drift: DriftReport | None = None
+        onset: datetime | None = None
+        lost: tuple[float, float, PolicyLift] | None = None  # the live model now loses to rules
         triggers = []
         if force:
             triggers.append("forced")
@@ -260,24 +321,66 @@ class RetrainingService:
             recent = self._unseen_by(incumbent, window)
             drift = measure_drift(incumbent, recent)
             result.drift = drift.as_dict()
+            if not drift.insufficient_sample:
+                # The guard: does the live model still predict the bookings since they started to
+                # go wrong, and if not, does it still earn more than rules would?
+                onset = drift_onset(incumbent, recent)
+                latest = [o for o in recent if o.timestamp >= onset]
+                z, error = calibration(predict(incumbent, latest), labels(latest)) if latest else (0.0, 0.0)
+                if len(latest) >= MIN_DRIFT_SAMPLE and miscalibrated(z, error):
+                    guard = self._versus_rules(incumbent, outcomes, latest, base_price, property_id)
+                    result.evaluation = {"rollback_guard": {"calibration_z": round(z, 3), "since": _utc(onset),
+                                                            "calibration_error": round(error, 4), **guard.as_dict()}}
+                    # Asymmetric on purpose: a model must prove it beats rules (a lower bound) to
+                    # go live; once it grossly misses the bookings, the referee's best estimate
+                    # that it earns less than rules is enough to fall back to them (else its bound).
+                    if guard.upper < 0 or (guard.lift < 0 and abs(error) > GROSS_MISS):
+                        lost = (z, error, guard)
+                        recent = latest
+                        if not drift.detected:
+                            triggers.append(f"live model misses {error:+.0%} of the bookings since {onset:%Y-%m-%d}")
             triggers += drift.reasons() if drift.detected else []
             if drift.detected or drift.max_psi >= PSI_MODERATE:  # moderate: counted, not acted on
                 metrics.track_drift(property_id=property_id, trigger_retrain=drift.detected)
             trained_on = int(incumbent.training.get("n") or 0)
-            if len(recent) >= max(trained_on, 1):
-                triggers.append(f"{len(recent)} new outcomes since training, as many as the {trained_on} trained on")
+            needed = max(MIN_NEW_OUTCOMES, math.ceil(NEW_OUTCOMES_SHARE * trained_on))
+            if len(recent) >= needed:
+                triggers.append(f"{len(recent)} new outcomes since training, at least {needed} "
+                                f"({NEW_OUTCOMES_SHARE:.0%} of the {trained_on} trained on)")
         result.triggers = triggers
         if not triggers:
             detail = "insufficient recent sample" if drift and drift.insufficient_sample else f"max PSI {drift.max_psi:.3f}"
             result.reason = f"no drift ({detail}) and no new data to learn from"
             return result
 
+        train_on = outcomes
+        # After demand drift the old outcomes describe a market that is gone: a short memory.
+        half_life = DRIFT_HALF_LIFE_DAYS if drift is not None and drift.detected else None
+        if lost is not None:
+            # The live model earns less than rules now: a replacement learns only from the drift's
+            # onset on and must beat rules; without one, rules price while the loop relearns.
+            train_on = [o for o in outcomes if o.timestamp >= onset]
+            half_life = None
+            if insufficient_data(train_on):
+                return self._roll_back(result, incumbent, recent, now, onset, *lost)
         version = new_version(now, property_id, outcomes)
         result.version = version
         try:
             judgement = train_and_judge(
-                outcomes, incumbent, property_id=property_id, version=version, trained_at=_utc(now)
+                train_on, incumbent, property_id=property_id, version=version, trained_at=_utc(now),
+                base_price=base_price, half_life_days=half_life, against_rules=lost is not None,
             )
+            if not judgement.deploy and half_life is None and _newest_disagree(judgement.candidate_holdout):
+                # The newest outcomes disagree with a fit of the whole window: the market moved
+                # inside it (a property on rules has no live model to measure drift against).
+                # A short memory gets one more chance; it must pass the same judgement.
+                retry = train_and_judge(
+                    train_on, incumbent, property_id=property_id, version=version, trained_at=_utc(now),
+                    base_price=base_price, half_life_days=DRIFT_HALF_LIFE_DAYS, against_rules=lost is not None,
+                )
+                if retry.deploy:
+                    judgement = replace(retry, reason=f"{retry.reason} (short memory: the newest outcomes "
+                                                      f"disagreed with the whole window)")
         except TrainingError as exc:
             result.status, result.reason = FAILED, f"training failed: {exc}"
             return result
@@ -300,6 +403,10 @@ class RetrainingService:
             "positives": result.positives,
         }
         self.storage.put_model_record(property_id, version, _storable(record))
+        if not judgement.deploy and lost is not None:
+            self.storage.set_model_status(property_id, version, REJECTED, judgement.reason)
+            return self._roll_back(result, incumbent, recent, now, onset, *lost,
+                                   replacement=f"candidate {version} {judgement.reason}")
         if not judgement.deploy:
             result.status, result.reason = REJECTED, judgement.reason
             return result
@@ -312,6 +419,44 @@ class RetrainingService:
             return result
         self.storage.set_model_status(property_id, version, DEPLOYED, judgement.reason)
         result.status, result.reason = DEPLOYED, judgement.reason
+        return result
+
+    @staticmethod
+    def _versus_rules(incumbent: ConversionModel, outcomes: list[Outcome], recent: list[Outcome],
+                      base_price: float | None, property_id: str) -> PolicyLift:
+        """The live model's revenue lift over rules on the recent quotes, judged by a referee
+        fitted to the whole window with a short memory (``REFEREE_HALF_LIFE_DAYS``)."""
+        referee, fit = fit_conversion_model(outcomes, property_id=property_id, version="referee", trained_at="",
+                                            half_life_days=REFEREE_HALF_LIFE_DAYS)
+        return policy_lift(referee, fit.w, fit.covariance(), recent, model_policy(incumbent, base_price),
+                           rules_policy(base_price), outcome_features)
+
+    def _roll_back(self, result: PropertyResult, incumbent: ConversionModel, recent: list[Outcome],
+                   now: datetime, onset: datetime, z: float, error: float, guard: PolicyLift,
+                   replacement: str | None = None) -> PropertyResult:
+        """Point LIVE at rule-based pricing: the live model no longer predicts bookings, and a
+        model of the newest data says it now earns less than rules would.
+
+        Rules are what every model had to beat, so they are the safe place to wait while the
+        loop relearns -- from the drift's onset on only (``ROLLBACK_PREFIX``).
+        """
+        property_id = result.property_id
+        version = ROLLBACK_PREFIX + onset.strftime(_ROLLBACK_STAMP)
+        reason = (f"rolled back to rule-based pricing: live model {incumbent.version} predicted "
+                  f"{1 / (1 + error) if error > -1 else float('inf'):.2f}x the bookings that happened on {len(recent)} "
+                  f"recent quotes (z={z:+.2f}) and earns {guard.lift:+.1%} against rules there (90% interval "
+                  f"{guard.lower:+.1%} to {guard.upper:+.1%}); the next model learns from {onset:%Y-%m-%d} on"
+                  + (f" ({replacement})" if replacement else f" ({len(recent)} outcomes so far)"))
+        try:
+            self.storage.swap_live_model(property_id, version, None, expected_version=result.live_version,
+                                         deployed_at=_utc(now))
+        except ConditionFailed:
+            result.reason = "the live model changed during this run (a concurrent retrain deployed first)"
+            return result
+        self.storage.set_model_status(property_id, incumbent.version, "rolled_back", reason)
+        metrics.track_rollback(property_id=property_id)
+        logger.warning("model rolled back", extra={"property_id": property_id, "version": incumbent.version})
+        result.status, result.reason, result.version = DEPLOYED, reason, version
         return result
 
     def _guarded(self, property_id: str, force: bool) -> PropertyResult:

@@ -129,7 +129,9 @@ class ScoringService:
             self.cache.put(property_id, state, ttl=FAILURE_BACKOFF_SECONDS)
             return state
         model, why = None, None
-        if record.artifact_key is None:
+        if record.artifact_key is None and (record.live_version or "").startswith("rules-since-"):
+            why = f"the live model was rolled back to rules after demand drift ({record.live_version})"
+        elif record.artifact_key is None:
             why = "no model deployed for this property"
         else:
             try:
@@ -185,6 +187,7 @@ class ScoringService:
             model=state.model,
             configured_base=state.base_price,
             fallback_reason=state.why_no_model,
+            exploration_rate=0.0 if synthetic else self.settings.exploration_rate_for(property_id),
         )
         if synthetic:
             return result.to_response(competitors.as_dict() if competitors else None)
@@ -192,6 +195,7 @@ class ScoringService:
             metrics.track_model_prediction(
                 property_id=property_id, model_type="conversion", duration=time.perf_counter() - predicted_at
             )
+        metrics.track_exploration(pricing_method=result.pricing_method, explored=result.exploration.explored)
         metrics.track_score_request(pricing_method=result.pricing_method, duration=time.perf_counter() - started)
         return result.to_response(competitors.as_dict() if competitors else None)
 

@@ -1,0 +1,359 @@
+"""The learning loop closed on its own quotes, day by day (``make bench-loop``).
+
+For each simulated property (``bench.loop_market.CURVES``: demand of the model's form and
+outside it, one shifting halfway) the loop runs as in production, on a simulated clock:
+
+1. every quote of the day goes through the real scoring service (``ScoringService.score``: the
+   request schema, the property cache, the domain pricing with its exploration) with the
+   competitor median of that moment in ``market``; the same quote is also priced with
+   ``use_ml: false`` -- what rules would have quoted -- and by the oracle that knows the curve;
+2. the market books the quoted price with its true probability;
+3. at the end of the day the outcomes, with their quote ids, go through the real ingestion
+   service (``IngestionService.ingest``, the /learn validation);
+4. every night the real retraining service runs its scheduled path (``RetrainingService.handle``
+   with the cron event): drift, the fit, the revenue judgement against what prices now, the
+   conditional deploy.
+
+Stores are in memory (``bench.memory_storage``); everything above them is the service's code.
+
+Per day it reports the share of the oracle's expected revenue earned by the loop (what was
+quoted, exploration included), by rules on the same quotes, by the loop's policy without its
+exploration, the exploration cost (policy minus loop, in oracle share), and the offline
+metrics of Ye et al., KDD 2018 (price-decrease recall, price-increase recall, booking regret)
+of the day's policy on held-out outcomes at random prices. It writes ``bench/out/loop.json``
+and the learning curves to ``bench/out/loop.png`` (``--png`` elsewhere).
+
+Usage: ``python -m bench.bench_loop [--days 12] [--quotes 160] [--held-out 150] [--seed 1]``
+Exits non-zero when a done-when target is missed (see ``verdicts``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from statistics import median
+
+from bench import ROOT
+
+OUT = ROOT / "bench" / "out"
+REQUIRED_SHARE = 0.95
+#: A day's loop may trail rules by its exploration cost plus this (rounding of shares).
+TOLERANCE = 0.002
+
+
+@dataclass
+class Day:
+    day: int
+    quotes: int
+    ml_share: float  # share of quotes priced by the model
+    explored_share: float
+    loop: float  # share of the oracle's expected revenue
+    rules: float
+    policy: float
+    exploration_cost: float
+    pdr: float
+    pir: float
+    regret: float
+    retrain: str = ""
+    retrain_reason: str = ""
+    drift: bool = False
+    live_version: str | None = None
+    guard: dict | None = None
+
+    @property
+    def rolled_back(self) -> bool:
+        return self.retrain == "deployed" and (self.live_version or "").startswith("rules-since-")
+
+    @property
+    def within_exploration_cost(self) -> bool:
+        return self.loop >= self.rules - self.exploration_cost - TOLERANCE
+
+
+@dataclass
+class CurveRun:
+    curve: str
+    representable: bool
+    shift_day: int | None
+    days: list[Day] = field(default_factory=list)
+
+    def last(self, n: int = 3) -> dict:
+        tail = self.days[-n:]
+        mean = lambda name: sum(getattr(d, name) for d in tail) / len(tail)  # noqa: E731
+        return {k: mean(k) for k in ("loop", "rules", "policy", "exploration_cost")}
+
+    @property
+    def first_deploy_night(self) -> int | None:
+        return next((d.day for d in self.days if d.retrain == "deployed"), None)
+
+    @property
+    def drift_night(self) -> int | None:
+        if self.shift_day is None:
+            return None
+        return next((d.day for d in self.days if d.day >= self.shift_day and (d.drift or d.rolled_back)), None)
+
+    @property
+    def recovery_days(self) -> int | None:
+        """Days from the shift until the loop is back at 95% of the oracle (or its pre-shift level)."""
+        if self.shift_day is None:
+            return None
+        before = [d.loop for d in self.days if self.shift_day - 3 <= d.day < self.shift_day]
+        target = min(REQUIRED_SHARE, (sum(before) / len(before) - 0.02) if before else REQUIRED_SHARE)
+        return next((d.day - self.shift_day for d in self.days if d.day >= self.shift_day and d.loop >= target), None)
+
+
+def _request(property_id: str, q, use_ml: bool):
+    from pricing.api.schemas import ScoreRequest
+
+    lo, hi = q.bounds
+    return ScoreRequest.model_validate({
+        "entity": {"userId": "market", "propertyId": property_id},
+        "stay_date": q.stay_date.isoformat(),
+        "quote_time": q.quote_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "product": {"los": q.los},
+        "inventory": {"capacity": 100, "remaining": q.remaining},
+        "market": {"comp_price_p10": round(q.market * 0.85, 2), "comp_price_p50": q.market,
+                   "comp_price_p90": round(q.market * 1.2, 2)},
+        "costs": {"min_price": lo, "max_price": hi},
+        "toggles": {"use_ml": use_ml},
+    })
+
+
+def run_curve(curve, *, days: int, quotes_per_day: int, held_out: int, seed: int, start: datetime,
+              exploration_rate: float = 0.1) -> CurveRun:
+    from bench.loop_market import Market
+    from bench.memory_storage import MemoryStorage
+    from pricing.competitors import CompetitorClient
+    from pricing.services.ingestion import IngestionService
+    from pricing.services.retraining import RetrainingService
+    from pricing.services.scoring import ScoringService
+    from pricing.settings import Settings
+
+    clock = {"now": start}
+    storage = MemoryStorage(lambda: clock["now"])
+    settings = Settings(model_cache_ttl_seconds=300, exploration_rate=exploration_rate)
+    tokens = iter(range(10**9))
+    scoring = ScoringService(settings, storage, CompetitorClient("", "", 0.3),
+                             clock=lambda: clock["now"].timestamp(),
+                             new_token=lambda: f"{curve.name}-{seed}-{next(tokens):07d}")
+    ingestion = IngestionService(storage, clock=lambda: clock["now"])
+    retraining = RetrainingService(settings, storage, clock=lambda: clock["now"])
+    property_id = f"loop-{curve.name}"
+    storage.put_property_config(property_id, curve.base_price)
+    market = Market(curve, seed)
+    held_market = Market(curve, seed + 10_000)
+    booking_rng = random.Random(f"book:{curve.name}:{seed}")
+    run = CurveRun(curve.name, curve.representable, curve.shift_day)
+
+    for day in range(days):
+        day_start = start + timedelta(days=day)
+        totals = dict(loop=0.0, rules=0.0, policy=0.0, oracle=0.0)
+        outcomes, ml, explored = [], 0, 0
+        for i in range(quotes_per_day):
+            clock["now"] = day_start + timedelta(hours=8, seconds=i * 14 * 3600 / quotes_per_day)
+            q = market.quote(clock["now"])
+            answer = scoring.score(_request(property_id, q, True))
+            price, safety = answer["price"], answer["safety"]
+            policy_price = safety["exploration"]["policy_price"] or price
+            rules_price = scoring.score(_request(property_id, q, False))["price"]
+            oracle_price = market.oracle_price(q, day + 1)
+            p_book = market.probability(q, price, day + 1)
+            totals["loop"] += price * p_book
+            totals["policy"] += policy_price * market.probability(q, policy_price, day + 1)
+            totals["rules"] += rules_price * market.probability(q, rules_price, day + 1)
+            totals["oracle"] += oracle_price * market.probability(q, oracle_price, day + 1)
+            ml += safety["pricing_method"] == "ml_elasticity"
+            explored += safety["exploration"]["explored"]
+            outcomes.append({
+                "property_id": property_id,
+                "timestamp": q.quote_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "quoted_price": price,
+                "accepted": booking_rng.random() < p_book,
+                "quote_id": safety["quote_id"],
+                "stay_date": q.stay_date.isoformat(),
+                "comp_p10": round(q.market * 0.85, 2), "comp_p50": q.market, "comp_p90": round(q.market * 1.2, 2),
+                "context": {"occupancy": q.occupancy, "day_of_week": q.stay_date.weekday(), "los": q.los},
+            })
+        clock["now"] = day_start + timedelta(hours=23)
+        result = ingestion.ingest(outcomes)
+        if result.invalid:
+            raise SystemExit(f"{curve.name}: /learn refused outcomes: {result.errors[:3]}")
+
+        # KDD'18 offline metrics of today's policy on held-out outcomes at random prices.
+        decreases = unbooked = increases = 0
+        regrets = []
+        for _ in range(held_out):
+            q = held_market.quote(clock["now"] - timedelta(hours=1))
+            quoted = round(q.market * held_market.rng.uniform(0.5, 2.0), 2)
+            booked = held_market.rng.random() < held_market.probability(q, quoted, day + 1)
+            suggested = scoring.score(_request(property_id, q, True))["safety"]["exploration"]["policy_price"]
+            if booked:
+                increases += suggested > quoted
+                regrets.append(max(0.0, (quoted - suggested) / quoted))
+            else:
+                unbooked += 1
+                decreases += suggested < quoted
+
+        oracle = totals["oracle"] or 1.0
+        record = Day(
+            day=day + 1, quotes=quotes_per_day, ml_share=ml / quotes_per_day, explored_share=explored / quotes_per_day,
+            loop=totals["loop"] / oracle, rules=totals["rules"] / oracle, policy=totals["policy"] / oracle,
+            exploration_cost=(totals["policy"] - totals["loop"]) / oracle,
+            pdr=decreases / unbooked if unbooked else 0.0, pir=increases / len(regrets) if regrets else 0.0,
+            regret=median(regrets) if regrets else 0.0,
+        )
+        # The nightly retrain, as the cron event runs it.
+        clock["now"] = day_start + timedelta(days=1, hours=3)
+        answer = retraining.handle({"detail": {"force": False}})
+        (r,) = [x for x in answer["results"] if x["property_id"] == property_id]
+        record.retrain, record.retrain_reason = r["status"], r["reason"]
+        record.drift = bool(r.get("drift") and r["drift"].get("detected"))
+        record.guard = (r.get("evaluation") or {}).get("rollback_guard")
+        record.live_version = storage.get_property_record(property_id).live_version
+        run.days.append(record)
+    return run
+
+
+def verdicts(runs: list[CurveRun]) -> list[tuple[str, bool, str]]:
+    """The done-when targets, each (what, met, detail)."""
+    out = []
+    for run in runs:
+        bad = [d.day for d in run.days if not d.within_exploration_cost]
+        out.append((f"{run.curve}: never below rules by more than the exploration cost", not bad,
+                    f"days below: {bad}" if bad else "every day"))
+        last = run.last()
+        if run.representable:
+            out.append((f"{run.curve}: last 3 days >= {REQUIRED_SHARE:.0%} of the oracle", last["loop"] >= REQUIRED_SHARE,
+                        f"{last['loop']:.1%}"))
+        out.append((f"{run.curve}: last 3 days beat rules", last["loop"] > last["rules"],
+                    f"{last['loop']:.1%} vs {last['rules']:.1%}"))
+        if run.shift_day is not None:
+            rec = run.recovery_days
+            out.append((f"{run.curve}: shift on day {run.shift_day} detected and recovered from",
+                        run.drift_night is not None and rec is not None,
+                        f"drift detected on night {run.drift_night}, recovered {rec} day(s) after the shift"))
+    return out
+
+
+def format_report(runs: list[CurveRun], seconds: float) -> str:
+    lines = ["Closed-loop pricing: share of the oracle's expected revenue per simulated day", ""]
+    for run in runs:
+        form = "model's form" if run.representable else "outside the model's form"
+        shift = f", demand shift on day {run.shift_day}" if run.shift_day else ""
+        lines.append(f"{run.curve} ({form}{shift})")
+        lines.append(f"  {'day':>3} {'ML':>5} {'expl':>5} {'loop':>7} {'rules':>7} {'policy':>7} {'x-cost':>7} "
+                     f"{'ok':>3} {'PDR':>5} {'PIR':>5} {'regret':>6}  night's retrain")
+        for d in run.days:
+            lines.append(
+                f"  {d.day:>3} {d.ml_share:>5.0%} {d.explored_share:>5.0%} {d.loop:>7.1%} {d.rules:>7.1%} {d.policy:>7.1%} "
+                f"{d.exploration_cost:>7.2%} {'yes' if d.within_exploration_cost else 'NO':>3} {d.pdr:>5.2f} {d.pir:>5.2f} "
+                f"{d.regret:>6.3f}  {'rolled back' if d.rolled_back else d.retrain}{' (drift)' if d.drift else ''}: "
+                f"{d.retrain_reason[:110]}")
+        lines.append("")
+    lines.append("Summary (last three days)")
+    lines.append(f"  {'curve':<17} {'form':<8} {'loop':>7} {'rules':>7} {'x-cost':>7} {'1st deploy':>10}  shift")
+    for run in runs:
+        last = run.last()
+        shift = "-" if run.shift_day is None else (
+            f"drift on night {run.drift_night}, recovered in {run.recovery_days} day(s)")
+        lines.append(f"  {run.curve:<17} {'model' if run.representable else 'outside':<8} {last['loop']:>7.1%} "
+                     f"{last['rules']:>7.1%} {last['exploration_cost']:>7.2%} {str(run.first_deploy_night or '-'):>10}  {shift}")
+    lines += ["", "loop: what was quoted (exploration included); rules: use_ml=false on the same quotes; policy: the loop",
+              "without its exploration; x-cost: policy - loop; ok: loop >= rules - x-cost. PDR/PIR/regret: Ye et al.,",
+              "KDD 2018, of the day's policy on held-out outcomes at random prices. 1st deploy: the night the first",
+              f"model went live. {seconds:.0f} s.", ""]
+    for what, met, detail in verdicts(runs):
+        lines.append(f"{'PASS' if met else 'FAIL'}  {what}: {detail}")
+    return "\n".join(lines)
+
+
+def plot(runs: list[CurveRun], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 3
+    rows = (len(runs) + 1 + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, 3.9 * rows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax, run in zip(flat, runs):
+        x = [d.day for d in run.days]
+        ax.plot(x, [100 * d.loop for d in run.days], "o-", label="loop (quoted)", color="tab:blue")
+        ax.plot(x, [100 * d.rules for d in run.days], "s--", label="rules, same quotes", color="tab:orange")
+        ax.plot(x, [100 * d.policy for d in run.days], ":", label="loop without exploration", color="tab:green")
+        for d in run.days:
+            if d.retrain == "deployed":
+                rollback = d.rolled_back
+                ax.axvline(d.day + 0.5, color="tab:red" if rollback else "grey", lw=1.0, ls=":" if rollback else "-",
+                           alpha=0.7)
+        if run.shift_day:
+            ax.axvline(run.shift_day - 0.5, color="black", lw=1.5, ls="-.", label="demand shift")
+        ax.axhline(95, color="grey", lw=0.6, ls="--")
+        ax.set_title(f"{run.curve} ({'model form' if run.representable else 'outside model form'})", fontsize=10)
+        ax.set_xlabel("simulated day (grey: model deployed that night; red: rolled back)", fontsize=8)
+        ax.set_ylim(0, 105)
+        ax.grid(alpha=0.3)
+    flat[0].set_ylabel("% of the oracle's expected revenue")
+    flat[0].legend(fontsize=7, loc="lower right")
+    cost = flat[len(runs)]
+    for run in runs:
+        cost.plot([d.day for d in run.days], [100 * d.exploration_cost for d in run.days], "o-", ms=3, label=run.curve)
+    cost.axhline(0, color="grey", lw=0.6)
+    cost.set_title("exploration cost (policy - quoted), % of oracle", fontsize=10)
+    cost.set_xlabel("simulated day", fontsize=8)
+    cost.legend(fontsize=7)
+    cost.grid(alpha=0.3)
+    for ax in flat[len(runs) + 1:]:
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(days: int, quotes: int, held_out: int, seed: int, png: Path, curves=None) -> tuple[list[CurveRun], str]:
+    from bench.loop_market import CURVES
+
+    started = time.perf_counter()
+    start = (datetime.now(timezone.utc) - timedelta(days=days + 2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    runs = [run_curve(c, days=days, quotes_per_day=quotes, held_out=held_out, seed=seed, start=start)
+            for c in (curves or CURVES)]
+    text = format_report(runs, time.perf_counter() - started)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "loop.json").write_text(json.dumps({
+        "days": days, "quotes_per_day": quotes, "seed": seed,
+        "curves": [{"curve": r.curve, "representable": r.representable, "shift_day": r.shift_day,
+                    "last3": r.last(), "first_deploy_night": r.first_deploy_night, "drift_night": r.drift_night,
+                    "recovery_days": r.recovery_days, "days": [asdict(d) for d in r.days]} for r in runs],
+        "verdicts": [{"target": w, "met": m, "detail": d} for w, m, d in verdicts(runs)],
+    }, indent=2))
+    plot(runs, png)
+    return runs, text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=12)
+    parser.add_argument("--quotes", type=int, default=160, help="quotes per simulated day")
+    parser.add_argument("--held-out", type=int, default=150, help="held-out outcomes per day for the offline metrics")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--png", type=Path, default=OUT / "loop.png")
+    args = parser.parse_args(argv)
+    for name in ("PUSHGATEWAY_URL", "SENTRY_DSN"):
+        os.environ.pop(name, None)
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    runs, text = run(args.days, args.quotes, args.held_out, args.seed, args.png)
+    print(text)
+    print(f"\nfigures: {OUT / 'loop.json'}, learning curves: {args.png}")
+    return 0 if all(met for _, met, _ in verdicts(runs)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

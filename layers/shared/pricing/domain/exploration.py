@@ -1,0 +1,139 @@
+"""Bounded, logged price exploration: the loop must sometimes quote a price near its optimum.
+
+A pricing loop that always quotes its current optimum only ever observes demand at the prices it
+already believes in; the next model learns nothing about the others, and a wrong belief is never
+corrected. So, with a small probability ``rate`` (epsilon-greedy), a quote is priced at a
+neighbour of the policy's price instead:
+
+* without an allowed grid, one of ``ARMS`` -- the policy price times ``(1 + LADDER_STEP) ** k``
+  for k in -2, -1, +1, +2 (about -14%, -7%, +8%, +17%) -- each rounded to cents and kept only
+  when it lies inside min/max (a clamped neighbour would be a different arm in disguise);
+* with an allowed grid, the grid members one and two places either side of the policy's price.
+
+Every admissible neighbour is equally likely, so each quote's propensity -- the probability the
+logging policy had of quoting exactly that price given the policy price -- is known exactly:
+``1 - rate`` for the policy's own price, ``rate / arms`` for each neighbour. It travels in the
+quote id (``<token>.x<arm>p<propensity>[b<policy price>]``, before any experiment attribution),
+so an outcome sent to /learn with its quote id carries it back to retraining without a write per
+quote, and the deploy decision can weigh logged outcomes by it (``policy_evaluation``).
+
+Exploration never leaves the guardrails: every arm is an admissible price. The draw is a stable
+hash of the quote id, so it is deterministic per quote and needs no random state.
+
+>>> price, e = explore(100.0, Guardrails(), 0.1, "q-1")
+>>> e.arm, e.propensity, price
+(0, 0.9, 100.0)
+>>> parse_quote_id(tag_quote_id("abc~exp~control", Exploration(0.1, -1, 0.025, 100.0, 4)))
+Exploration(rate=None, arm=-1, propensity=0.025, policy_price=100.0, arms=None)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from pricing.domain.guardrails import Guardrails
+
+#: Default share of quotes priced at a neighbour of the policy's price.
+DEFAULT_RATE = 0.10
+#: Never more than this: exploration is a cost, not a pricing strategy.
+MAX_RATE = 0.25
+LADDER_STEP = 0.08
+ARMS = (-2, -1, 1, 2)
+_TAG = re.compile(r"\.x(-?\d+)p([0-9]*\.?[0-9]+)(?:b([0-9]*\.?[0-9]+))?$")
+
+
+@dataclass(frozen=True)
+class Exploration:
+    """How one quote's price relates to the policy's: which arm, and how likely it was."""
+
+    rate: float | None
+    arm: int  # 0: the policy's own price
+    propensity: float
+    policy_price: float | None
+    arms: int | None  # admissible neighbours there were to choose from
+
+    @property
+    def explored(self) -> bool:
+        return self.arm != 0
+
+    def as_dict(self) -> dict:
+        return {
+            "explored": self.explored,
+            "rate": self.rate,
+            "arm": self.arm,
+            "propensity": round(self.propensity, 6),
+            "policy_price": self.policy_price,
+        }
+
+
+NOT_EXPLORED = Exploration(0.0, 0, 1.0, None, 0)
+
+
+def uniform_of(quote_id: str) -> float:
+    """A stable, uniform number in [0, 1) for this quote."""
+    digest = hashlib.sha256(b"explore\x1f" + quote_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def neighbours(policy_price: float, guardrails: Guardrails) -> list[tuple[int, float]]:
+    """The admissible (arm, price) neighbours of ``policy_price``, in arm order."""
+    out: list[tuple[int, float]] = []
+    if guardrails.allowed_prices is not None:
+        members = guardrails.allowed_members()
+        if policy_price not in members:
+            return out
+        at = members.index(policy_price)
+        for arm in ARMS:
+            if 0 <= at + arm < len(members):
+                out.append((arm, members[at + arm]))
+        return out
+    seen = {policy_price}
+    for arm in ARMS:
+        price, clamped = guardrails.enforce(policy_price * (1 + LADDER_STEP) ** arm)
+        if not clamped and price not in seen:
+            seen.add(price)
+            out.append((arm, price))
+    return out
+
+
+def explore(policy_price: float, guardrails: Guardrails, rate: float, quote_id: str) -> tuple[float, Exploration]:
+    """The price to quote and how it was chosen (see the module docstring)."""
+    rate = min(max(rate, 0.0), MAX_RATE)
+    if rate <= 0.0:
+        return policy_price, Exploration(0.0, 0, 1.0, policy_price, 0)
+    options = neighbours(policy_price, guardrails)
+    if not options:
+        return policy_price, Exploration(rate, 0, 1.0, policy_price, 0)
+    u = uniform_of(quote_id)
+    if u >= rate:
+        return policy_price, Exploration(rate, 0, 1.0 - rate, policy_price, len(options))
+    arm, price = options[min(int(u / rate * len(options)), len(options) - 1)]
+    return price, Exploration(rate, arm, rate / len(options), policy_price, len(options))
+
+
+def tag_quote_id(quote_id: str, e: Exploration) -> str:
+    """``quote_id`` with the exploration tag on its token (before any ``~experiment~variant``)."""
+    head, sep, rest = quote_id.partition("~")
+    tag = f".x{e.arm}p{e.propensity:.6g}"
+    if e.explored and e.policy_price is not None:
+        tag += f"b{e.policy_price:.2f}"
+    return head + tag + sep + rest
+
+
+def parse_quote_id(quote_id: str | None) -> Exploration | None:
+    """The exploration a quote id records, or None when it records none (an older or foreign id)."""
+    if not quote_id:
+        return None
+    match = _TAG.search(quote_id.partition("~")[0])
+    if match is None:
+        return None
+    try:
+        arm, propensity = int(match.group(1)), float(match.group(2))
+        policy = float(match.group(3)) if match.group(3) else None
+    except ValueError:
+        return None
+    if not 0.0 < propensity <= 1.0:
+        return None
+    return Exploration(None, arm, propensity, policy, None)

@@ -1,0 +1,32 @@
+"""A tiny closed loop through the real scoring, ingestion and retraining services (``make
+bench-loop`` runs the full one): the loop starts on rules, deploys a first model only when it wins,
+and never earns less than rules by more than its exploration cost."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from bench.bench_loop import format_report, run_curve, verdicts
+from bench.loop_market import CURVES
+
+START = (datetime.now(timezone.utc) - timedelta(days=8)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def test_a_short_loop_starts_on_rules_and_a_model_that_wins_takes_over():
+    budget = CURVES[0]  # the issue's property: rules overprice it badly
+    run = run_curve(budget, days=4, quotes_per_day=120, held_out=20, seed=3, start=START)
+
+    assert [d.day for d in run.days] == [1, 2, 3, 4]
+    assert run.days[0].ml_share == 0.0  # day 1: no model yet, rules price
+    assert run.days[0].retrain == "skipped"  # 120 outcomes: below the first deploy's minimum
+    deployed = [d.day for d in run.days if d.retrain == "deployed"]
+    assert deployed, [d.retrain_reason for d in run.days]
+    after = run.days[deployed[0]]  # the day after the first deploy
+    assert after.ml_share == 1.0 and after.loop > after.rules + 0.2
+    for d in run.days:
+        assert d.within_exploration_cost, d
+        assert 0.0 < d.explored_share < 0.3
+        assert 0.0 <= d.pdr <= 1.0 and 0.0 <= d.pir <= 1.0 and d.regret >= 0.0
+    text = format_report([run], 1.0)
+    assert "budget-hotel" in text and "PASS" in text
+    assert all(met for what, met, _ in verdicts([run]) if "exploration cost" in what)
