@@ -18,9 +18,9 @@ import pytest
 
 from support.apigw_events import rest_event
 from support.local_stack import lambda_containers, moto_resources
+from support.moto_stack import outcomes_in_table
 from support.promstack import Pushgateway
 
-from pricing.storage import OUTCOME_LISTING_KEY
 
 pytestmark = pytest.mark.e2e
 
@@ -32,15 +32,6 @@ PROPERTY = "e2e-concurrent"
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 
-def items_in_table(aws) -> int:
-    ddb = aws.client("dynamodb")
-    count, kwargs = 0, {"TableName": aws.names["OutcomesTable"]}
-    while True:
-        resp = ddb.scan(**kwargs)
-        count += sum(1 for i in resp["Items"] if i["outcome_key"]["S"] != OUTCOME_LISTING_KEY)
-        if "LastEvaluatedKey" not in resp:
-            return count
-        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
 def test_eight_containers_sent_one_batch_at_once_store_and_count_each_outcome_once(tmp_path, capsys):
@@ -82,7 +73,7 @@ def test_eight_containers_sent_one_batch_at_once_store_and_count_each_outcome_on
             deadline = time.monotonic() + 20
             while pushed() != OUTCOMES and time.monotonic() < deadline:
                 time.sleep(0.2)
-            stored = items_in_table(aws)
+            stored = outcomes_in_table(aws)
             with capsys.disabled():
                 print(f"\n{CONTAINERS} Lambda containers, one {OUTCOMES}-outcome batch at once: processed {processed} "
                       f"(sum {sum(processed)}), items in the table {stored}, Pushgateway total {pushed():.0f}")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta, timezone
 
-from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures
+from support.moto_stack import aws, moto_server, outcomes_in_table  # noqa: F401 - fixtures
 
 from pricing import storage as storage_module
 from pricing.observability import metrics
 from pricing.services.ingestion import IngestionService
-from pricing.storage import OUTCOME_LISTING_KEY, Storage
+from pricing.storage import Storage
 
 SENDERS = 8
 OUTCOMES = 1000
@@ -29,15 +29,6 @@ def ingested_counted() -> float:
     return metrics.METRICS.get_sample_value("pricing_outcomes_ingested_total", {"property_id": label}) or 0.0
 
 
-def items_in_table(aws) -> int:  # noqa: F811
-    ddb = aws.client("dynamodb")
-    count, kwargs = 0, {"TableName": aws.names["OutcomesTable"]}
-    while True:
-        resp = ddb.scan(**kwargs)
-        count += sum(1 for i in resp["Items"] if i["outcome_key"]["S"] != OUTCOME_LISTING_KEY)
-        if "LastEvaluatedKey" not in resp:
-            return count
-        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
 
 def test_eight_simultaneous_senders_of_one_batch_store_and_count_each_outcome_once(aws, monkeypatch, capsys):  # noqa: F811
@@ -71,7 +62,7 @@ def test_eight_simultaneous_senders_of_one_batch_store_and_count_each_outcome_on
     assert not failures, failures
     processed = [a["processed"] for a in answers]
     duplicates = [a["duplicates"] for a in answers]
-    stored = items_in_table(aws)
+    stored = outcomes_in_table(aws)
     increase = ingested_counted() - before
     with capsys.disabled():
         print(f"\n{SENDERS} concurrent senders of {OUTCOMES} outcomes: processed {processed} (sum {sum(processed)}), "

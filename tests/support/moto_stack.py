@@ -95,3 +95,18 @@ def aws(moto_server, monkeypatch) -> AwsStack:
     }
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
     return AwsStack(moto_server.url, names, queue_urls)
+
+
+def outcomes_in_table(aws) -> int:
+    """Outcome items in the outcomes table (the per-property listing items left out); ``aws`` is
+    any stack with ``client()`` and ``names`` (this module's ``aws``, ``local_stack.moto_resources``)."""
+    from pricing.storage import OUTCOME_LISTING_KEY
+
+    ddb = aws.client("dynamodb")
+    count, kwargs = 0, {"TableName": aws.names["OutcomesTable"]}
+    while True:
+        resp = ddb.scan(**kwargs)
+        count += sum(1 for i in resp["Items"] if i["outcome_key"]["S"] != OUTCOME_LISTING_KEY)
+        if "LastEvaluatedKey" not in resp:
+            return count
+        kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
