@@ -127,7 +127,7 @@ def bytes_after(url: str, cap: int, send: bool) -> tuple[float, float, int, floa
         largest = max(largest, stats.bytes)
         seconds.append(stats.seconds)
     pusher.close()
-    return first, largest, len(m.property_labels()), statistics.median(seconds)
+    return first, largest, len(m.groups()), statistics.median(seconds)
 
 
 def naive(url: str) -> tuple[int, int, float]:

@@ -26,17 +26,12 @@ import random
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
+from pricing.domain.conversion_model import sigmoid
+
 CAPACITY = 100
 MARKET_RHO = 0.97
 MARKET_SIGMA = 0.035
 WEEKEND_MARKET_PREMIUM = 1.12
-
-
-def sigmoid(z: float) -> float:
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ def test_invalid_outcomes_by_reason(m):
 def test_property_labels_are_capped_per_container_and_overflow_is_still_counted(m):
     for i in range(10):
         m.track_outcomes(property_id=f"prop-{i}", count=1)
-    assert sorted(m.property_labels()) == sorted(["prop-0", "prop-1", "prop-2", OTHER_PROPERTY])
+    assert sorted(m.groups()) == sorted(["prop-0", "prop-1", "prop-2", OTHER_PROPERTY])
     assert value(m, "pricing_outcomes_ingested_total", property_id=OTHER_PROPERTY) == 7
     m.track_outcomes(property_id="prop-1", count=1)  # a known property keeps its own label
     assert value(m, "pricing_outcomes_ingested_total", property_id="prop-1") == 2

@@ -77,7 +77,7 @@ class PipelinedConnection:
         self.connected = self.closed = False
         self.released, self.unanswered = [], 0
 
-    def paths(self, write: int | None = None) -> list[str]:
+    def paths(self) -> list[str]:
         return [path for _, path, _ in self.requests]
 
     def last(self, path: str) -> bytes:

@@ -269,8 +269,6 @@ class PricingMetrics:
         with self._lock:
             return [g for g in self._groups if g is not None]
 
-    property_labels = groups
-
     def group_families(self, group: str | None) -> list[Family]:
         """The families with series in the base group (``None``) or one property's group, in
         the order of :data:`FAMILIES`."""
