@@ -101,7 +101,7 @@ def deploy_true_model(stack, curve: DemandCurve, property_id: str, version: str 
 
 
 def test_first_model_is_deployed_and_scoring_prices_with_it(stack):
-    learn(stack, CITY, 600, property_id="hotel-a")
+    learn(stack, CITY, 1200, property_id="hotel-a")
 
     answer = stack.service.handle({"property_ids": ["hotel-a"]}, LambdaContext())
 
