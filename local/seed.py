@@ -17,7 +17,9 @@ the retrain finds no drift and no new data against the deployed model and skips.
 
 Environment: what the functions get (``AWS_ENDPOINT_URL``, ``ARTIFACTS_BUCKET``,
 ``OUTCOMES_TABLE``, ``REGISTRY_TABLE``, ...) plus ``LOCAL_API_URL``; ``SEED_OUTCOMES`` outcomes
-per property (default 3000).
+per property (default 3000); ``SEED_SUMMARY_FILE``, where the per-property summaries are
+written as JSON (``make run`` prints them in its banner; the seeding's own output goes to
+``.run/logs/seed.log``).
 """
 
 from __future__ import annotations
@@ -157,6 +159,9 @@ def main() -> int:
             f"live model {s['live_version'] or 'none'}",
             flush=True,
         )
+    if os.environ.get("SEED_SUMMARY_FILE"):
+        with open(os.environ["SEED_SUMMARY_FILE"], "w", encoding="utf-8") as out:
+            json.dump(summaries, out)
     missing = [s["property_id"] for s in summaries if not s["live_version"]]
     print(f"Demo data ready in {time.perf_counter() - started:.1f} s: /score for "
           f"{', '.join(DEMO_PROPERTIES)} prices with ml_elasticity.", flush=True)
