@@ -97,6 +97,10 @@ SNAPSHOT ?= .run/dashboard-snapshot.png
 dashboard-snapshot: $(VENV)/.installed ## the dashboard's 18 panels from the local Prometheus as a PNG (PROMETHEUS_URL= SNAPSHOT_MINUTES= SNAPSHOT=)
 	$(VENV)/bin/python observability/render_dashboard.py $(PROMETHEUS_URL) --minutes $(SNAPSHOT_MINUTES) --output $(SNAPSHOT)
 
+.PHONY: demo-traffic
+demo-traffic: $(VENV)/.installed ## 22 minutes of mixed traffic on a running `BACKEND_API_URL=http://127.0.0.1:8089 make run`: experiment, failing competitor backend, retrains, drift (MINUTES=)
+	$(PY) -m local.demo_traffic $(if $(MINUTES),--minutes $(MINUTES))
+
 # --- metrics push ----------------------------------------------------------------------------
 .PHONY: bench-metrics
 bench-metrics: setup ## push overhead p50/p99 and push bytes after 1 vs 5,000 properties, real Pushgateway

@@ -271,7 +271,7 @@ class LocalStack:
             "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "layers" / "shared"), str(PROJECT_ROOT)]),
         })
         started = time.monotonic()
-        with open(log_path, "ab") as log_file:
+        with open(log_path, "wb") as log_file:
             try:
                 done = subprocess.run([sys.executable, "-m", "local.seed"], cwd=PROJECT_ROOT, env=env,
                                       stdout=log_file, stderr=subprocess.STDOUT, timeout=timeout, check=False)
@@ -296,6 +296,8 @@ class LocalStack:
             "prometheus_url": self.prometheus.url if self.prometheus else "",
             "build_dir": str(self.options.build_dir),
             "function_env": self.service_env,
+            # What the functions were given (demo traffic checks it points at its backend).
+            "backend_api_url": environment.forwarded(self.options.host_env).get("BACKEND_API_URL", ""),
         }
         path = self.options.state_file
         assert path is not None
