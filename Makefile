@@ -90,7 +90,10 @@ clean: ## remove build output and local state
 	rm -rf .aws-sam .run
 
 # --- observability ---------------------------------------------------------------------------
-.PHONY: dashboard-snapshot
+.PHONY: dashboard dashboard-snapshot
+dashboard: $(VENV)/.installed ## write observability/grafana_dashboard.json from observability/dashboard/build.py (Grafana's foundation SDK)
+	$(PY) observability/dashboard/build.py
+
 SNAPSHOT_MINUTES ?= 60
 SNAPSHOT ?= .run/dashboard-snapshot.png
 

@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         return 1
     try:
-        print(f"Seeding the demo properties (about 15 s; log in {stack.log_dir / 'seed.log'}) ...",
+        print(f"Seeding the demo properties (under a minute; log in {stack.log_dir / 'seed.log'}) ...",
               file=sys.stderr, flush=True)
         echo.hushed = True
         try:
