@@ -75,7 +75,7 @@ invoke: ## one event through a function, result on stdout: FN=ScoreFunction EVEN
 	@test -n "$(filter $(FN),$(FUNCTIONS))" || { echo "make invoke: no function $(FN) in template.yaml" >&2; echo "$(INVOKE_USAGE)" >&2; exit 2; }
 	@test "$(EVENT)" = - -o -f "$(EVENT)" || { echo "make invoke: no event file $(EVENT)" >&2; echo "$(INVOKE_USAGE)" >&2; exit 2; }
 	@test -z "$(ENV_VARS)" -o -f "$(ENV_VARS)" || { echo "make invoke: no env vars file $(ENV_VARS)" >&2; echo "$(INVOKE_USAGE)" >&2; exit 2; }
-	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory build >&2
 	@$(PY) -m local.invoke $(FN) $(EVENT) $(if $(ENV_VARS),--env-vars $(ENV_VARS))
 
 .PHONY: bench-pricing
