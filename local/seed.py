@@ -104,9 +104,15 @@ def retrain(property_ids: list[str], api_url: str | None) -> list[dict]:
     with its handler in this process. Returns the per-property results."""
     event = {"detail": {"property_ids": property_ids, "force": False}}
     if api_url:
-        from local.invoke import invoke
+        from pathlib import Path
 
-        result = invoke("RetrainFunction", json.dumps(event).encode(), echo=False)
+        from local.invoke import invoke
+        from local.stack import DEFAULT_BUILD_DIR, DEFAULT_RUN_DIR
+
+        # The build and run directories make run was given (LOCAL_BUILD_DIR, LOCAL_RUN_DIR).
+        result = invoke("RetrainFunction", json.dumps(event).encode(), echo=False,
+                        build_dir=Path(os.environ.get("LOCAL_BUILD_DIR") or DEFAULT_BUILD_DIR),
+                        run_dir=Path(os.environ.get("LOCAL_RUN_DIR") or DEFAULT_RUN_DIR))
         if result.ok:
             return result.json()["results"]
         print(f"  RetrainFunction failed ({result.outcome}): {result.payload[:300]!r}", file=sys.stderr)
