@@ -62,6 +62,7 @@ NO_DATA_REASONS = {
     "Competitor Data Fetch Success Rate": "no competitor backend called (BACKEND_API_URL unset, or every quote brought its market)",
     "Competitor Data Staleness": "no competitor prices fetched from the backend",
     "Invalid Outcomes": "no invalid outcome received",
+    "Error Rate": "no error counted (every request so far was valid and answered)",
     "Drift Detection Events": "no drift detected in the last hour",
     "Model Retraining Events": "no retrain ran in the last hour",
     "Retraining Duration (p95)": "no retrain finished within 5 minutes of any point",
@@ -497,8 +498,12 @@ def render(panels: Sequence[Panel], output: Path, heading: str, subheading: str 
                 w * unit_w - gap_w, h * unit_h - gap_h)
         _draw_frame(fig, rect, panel)
         if not panel.has_data:
-            fig.text(rect[0] + rect[2] / 2, rect[1] + rect[3] / 2, _no_data_text(panel), color=THEME["weak"],
-                     fontsize=9, ha="center", va="center", wrap=True)
+            import textwrap
+
+            # About 6.5 px per character at 9 pt: wrap to the panel's width.
+            chars = max(20, int(rect[2] * WIDTH_PX / 6.5) - 4)
+            fig.text(rect[0] + rect[2] / 2, rect[1] + rect[3] / 2, "\n".join(textwrap.wrap(_no_data_text(panel), chars)),
+                     color=THEME["weak"], fontsize=9, ha="center", va="center", linespacing=1.5)
         elif panel.kind == "stat":
             _draw_stat(fig, rect, panel)
         else:
