@@ -38,8 +38,20 @@ EVENT_FUNCTIONS = {
 SCORE_EXAMPLE = json.loads(json.loads((EVENTS / "score.json").read_text())["body"])
 
 
-def test_every_event_file_has_a_function():
-    assert sorted(p.name for p in EVENTS.glob("*.json")) == sorted(EVENT_FUNCTIONS)
+def test_every_event_file_has_a_function_and_is_in_the_readme():
+    events = sorted(p.name for p in EVENTS.glob("*.json") if not p.name.startswith("env."))
+    assert events == sorted(EVENT_FUNCTIONS)
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for name, function in EVENT_FUNCTIONS.items():
+        assert f"make invoke FN={function} EVENT=events/{name}" in readme, name
+    assert "ENV_VARS=events/env.example.json" in readme
+
+
+def test_the_env_vars_example_is_in_sam_local_invokes_format():
+    from local.environment import load_env_vars
+
+    sections = load_env_vars(EVENTS / "env.example.json")
+    assert "Parameters" in sections and set(sections) - {"Parameters"} <= set(EVENT_FUNCTIONS.values())
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -176,7 +188,8 @@ def test_variables_given_to_run_reach_the_functions():
     finally:
         backend.shutdown()
         backend.server_close()
-    assert ("/api/competitor-data/prop-456/2026-12-24", "e2e-key") in _Backend.seen
+    property_id = SCORE_EXAMPLE["entity"]["propertyId"]
+    assert (f"/api/competitor-data/{property_id}/2026-12-24", "e2e-key") in _Backend.seen
     assert quote["safety"]["competitor_data"]["source"] == "e2e-backend"
 
 

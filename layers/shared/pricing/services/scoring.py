@@ -3,7 +3,9 @@
 What lives per container (module-level in the app, so it survives warm invocations):
 
 * a property cache (live model + base price) with a TTL, so a warm container prices without I/O
-  and picks up a newly deployed model within ``MODEL_CACHE_TTL_SECONDS``;
+  and picks up a newly deployed model within ``MODEL_CACHE_TTL_SECONDS``; a property without a
+  model is looked up again after ``MODEL_CACHE_NEGATIVE_TTL_SECONDS`` (15 s), so its first model
+  prices within seconds of its deploy, not minutes;
 * the active experiments, refreshed every ``EXPERIMENTS_TTL_SECONDS``;
 * the competitor client's own cache.
 
@@ -46,10 +48,17 @@ class PropertyState:
 
 
 class PropertyCache:
-    """Live model and configuration per property, each entry valid until its own deadline."""
+    """Live model and configuration per property, each entry valid until its own deadline.
 
-    def __init__(self, ttl_seconds: float, clock: Callable[[], float]):
+    An entry without a model lives ``negative_ttl_seconds`` at most: "no model" is the answer
+    most likely to change soon (a first model, a redeploy after a rollback), and re-reading one
+    registry item every few seconds per property costs far less than pricing by rules for
+    ``ttl_seconds`` after the model is live.
+    """
+
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float], negative_ttl_seconds: float | None = None):
         self.ttl_seconds = ttl_seconds
+        self.negative_ttl_seconds = ttl_seconds if negative_ttl_seconds is None else min(negative_ttl_seconds, ttl_seconds)
         self._clock = clock
         self._entries: dict[str, tuple[float, PropertyState]] = {}
         self._lock = threading.Lock()
@@ -66,7 +75,9 @@ class PropertyCache:
             if len(self._entries) >= MAX_CACHED_PROPERTIES and property_id not in self._entries:
                 # Evict the entry closest to expiry: a flood of unknown ids cannot grow memory.
                 del self._entries[min(self._entries, key=lambda k: self._entries[k][0])]
-            self._entries[property_id] = (self._clock() + (self.ttl_seconds if ttl is None else ttl), state)
+            if ttl is None:
+                ttl = self.ttl_seconds if state.model is not None else self.negative_ttl_seconds
+            self._entries[property_id] = (self._clock() + ttl, state)
             metrics.set_models_loaded(sum(1 for _, s in self._entries.values() if s.model is not None))
 
     @property
@@ -87,7 +98,7 @@ class ScoringService:
         self.settings = settings
         self.storage = storage
         self.competitors = competitors
-        self.cache = PropertyCache(settings.model_cache_ttl_seconds, clock)
+        self.cache = PropertyCache(settings.model_cache_ttl_seconds, clock, settings.model_cache_negative_ttl_seconds)
         self._clock = clock
         self._new_token = new_token
         self._experiments: tuple[float, list[Experiment]] = (float("-inf"), [])
