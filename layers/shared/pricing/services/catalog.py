@@ -23,7 +23,7 @@ from typing import Any, Callable
 from pricing.domain.conversion_model import ARTIFACT_FORMAT, FEATURE_NAMES, ConversionModel, ModelFormatError
 from pricing.domain.guardrails import MAX_PRICE, MIN_PRICE
 from pricing.domain.rules import DEFAULT_BASE_PRICE
-from pricing.storage import MODEL_RECORD_PREFIX, Storage, StoreRefused
+from pricing.storage import LIVE_RECORD, MODEL_RECORD_PREFIX, Storage, StoreRefused
 
 MODEL_TYPE = "conversion"  # the one model kind: P(book | price, features)
 DEFAULT_PAGE, MAX_PAGE = 50, 500
@@ -61,6 +61,21 @@ def decode_token(token: str | None) -> dict | None:
     if not isinstance(value, dict):
         raise BadParameter("next_token", "next_token is not a token this service issued")
     return value
+
+
+def registry_key(start: dict | None, *, property_id: str | None = None, record: str | None = None) -> dict | None:
+    """A registry page token checked against the list it is used for: DynamoDB refuses a start
+    key of another list, but not every store does, and a page of the wrong list is no answer."""
+    if start is None:
+        return None
+    try:
+        pid, rec = start["property_id"]["S"], start["record"]["S"]
+    except (KeyError, TypeError):
+        raise BadParameter("next_token", "next_token is not a token of this list") from None
+    if (property_id is not None and pid != property_id) or (record is not None and rec != record) or (
+            property_id is not None and not rec.startswith(MODEL_RECORD_PREFIX)):
+        raise BadParameter("next_token", "next_token is not a token of this list")
+    return start
 
 
 def page_size(limit: int | None) -> int:
@@ -139,10 +154,11 @@ class ModelCatalog:
         size, start = page_size(limit), decode_token(token)
         if property_id is None:
             # Every property's live model: the newest version of each that prices now.
-            items, last = paged(self.storage.live_records_page, size, start)
+            items, last = paged(self.storage.live_records_page, size, registry_key(start, record=LIVE_RECORD))
             models = [self._live_view(item) for item in items if item.get("artifact_key")]
         else:
-            items, last = paged(self.storage.model_records_page, property_id, size, start)
+            items, last = paged(self.storage.model_records_page, property_id, size,
+                                registry_key(start, property_id=property_id))
             live = self.storage.get_property_record(property_id).live_version
             if not items and start is None and live is None:
                 raise NotFound(f"no model stored for property {property_id}")
