@@ -10,8 +10,11 @@ Tables (keys as in template.yaml):
 
 * registry ``(property_id, record)``: ``record = "CONFIG"`` holds the property's base price;
   ``"LIVE"`` points at the deployed model version; ``"MODEL#<version>"`` keeps every version.
+  Index ``RegistryByRecord (record, property_id)``: every LIVE pointer by one Query.
 * experiments ``(experiment_id)``.
-* outcomes ``(property_id, outcome_key)``: one item per outcome, keyed for idempotency.
+* outcomes ``(property_id, outcome_key)``: one item per outcome, keyed for idempotency. Sparse
+  indexes: ``PropertiesWithOutcomes`` (one listing item per property) and ``ExperimentOutcomes
+  (experiment_id, variant)`` (only attributed outcomes).
 """
 
 from __future__ import annotations
