@@ -65,6 +65,7 @@ class StackOptions:
     idle_seconds: float | None = DEFAULT_IDLE_SECONDS
     shutdown_budget_ms: float | None = None
     require_api_key: str | None = None
+    operator_api_key: str | None = None
     metrics: bool = True
     pushgateway_port: int = 9091
     prometheus_port: int = 9090
@@ -83,7 +84,8 @@ class StackOptions:
         ``PORT`` (8000), ``HOST`` (127.0.0.1), ``LOCAL_MAX_CONTAINERS`` (8 per function),
         ``LOCAL_IDLE_SECONDS`` (120: a container idle that long is retired; 0: never),
         ``LOCAL_SHUTDOWN_BUDGET_MS`` (500: from SIGTERM to SIGKILL when a container is retired),
-        ``LOCAL_REQUIRE_API_KEY`` (off), ``LOCAL_METRICS`` (1: start Pushgateway and Prometheus
+        ``LOCAL_REQUIRE_API_KEY`` (off), ``LOCAL_OPERATOR_API_KEY`` (off: the key of the operator
+        routes, POST /ab/...; with only LOCAL_REQUIRE_API_KEY set they refuse every key), ``LOCAL_METRICS`` (1: start Pushgateway and Prometheus
         when installed), ``LOCAL_PUSHGATEWAY_PORT`` (9091), ``LOCAL_PROMETHEUS_PORT`` (9090),
         ``LOCAL_EVENT_SOURCES`` (1: fire rate() schedules, poll SQS queues),
         ``LOCAL_RUNTIME_PACKAGES`` (``lambda`` or ``venv``), ``LOCAL_BUILD_DIR`` (.aws-sam/build),
@@ -104,6 +106,7 @@ class StackOptions:
             idle_seconds=float(env["LOCAL_IDLE_SECONDS"]) if env.get("LOCAL_IDLE_SECONDS") else DEFAULT_IDLE_SECONDS,
             shutdown_budget_ms=float(env["LOCAL_SHUTDOWN_BUDGET_MS"]) if env.get("LOCAL_SHUTDOWN_BUDGET_MS") else None,
             require_api_key=env.get("LOCAL_REQUIRE_API_KEY") or None,
+            operator_api_key=env.get("LOCAL_OPERATOR_API_KEY") or None,
             metrics=flag("LOCAL_METRICS", True),
             pushgateway_port=int(env.get("LOCAL_PUSHGATEWAY_PORT") or 9091),
             prometheus_port=int(env.get("LOCAL_PROMETHEUS_PORT") or 9090),
@@ -189,7 +192,8 @@ class LocalStack:
                 idle_seconds=opts.idle_seconds, shutdown_budget_ms=opts.shutdown_budget_ms)
 
         self.api = LocalApi(self.template.api_routes(), self.pools, stage=self.template.api_stage(),
-                            host=opts.host, port=opts.port, require_api_key=opts.require_api_key).start()
+                            host=opts.host, port=opts.port, require_api_key=opts.require_api_key,
+                            operator_api_key=opts.operator_api_key).start()
         if opts.event_sources:
             from local.events import EventSources
 
