@@ -72,6 +72,11 @@ class Day:
         return self.retrain == "deployed" and (self.live_version or "").startswith("rules-since-")
 
     @property
+    def relearned(self) -> bool:
+        """A model of a shifted market deployed for a property on rules (its onset found in the window)."""
+        return self.retrain == "deployed" and "when the newest outcomes began to disagree" in self.retrain_reason
+
+    @property
     def within_exploration_cost(self) -> bool:
         return self.loop >= self.rules - self.exploration_cost - TOLERANCE
 
@@ -96,7 +101,8 @@ class CurveRun:
     def drift_night(self) -> int | None:
         if self.shift_day is None:
             return None
-        return next((d.day for d in self.days if d.day >= self.shift_day and (d.drift or d.rolled_back)), None)
+        return next((d.day for d in self.days if d.day >= self.shift_day and (d.drift or d.rolled_back or d.relearned)),
+                    None)
 
     @property
     def recovery_days(self) -> int | None:

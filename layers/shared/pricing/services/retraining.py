@@ -57,7 +57,8 @@ from pricing.domain.limits import is_property_id
 from pricing.domain.outcomes import Outcome
 from pricing.domain.policy_evaluation import PolicyLift, calibration, miscalibrated, model_policy, policy_lift, rules_policy
 from pricing.domain.training import (
-    Evaluation, TrainingError, fit_conversion_model, insufficient_data, labels, outcome_features, predict, train_and_judge,
+    Evaluation, Judgement, Prior, TrainingError, fit_conversion_model, insufficient_data, labels, outcome_features, predict,
+    prior_from, split_holdout, train_and_judge,
 )
 from pricing.observability import metrics
 from pricing.observability.context import logger
@@ -214,6 +215,14 @@ def rollback_since(live_version: str | None) -> str | None:
     return _utc(since)
 
 
+def relearning_since(model: ConversionModel) -> str | None:
+    """When the outcomes a model relearning after a shift learns from begin (its prior's
+    ``since``), else None: its refits keep to the new market, with the same prior."""
+    prior = model.training.get("prior")
+    since = prior.get("since") if isinstance(prior, dict) else None
+    return since if isinstance(since, str) and _parse_utc(since) is not None else None
+
+
 def _newest_disagree(holdout: Evaluation) -> bool:
     """Whether the holdout's bookings are clearly off what the fit of the older outcomes predicts."""
     expected = holdout.n * holdout.mean_predicted
@@ -221,13 +230,15 @@ def _newest_disagree(holdout: Evaluation) -> bool:
     return miscalibrated((holdout.positives - expected) / spread, (holdout.positives - expected) / max(expected, 1e-12))
 
 
-def drift_onset(model: ConversionModel, recent: Sequence[Outcome]) -> datetime:
+def drift_onset(model: ConversionModel, recent: Sequence[Outcome], overall: float | None = None) -> datetime:
     """When the model started to miss: the earliest quote day from which every day's bookings
-    are off its predictions in the direction of the overall miss (``recent`` is time-ordered)."""
+    are off its predictions in the direction of the overall miss (``recent`` is time-ordered;
+    ``overall``, the relative miss to walk back with, defaults to the miss over ``recent``)."""
     days: dict[str, list[Outcome]] = {}
     for o in recent:
         days.setdefault(o.timestamp.astimezone(timezone.utc).strftime("%Y-%m-%d"), []).append(o)
-    overall = calibration(predict(model, recent), labels(recent))[1]
+    if overall is None:
+        overall = calibration(predict(model, recent), labels(recent))[1]
     onset = min(days)
     for day in sorted(days, reverse=True):
         error = calibration(predict(model, days[day]), labels(days[day]))[1]
@@ -293,9 +304,13 @@ class RetrainingService:
         now = self._clock()
         live_version, incumbent, unusable, base_price = self._live_model(property_id)
         window, unreadable = self._outcomes(property_id, now)
-        since = rollback_since(live_version) if incumbent is None else None
+        # Rolled back after drift, or a model learning from a drift's onset on: what came before
+        # describes a market that is gone -- but not its shape, which is the prior the next
+        # model starts from (``prior_from``).
+        since = rollback_since(live_version) if incumbent is None else relearning_since(incumbent)
+        prior: Prior | None = None
         if since is not None:
-            # Rolled back after drift: what came before describes a market that is gone.
+            prior = prior_from([o for o, _ in window if o.timestamp_utc < since], since)
             window = [(o, stored) for o, stored in window if o.timestamp_utc >= since]
         outcomes = [o for o, _ in window]
         result = PropertyResult(
@@ -360,6 +375,7 @@ class RetrainingService:
             # The live model earns less than rules now: a replacement learns only from the drift's
             # onset on and must beat rules; without one, rules price while the loop relearns.
             train_on = [o for o in outcomes if o.timestamp >= onset]
+            prior = prior_from([o for o in outcomes if o.timestamp < onset], _utc(onset))
             half_life = None
             if insufficient_data(train_on):
                 return self._roll_back(result, incumbent, recent, now, onset, *lost)
@@ -368,15 +384,25 @@ class RetrainingService:
         try:
             judgement = train_and_judge(
                 train_on, incumbent, property_id=property_id, version=version, trained_at=_utc(now),
-                base_price=base_price, half_life_days=half_life, against_rules=lost is not None,
+                base_price=base_price, half_life_days=half_life, against_rules=lost is not None, prior=prior,
             )
+            relearned = None
             if not judgement.deploy and half_life is None and _newest_disagree(judgement.candidate_holdout):
                 # The newest outcomes disagree with a fit of the whole window: the market moved
                 # inside it (a property on rules has no live model to measure drift against).
-                # A short memory gets one more chance; it must pass the same judgement.
+                # A model of the outcomes since the move, with the prior of what came before,
+                # gets one more chance -- else a short memory; either must pass the same judgement.
+                if incumbent is None and prior is None:
+                    relearned = self._relearn_since_shift(train_on, judgement.candidate_holdout, property_id=property_id,
+                                                          version=version, trained_at=_utc(now), base_price=base_price)
+                if relearned is not None:
+                    judgement = relearned
+            if relearned is None and not judgement.deploy and half_life is None and _newest_disagree(
+                    judgement.candidate_holdout):
                 retry = train_and_judge(
                     train_on, incumbent, property_id=property_id, version=version, trained_at=_utc(now),
                     base_price=base_price, half_life_days=DRIFT_HALF_LIFE_DAYS, against_rules=lost is not None,
+                    prior=prior,
                 )
                 if retry.deploy:
                     judgement = replace(retry, reason=f"{retry.reason} (short memory: the newest outcomes "
@@ -420,6 +446,31 @@ class RetrainingService:
         self.storage.set_model_status(property_id, version, DEPLOYED, judgement.reason)
         result.status, result.reason = DEPLOYED, judgement.reason
         return result
+
+    @staticmethod
+    def _relearn_since_shift(outcomes: list[Outcome], holdout: Evaluation, **judge_args) -> Judgement | None:
+        """A judged model of the outcomes since the demand of a property on rules shifted, with
+        the prior of the outcomes before (``prior_from``); None when no onset can be placed
+        inside the window or the outcomes since are too few.
+
+        The onset is found as for a live model (``drift_onset``): a fit of the older part of the
+        window is the reference, and the days are walked back while they miss in the direction
+        the newest outcomes do.
+        """
+        older = split_holdout(outcomes)[0]
+        reference, _ = fit_conversion_model(older, property_id="", version="reference", trained_at="")
+        expected = holdout.n * holdout.mean_predicted
+        onset = drift_onset(reference, outcomes, (holdout.positives - expected) / max(expected, 1e-12))
+        since = [o for o in outcomes if o.timestamp >= onset]
+        if len(since) == len(outcomes) or insufficient_data(since):
+            return None
+        prior = prior_from([o for o in outcomes if o.timestamp < onset], _utc(onset))
+        if prior is None:
+            return None
+        judgement = train_and_judge(since, None, prior=prior, **judge_args)
+        return replace(judgement, reason=f"{judgement.reason} (learning from {onset:%Y-%m-%d} on, when the newest "
+                                         f"outcomes began to disagree with the window, with a prior of the "
+                                         f"{len(outcomes) - len(since)} outcomes before)")
 
     @staticmethod
     def _versus_rules(incumbent: ConversionModel, outcomes: list[Outcome], recent: list[Outcome],
