@@ -7,7 +7,7 @@ import json
 import os
 import random
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 

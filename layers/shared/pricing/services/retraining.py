@@ -461,10 +461,9 @@ class RetrainingService:
                 if incumbent is None and prior is None:
                     relearned = self._relearn_since_shift(train_on, judgement.candidate_holdout, property_id=property_id,
                                                           version=version, trained_at=_utc(now), base_price=base_price)
-                if relearned is not None:
+                if relearned is not None and relearned.deploy:
                     judgement = relearned
-            if relearned is None and not judgement.deploy and half_life is None and _newest_disagree(
-                    judgement.candidate_holdout):
+            if not judgement.deploy and half_life is None and _newest_disagree(judgement.candidate_holdout):
                 retry = train_and_judge(
                     train_on, incumbent, property_id=property_id, version=version, trained_at=_utc(now),
                     base_price=base_price, half_life_days=DRIFT_HALF_LIFE_DAYS, against_rules=lost is not None,
