@@ -31,3 +31,18 @@ def test_a_short_loop_starts_on_rules_and_a_model_that_wins_takes_over():
     text = format_report([run], 1.0)
     assert "budget-hotel" in text and "PASS" in text
     assert all(met for what, met, _ in verdicts([run]) if "exploration cost" in what)
+
+
+def test_after_a_demand_shift_a_model_of_the_new_market_prices_from_the_second_night():
+    ski = next(c for c in CURVES if c.shift_day is not None)
+    run = run_curve(ski, days=10, quotes_per_day=160, held_out=10, seed=2, start=START)
+
+    shift = ski.shift_day
+    night = {d.day: d for d in run.days}
+    assert night[shift].rolled_back, night[shift].retrain_reason  # the first shifted night: back to rules
+    # The next night a model of the new market, learning from the onset with the prior of the
+    # market before it, goes live -- it had to beat rules like any first model.
+    assert night[shift + 1].retrain == "deployed" and night[shift + 1].retrain_reason.startswith("first model")
+    assert night[shift + 2].ml_share > 0.8
+    assert run.days[-1].policy > 0.95 and run.days[-1].loop > run.days[-1].rules + 0.3
+    assert all(d.within_exploration_cost for d in run.days)
