@@ -11,6 +11,9 @@ RetrainFunction's ``handler`` takes three kinds of event:
 * a manual invoke naming properties (``{"property_ids": [...], "force": true}``, bare or under
   ``detail``): those properties now, with the per-property results in the answer.
 
+Any of them may carry ``as_of`` (ISO 8601 with a time zone): the retrain runs as of that moment
+(``parse_request``).
+
 Why SQS for the fan-out (not asynchronous self-invocation or Step Functions): a message per
 batch gets retries, a dead-letter queue and concurrency control from the event source mapping
 for free, and 10,000 properties are 100 messages of 100 -- each invocation well inside the
@@ -20,13 +23,18 @@ Per property (``retrain_property``), the steps and their outcomes:
 
 1. read the live model (registry ``LIVE`` -> artifact) and the last ``WINDOW_DAYS`` of outcomes;
 2. too few outcomes or bookings (``training.MIN_*``): **skipped**;
-3. drift of the outcomes since the live model's training data (``pricing.domain.drift``);
+3. with a live model, the rules holdback guard first: its quotes' realised revenue since it went
+   live against the holdback's (``pricing.domain.holdback``); a significant loss rolls it back to
+   rules (**deployed**, ``LIVE`` = ``rules-since-<deploy>``);
+   then drift of the outcomes since the live model's training data (``pricing.domain.drift``);
    retrain when forced, when there is no usable live model, on drift, or when new outcomes
    worth ``NEW_OUTCOMES_SHARE`` of its training sample have arrived; otherwise **skipped**;
 4. fit and judge on a time-ordered holdout (``training.train_and_judge``): in *revenue*,
    against what prices the property now (rule-based pricing from the configured base price,
    or the live model), with the posterior's uncertainty; after detected drift the candidate
-   is fitted with a short memory (``DRIFT_HALF_LIFE_DAYS``); every candidate's
+   is fitted with a short memory (``DRIFT_HALF_LIFE_DAYS``); after a rollback, or a shift found
+   inside the window of a property on rules, it learns from the shift's onset on with a prior of
+   the outcomes before it (``training.prior_from``), as do its later refits; every candidate's
    artifact (``models/<property>/<version>.json``) and ``MODEL#<version>`` record are written;
 5. a losing candidate is **rejected**; a winning one is **deployed** by one conditional write of
    the ``LIVE`` pointer (expected incumbent version, or none): the artifact exists before the
