@@ -35,7 +35,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from statistics import median
@@ -46,6 +46,9 @@ OUT = ROOT / "bench" / "out"
 REQUIRED_SHARE = 0.95
 #: A day's loop may trail rules by its exploration cost plus this (rounding of shares).
 TOLERANCE = 0.002
+#: Day 1 of the simulated clock. Fixed, so a seed gives the same figures on any date (the
+#: weekdays of the stays move demand); in the past, so the HTTP loop's /learn accepts it.
+START = datetime(2026, 11, 17, tzinfo=timezone.utc)
 
 
 @dataclass
@@ -56,11 +59,13 @@ class Day:
     explored_share: float
     loop: float  # share of the oracle's expected revenue
     rules: float
-    policy: float
+    policy: float  # the model's policy on every quote: no exploration, no holdback
     exploration_cost: float
     pdr: float
     pir: float
     regret: float
+    holdback_share: float = 0.0  # share of quotes priced by rules as the holdback
+    holdback_cost: float = 0.0  # what the holdback quotes forwent against the model's policy
     retrain: str = ""
     retrain_reason: str = ""
     drift: bool = False
@@ -70,6 +75,11 @@ class Day:
     @property
     def rolled_back(self) -> bool:
         return self.retrain == "deployed" and (self.live_version or "").startswith("rules-since-")
+
+    @property
+    def relearned(self) -> bool:
+        """A model of a shifted market deployed for a property on rules (its onset found in the window)."""
+        return self.retrain == "deployed" and "when the newest outcomes began to disagree" in self.retrain_reason
 
     @property
     def within_exploration_cost(self) -> bool:
@@ -86,7 +96,7 @@ class CurveRun:
     def last(self, n: int = 3) -> dict:
         tail = self.days[-n:]
         mean = lambda name: sum(getattr(d, name) for d in tail) / len(tail)  # noqa: E731
-        return {k: mean(k) for k in ("loop", "rules", "policy", "exploration_cost")}
+        return {k: mean(k) for k in ("loop", "rules", "policy", "exploration_cost", "holdback_cost")}
 
     @property
     def first_deploy_night(self) -> int | None:
@@ -96,7 +106,8 @@ class CurveRun:
     def drift_night(self) -> int | None:
         if self.shift_day is None:
             return None
-        return next((d.day for d in self.days if d.day >= self.shift_day and (d.drift or d.rolled_back)), None)
+        return next((d.day for d in self.days if d.day >= self.shift_day and (d.drift or d.rolled_back or d.relearned)),
+                    None)
 
     @property
     def recovery_days(self) -> int | None:
@@ -108,11 +119,10 @@ class CurveRun:
         return next((d.day - self.shift_day for d in self.days if d.day >= self.shift_day and d.loop >= target), None)
 
 
-def _request(property_id: str, q, use_ml: bool):
-    from pricing.api.schemas import ScoreRequest
-
+def _request(property_id: str, q, use_ml: bool) -> dict:
+    """The /score request body of one market quote."""
     lo, hi = q.bounds
-    return ScoreRequest.model_validate({
+    return {
         "entity": {"userId": "market", "propertyId": property_id},
         "stay_date": q.stay_date.isoformat(),
         "quote_time": q.quote_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -122,30 +132,69 @@ def _request(property_id: str, q, use_ml: bool):
                    "comp_price_p90": round(q.market * 1.2, 2)},
         "costs": {"min_price": lo, "max_price": hi},
         "toggles": {"use_ml": use_ml},
-    })
+    }
+
+
+class InProcess:
+    """The loop's services in this process on the simulated clock, stores in memory
+    (``bench.memory_storage``). ``bench.bench_loop_http.Http`` is the same over ``make run``."""
+
+    def __init__(self, curve, seed: int, start: datetime, exploration_rate: float, holdback_rate: float):
+        from bench.memory_storage import MemoryStorage
+        from pricing.competitors import CompetitorClient
+        from pricing.services.ingestion import IngestionService
+        from pricing.services.retraining import RetrainingService
+        from pricing.services.scoring import ScoringService
+        from pricing.settings import Settings
+
+        self.now = start
+        clock = lambda: self.now  # noqa: E731
+        self.storage = MemoryStorage(clock)
+        settings = Settings(model_cache_ttl_seconds=300, exploration_rate=exploration_rate, holdback_rate=holdback_rate)
+        tokens = iter(range(10**9))
+        self.scoring = ScoringService(settings, self.storage, CompetitorClient("", "", 0.3),
+                                      clock=lambda: self.now.timestamp(),
+                                      new_token=lambda: f"{curve.name}-{seed}-{next(tokens):07d}")
+        # What the model's policy would have quoted where the holdback priced by rules.
+        self.pure = ScoringService(replace(settings, exploration_rate=0.0, holdback_rate=0.0), self.storage,
+                                   CompetitorClient("", "", 0.3), clock=lambda: self.now.timestamp())
+        self.ingestion = IngestionService(self.storage, clock=clock)
+        self.retraining = RetrainingService(settings, self.storage, clock=clock)
+
+    def configure(self, property_id: str, base_price: float) -> None:
+        self.storage.put_property_config(property_id, base_price)
+
+    def score(self, body: dict) -> dict:
+        from pricing.api.schemas import ScoreRequest
+
+        return self.scoring.score(ScoreRequest.model_validate(body))
+
+    def policy_price(self, body: dict) -> float:
+        from pricing.api.schemas import ScoreRequest
+
+        return self.pure.score(ScoreRequest.model_validate(body))["price"]
+
+    def learn(self, outcomes: list[dict]) -> dict:
+        return self.ingestion.ingest(outcomes).to_response()
+
+    def retrain(self, property_id: str) -> dict:
+        """The nightly retrain, as the cron event runs it; this property's result."""
+        answer = self.retraining.handle({"detail": {"force": False}})
+        (r,) = [x for x in answer["results"] if x["property_id"] == property_id]
+        return r
+
+    def live_version(self, property_id: str) -> str | None:
+        return self.storage.get_property_record(property_id).live_version
 
 
 def run_curve(curve, *, days: int, quotes_per_day: int, held_out: int, seed: int, start: datetime,
-              exploration_rate: float = 0.1) -> CurveRun:
+              exploration_rate: float = 0.1, holdback_rate: float = 0.05, services=None) -> CurveRun:
+    """One property's loop, day by day, through ``services`` (``InProcess`` unless given)."""
     from bench.loop_market import Market
-    from bench.memory_storage import MemoryStorage
-    from pricing.competitors import CompetitorClient
-    from pricing.services.ingestion import IngestionService
-    from pricing.services.retraining import RetrainingService
-    from pricing.services.scoring import ScoringService
-    from pricing.settings import Settings
 
-    clock = {"now": start}
-    storage = MemoryStorage(lambda: clock["now"])
-    settings = Settings(model_cache_ttl_seconds=300, exploration_rate=exploration_rate)
-    tokens = iter(range(10**9))
-    scoring = ScoringService(settings, storage, CompetitorClient("", "", 0.3),
-                             clock=lambda: clock["now"].timestamp(),
-                             new_token=lambda: f"{curve.name}-{seed}-{next(tokens):07d}")
-    ingestion = IngestionService(storage, clock=lambda: clock["now"])
-    retraining = RetrainingService(settings, storage, clock=lambda: clock["now"])
+    loop = services or InProcess(curve, seed, start, exploration_rate, holdback_rate)
     property_id = f"loop-{curve.name}"
-    storage.put_property_config(property_id, curve.base_price)
+    loop.configure(property_id, curve.base_price)
     market = Market(curve, seed)
     held_market = Market(curve, seed + 10_000)
     booking_rng = random.Random(f"book:{curve.name}:{seed}")
@@ -153,18 +202,23 @@ def run_curve(curve, *, days: int, quotes_per_day: int, held_out: int, seed: int
 
     for day in range(days):
         day_start = start + timedelta(days=day)
-        totals = dict(loop=0.0, rules=0.0, policy=0.0, oracle=0.0)
-        outcomes, ml, explored = [], 0, 0
+        totals = dict(loop=0.0, rules=0.0, policy=0.0, oracle=0.0, held=0.0, held_model=0.0)
+        outcomes, ml, explored, held = [], 0, 0, 0
         for i in range(quotes_per_day):
-            clock["now"] = day_start + timedelta(hours=8, seconds=i * 14 * 3600 / quotes_per_day)
-            q = market.quote(clock["now"])
-            answer = scoring.score(_request(property_id, q, True))
+            loop.now = day_start + timedelta(hours=8, seconds=i * 14 * 3600 / quotes_per_day)
+            q = market.quote(loop.now)
+            answer = loop.score(_request(property_id, q, True))
             price, safety = answer["price"], answer["safety"]
             policy_price = safety["exploration"]["policy_price"] or price
-            rules_price = scoring.score(_request(property_id, q, False))["price"]
+            rules_price = loop.score(_request(property_id, q, False))["price"]
             oracle_price = market.oracle_price(q, day + 1)
             p_book = market.probability(q, price, day + 1)
             totals["loop"] += price * p_book
+            if safety["holdback"]:
+                held += 1
+                totals["held"] += policy_price * market.probability(q, policy_price, day + 1)
+                policy_price = loop.policy_price(_request(property_id, q, True))
+                totals["held_model"] += policy_price * market.probability(q, policy_price, day + 1)
             totals["policy"] += policy_price * market.probability(q, policy_price, day + 1)
             totals["rules"] += rules_price * market.probability(q, rules_price, day + 1)
             totals["oracle"] += oracle_price * market.probability(q, oracle_price, day + 1)
@@ -180,19 +234,19 @@ def run_curve(curve, *, days: int, quotes_per_day: int, held_out: int, seed: int
                 "comp_p10": round(q.market * 0.85, 2), "comp_p50": q.market, "comp_p90": round(q.market * 1.2, 2),
                 "context": {"occupancy": q.occupancy, "day_of_week": q.stay_date.weekday(), "los": q.los},
             })
-        clock["now"] = day_start + timedelta(hours=23)
-        result = ingestion.ingest(outcomes)
-        if result.invalid:
-            raise SystemExit(f"{curve.name}: /learn refused outcomes: {result.errors[:3]}")
+        loop.now = day_start + timedelta(hours=23)
+        result = loop.learn(outcomes)
+        if result["invalid"]:
+            raise SystemExit(f"{curve.name}: /learn refused outcomes: {result['errors'][:3]}")
 
         # KDD'18 offline metrics of today's policy on held-out outcomes at random prices.
         decreases = unbooked = increases = 0
         regrets = []
         for _ in range(held_out):
-            q = held_market.quote(clock["now"] - timedelta(hours=1))
+            q = held_market.quote(loop.now - timedelta(hours=1))
             quoted = round(q.market * held_market.rng.uniform(0.5, 2.0), 2)
             booked = held_market.rng.random() < held_market.probability(q, quoted, day + 1)
-            suggested = scoring.score(_request(property_id, q, True))["safety"]["exploration"]["policy_price"]
+            suggested = loop.score(_request(property_id, q, True))["safety"]["exploration"]["policy_price"]
             if booked:
                 increases += suggested > quoted
                 regrets.append(max(0.0, (quoted - suggested) / quoted))
@@ -204,18 +258,21 @@ def run_curve(curve, *, days: int, quotes_per_day: int, held_out: int, seed: int
         record = Day(
             day=day + 1, quotes=quotes_per_day, ml_share=ml / quotes_per_day, explored_share=explored / quotes_per_day,
             loop=totals["loop"] / oracle, rules=totals["rules"] / oracle, policy=totals["policy"] / oracle,
-            exploration_cost=(totals["policy"] - totals["loop"]) / oracle,
+            # policy = loop + exploration cost + holdback cost: the holdback quotes forwent what
+            # the model's price would have earned on them.
+            exploration_cost=(totals["policy"] - totals["loop"] - totals["held_model"] + totals["held"]) / oracle,
+            holdback_share=held / quotes_per_day,
+            holdback_cost=(totals["held_model"] - totals["held"]) / oracle,
             pdr=decreases / unbooked if unbooked else 0.0, pir=increases / len(regrets) if regrets else 0.0,
             regret=median(regrets) if regrets else 0.0,
         )
         # The nightly retrain, as the cron event runs it.
-        clock["now"] = day_start + timedelta(days=1, hours=3)
-        answer = retraining.handle({"detail": {"force": False}})
-        (r,) = [x for x in answer["results"] if x["property_id"] == property_id]
+        loop.now = day_start + timedelta(days=1, hours=3)
+        r = loop.retrain(property_id)
         record.retrain, record.retrain_reason = r["status"], r["reason"]
         record.drift = bool(r.get("drift") and r["drift"].get("detected"))
         record.guard = (r.get("evaluation") or {}).get("rollback_guard")
-        record.live_version = storage.get_property_record(property_id).live_version
+        record.live_version = loop.live_version(property_id)
         run.days.append(record)
     return run
 
@@ -229,8 +286,13 @@ def verdicts(runs: list[CurveRun]) -> list[tuple[str, bool, str]]:
                     f"days below: {bad}" if bad else "every day"))
         last = run.last()
         if run.representable:
-            out.append((f"{run.curve}: last 3 days >= {REQUIRED_SHARE:.0%} of the oracle", last["loop"] >= REQUIRED_SHARE,
-                        f"{last['loop']:.1%}"))
+            # The learning loop's own share: what was quoted, exploration included, the rules
+            # holdback's quotes valued at the model's price (the holdback is the operator's
+            # monitoring arm, HOLDBACK_RATE; its cost is reported beside it).
+            learning = last["loop"] + last["holdback_cost"]
+            out.append((f"{run.curve}: last 3 days >= {REQUIRED_SHARE:.0%} of the oracle (holdback at the model's price)",
+                        learning >= REQUIRED_SHARE,
+                        f"{learning:.1%}; as quoted, with the holdback's {last['holdback_cost']:.2%}: {last['loop']:.1%}"))
         out.append((f"{run.curve}: last 3 days beat rules", last["loop"] > last["rules"],
                     f"{last['loop']:.1%} vs {last['rules']:.1%}"))
         if run.shift_day is not None:
@@ -247,25 +309,29 @@ def format_report(runs: list[CurveRun], seconds: float) -> str:
         form = "model's form" if run.representable else "outside the model's form"
         shift = f", demand shift on day {run.shift_day}" if run.shift_day else ""
         lines.append(f"{run.curve} ({form}{shift})")
-        lines.append(f"  {'day':>3} {'ML':>5} {'expl':>5} {'loop':>7} {'rules':>7} {'policy':>7} {'x-cost':>7} "
-                     f"{'ok':>3} {'PDR':>5} {'PIR':>5} {'regret':>6}  night's retrain")
+        lines.append(f"  {'day':>3} {'ML':>5} {'expl':>5} {'hold':>5} {'loop':>7} {'rules':>7} {'policy':>7} {'x-cost':>7} "
+                     f"{'h-cost':>7} {'ok':>3} {'PDR':>5} {'PIR':>5} {'regret':>6}  night's retrain")
         for d in run.days:
             lines.append(
-                f"  {d.day:>3} {d.ml_share:>5.0%} {d.explored_share:>5.0%} {d.loop:>7.1%} {d.rules:>7.1%} {d.policy:>7.1%} "
-                f"{d.exploration_cost:>7.2%} {'yes' if d.within_exploration_cost else 'NO':>3} {d.pdr:>5.2f} {d.pir:>5.2f} "
+                f"  {d.day:>3} {d.ml_share:>5.0%} {d.explored_share:>5.0%} {d.holdback_share:>5.0%} {d.loop:>7.1%} "
+                f"{d.rules:>7.1%} {d.policy:>7.1%} {d.exploration_cost:>7.2%} {d.holdback_cost:>7.2%} "
+                f"{'yes' if d.within_exploration_cost else 'NO':>3} {d.pdr:>5.2f} {d.pir:>5.2f} "
                 f"{d.regret:>6.3f}  {'rolled back' if d.rolled_back else d.retrain}{' (drift)' if d.drift else ''}: "
                 f"{d.retrain_reason[:110]}")
         lines.append("")
     lines.append("Summary (last three days)")
-    lines.append(f"  {'curve':<17} {'form':<8} {'loop':>7} {'rules':>7} {'x-cost':>7} {'1st deploy':>10}  shift")
+    lines.append(f"  {'curve':<17} {'form':<8} {'loop':>7} {'rules':>7} {'x-cost':>7} {'h-cost':>7} {'1st deploy':>10}  shift")
     for run in runs:
         last = run.last()
         shift = "-" if run.shift_day is None else (
             f"drift on night {run.drift_night}, recovered in {run.recovery_days} day(s)")
         lines.append(f"  {run.curve:<17} {'model' if run.representable else 'outside':<8} {last['loop']:>7.1%} "
-                     f"{last['rules']:>7.1%} {last['exploration_cost']:>7.2%} {str(run.first_deploy_night or '-'):>10}  {shift}")
-    lines += ["", "loop: what was quoted (exploration included); rules: use_ml=false on the same quotes; policy: the loop",
-              "without its exploration; x-cost: policy - loop; ok: loop >= rules - x-cost. PDR/PIR/regret: Ye et al.,",
+                     f"{last['rules']:>7.1%} {last['exploration_cost']:>7.2%} {last['holdback_cost']:>7.2%} "
+                     f"{str(run.first_deploy_night or '-'):>10}  {shift}")
+    lines += ["", "loop: what was quoted (exploration and holdback included); rules: use_ml=false on the same quotes;",
+              "policy: the model's policy on every quote (no exploration, no holdback); hold: share of quotes priced",
+              "by rules as the holdback; x-cost, h-cost: what exploration and the holdback cost (policy - loop =",
+              "x-cost + h-cost); ok: loop >= rules - x-cost. PDR/PIR/regret: Ye et al.,",
               "KDD 2018, of the day's policy on held-out outcomes at random prices. 1st deploy: the night the first",
               f"model went live. {seconds:.0f} s.", ""]
     for what, met, detail in verdicts(runs):
@@ -318,17 +384,19 @@ def plot(runs: list[CurveRun], path: Path) -> None:
     plt.close(fig)
 
 
-def run(days: int, quotes: int, held_out: int, seed: int, png: Path, curves=None) -> tuple[list[CurveRun], str]:
+def run(days: int, quotes: int, held_out: int, seed: int, png: Path, curves=None,
+        holdback_rate: float = 0.05) -> tuple[list[CurveRun], str]:
     from bench.loop_market import CURVES
 
     started = time.perf_counter()
-    start = (datetime.now(timezone.utc) - timedelta(days=days + 2)).replace(hour=0, minute=0, second=0, microsecond=0)
-    runs = [run_curve(c, days=days, quotes_per_day=quotes, held_out=held_out, seed=seed, start=start)
+    start = START
+    runs = [run_curve(c, days=days, quotes_per_day=quotes, held_out=held_out, seed=seed, start=start,
+                      holdback_rate=holdback_rate)
             for c in (curves or CURVES)]
     text = format_report(runs, time.perf_counter() - started)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "loop.json").write_text(json.dumps({
-        "days": days, "quotes_per_day": quotes, "seed": seed,
+        "days": days, "quotes_per_day": quotes, "seed": seed, "holdback_rate": holdback_rate,
         "curves": [{"curve": r.curve, "representable": r.representable, "shift_day": r.shift_day,
                     "last3": r.last(), "first_deploy_night": r.first_deploy_night, "drift_night": r.drift_night,
                     "recovery_days": r.recovery_days, "days": [asdict(d) for d in r.days]} for r in runs],
@@ -344,12 +412,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quotes", type=int, default=160, help="quotes per simulated day")
     parser.add_argument("--held-out", type=int, default=150, help="held-out outcomes per day for the offline metrics")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--holdback", type=float, default=0.05, help="rules holdback share of modelled quotes")
     parser.add_argument("--png", type=Path, default=OUT / "loop.png")
     args = parser.parse_args(argv)
     for name in ("PUSHGATEWAY_URL", "SENTRY_DSN"):
         os.environ.pop(name, None)
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    runs, text = run(args.days, args.quotes, args.held_out, args.seed, args.png)
+    runs, text = run(args.days, args.quotes, args.held_out, args.seed, args.png, holdback_rate=args.holdback)
     print(text)
     print(f"\nfigures: {OUT / 'loop.json'}, learning curves: {args.png}")
     return 0 if all(met for _, met, _ in verdicts(runs)) else 1

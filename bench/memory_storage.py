@@ -34,7 +34,8 @@ class MemoryStorage:
 
     def get_property_record(self, property_id: str) -> PropertyRecord:
         live = self.live.get(property_id, {})
-        return PropertyRecord(property_id, self.base_prices.get(property_id), live.get("version"), live.get("artifact_key"))
+        return PropertyRecord(property_id, self.base_prices.get(property_id), live.get("version"), live.get("artifact_key"),
+                              live.get("deployed_at"))
 
     def load_artifact(self, key: str) -> Any:
         return copy.deepcopy(self.artifacts[key])

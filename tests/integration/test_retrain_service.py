@@ -4,9 +4,11 @@ guarded deployment, crash safety, fan-out and SQS batches, and scoring picking u
 from __future__ import annotations
 
 import json
+import os
+import random
 import time
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -15,14 +17,18 @@ from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures; puts l
 from pricing.api.schemas import ScoreRequest
 from pricing.competitors import CompetitorClient
 from pricing.domain.conversion_model import ConversionModel
-from pricing.domain.simulator import CURVES, DemandCurve, simulate_outcomes
+from pricing.domain.simulator import CURVES, HISTORY_DAYS, DemandCurve, simulate_outcomes
 from pricing.services import retraining
 from pricing.services.ingestion import IngestionService
 from pricing.services.retraining import RetrainingService, artifact_key
 from pricing.services.scoring import ScoringService
 from pricing.storage import LIVE_RECORD, Storage, StorageUnavailable
 
-NOW = datetime.now(timezone.utc)
+#: Every timestamp here is fixed: the simulated outcomes' weekdays move demand, so data drawn
+#: around the real date made the revenue gate's figures change from day to day (a lower bound of
+#: +0.9% against the +1% bar in one run). ``RETRAIN_TEST_NOW`` moves it, to check that no test
+#: sits on a knife edge.
+NOW = datetime.fromisoformat(os.environ.get("RETRAIN_TEST_NOW", "2026-11-25T12:00:00+00:00"))
 CITY, RESORT, SKI = CURVES[0], CURVES[1], CURVES[2]
 
 
@@ -39,6 +45,21 @@ class LambdaContext:
         return self.remaining_ms
 
 
+class Clock:
+    """The tests' clock: every service and the store read it. It ticks a millisecond per
+    reading -- deterministic, and two runs never share a model version -- and jumps when told."""
+
+    def __init__(self, now: datetime):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(milliseconds=1)
+        return self.now
+
+    def advance(self, **delta) -> None:
+        self.now += timedelta(**delta)
+
+
 class Crash(BaseException):
     """The process dying mid-run (not an Exception: nothing in the service may catch it)."""
 
@@ -46,15 +67,16 @@ class Crash(BaseException):
 @pytest.fixture
 def stack(aws):  # noqa: F811
     settings = aws.settings()
-    storage = Storage(settings)
+    clock = Clock(NOW)
+    storage = Storage(settings, clock=clock)
 
     class Stack:
         pass
 
     s = Stack()
-    s.aws, s.settings, s.storage = aws, settings, storage
-    s.service = RetrainingService(settings, storage)
-    s.ingest = lambda outcomes: IngestionService(storage).ingest(outcomes)
+    s.aws, s.settings, s.storage, s.clock = aws, settings, storage, clock
+    s.service = RetrainingService(settings, storage, clock=clock)
+    s.ingest = lambda outcomes: IngestionService(storage, clock=clock).ingest(outcomes)
     return s
 
 
@@ -115,7 +137,7 @@ def test_a_first_model_deployed_after_a_no_model_quote_prices_within_the_negativ
     assert first["safety"]["pricing_method"] == "rule_based"
     assert any("no model deployed" in r for r in first["reasons"]), first["reasons"]
 
-    learn(stack, CITY, 1200, property_id="hotel-first")
+    learn(stack, CITY, 1200, seed=3, property_id="hotel-first")
     (result,) = stack.service.handle({"property_ids": ["hotel-first"]}, LambdaContext())["results"]
     assert result["status"] == "deployed", result
     deployed_at = time.monotonic()
@@ -126,7 +148,7 @@ def test_a_first_model_deployed_after_a_no_model_quote_prices_within_the_negativ
 
 
 def test_first_model_is_deployed_and_scoring_prices_with_it(stack):
-    learn(stack, CITY, 1200, property_id="hotel-a")
+    learn(stack, CITY, 1200, seed=3, property_id="hotel-a")
 
     answer = stack.service.handle({"property_ids": ["hotel-a"]}, LambdaContext())
 
@@ -149,7 +171,7 @@ def test_first_model_is_deployed_and_scoring_prices_with_it(stack):
 
 
 def test_drifted_data_retrains_and_deploys_without_force(stack):
-    old = simulate_outcomes(CITY, 700, seed=3, now=NOW - timedelta(days=40), property_id="hotel-b", occupancy=(0.0, 0.5))
+    old = simulate_outcomes(CITY, 1000, seed=3, now=NOW - timedelta(days=40), property_id="hotel-b", occupancy=(0.0, 0.5))
     stack.ingest(old)
     first = stack.service.handle({"property_ids": ["hotel-b"]}, LambdaContext())["results"][0]
     assert first["status"] == "deployed"
@@ -184,6 +206,7 @@ def test_drifted_data_retrains_and_deploys_without_force(stack):
 def test_late_reported_outcomes_count_as_unseen_for_drift(stack):
     learn(stack, CITY, 1000, seed=3, property_id="hotel-late", occupancy=(0.0, 0.5))
     assert stack.service.handle({"property_ids": ["hotel-late"]}, LambdaContext())["results"][0]["status"] == "deployed"
+    stack.clock.advance(minutes=5)
 
     # Quoted before the model's data ends, reported only now, from a market that has filled up.
     moved = replace(CITY, name="city-hotel-late", intercept=1.2, price_effect=-1.6)
@@ -196,8 +219,97 @@ def test_late_reported_outcomes_count_as_unseen_for_drift(stack):
     assert any("occupancy" in t for t in result["triggers"])
 
 
+def arms_since(deployed: datetime, n: int, *, model: tuple[float, float], rules: tuple[float, float],
+               property_id: str, seed: int = 1) -> list[dict]:
+    """``n`` outcomes quoted after ``deployed``: about 8% of them the rules holdback (tagged),
+    the others the live model's; each arm books at its (price, probability)."""
+    rng = random.Random(seed)
+    span = (NOW - deployed).total_seconds() - 600
+    out = []
+    for i in range(n):
+        held = rng.random() < 0.08
+        price, p = rules if held else model
+        out.append({
+            "property_id": property_id,
+            "timestamp": (deployed + timedelta(seconds=60 + span * i / n)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "quoted_price": price, "accepted": rng.random() < p,
+            "quote_id": f"hb-{seed}-{i}" + (".hb" if held else ".x0p0.9"),
+            "stay_date": (NOW + timedelta(days=10 + i % 30)).date().isoformat(),
+            "context": {"occupancy": 0.5},
+        })
+    return out
+
+
+def test_the_holdback_guard_rolls_back_a_model_that_earns_less_than_rules_in_realised_revenue(stack, monkeypatch):
+    deployed = NOW - timedelta(days=10)
+    key = artifact_key("hb-loser", "v-loser")
+    stack.storage.put_artifact(key, CITY.true_model("hb-loser", "v-loser").to_artifact())
+    stack.storage.swap_live_model("hb-loser", "v-loser", key, expected_version=None, deployed_at=deployed.isoformat())
+    # The model's quotes earn 0.08 x 150 = 12 a quote, the holdback's 0.5 x 100 = 50.
+    stack.ingest(arms_since(deployed, 1500, model=(150.0, 0.08), rules=(100.0, 0.5), property_id="hb-loser"))
+    rollbacks = []
+    monkeypatch.setattr(retraining.metrics, "track_rollback", lambda property_id: rollbacks.append(property_id))
+
+    result = stack.service.handle({"property_ids": ["hb-loser"]}, LambdaContext())["results"][0]
+
+    guard = result["evaluation"]["holdback_guard"]
+    assert guard["enough"] and guard["model_loses"], guard
+    assert guard["holdback_quotes"] >= 50 and guard["upper"] < 0 and guard["relative"] < -0.5
+    assert result["status"] == "deployed"
+    assert result["reason"].startswith("rolled back to rule-based pricing: live model v-loser earned")
+    assert "rules holdback" in result["reason"]
+    assert result["version"] == "rules-since-" + deployed.strftime("%Y%m%dT%H%M%SZ")
+    assert live(stack, "hb-loser")["version"] == result["version"] and live(stack, "hb-loser").get("artifact_key") is None
+    assert model_record_status(stack, "hb-loser", "v-loser") == "rolled_back"
+    assert rollbacks == ["hb-loser"]
+    assert score(stack, "hb-loser")["safety"]["pricing_method"] == "rule_based"
+
+
+@pytest.mark.parametrize("model_arm, n", [((100.0, 0.52), 1500), ((150.0, 0.08), 300)],
+                         ids=["as-good-as-rules", "too-few-holdback-quotes"])
+def test_the_holdback_guard_keeps_a_model_that_does_not_lose_or_cannot_be_judged_yet(stack, model_arm, n):
+    deployed = NOW - timedelta(days=10)
+    key = artifact_key("hb-keep", "v-keep")
+    stack.storage.put_artifact(key, CITY.true_model("hb-keep", "v-keep").to_artifact())
+    stack.storage.swap_live_model("hb-keep", "v-keep", key, expected_version=None, deployed_at=deployed.isoformat())
+    stack.ingest(arms_since(deployed, n, model=model_arm, rules=(100.0, 0.5), property_id="hb-keep", seed=2))
+
+    result = stack.service.handle({"property_ids": ["hb-keep"]}, LambdaContext())["results"][0]
+
+    guard = result["evaluation"]["holdback_guard"]
+    assert not guard["model_loses"], guard
+    assert guard["enough"] == (n == 1500)
+    assert "rules holdback" not in result["reason"]
+    assert model_record_status(stack, "hb-keep", "v-keep") != "rolled_back" or "holdback" not in result["reason"]
+
+
+def model_record_status(stack, property_id: str, version: str) -> str | None:
+    records = stack.storage.list_model_records(property_id)
+    return next((r.get("status") for r in records if str(r.get("record", "")).endswith("#" + version)), None)
+
+
+def test_a_retrain_as_of_a_past_moment_sees_only_what_was_quoted_by_then(stack):
+    learn(stack, CITY, 1000, property_id="as-of")
+    as_of = NOW - timedelta(days=HISTORY_DAYS / 2)
+
+    answer = stack.service.handle({"detail": {"property_ids": ["as-of"], "as_of": as_of.strftime("%Y-%m-%dT%H:%M:%SZ")}},
+                                  LambdaContext())
+
+    (result,) = answer["results"]
+    assert 400 < result["outcomes"] < 600  # about half the outcomes were quoted by then
+    assert result["version"].startswith(as_of.strftime("%Y%m%dT%H%M%SZ"))
+    model = live_model(stack, "as-of") if result["status"] == "deployed" else None
+    if model is not None:
+        assert model.trained_at.startswith(as_of.strftime("%Y-%m-%dT%H:%M:%S"))
+        assert model.training["data_end"] <= as_of.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with pytest.raises(retraining.InvalidRetrainEvent):
+        stack.service.handle({"detail": {"as_of": (NOW + timedelta(hours=1)).isoformat()}}, LambdaContext())
+    with pytest.raises(retraining.InvalidRetrainEvent):
+        stack.service.handle({"detail": {"as_of": "2026-11-25T03:00:00"}}, LambdaContext())  # no time zone
+
+
 def test_without_drift_or_new_data_the_property_is_skipped(stack):
-    learn(stack, CITY, 400, property_id="hotel-c")
+    learn(stack, CITY, 1200, seed=2, property_id="hotel-c")
     assert stack.service.handle({"property_ids": ["hotel-c"]}, LambdaContext())["results"][0]["status"] == "deployed"
 
     again = stack.service.handle({"property_ids": ["hotel-c"]}, LambdaContext())["results"][0]
@@ -285,8 +397,8 @@ def test_a_crash_mid_run_leaves_the_registry_pointing_at_a_loadable_model(stack,
 
 
 def test_one_property_failing_does_not_stop_the_others(stack, monkeypatch):
-    for i, pid in enumerate(("p-a", "p-b", "p-c")):
-        learn(stack, CITY, 1000, seed=10 + i, property_id=pid)
+    for seed, n, pid in ((2, 1200, "p-a"), (11, 300, "p-b"), (12, 1200, "p-c")):
+        learn(stack, CITY, n, seed=seed, property_id=pid)
     real = Storage.read_outcomes
 
     def failing_for_b(self, property_id, since, limit=None):
@@ -308,11 +420,11 @@ def test_one_property_failing_does_not_stop_the_others(stack, monkeypatch):
 
 
 def test_scheduled_run_fans_out_batches_to_the_queue_and_each_batch_retrains(stack):
-    for i, pid in enumerate(("f-1", "f-2", "f-3")):
-        learn(stack, CITY, 500, seed=1 + i, property_id=pid)
+    for seed, pid in zip((2, 3, 12), ("f-1", "f-2", "f-3")):
+        learn(stack, CITY, 1200, seed=seed, property_id=pid)
     queue_url = stack.aws.queue_urls["RetrainQueue"]
     service = RetrainingService(
-        replace(stack.settings, retrain_queue_url=queue_url, retrain_batch_size=2), stack.storage
+        replace(stack.settings, retrain_queue_url=queue_url, retrain_batch_size=2), stack.storage, clock=stack.clock
     )
 
     answer = service.handle({"detail": {"force": False}}, LambdaContext())
@@ -334,7 +446,7 @@ def test_scheduled_run_fans_out_batches_to_the_queue_and_each_batch_retrains(sta
 
 
 def test_scheduled_run_without_a_queue_retrains_inline(stack):
-    learn(stack, CITY, 500, property_id="inline-1")
+    learn(stack, CITY, 1200, seed=3, property_id="inline-1")
     learn(stack, CITY, 50, seed=2, property_id="inline-2")
 
     answer = stack.service.handle({"detail": {}}, LambdaContext())
@@ -359,7 +471,7 @@ def test_malformed_events(stack):
 
 
 def test_the_lambda_handler_runs_the_service(stack, monkeypatch):
-    learn(stack, CITY, 500, property_id="handler-1")
+    learn(stack, CITY, 1200, seed=12, property_id="handler-1")
     monkeypatch.setattr(retraining, "_service", stack.service)
 
     answer = retraining.handler({"detail": {"property_ids": ["handler-1"], "force": False}}, LambdaContext())

@@ -61,7 +61,7 @@ def test_spec_example_returns_every_field(handler):
     assert body["conf_band"]["lower"] <= body["price"] <= body["conf_band"]["upper"]
     assert {"occ_now", "occ_end_bucket"} <= set(body["expected"])
     assert set(body["safety"]) == {"pricing_method", "ab_variant", "experiment_id", "model_version", "quote_id", "exploration",
-                                   "competitor_data", "clamped"}
+                                   "holdback", "competitor_data", "clamped"}
     assert body["safety"]["pricing_method"] == "rule_based"  # no store reachable: rules, and why
     assert any("Fell back to rule-based" in r for r in body["reasons"])
     assert body["safety"]["competitor_data"]["p50"] == 120.0

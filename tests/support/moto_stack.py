@@ -39,6 +39,8 @@ class AwsStack:
 
     def settings(self, **overrides) -> Settings:
         values = dict(
+            # As the suite's environment says (tests/conftest.py: off unless a test turns it on).
+            holdback_rate=float(os.environ.get("HOLDBACK_RATE") or 0.0),
             artifacts_bucket=self.names["ArtifactsBucket"],
             outcomes_table=self.names["OutcomesTable"],
             registry_table=self.names["ModelRegistryTable"],

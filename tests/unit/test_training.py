@@ -180,3 +180,31 @@ def test_an_infinite_z_is_reported_as_none():
     same_gap = compare(np.full(5, 0.4), np.full(5, 0.5))
     assert same_gap.significant
     assert same_gap.as_dict()["z"] is None
+
+
+def test_a_prior_from_the_market_before_a_shift_leaves_the_level_free_and_helps_a_small_new_sample():
+    from dataclasses import replace as _replace
+
+    from pricing.domain.training import PRIOR_OUTCOMES, fit_conversion_model, labels, log_losses, prior_from
+
+    before = outcomes_of(CITY, 3000, seed=21, history_days=60)
+    prior = prior_from(before, "2026-11-26T00:00:00.000000Z")
+    assert prior is not None and prior.outcomes == PRIOR_OUTCOMES
+    assert not prior.precision[0].any() and not prior.precision[:, 0].any()  # the intercept is free
+    assert np.all(np.linalg.eigvalsh(prior.precision[1:, 1:]) > 0)
+    assert prior_from(before[:100], "x") is None  # too few to fit
+
+    # The market moves: fewer guests at any price. A day's worth of the new market, then fresh quotes.
+    moved = _replace(CITY, name="city-moved", intercept=CITY.intercept - 0.9)
+    small, fresh = outcomes_of(moved, 240, seed=22, history_days=2), outcomes_of(moved, 4000, seed=23, history_days=2)
+    with_prior, _ = fit_conversion_model(small, property_id="p", version="v", trained_at="t", prior=prior)
+    alone, _ = fit_conversion_model(small, property_id="p", version="v", trained_at="t")
+    old, _ = fit_conversion_model(before, property_id="p", version="v", trained_at="t")
+    loss = {name: float(np.mean(log_losses(predict(m, fresh), labels(fresh))))
+            for name, m in (("prior", with_prior), ("alone", alone), ("old", old))}
+    assert loss["prior"] < loss["alone"] and loss["prior"] < loss["old"], loss
+    # Its intercept moved with the new market; the artifact records the prior and where it starts.
+    assert with_prior.coefficients["intercept"] < old.coefficients["intercept"]
+    assert with_prior.training["prior"]["since"] == "2026-11-26T00:00:00.000000Z"
+    lo, hi = with_prior.ratio_range
+    assert lo <= prior.ratio_range[0] and hi >= prior.ratio_range[1]

@@ -62,6 +62,8 @@ class Settings:
     ``METRICS_MAX_PROPERTY_LABELS``                 distinct property_id label values per container
     ``EXPLORATION_RATE``                            share of quotes priced at a neighbour of the optimum (0-0.25, default 0.1)
     ``EXPLORATION_DISABLED_PROPERTIES``             comma-separated property ids that never explore
+    ``HOLDBACK_RATE``                               share of a modelled property's quotes priced by rules (0-0.2, default 0.05)
+    ``HOLDBACK_DISABLED_PROPERTIES``                comma-separated property ids without a rules holdback
     ``AWS_LAMBDA_FUNCTION_NAME``, ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``  set by Lambda
     ``AWS_LAMBDA_RUNTIME_API``                      set by Lambda: a runtime client serves this process
     """
@@ -98,6 +100,12 @@ class Settings:
     metrics_max_property_labels: int = 200
     exploration_rate: float = 0.1
     exploration_disabled_properties: frozenset[str] = frozenset()
+    holdback_rate: float = 0.05
+    holdback_disabled_properties: frozenset[str] = frozenset()
+
+    def holdback_rate_for(self, property_id: str) -> float:
+        """The property's rules holdback share: 0 when it is switched off for it."""
+        return 0.0 if property_id in self.holdback_disabled_properties else self.holdback_rate
 
     def exploration_rate_for(self, property_id: str) -> float:
         """The property's exploration rate: 0 when it is switched off for it."""
@@ -142,6 +150,9 @@ class Settings:
             exploration_rate=_float(env, "EXPLORATION_RATE", d.exploration_rate, 0.0, 0.25),
             exploration_disabled_properties=frozenset(
                 p.strip() for p in env.get("EXPLORATION_DISABLED_PROPERTIES", "").split(",") if p.strip()),
+            holdback_rate=_float(env, "HOLDBACK_RATE", d.holdback_rate, 0.0, 0.2),
+            holdback_disabled_properties=frozenset(
+                p.strip() for p in env.get("HOLDBACK_DISABLED_PROPERTIES", "").split(",") if p.strip()),
         )
 
 

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from pricing.settings import Settings
 
@@ -105,6 +105,7 @@ class PropertyRecord:
     base_price: float | None = None
     live_version: str | None = None
     artifact_key: str | None = None
+    deployed_at: str | None = None  # when LIVE last changed (UTC, ``...Z``)
 
 
 def _plain(value: Any) -> Any:
@@ -131,11 +132,14 @@ def _dynamo(value: Any) -> Any:
 class Storage:
     """Typed operations on the service's stores. Clients are created on first use, per container."""
 
-    def __init__(self, settings: Settings, *, latency_critical: bool = False):
+    def __init__(self, settings: Settings, *, latency_critical: bool = False,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         """``latency_critical`` (scoring): fail in well under a second, since a fallback exists;
-        otherwise (ingestion, retraining) retry harder, since the alternative is refusing work."""
+        otherwise (ingestion, retraining) retry harder, since the alternative is refusing work.
+        ``clock`` stamps what is stored (``ingested_at``), as the services' clocks stamp the rest."""
         self.settings = settings
         self.latency_critical = latency_critical
+        self._clock = clock
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
         self._session = None
@@ -223,6 +227,7 @@ class Storage:
             base_price=float(base) if base is not None else None,
             live_version=live.get("version"),
             artifact_key=live.get("artifact_key"),
+            deployed_at=live.get("deployed_at"),
         )
 
     def load_artifact(self, key: str) -> Any:
@@ -520,7 +525,7 @@ class Storage:
         deadline = self._deadline(budget_seconds)
         # Microseconds: retraining compares this with a model's training time to tell which
         # outcomes the model has not seen.
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        now = self._clock().astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         statuses: list[str | None] = [None] * len(records)
         if not records:
             return []
@@ -585,7 +590,7 @@ class Storage:
         """
         table = self.settings.outcomes_table
         deadline = self._deadline(budget_seconds)
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        now = self._clock().astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         items = [{**r, "ingested_at": now} for r in records]
         items += self._listing_items((r["property_id"] for r in records), now)
         chunks = [items[i : i + BATCH_WRITE_LIMIT] for i in range(0, len(items), BATCH_WRITE_LIMIT)]

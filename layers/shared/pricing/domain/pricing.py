@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pricing.domain.conversion_model import ConversionModel, ModelFeatures
 from pricing.domain.experiments import Assignment
 from pricing.domain.exploration import NOT_EXPLORED, Exploration, explore, tag_quote_id
+from pricing.domain import holdback
 from pricing.domain.guardrails import Guardrails, round_price
 from pricing.domain.optimiser import optimise
 from pricing.domain.quote import Quote
@@ -41,6 +42,7 @@ class Recommendation:
     model_version: str | None = None
     conversion_prob: float | None = None
     exploration: Exploration = NOT_EXPLORED
+    holdback: bool = False
 
     def to_response(self, competitor_data: dict | None) -> dict:
         expected = {"occ_now": round(self.occ_now, 4), "occ_end_bucket": round(self.occ_end_bucket, 4)}
@@ -62,6 +64,7 @@ class Recommendation:
                 "competitor_data": competitor_data,
                 "clamped": self.clamped,
                 "exploration": self.exploration.as_dict(),
+                "holdback": self.holdback,
             },
         }
 
@@ -146,6 +149,7 @@ def recommend(
     configured_base: float | None = None,
     fallback_reason: str | None = None,
     exploration_rate: float = 0.0,
+    holdback_rate: float = 0.0,
 ) -> Recommendation:
     """Price ``quote``: with ``model`` when ML pricing is wanted and the model is usable, else by rules.
 
@@ -157,6 +161,10 @@ def recommend(
     (``pricing.domain.exploration``); only when ML is wanted -- a caller forcing rules, or the
     control arm of an experiment, gets the rule price itself. The quote id then carries the
     exploration tag, and ``safety.exploration`` says what was done.
+
+    ``holdback_rate`` is the share of the quotes the model would price that rules price instead,
+    unexplored (``pricing.domain.holdback``): the quote id carries the holdback tag and
+    ``safety.holdback`` is true.
     """
     guardrails = Guardrails(quote.min_price, quote.max_price, quote.allowed_price_grid)
     wants_ml = quote.toggles.use_ml and assignment.method != RULES
@@ -167,6 +175,11 @@ def recommend(
         reasons.append(f"Experiment {assignment.experiment_id}: control arm uses rule-based pricing")
 
     rate = exploration_rate if wants_ml else 0.0
+    held = wants_ml and model is not None and holdback.held_back(quote_id, holdback_rate)
+    if held:
+        reasons.append(f"Holdback: priced by rules to measure live model {model.version} against them "
+                       f"({holdback_rate:.0%} of quotes)")
+        quote_id, rate, model = holdback.tag_quote_id(quote_id), 0.0, None
     if wants_ml and model is not None:
         features = model_features(quote)
         lo, hi = model.trusted_prices(features)
@@ -215,7 +228,7 @@ def recommend(
         else:
             fallback_reason = "the model's trusted price range lies outside the guardrails"
 
-    if wants_ml:
+    if wants_ml and not held:
         reasons.append(f"Fell back to rule-based pricing: {fallback_reason or 'no model available'}")
     rule = rule_based_price(quote, configured_base)
     price, clamped = guardrails.enforce(rule.price)
@@ -242,6 +255,7 @@ def recommend(
         quote_id=tag_quote_id(quote_id, exploration) if rate > 0 else quote_id,
         clamped=clamped,
         exploration=exploration,
+        holdback=held,
     )
 
 

@@ -128,10 +128,30 @@ class Fit:
         return np.linalg.inv(self.hessian)
 
 
-def fit_weighted(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, l2: float = L2_PENALTY) -> Fit:
-    """Coefficients maximising ``sum(weight * log-likelihood) - l2/2 * |w[1:]|^2`` (column 0 =
-    intercept), by Newton's method on the penalised log-likelihood, which is strictly concave for
-    ``l2 > 0``, so the optimum is unique and reached from zero in a handful of steps.
+@dataclass(frozen=True)
+class Prior:
+    """A Gaussian prior on the coefficients, ``N(mean, precision^-1)``: what an earlier market
+    taught about the *shape* of demand, for a model that must relearn after that market moved
+    (see ``prior_from``). ``ratio_range`` is the price-to-market range that market was seen at."""
+
+    mean: np.ndarray
+    precision: np.ndarray
+    outcomes: float  # how many outcomes the prior is worth
+    ratio_range: tuple[float, float]
+    since: str  # the model it informs learns from outcomes quoted from then on
+
+    def as_dict(self) -> dict:
+        return {"outcomes": round(self.outcomes, 1), "since": self.since,
+                "ratio_range": [round(r, 4) for r in self.ratio_range],
+                "mean": {name: round(float(c), 6) for name, c in zip(FEATURE_NAMES, self.mean)}}
+
+
+def fit_weighted(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, l2: float = L2_PENALTY,
+                 prior: Prior | None = None) -> Fit:
+    """Coefficients maximising ``sum(weight * log-likelihood) - l2/2 * |w[1:] - m[1:]|^2
+    - 1/2 (w - m)' P (w - m)`` (column 0 = intercept; ``m``, ``P`` the prior's mean and precision,
+    zero without one), by Newton's method on the penalised log-likelihood, which is strictly
+    concave for ``l2 > 0``, so the optimum is unique and reached in a handful of steps.
 
     Raises ``TrainingError`` when there are no rows or the iteration does not stay finite.
     """
@@ -143,11 +163,16 @@ def fit_weighted(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None
     penalty[0] = 0.0
     # A tiny ridge on the intercept too, only so a one-class sample still has a finite Newton step.
     penalty_hessian = np.diag(penalty + 1e-9)
-    w = np.zeros(k)
+    centre = np.zeros(k) if prior is None else prior.mean
+    if prior is not None:
+        penalty_hessian = penalty_hessian + prior.precision
+    w = centre.copy()
     hessian = penalty_hessian
     for _ in range(MAX_NEWTON_STEPS):
         p = _sigmoid(x @ w)
-        gradient = x.T @ (weights * (y - p)) - penalty * w
+        gradient = x.T @ (weights * (y - p)) - penalty * (w - centre)
+        if prior is not None:
+            gradient = gradient - prior.precision @ (w - centre)
         hessian = (x * (weights * p * (1 - p))[:, None]).T @ x + penalty_hessian
         step = np.linalg.solve(hessian, gradient)
         w = w + step
@@ -265,6 +290,7 @@ def fit_conversion_model(
     l2: float = L2_PENALTY,
     half_life_days: float | None = None,
     extra_training: Mapping | None = None,
+    prior: Prior | None = None,
 ) -> tuple[ConversionModel, Fit]:
     """``train_conversion_model`` with the fit itself (coefficients and Hessian) alongside."""
     if not outcomes:
@@ -274,10 +300,14 @@ def fit_conversion_model(
     x = design_matrix(ordered, scale)
     y = labels(ordered)
     weights, half_life = recency_weights(ordered, half_life_days)
-    fit = fit_weighted(x, y, weights, l2)
+    fit = fit_weighted(x, y, weights, l2, prior)
     fitted = evaluate_probabilities(_sigmoid(x @ fit.w), y)
     ratios = x[:, FEATURE_NAMES.index("price_ratio")]
     r_lo, r_hi = np.percentile(ratios, PRICE_RANGE_PERCENTILES)
+    if prior is not None:
+        # The prior knows the shape of demand where the earlier market was quoted; the new data
+        # re-estimate its level there (the intercept is free), so those ratios are trusted too.
+        r_lo, r_hi = min(r_lo, prior.ratio_range[0]), max(r_hi, prior.ratio_range[1])
     lead = x[:, FEATURE_NAMES.index("lead_scaled")]
     training = {
         "n": len(ordered),
@@ -291,6 +321,7 @@ def fit_conversion_model(
         "with_market": int(sum(1 for o in ordered if o.comp_p50 is not None)),
         "lead_scaled_max": float(np.percentile(lead, 99.0)),
         "reference": reference_bins(x),
+        **({"prior": prior.as_dict()} if prior is not None else {}),
         **dict(extra_training or {}),
     }
     model = ConversionModel(
@@ -308,6 +339,47 @@ def fit_conversion_model(
     return model, fit
 
 
+#: What a prior from an earlier market weighs, in outcomes: as much as the least a model may be
+#: fitted on (``MIN_OUTCOMES``), so it carries a first fit of the new market and is outweighed
+#: by the new data within a day or two of quotes.
+PRIOR_OUTCOMES = 200.0
+
+
+def prior_from(outcomes: Sequence[Outcome], since: str, *, outcomes_worth: float = PRIOR_OUTCOMES,
+               l2: float = L2_PENALTY) -> Prior | None:
+    """A prior for relearning after a demand shift, from the outcomes quoted before it.
+
+    The earlier market's fit (recency-weighted, as any fit) and its Laplace posterior ``N(w,
+    H^-1)`` -- a power prior: that posterior tempered to weigh ``outcomes_worth`` outcomes (its
+    precision scaled by ``outcomes_worth / effective sample``), so old data inform but cannot
+    outvote the new market. The intercept is left free (the marginal of the other coefficients
+    is kept): a shift moves the level of demand first, and the new data estimate it at once;
+    what the old data know and a few hundred new outcomes do not is the shape -- how demand
+    falls with price at prices the new market has not been quoted at yet, how it varies with
+    lead time, weekday and occupancy. Elasticity can move too: its prior is as wide as
+    ``outcomes_worth`` outcomes make it. ``since`` (the shift's onset, ``Outcome.timestamp_utc``
+    form) is recorded in the model's training, so its later refits keep learning from then on.
+
+    None when the outcomes cannot be fitted (too few: see ``insufficient_data``).
+    """
+    if insufficient_data(outcomes):
+        return None
+    ordered = time_ordered(outcomes)
+    scale = _scale(ordered)
+    x = design_matrix(ordered, scale)
+    weights, _ = recency_weights(ordered)
+    try:
+        fit = fit_weighted(x, labels(ordered), weights, l2)
+        marginal = np.linalg.inv(fit.covariance()[1:, 1:])
+    except (TrainingError, np.linalg.LinAlgError):
+        return None
+    precision = np.zeros_like(fit.hessian)
+    precision[1:, 1:] = marginal * (outcomes_worth / max(effective_sample(weights), 1.0))
+    ratios = x[:, FEATURE_NAMES.index("price_ratio")]
+    r_lo, r_hi = np.percentile(ratios, PRICE_RANGE_PERCENTILES)
+    return Prior(fit.w, precision, outcomes_worth, (float(r_lo), float(r_hi)), since)
+
+
 def train_conversion_model(
     outcomes: Sequence[Outcome],
     *,
@@ -317,6 +389,7 @@ def train_conversion_model(
     l2: float = L2_PENALTY,
     half_life_days: float | None = None,
     extra_training: Mapping | None = None,
+    prior: Prior | None = None,
 ) -> ConversionModel:
     """Fit a market-aware (v2) conversion model to ``outcomes`` and record what drift detection
     needs about them.
@@ -331,7 +404,7 @@ def train_conversion_model(
     """
     model, _ = fit_conversion_model(
         outcomes, property_id=property_id, version=version, trained_at=trained_at, l2=l2,
-        half_life_days=half_life_days, extra_training=extra_training,
+        half_life_days=half_life_days, extra_training=extra_training, prior=prior,
     )
     return model
 
@@ -437,6 +510,7 @@ def train_and_judge(
     base_price: float | None = None,
     half_life_days: float | None = None,
     against_rules: bool = False,
+    prior: Prior | None = None,
 ) -> Judgement:
     """Fit on the older 80%, judge on the newest 20% in revenue terms, refit on everything if it wins.
 
@@ -458,13 +532,16 @@ def train_and_judge(
     data -- the most relevant to tomorrow's prices -- is not thrown away. ``half_life_days``
     overrides the recency weighting (a shorter memory after demand drift). ``against_rules``
     judges the candidate against rules even with a live model (one that already lost to them).
+    ``prior`` (``prior_from``) carries what an earlier market taught into every fit here -- the
+    trial, the cross-fitting halves and the final model -- so a model of a market that just moved
+    can be judged, and win, on a few hundred outcomes; the judgement itself is unchanged.
 
     Raises ``TrainingError`` when the outcomes cannot be fitted at all.
     """
     fit_part, holdout = split_holdout(outcomes)
     trial, trial_fit = fit_conversion_model(
         fit_part, property_id=property_id, version=version, trained_at=trained_at, l2=l2,
-        half_life_days=half_life_days,
+        half_life_days=half_life_days, prior=prior,
     )
     y = labels(holdout)
     candidate_p = predict(trial, holdout)
@@ -486,6 +563,7 @@ def train_and_judge(
         trained_at=trained_at,
         l2=l2,
         half_life_days=half_life_days,
+        prior=prior,
         extra_training={
             "holdout_log_loss": round(candidate_holdout.log_loss, 6),
             "holdout_n": candidate_holdout.n,
@@ -511,7 +589,7 @@ def train_and_judge(
     # that the other half's model judges.
     halves = [fit_part[0::2], fit_part[1::2]]
     fitted = [fit_conversion_model(h, property_id=property_id, version=version, trained_at=trained_at, l2=l2,
-                                   half_life_days=half_life_days) for h in halves]
+                                   half_life_days=half_life_days, prior=prior) for h in halves]
     folds = [(fitted[0][0], fitted[1][0], fitted[1][1].w, fitted[1][1].covariance()),
              (fitted[1][0], fitted[0][0], fitted[0][1].w, fitted[0][1].covariance())]
     revenue = compare_revenue(

@@ -11,6 +11,9 @@ RetrainFunction's ``handler`` takes three kinds of event:
 * a manual invoke naming properties (``{"property_ids": [...], "force": true}``, bare or under
   ``detail``): those properties now, with the per-property results in the answer.
 
+Any of them may carry ``as_of`` (ISO 8601 with a time zone): the retrain runs as of that moment
+(``parse_request``).
+
 Why SQS for the fan-out (not asynchronous self-invocation or Step Functions): a message per
 batch gets retries, a dead-letter queue and concurrency control from the event source mapping
 for free, and 10,000 properties are 100 messages of 100 -- each invocation well inside the
@@ -20,13 +23,18 @@ Per property (``retrain_property``), the steps and their outcomes:
 
 1. read the live model (registry ``LIVE`` -> artifact) and the last ``WINDOW_DAYS`` of outcomes;
 2. too few outcomes or bookings (``training.MIN_*``): **skipped**;
-3. drift of the outcomes since the live model's training data (``pricing.domain.drift``);
+3. with a live model, the rules holdback guard first: its quotes' realised revenue since it went
+   live against the holdback's (``pricing.domain.holdback``); a significant loss rolls it back to
+   rules (**deployed**, ``LIVE`` = ``rules-since-<deploy>``);
+   then drift of the outcomes since the live model's training data (``pricing.domain.drift``);
    retrain when forced, when there is no usable live model, on drift, or when new outcomes
    worth ``NEW_OUTCOMES_SHARE`` of its training sample have arrived; otherwise **skipped**;
 4. fit and judge on a time-ordered holdout (``training.train_and_judge``): in *revenue*,
    against what prices the property now (rule-based pricing from the configured base price,
    or the live model), with the posterior's uncertainty; after detected drift the candidate
-   is fitted with a short memory (``DRIFT_HALF_LIFE_DAYS``); every candidate's
+   is fitted with a short memory (``DRIFT_HALF_LIFE_DAYS``); after a rollback, or a shift found
+   inside the window of a property on rules, it learns from the shift's onset on with a prior of
+   the outcomes before it (``training.prior_from``), as do its later refits; every candidate's
    artifact (``models/<property>/<version>.json``) and ``MODEL#<version>`` record are written;
 5. a losing candidate is **rejected**; a winning one is **deployed** by one conditional write of
    the ``LIVE`` pointer (expected incumbent version, or none): the artifact exists before the
@@ -53,18 +61,20 @@ from typing import Any, Callable, Sequence
 
 from pricing.domain.conversion_model import ConversionModel, ModelFormatError
 from pricing.domain.drift import MIN_DRIFT_SAMPLE, PSI_MODERATE, DriftReport, measure_drift
+from pricing.domain.holdback import ArmComparison, compare_arms, is_holdback
 from pricing.domain.limits import is_property_id
-from pricing.domain.outcomes import Outcome
+from pricing.domain.outcomes import FUTURE_SKEW, Outcome
 from pricing.domain.policy_evaluation import PolicyLift, calibration, miscalibrated, model_policy, policy_lift, rules_policy
 from pricing.domain.training import (
-    Evaluation, TrainingError, fit_conversion_model, insufficient_data, labels, outcome_features, predict, train_and_judge,
+    Evaluation, Judgement, Prior, TrainingError, fit_conversion_model, insufficient_data, labels, outcome_features, predict,
+    prior_from, split_holdout, train_and_judge,
 )
 from pricing.observability import metrics
 from pricing.observability.context import logger
 from pricing.observability.push import pushes_metrics
 from pricing.observability.sentry import init_from_settings, report_once, retrain_monitor
 from pricing.settings import Settings, get_settings
-from pricing.storage import ConditionFailed, Storage, StorageUnavailable
+from pricing.storage import ConditionFailed, PropertyRecord, Storage, StorageUnavailable
 
 DEPLOYED, REJECTED, SKIPPED, FAILED = "deployed", "rejected", "skipped", "failed"
 MODEL_TYPE = "conversion"
@@ -99,11 +109,16 @@ class InvalidRetrainEvent(ValueError):
 class RetrainRequest:
     property_ids: tuple[str, ...] | None  # None: every property with outcomes
     force: bool = False
+    as_of: datetime | None = None  # None: now
 
 
 def parse_request(payload: Any) -> RetrainRequest:
-    """``{"property_ids": [...], "force": bool}``, bare or under ``detail``; both keys optional.
+    """``{"property_ids": [...], "force": bool, "as_of": "<ISO 8601 UTC>"}``, bare or under
+    ``detail``; every key optional.
 
+    ``as_of`` runs the retrain as of that moment instead of now (a replay, or a simulated
+    clock): the window, the drift and guard periods, the model's ``trained_at`` and the
+    registry's times are all measured from it, and outcomes quoted after it are not yet history.
     Raises ``InvalidRetrainEvent`` for anything else.
     """
     if isinstance(payload, dict) and isinstance(payload.get("detail"), dict):
@@ -113,12 +128,18 @@ def parse_request(payload: Any) -> RetrainRequest:
     force = payload.get("force", False)
     if not isinstance(force, bool):
         raise InvalidRetrainEvent("force must be true or false")
+    as_of = payload.get("as_of")
+    if as_of is not None:
+        parsed = _parse_utc(as_of) if isinstance(as_of, str) and ("Z" in as_of or "+" in as_of[10:]) else None
+        if parsed is None:
+            raise InvalidRetrainEvent("as_of must be an ISO 8601 timestamp with a time zone (2026-11-26T03:00:00Z)")
+        as_of = parsed.astimezone(timezone.utc)
     ids = payload.get("property_ids")
     if ids is None:
-        return RetrainRequest(None, force)
+        return RetrainRequest(None, force, as_of)
     if not isinstance(ids, list) or not all(is_property_id(i) for i in ids):
         raise InvalidRetrainEvent("property_ids must be a list of property ids ([A-Za-z0-9_.:-], 1-128 chars, not only dots)")
-    return RetrainRequest(tuple(dict.fromkeys(ids)), force)
+    return RetrainRequest(tuple(dict.fromkeys(ids)), force, as_of)
 
 
 @dataclass
@@ -214,6 +235,14 @@ def rollback_since(live_version: str | None) -> str | None:
     return _utc(since)
 
 
+def relearning_since(model: ConversionModel) -> str | None:
+    """When the outcomes a model relearning after a shift learns from begin (its prior's
+    ``since``), else None: its refits keep to the new market, with the same prior."""
+    prior = model.training.get("prior")
+    since = prior.get("since") if isinstance(prior, dict) else None
+    return since if isinstance(since, str) and _parse_utc(since) is not None else None
+
+
 def _newest_disagree(holdout: Evaluation) -> bool:
     """Whether the holdout's bookings are clearly off what the fit of the older outcomes predicts."""
     expected = holdout.n * holdout.mean_predicted
@@ -221,13 +250,15 @@ def _newest_disagree(holdout: Evaluation) -> bool:
     return miscalibrated((holdout.positives - expected) / spread, (holdout.positives - expected) / max(expected, 1e-12))
 
 
-def drift_onset(model: ConversionModel, recent: Sequence[Outcome]) -> datetime:
+def drift_onset(model: ConversionModel, recent: Sequence[Outcome], overall: float | None = None) -> datetime:
     """When the model started to miss: the earliest quote day from which every day's bookings
-    are off its predictions in the direction of the overall miss (``recent`` is time-ordered)."""
+    are off its predictions in the direction of the overall miss (``recent`` is time-ordered;
+    ``overall``, the relative miss to walk back with, defaults to the miss over ``recent``)."""
     days: dict[str, list[Outcome]] = {}
     for o in recent:
         days.setdefault(o.timestamp.astimezone(timezone.utc).strftime("%Y-%m-%d"), []).append(o)
-    overall = calibration(predict(model, recent), labels(recent))[1]
+    if overall is None:
+        overall = calibration(predict(model, recent), labels(recent))[1]
     onset = min(days)
     for day in sorted(days, reverse=True):
         error = calibration(predict(model, days[day]), labels(days[day]))[1]
@@ -249,31 +280,70 @@ class RetrainingService:
         self.settings = settings
         self.storage = storage
         self._clock = clock
+        self._as_of: datetime | None = None
+
+    def as_of(self, moment: datetime | None) -> "RetrainingService":
+        """This service with its clock stopped at ``moment`` (itself when None); its fan-out
+        messages carry the moment on. Refuses a moment in the future (``InvalidRetrainEvent``)."""
+        if moment is None:
+            return self
+        if moment > self._clock() + FUTURE_SKEW:
+            raise InvalidRetrainEvent("as_of lies in the future")
+        view = RetrainingService(self.settings, self.storage, clock=lambda: moment)
+        view._as_of = moment
+        return view
 
     # -- one property -------------------------------------------------------------------------
 
-    def _live_model(self, property_id: str) -> tuple[str | None, ConversionModel | None, str | None, float | None]:
-        """(live version, its model if usable, why it is not usable, the configured base price)."""
+    def _live_model(self, property_id: str) -> tuple[PropertyRecord, ConversionModel | None, str | None]:
+        """(the registry's record, the live model if usable, why it is not usable)."""
         record = self.storage.get_property_record(property_id)
         if record.artifact_key is None:
-            return record.live_version, None, None, record.base_price
+            return record, None, None
         try:
             model = ConversionModel.from_artifact(self.storage.load_artifact(record.artifact_key))
         except (KeyError, ValueError, ModelFormatError) as exc:
-            return record.live_version, None, f"live model {record.live_version} unusable: {exc}", record.base_price
-        return record.live_version, model, None, record.base_price
+            return record, None, f"live model {record.live_version} unusable: {exc}"
+        return record, model, None
+
+    def _holdback_guard(self, window: list[tuple[Outcome, datetime | None]], deployed_at: datetime) -> ArmComparison:
+        """Realised revenue per quote of the live model's quotes against the rules holdback's,
+        since the model went live (``pricing.domain.holdback``). Quotes within the scoring cache's
+        lifetime of the deploy may still have been priced by what it replaced: they do not count
+        for the model."""
+        settled = deployed_at + timedelta(seconds=self.settings.model_cache_ttl_seconds)
+        model_arm, holdback_arm = [], []
+        for o, _ in window:
+            if o.timestamp < deployed_at:
+                continue
+            revenue = o.quoted_price if o.accepted else 0.0
+            if is_holdback(o.quote_id):
+                holdback_arm.append(revenue)
+            elif o.timestamp >= settled:
+                model_arm.append(revenue)
+        return compare_arms(model_arm, holdback_arm)
 
     def _outcomes(self, property_id: str, now: datetime) -> tuple[list[tuple[Outcome, datetime | None]], int]:
         """The window's outcomes, oldest first, each with when it was stored; and how many
-        records could not be read."""
-        since = _utc(now - timedelta(days=WINDOW_DAYS))
+        records could not be read.
+
+        Outcomes quoted after ``now`` are not history yet (a retrain ``as_of`` a past moment).
+        A stored time after ``now`` is not on this run's timeline (an ``as_of`` replay of
+        outcomes stored since): it is dropped, and the quote time alone says what a model saw.
+        """
+        since, until = _utc(now - timedelta(days=WINDOW_DAYS)), _utc(now)
         records = self.storage.read_outcomes(property_id, since)
         outcomes, unreadable = [], 0
         for record in records:
             try:
-                outcomes.append((Outcome.from_record(record), _parse_utc(record.get("ingested_at"))))
+                outcome = Outcome.from_record(record)
             except (KeyError, TypeError, ValueError):
                 unreadable += 1  # written by hand or by an older schema: not worth a failed run
+                continue
+            if outcome.timestamp_utc > until:
+                continue
+            stored = _parse_utc(record.get("ingested_at"))
+            outcomes.append((outcome, stored if stored is not None and stored <= now else None))
         outcomes.sort(key=lambda pair: (pair[0].timestamp_utc, pair[0].key))
         return outcomes[-MAX_TRAINING_OUTCOMES:], unreadable
 
@@ -291,11 +361,16 @@ class RetrainingService:
     def retrain_property(self, property_id: str, force: bool = False) -> PropertyResult:
         """Retrain one property (see the module docstring); raises what storage raises."""
         now = self._clock()
-        live_version, incumbent, unusable, base_price = self._live_model(property_id)
+        live, incumbent, unusable = self._live_model(property_id)
+        live_version, base_price = live.live_version, live.base_price
         window, unreadable = self._outcomes(property_id, now)
-        since = rollback_since(live_version) if incumbent is None else None
+        # Rolled back after drift, or a model learning from a drift's onset on: what came before
+        # describes a market that is gone -- but not its shape, which is the prior the next
+        # model starts from (``prior_from``).
+        since = rollback_since(live_version) if incumbent is None else relearning_since(incumbent)
+        prior: Prior | None = None
         if since is not None:
-            # Rolled back after drift: what came before describes a market that is gone.
+            prior = prior_from([o for o, _ in window if o.timestamp_utc < since], since)
             window = [(o, stored) for o, stored in window if o.timestamp_utc >= since]
         outcomes = [o for o, _ in window]
         result = PropertyResult(
@@ -318,6 +393,19 @@ class RetrainingService:
         if incumbent is None:
             triggers.append(unusable or "no live model")
         else:
+            deployed_at = _parse_utc(live.deployed_at)
+            if deployed_at is not None:
+                # The guard in realised revenue: the bookings of the model's quotes against the
+                # rules holdback's since it went live. The strongest evidence there is: acted on first.
+                arms = self._holdback_guard(window, deployed_at)
+                result.evaluation = {"holdback_guard": arms.as_dict()}
+                if arms.model_loses:
+                    reason = (f"rolled back to rule-based pricing: live model {incumbent.version} earned "
+                              f"{arms.model_mean:.2f} per quote on {arms.model_quotes} quotes against "
+                              f"{arms.holdback_mean:.2f} for the rules holdback on {arms.holdback_quotes} "
+                              f"({arms.relative:+.1%}; 95% upper bound of the difference {arms.upper:+.2f}) "
+                              f"since it went live on {deployed_at:%Y-%m-%d}; the next model learns from then on")
+                    return self._to_rules(result, incumbent, now, deployed_at, reason)
             recent = self._unseen_by(incumbent, window)
             drift = measure_drift(incumbent, recent)
             result.drift = drift.as_dict()
@@ -329,7 +417,8 @@ class RetrainingService:
                 z, error = calibration(predict(incumbent, latest), labels(latest)) if latest else (0.0, 0.0)
                 if len(latest) >= MIN_DRIFT_SAMPLE and miscalibrated(z, error):
                     guard = self._versus_rules(incumbent, outcomes, latest, base_price, property_id)
-                    result.evaluation = {"rollback_guard": {"calibration_z": round(z, 3), "since": _utc(onset),
+                    result.evaluation = {**(result.evaluation or {}),
+                                         "rollback_guard": {"calibration_z": round(z, 3), "since": _utc(onset),
                                                             "calibration_error": round(error, 4), **guard.as_dict()}}
                     # Asymmetric on purpose: a model must prove it beats rules (a lower bound) to
                     # go live; once it grossly misses the bookings, the referee's best estimate
@@ -360,6 +449,7 @@ class RetrainingService:
             # The live model earns less than rules now: a replacement learns only from the drift's
             # onset on and must beat rules; without one, rules price while the loop relearns.
             train_on = [o for o in outcomes if o.timestamp >= onset]
+            prior = prior_from([o for o in outcomes if o.timestamp < onset], _utc(onset))
             half_life = None
             if insufficient_data(train_on):
                 return self._roll_back(result, incumbent, recent, now, onset, *lost)
@@ -368,15 +458,24 @@ class RetrainingService:
         try:
             judgement = train_and_judge(
                 train_on, incumbent, property_id=property_id, version=version, trained_at=_utc(now),
-                base_price=base_price, half_life_days=half_life, against_rules=lost is not None,
+                base_price=base_price, half_life_days=half_life, against_rules=lost is not None, prior=prior,
             )
+            relearned = None
             if not judgement.deploy and half_life is None and _newest_disagree(judgement.candidate_holdout):
                 # The newest outcomes disagree with a fit of the whole window: the market moved
                 # inside it (a property on rules has no live model to measure drift against).
-                # A short memory gets one more chance; it must pass the same judgement.
+                # A model of the outcomes since the move, with the prior of what came before,
+                # gets one more chance -- else a short memory; either must pass the same judgement.
+                if incumbent is None and prior is None:
+                    relearned = self._relearn_since_shift(train_on, judgement.candidate_holdout, property_id=property_id,
+                                                          version=version, trained_at=_utc(now), base_price=base_price)
+                if relearned is not None and relearned.deploy:
+                    judgement = relearned
+            if not judgement.deploy and half_life is None and _newest_disagree(judgement.candidate_holdout):
                 retry = train_and_judge(
                     train_on, incumbent, property_id=property_id, version=version, trained_at=_utc(now),
                     base_price=base_price, half_life_days=DRIFT_HALF_LIFE_DAYS, against_rules=lost is not None,
+                    prior=prior,
                 )
                 if retry.deploy:
                     judgement = replace(retry, reason=f"{retry.reason} (short memory: the newest outcomes "
@@ -384,7 +483,9 @@ class RetrainingService:
         except TrainingError as exc:
             result.status, result.reason = FAILED, f"training failed: {exc}"
             return result
-        result.evaluation = judgement.figures()
+        # The guards' figures (holdback, rollback) stay beside the candidate's.
+        result.evaluation = {**{k: v for k, v in (result.evaluation or {}).items() if k.endswith("_guard")},
+                             **judgement.figures()}
 
         key = artifact_key(property_id, version)
         # Written before any pointer can name it: a crash from here on leaves an orphan file at
@@ -422,6 +523,31 @@ class RetrainingService:
         return result
 
     @staticmethod
+    def _relearn_since_shift(outcomes: list[Outcome], holdout: Evaluation, **judge_args) -> Judgement | None:
+        """A judged model of the outcomes since the demand of a property on rules shifted, with
+        the prior of the outcomes before (``prior_from``); None when no onset can be placed
+        inside the window or the outcomes since are too few.
+
+        The onset is found as for a live model (``drift_onset``): a fit of the older part of the
+        window is the reference, and the days are walked back while they miss in the direction
+        the newest outcomes do.
+        """
+        older = split_holdout(outcomes)[0]
+        reference, _ = fit_conversion_model(older, property_id="", version="reference", trained_at="")
+        expected = holdout.n * holdout.mean_predicted
+        onset = drift_onset(reference, outcomes, (holdout.positives - expected) / max(expected, 1e-12))
+        since = [o for o in outcomes if o.timestamp >= onset]
+        if len(since) == len(outcomes) or insufficient_data(since):
+            return None
+        prior = prior_from([o for o in outcomes if o.timestamp < onset], _utc(onset))
+        if prior is None:
+            return None
+        judgement = train_and_judge(since, None, prior=prior, **judge_args)
+        return replace(judgement, reason=f"{judgement.reason} (learning from {onset:%Y-%m-%d} on, when the newest "
+                                         f"outcomes began to disagree with the window, with a prior of the "
+                                         f"{len(outcomes) - len(since)} outcomes before)")
+
+    @staticmethod
     def _versus_rules(incumbent: ConversionModel, outcomes: list[Outcome], recent: list[Outcome],
                       base_price: float | None, property_id: str) -> PolicyLift:
         """The live model's revenue lift over rules on the recent quotes, judged by a referee
@@ -440,13 +566,18 @@ class RetrainingService:
         Rules are what every model had to beat, so they are the safe place to wait while the
         loop relearns -- from the drift's onset on only (``ROLLBACK_PREFIX``).
         """
-        property_id = result.property_id
-        version = ROLLBACK_PREFIX + onset.strftime(_ROLLBACK_STAMP)
         reason = (f"rolled back to rule-based pricing: live model {incumbent.version} predicted "
                   f"{1 / (1 + error) if error > -1 else float('inf'):.2f}x the bookings that happened on {len(recent)} "
                   f"recent quotes (z={z:+.2f}) and earns {guard.lift:+.1%} against rules there (90% interval "
                   f"{guard.lower:+.1%} to {guard.upper:+.1%}); the next model learns from {onset:%Y-%m-%d} on"
                   + (f" ({replacement})" if replacement else f" ({len(recent)} outcomes so far)"))
+        return self._to_rules(result, incumbent, now, onset, reason)
+
+    def _to_rules(self, result: PropertyResult, incumbent: ConversionModel, now: datetime, since: datetime,
+                  reason: str) -> PropertyResult:
+        """Point LIVE at rules, learning from ``since`` on; the rolled-back model's record says why."""
+        property_id = result.property_id
+        version = ROLLBACK_PREFIX + since.strftime(_ROLLBACK_STAMP)
         try:
             self.storage.swap_live_model(property_id, version, None, expected_version=result.live_version,
                                          deployed_at=_utc(now))
@@ -497,8 +628,9 @@ class RetrainingService:
     def fan_out(self, property_ids: Sequence[str], force: bool) -> int:
         """Enqueue ``property_ids`` in messages of ``RETRAIN_BATCH_SIZE``; returns the message count."""
         size = self.settings.retrain_batch_size
+        extra = {} if self._as_of is None else {"as_of": _utc(self._as_of)}
         bodies = [
-            {"property_ids": list(property_ids[i : i + size]), "force": force}
+            {"property_ids": list(property_ids[i : i + size]), "force": force, **extra}
             for i in range(0, len(property_ids), size)
         ]
         self.storage.enqueue_messages(self.settings.retrain_queue_url, bodies)
@@ -541,10 +673,16 @@ class RetrainingService:
                 failures.append({"itemIdentifier": message_id})
                 continue
             ids = list(request.property_ids or ())
-            results, deferred = self.run(ids, request.force, remaining_ms)
+            try:
+                at = self.as_of(request.as_of)
+            except InvalidRetrainEvent as exc:
+                report_once("retrain_message_malformed", f"malformed retrain message: {exc}")
+                failures.append({"itemIdentifier": message_id})
+                continue
+            results, deferred = at.run(ids, request.force, remaining_ms)
             if deferred:
                 # Out of time: the rest goes back as a new message; this one is done.
-                self.fan_out(deferred, request.force)
+                at.fan_out(deferred, request.force)
             logger.info("retrain batch done", extra={"message_id": message_id, **summarise(results)})
             if any(r.status == FAILED and r.transient for r in results):
                 failures.append({"itemIdentifier": message_id})
@@ -556,10 +694,11 @@ class RetrainingService:
         if isinstance(event, dict) and isinstance(event.get("Records"), list):
             return self.handle_sqs(event["Records"], remaining)
         request = parse_request(event)
+        at = self.as_of(request.as_of)
         if request.property_ids is None:
             with retrain_monitor():
-                return self.scheduled_run(request.force, remaining)
-        return self._run_or_defer(list(request.property_ids), request.force, remaining)
+                return at.scheduled_run(request.force, remaining)
+        return at._run_or_defer(list(request.property_ids), request.force, remaining)
 
 
 # -- the Lambda entry point ------------------------------------------------------------------

@@ -219,6 +219,7 @@ class ScoringService:
             configured_base=state.base_price,
             fallback_reason=state.why_no_model,
             exploration_rate=0.0 if synthetic else self.settings.exploration_rate_for(property_id),
+            holdback_rate=0.0 if synthetic else self.settings.holdback_rate_for(property_id),
         )
         if synthetic:
             return result.to_response(competitors.as_dict() if competitors else None)
