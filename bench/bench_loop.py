@@ -263,7 +263,7 @@ def format_report(runs: list[CurveRun], seconds: float) -> str:
         shift = "-" if run.shift_day is None else (
             f"drift on night {run.drift_night}, recovered in {run.recovery_days} day(s)")
         lines.append(f"  {run.curve:<17} {'model' if run.representable else 'outside':<8} {last['loop']:>7.1%} "
-                     f"{last['rules']:>7.1%} {last['exploration_cost']:>7.2%} {str(run.first_deploy_night or '-'):>10}  {shift}")
+                     f"{last['rules']:>7.1%} {last['exploration_cost']:>7.2%} {run.first_deploy_night or '-'!s:>10}  {shift}")
     lines += ["", "loop: what was quoted (exploration included); rules: use_ml=false on the same quotes; policy: the loop",
               "without its exploration; x-cost: policy - loop; ok: loop >= rules - x-cost. PDR/PIR/regret: Ye et al.,",
               "KDD 2018, of the day's policy on held-out outcomes at random prices. 1st deploy: the night the first",

@@ -28,7 +28,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from bench import ROOT  # noqa: F401 - puts the layer, tests/ and local/ on sys.path
+from bench import ROOT  # puts the layer, tests/ and local/ on sys.path
 from bench.stack import AwsStack
 
 REQUIRED_SHARE = 0.95
@@ -112,7 +112,7 @@ def run(n_outcomes: int, n_quotes: int, n_held_out: int) -> int:
 
         latencies: list[float] = []
 
-        def through_scoring(use_ml: bool, expect: str):
+        def through_scoring(use_ml: bool, expect: str, latencies=latencies, curve=curve):
             def price(quote) -> float:
                 t0 = time.perf_counter()
                 response = scoring.score(_score_request(quote, use_ml), "bench")

@@ -67,7 +67,7 @@ def _post_learn(api_url: str, batch: list[dict]) -> dict:
         headers={"Content-Type": "application/json", "X-Request-ID": f"seed-{time.time_ns()}"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - the local API
+    with urllib.request.urlopen(request, timeout=60) as response:  # the local API
         return json.loads(response.read())
 
 

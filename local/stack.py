@@ -332,7 +332,7 @@ def answers(url: str, timeout: float = 1.0) -> bool:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - our own URL
+        with urllib.request.urlopen(url, timeout=timeout):  # our own URL
             return True
     except urllib.error.HTTPError:
         return True

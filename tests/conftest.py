@@ -21,9 +21,9 @@ os.environ.pop("SENTRY_DSN", None)
 os.environ.pop("PUSHGATEWAY_URL", None)
 
 
-import asyncio  # noqa: E402
+import asyncio
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(autouse=True)

@@ -125,7 +125,7 @@ class _Server:
 
     def start(self) -> "_Server":
         binary = require_binary(self.binary)
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed just below
         self.proc = subprocess.Popen([binary, *self._args()], stdout=log, stderr=log, cwd=self.dir)
         log.close()
         try:
@@ -322,7 +322,7 @@ class SilentServer:
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             self.accepted.append(conn)  # held open, never read, never answered
 

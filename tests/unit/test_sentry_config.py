@@ -32,7 +32,7 @@ def configured_secrets():
 def hint_for(exc):
     try:
         raise exc
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - any exception, as the SDK hands it to before_send
         return {"exc_info": sys.exc_info()}
 
 

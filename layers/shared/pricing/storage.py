@@ -72,7 +72,7 @@ class ConditionFailed(RuntimeError):
     ``item``: the item as stored, in DynamoDB's wire form, when the write asked for it.
     """
 
-    def __init__(self, message: str, item: dict | None = None):
+    def __init__(self, message: str, item: Any = None):
         super().__init__(message)
         self.item = item or {}
 
@@ -131,9 +131,9 @@ class Storage:
         self.latency_critical = latency_critical
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
-        self._session = None
-        self._serializer = None
-        self._deserializer = None
+        self._session: Any = None
+        self._serializer: Any = None
+        self._deserializer: Any = None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -147,6 +147,8 @@ class Storage:
                     import boto3
                     from botocore.config import Config
 
+                    timeouts: dict[str, Any]
+                    retries: Any  # botocore's _RetryDict
                     if self.latency_critical:
                         timeouts = {"connect_timeout": 0.3, "read_timeout": 0.5}
                         # No retry: botocore backs off up to a second before one, and a
@@ -309,7 +311,7 @@ class Storage:
                     "ProjectionExpression": "property_id, outcome_key",
                 }
             }
-            found = set()
+            found: set[tuple[str, str]] = set()
             try:
                 responses = self._retry_unprocessed("batch_get_item", request, "UnprocessedKeys", deadline)
             except StoreRefused:
@@ -519,7 +521,7 @@ class Storage:
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     def swap_live_model(
-        self, property_id: str, version: str, artifact_key: str, expected_version: str | None, deployed_at: str
+        self, property_id: str, version: str, artifact_key: str | None, expected_version: str | None, deployed_at: str
     ) -> None:
         """Point the property's LIVE record at ``version``, only if it still points at
         ``expected_version`` (None: only if there is no live model yet).
@@ -574,7 +576,7 @@ class Storage:
 # the Pushgateway then refuses us, which is counted and alerted on -- rather than failing the
 # container: neither credential is needed to price a quote or store an outcome.
 
-SECRET_TIMEOUTS = {"connect_timeout": 1, "read_timeout": 2}
+SECRET_TIMEOUTS: dict[str, Any] = {"connect_timeout": 1, "read_timeout": 2}
 
 
 def fetch_secret(arn: str) -> str:
@@ -617,7 +619,7 @@ def resolve_secrets(settings: Settings) -> Settings:
     import logging
 
     log = logging.getLogger("pricing.storage")
-    changes: dict[str, str] = {}
+    changes: dict[str, Any] = {}
     if settings.backend_api_key_secret_arn and not settings.backend_api_key:
         try:
             text = fetch_secret(settings.backend_api_key_secret_arn)

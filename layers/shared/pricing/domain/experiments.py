@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 CONTROL, TREATMENT, NO_EXPERIMENT = "control", "treatment", "none"
 #: What each variant prices with. Control is the incumbent rule-based pricing.
@@ -115,7 +115,7 @@ def attribution_of(quote_id: str | None) -> Assignment | None:
     return Assignment(parts[1], parts[2])
 
 
-def experiment_from_record(record: dict) -> Experiment:
+def experiment_from_record(record: dict[str, Any]) -> Experiment:
     """An experiment from its stored form; raises ValueError when the record is malformed."""
     share = float(record.get("treatment_share", 0.5))
     if not 0.0 <= share <= 1.0:

@@ -7,6 +7,8 @@ base price, competitor prices, a quote id); this module decides the price. Every
 
 from __future__ import annotations
 
+from typing import Any
+
 from dataclasses import dataclass
 
 from pricing.domain.conversion_model import ConversionModel, ModelFeatures
@@ -42,7 +44,7 @@ class Recommendation:
     conversion_prob: float | None = None
     exploration: Exploration = NOT_EXPLORED
 
-    def to_response(self, competitor_data: dict | None) -> dict:
+    def to_response(self, competitor_data: dict[str, Any] | None) -> dict[str, Any]:
         expected = {"occ_now": round(self.occ_now, 4), "occ_end_bucket": round(self.occ_end_bucket, 4)}
         if self.conversion_prob is not None:
             expected["conversion_prob"] = round(self.conversion_prob, 6)

@@ -34,7 +34,7 @@ MAX_REQUEST_ID_LENGTH = 128
 
 # The same alphabet as property ids: safe inside a header, a JSON log line and a Sentry tag query
 # without quoting, so a caller cannot inject newlines, quotes or a megabyte of text through it.
-_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,%d}" % MAX_REQUEST_ID_LENGTH)
+_SANE_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 
 logger = Logger(service=get_settings().service_name)
 

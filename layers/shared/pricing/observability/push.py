@@ -218,7 +218,7 @@ class MetricsPusher:
         with self._lock:
             try:
                 return self._push(request_id, everything_owed=False)
-            except Exception:  # noqa: BLE001 - a metrics bug must not fail an invocation
+            except Exception:  # a metrics bug must not fail an invocation
                 logger.exception("metrics push failed unexpectedly (request_id=%s)", request_id,
                                  extra={"request_id": request_id})
                 self._lose_flights(self.clock())
@@ -241,7 +241,7 @@ class MetricsPusher:
                     return self.stats
                 self._backoff_until = 0.0
                 return self._push(None, everything_owed=True, deadline=deadline)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 logger.exception("metrics flush failed unexpectedly")
                 return PushStats(ok=False)
 
@@ -480,7 +480,7 @@ def push_invocation_metrics(request_id: str | None = None, settings: Settings | 
             metrics_module.METRICS.drain_changes()
             return
         _pusher_for(settings, function).push(request_id or _current_request_id())
-    except Exception:  # noqa: BLE001 - metrics must never fail an invocation
+    except Exception:  # metrics must never fail an invocation
         logger.exception("metrics push failed unexpectedly (request_id=%s)", request_id)
 
 

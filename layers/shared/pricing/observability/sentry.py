@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from pricing.settings import Settings
 
 FLUSH_TIMEOUT_SECONDS = 1.0
-SEND_TIMEOUT_SECONDS = 2.0
+SEND_TIMEOUT_SECONDS = 2  # whole seconds: the SDK declares its transport's TIMEOUT an int
 FLUSH_COOLDOWN_SECONDS = 60.0
 
 RETRAIN_MONITOR_SLUG = "pricing-retrain"
@@ -111,7 +111,7 @@ _CREDENTIAL = re.compile(r"\b([Bb]earer|BEARER)\s+([A-Za-z0-9._~+/=-]{8,})|\b(Ba
 _HEADER_NAMES = "|".join(re.escape(h) for h in sorted(SENSITIVE_HEADERS))
 # A sensitive header inside a repr'd mapping or pair, e.g. "'x-api-key': 'k'" or "(b'x-api-key', b'k')".
 _HEADER_IN_REPR = re.compile(
-    r"""(?i)(b?(['"])(?:%s)\2\s*[:,]\s*b?(['"]))(.*?)(\3)""" % _HEADER_NAMES,
+    r"""(?i)(b?(['"])(?:""" + _HEADER_NAMES + r""")\2\s*[:,]\s*b?(['"]))(.*?)(\3)""",
 )
 
 
@@ -197,8 +197,9 @@ def init_sentry(
             send_default_pii=False,
             max_request_body_size="never",
             event_scrubber=EventScrubber(denylist=list(DENYLIST), recursive=True),
-            before_send=before_send,
-            before_send_transaction=before_send_transaction,
+            # The SDK types events as TypedDicts; ours read and rewrite them as the plain dicts they are.
+            before_send=before_send,  # type: ignore[arg-type]
+            before_send_transaction=before_send_transaction,  # type: ignore[arg-type]
             in_app_include=["pricing"],
             # Release-health sessions and client reports would each add an envelope to nearly
             # every invocation's flush; errors per release are visible from the events themselves.
@@ -207,7 +208,7 @@ def init_sentry(
             shutdown_timeout=FLUSH_TIMEOUT_SECONDS,
             transport=_BoundedHttpTransport,
         )
-    except Exception as exc:  # BadDsn and friends: never fatal
+    except Exception as exc:  # noqa: BLE001 - BadDsn and friends: Sentry off is never fatal
         logger.error("Sentry disabled: cannot initialise", extra={"error": f"{type(exc).__name__}: {exc}"})
         _state.enabled = False
         return False
@@ -225,7 +226,7 @@ def _integrations() -> list[Any]:
     ]
     try:  # S3/DynamoDB calls as spans; boto3 is in the Lambda runtime, maybe not elsewhere
         from sentry_sdk.integrations.boto3 import Boto3Integration
-    except Exception:  # DidNotEnable
+    except Exception:  # noqa: BLE001 - DidNotEnable (no boto3): run without the spans
         pass
     else:
         integrations.append(Boto3Integration())
@@ -371,7 +372,8 @@ def report_once(cause: str, error: BaseException | str, **tags: Any) -> bool:
 
 _RATE = re.compile(r"rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)")
 _CRON = re.compile(r"cron\((.*)\)")
-_NAMES = frozenset("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC SUN MON TUE WED THU FRI SAT".split())
+_NAMES = frozenset(["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+                    "SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"])
 _CRON_TOKEN = re.compile(r"\*|\d+|[A-Za-z]{3}")
 
 
@@ -453,7 +455,7 @@ def retrain_monitor(
     after ``max_runtime_minutes``; a run that never starts is a missed check-in. Yields the
     check-in id (None when Sentry is off).
     """
-    config = monitor_config(schedule, max_runtime_minutes=max_runtime_minutes)
+    config: Any = monitor_config(schedule, max_runtime_minutes=max_runtime_minutes)  # the SDK's MonitorConfig
     started = time.monotonic()
     check_in_id = capture_checkin(monitor_slug=slug, status=MonitorStatus.IN_PROGRESS, monitor_config=config)
     try:

@@ -463,7 +463,7 @@ class RetrainingService:
         started = time.perf_counter()
         try:
             result = self.retrain_property(property_id, force)
-        except Exception as exc:  # one property's failure must never stop the others
+        except Exception as exc:  # noqa: BLE001 - one property's failure must never stop the others
             transient = isinstance(exc, StorageUnavailable)
             report_once(f"retrain_failed:{type(exc).__name__}", exc, property_id=property_id)
             logger.exception("retrain failed", extra={"property_id": property_id})
