@@ -108,6 +108,12 @@ class CurveRun:
         return next((d.day - self.shift_day for d in self.days if d.day >= self.shift_day and d.loop >= target), None)
 
 
+def _score(scoring, request) -> dict:
+    from pricing.api.schemas import quote_response
+
+    return quote_response(*scoring.score(request.to_quote()))
+
+
 def _request(property_id: str, q, use_ml: bool):
     from pricing.api.schemas import ScoreRequest
 
@@ -158,10 +164,10 @@ def run_curve(curve, *, days: int, quotes_per_day: int, held_out: int, seed: int
         for i in range(quotes_per_day):
             clock["now"] = day_start + timedelta(hours=8, seconds=i * 14 * 3600 / quotes_per_day)
             q = market.quote(clock["now"])
-            answer = scoring.score(_request(property_id, q, True))
+            answer = _score(scoring, _request(property_id, q, True))
             price, safety = answer["price"], answer["safety"]
             policy_price = safety["exploration"]["policy_price"] or price
-            rules_price = scoring.score(_request(property_id, q, False))["price"]
+            rules_price = _score(scoring, _request(property_id, q, False))["price"]
             oracle_price = market.oracle_price(q, day + 1)
             p_book = market.probability(q, price, day + 1)
             totals["loop"] += price * p_book
@@ -192,7 +198,7 @@ def run_curve(curve, *, days: int, quotes_per_day: int, held_out: int, seed: int
             q = held_market.quote(clock["now"] - timedelta(hours=1))
             quoted = round(q.market * held_market.rng.uniform(0.5, 2.0), 2)
             booked = held_market.rng.random() < held_market.probability(q, quoted, day + 1)
-            suggested = scoring.score(_request(property_id, q, True))["safety"]["exploration"]["policy_price"]
+            suggested = _score(scoring, _request(property_id, q, True))["safety"]["exploration"]["policy_price"]
             if booked:
                 increases += suggested > quoted
                 regrets.append(max(0.0, (quoted - suggested) / quoted))

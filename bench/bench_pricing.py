@@ -78,6 +78,7 @@ def _score_request(quote, use_ml: bool):
 def run(n_outcomes: int, n_quotes: int, n_held_out: int) -> int:
     # Imported here: the handler modules read their settings from the environment at import.
     from pricing.api import ingest_app
+    from pricing.api.schemas import quote_response
     from pricing.competitors import CompetitorClient
     from pricing.domain.simulator import CURVES, assess_policies, format_report, simulate_outcomes
     from pricing.services import retraining
@@ -115,7 +116,7 @@ def run(n_outcomes: int, n_quotes: int, n_held_out: int) -> int:
         def through_scoring(use_ml: bool, expect: str, latencies=latencies, curve=curve):
             def price(quote) -> float:
                 t0 = time.perf_counter()
-                response = scoring.score(_score_request(quote, use_ml), "bench")
+                response = quote_response(*scoring.score(_score_request(quote, use_ml).to_quote(), "bench"))
                 latencies.append(time.perf_counter() - t0)
                 if response["safety"]["pricing_method"] != expect:
                     raise SystemExit(f"{curve.name}: /score answered {response['safety']['pricing_method']}")

@@ -13,6 +13,7 @@ from pricing.api.schemas import ScoreRequest
 from pricing.competitors import CompetitorClient
 from pricing.services import retraining
 from pricing.services.retraining import RetrainingService
+from pricing.api.schemas import quote_response
 from pricing.services.scoring import ScoringService
 from pricing.storage import Storage
 
@@ -50,6 +51,6 @@ def test_demo_properties_price_with_their_own_model_and_reseeding_is_harmless(se
             "quote_time": now.isoformat(),
             "inventory": {"capacity": 100, "remaining": 35},
         })
-        safety = scoring.score(request, "req-demo")["safety"]
+        safety = quote_response(*scoring.score(request.to_quote(), "req-demo"))["safety"]
         assert safety["pricing_method"] == "ml_elasticity"
         assert safety["model_version"] == summary["live_version"]

@@ -18,6 +18,7 @@ from pricing.domain.simulator import CURVES, DemandCurve, simulate_outcomes
 from pricing.services import retraining
 from pricing.services.ingestion import IngestionService
 from pricing.services.retraining import RetrainingService, artifact_key
+from pricing.api.schemas import quote_response
 from pricing.services.scoring import ScoringService
 from pricing.storage import LIVE_RECORD, Storage, StorageUnavailable
 
@@ -91,7 +92,7 @@ def score(stack, property_id: str) -> dict:
             "toggles": {"use_competitors": False},
         }
     )
-    return scoring.score(request, "req-score")
+    return quote_response(*scoring.score(request.to_quote(), "req-score"))
 
 
 def deploy_true_model(stack, curve: DemandCurve, property_id: str, version: str = "v-true") -> None:

@@ -142,12 +142,7 @@ class Settings:
 def get_settings() -> Settings:
     """The process's settings, parsed on first use and then fixed for the container's life.
 
-    Secrets named by ``BACKEND_API_KEY_SECRET_ARN``/``PUSHGATEWAY_CREDENTIALS_SECRET_ARN`` are
-    fetched here, so once per container (``pricing.storage.resolve_secrets``; it never raises).
+    Without the secrets named by ``*_SECRET_ARN``: the app modules fetch those, once per
+    container, with ``pricing.storage.resolve_secrets`` (configuration does not talk to AWS).
     """
-    settings = Settings.from_env()
-    if settings.backend_api_key_secret_arn or settings.pushgateway_credentials_secret_arn:
-        from pricing.storage import resolve_secrets  # only then: boto3 costs cold-start time
-
-        settings = resolve_secrets(settings)
-    return settings
+    return Settings.from_env()

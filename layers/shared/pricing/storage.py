@@ -570,8 +570,8 @@ class Storage:
 # -- secrets ------------------------------------------------------------------------------
 #
 # Credentials live in Secrets Manager, never in the template or the function's environment: the
-# template passes only the secrets' ARNs. They are fetched once per container, when the settings
-# are first read (``pricing.settings.get_settings``), with a short timeout: a cold start must not
+# template passes only the secrets' ARNs. They are fetched once per container, by the app module
+# as it builds its configuration (``resolve_secrets``), with a short timeout: a cold start must not
 # hang on them. A secret that cannot be had leaves its value empty -- the competitor backend or
 # the Pushgateway then refuses us, which is counted and alerted on -- rather than failing the
 # container: neither credential is needed to price a quote or store an outcome.
@@ -614,7 +614,10 @@ def resolve_secrets(settings: Settings) -> Settings:
     ``PUSHGATEWAY_CREDENTIALS_SECRET_ARN``: ``{"username": "...", "password": "..."}`` or
     ``{"bearer_token": "..."}``. A value set directly in the environment wins (local runs). Never
     raises: a secret that cannot be fetched or read is logged (by ARN, never by value) and left empty.
+    Without an ARN to resolve it returns at once, without importing boto3.
     """
+    if not (settings.backend_api_key_secret_arn or settings.pushgateway_credentials_secret_arn):
+        return settings
     import dataclasses
     import logging
 

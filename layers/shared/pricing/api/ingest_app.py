@@ -26,14 +26,14 @@ from pricing.observability.push import pushes_metrics
 from pricing.observability.sentry import init_from_settings, set_request_context
 from pricing.services.ingestion import IngestionService
 from pricing.settings import get_settings
-from pricing.storage import Storage, StorageUnavailable
+from pricing.storage import Storage, StorageUnavailable, resolve_secrets
 
 #: How long a caller should wait before re-sending a batch the store could not take.
 RETRY_AFTER_SECONDS = 5
 #: Time kept back from the invocation's deadline to answer and push metrics.
 ANSWER_MARGIN_SECONDS = 1.5
 
-settings = get_settings()
+settings = resolve_secrets(get_settings())  # once per container: the secrets its ARNs name
 init_from_settings(settings)
 metrics.set_service_info(version=settings.release, environment=settings.environment, service="ingest")
 
@@ -100,6 +100,6 @@ def learn(request: LearnRequest, http: Request) -> dict:
 _asgi = Mangum(app, lifespan="off")
 
 
-@pushes_metrics(function="ingest")
+@pushes_metrics(function="ingest", settings=settings)
 def handler(event: dict, context) -> dict:
     return _asgi(event, context)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone  # noqa: E402
 from mangum import Mangum  # noqa: E402
 
 from pricing.api.common import create_app  # noqa: E402
-from pricing.api.schemas import ScoreRequest  # noqa: E402
+from pricing.api.schemas import ScoreRequest, quote_response  # noqa: E402
 from pricing.competitors import CompetitorClient  # noqa: E402
 from pricing.observability import metrics  # noqa: E402
 from pricing.observability.context import current_request_id, logger  # noqa: E402
@@ -22,9 +22,9 @@ from pricing.observability.push import prune_stale_groups, pushes_metrics  # noq
 from pricing.observability.sentry import init_from_settings  # noqa: E402
 from pricing.services.scoring import ScoringService  # noqa: E402
 from pricing.settings import get_settings  # noqa: E402
-from pricing.storage import Storage  # noqa: E402
+from pricing.storage import Storage, resolve_secrets  # noqa: E402
 
-settings = get_settings()
+settings = resolve_secrets(get_settings())  # once per container: the secrets its ARNs name
 init_from_settings(settings)
 metrics.set_service_info(version=settings.release, environment=settings.environment, service="score")
 
@@ -39,7 +39,7 @@ app = create_app(title="Pricing score API", settings=settings)
 
 @app.post("/score")
 def score(request: ScoreRequest) -> dict:
-    return service.score(request, current_request_id())
+    return quote_response(*service.score(request.to_quote(), current_request_id()))
 
 
 @app.get("/health")
@@ -66,17 +66,17 @@ def synthetic_check() -> dict:
             "toggles": {"use_competitors": False},
         }
     )
-    quote = service.score(canary, current_request_id(), synthetic=True)
+    price = service.score(canary.to_quote(), current_request_id(), synthetic=True).recommendation.price
     metrics.mark_synthetic_check()
     pruned = prune_stale_groups(settings)
-    logger.info("synthetic check", extra={"price": quote["price"], "pruned_groups": pruned})
-    return {"status": "healthy", "price": quote["price"], "pruned_groups": pruned, **service.health()}
+    logger.info("synthetic check", extra={"price": price, "pruned_groups": pruned})
+    return {"status": "healthy", "price": price, "pruned_groups": pruned, **service.health()}
 
 
 _asgi = Mangum(app, lifespan="off")
 
 
-@pushes_metrics(function="score")
+@pushes_metrics(function="score", settings=settings)
 def handler(event: dict, context) -> dict:
     try:
         if isinstance(event, dict) and event.get("synthetic") == "health":

@@ -507,12 +507,13 @@ def _invocation_request_id(event: Any, context: Any) -> str | None:
     return getattr(context, "aws_request_id", None)
 
 
-def pushes_metrics(handler: Callable | None = None, *, function: str | None = None):
+def pushes_metrics(handler: Callable | None = None, *, function: str | None = None,
+                   settings: Settings | None = None):
     """Decorate a Lambda ``handler(event, context)`` to push metrics after it returns or raises.
 
-    Usable bare (``@pushes_metrics``) or with the job's short name
-    (``@pushes_metrics(function="score")``). The handler's result or exception is passed on
-    unchanged; the push never raises.
+    Usable bare (``@pushes_metrics``) or with the job's short name and the container's settings
+    (``@pushes_metrics(function="score", settings=settings)``). The handler's result or exception
+    is passed on unchanged; the push never raises.
     """
 
     def decorate(fn: Callable) -> Callable:
@@ -522,7 +523,7 @@ def pushes_metrics(handler: Callable | None = None, *, function: str | None = No
                 return fn(event, context)
             finally:
                 push_invocation_metrics(request_id=_current_request_id() or _invocation_request_id(event, context),
-                                        function=function)
+                                        settings=settings, function=function)
 
         return wrapper
 

@@ -64,7 +64,7 @@ from pricing.observability.context import logger
 from pricing.observability.push import pushes_metrics
 from pricing.observability.sentry import init_from_settings, report_once, retrain_monitor
 from pricing.settings import Settings, get_settings
-from pricing.storage import ConditionFailed, Storage, StorageUnavailable
+from pricing.storage import ConditionFailed, Storage, StorageUnavailable, resolve_secrets
 
 DEPLOYED, REJECTED, SKIPPED, FAILED = "deployed", "rejected", "skipped", "failed"
 MODEL_TYPE = "conversion"
@@ -564,7 +564,7 @@ class RetrainingService:
 
 # -- the Lambda entry point ------------------------------------------------------------------
 
-settings = get_settings()
+settings = resolve_secrets(get_settings())  # once per container: the secrets its ARNs name
 init_from_settings(settings)  # at import: Sentry's Lambda integration must wrap the handler
 metrics.set_service_info(version=settings.release, environment=settings.environment, service="retrain")
 _service: RetrainingService | None = None
@@ -578,7 +578,7 @@ def service() -> RetrainingService:
     return _service
 
 
-@pushes_metrics(function="retrain")
+@pushes_metrics(function="retrain", settings=settings)
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict, context: Any) -> dict:
     return service().handle(event, context)
