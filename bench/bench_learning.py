@@ -148,7 +148,7 @@ def retrain_scaling(stack: AwsStack, repeats: dict[int, int] | None = None) -> l
     except ImportError as exc:
         reason = f"pricing.services.retraining is not there yet: {exc}"
         return [Figure.waiting(f"retrain_{n}", f"6. retrain, {n:,} outcomes", reason) for n in RETRAIN_SIZES]
-    from pricing.settings import get_settings
+    from pricing.settings import Settings
 
     repeats = repeats or {1_000: 5, 10_000: 3, 100_000: 1}
     seconds: dict[int, list[float]] = {}
@@ -157,7 +157,7 @@ def retrain_scaling(stack: AwsStack, repeats: dict[int, int] | None = None) -> l
         for r in range(repeats[n]):
             property_id = f"bench-retrain-{n}-{r}"
             records = [{**rec, "property_id": property_id} for rec in stored_records(simulated_batch(property_id, n))]
-            service = RetrainingService(get_settings(), MemoryStore({property_id: records}))
+            service = RetrainingService(Settings.from_env(), MemoryStore({property_id: records}))
             started = time.perf_counter()
             result = service.retrain_property(property_id, force=True)
             seconds.setdefault(n, []).append(time.perf_counter() - started)

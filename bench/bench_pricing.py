@@ -81,7 +81,7 @@ def run(n_outcomes: int, n_quotes: int, n_held_out: int) -> int:
     from pricing.api.schemas import quote_response
     from pricing.competitors import CompetitorClient
     from pricing.domain.simulator import CURVES, assess_policies, format_report, simulate_outcomes
-    from pricing.services import retraining
+    from pricing.api import retrain_app
     from pricing.services.scoring import ScoringService
     from pricing.storage import Storage
 
@@ -105,7 +105,7 @@ def run(n_outcomes: int, n_quotes: int, n_held_out: int) -> int:
         learn_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        answer = retraining.handler({"property_ids": [property_id], "force": True}, _Context("retrain"))
+        answer = retrain_app.handler({"property_ids": [property_id], "force": True}, _Context("retrain"))
         retrain_seconds = time.perf_counter() - started
         (result,) = answer["results"]
         if result["status"] != "deployed":

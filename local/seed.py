@@ -71,8 +71,9 @@ def _post_learn(api_url: str, batch: list[dict]) -> dict:
         return json.loads(response.read())
 
 
-def learn(outcomes: list[dict], api_url: str | None) -> tuple[int, int, str]:
-    """Send ``outcomes`` to /learn; returns (stored, duplicates, how)."""
+def learn(outcomes: list[dict], api_url: str | None, storage=None) -> tuple[int, int, str]:
+    """Send ``outcomes`` to /learn (or, without ``api_url``, store them through ``storage``);
+    returns (stored, duplicates, how)."""
     stored = duplicates = 0
     how = "POST /learn" if api_url else "in-process"
     for i in range(0, len(outcomes), LEARN_BATCH):
@@ -86,10 +87,10 @@ def learn(outcomes: list[dict], api_url: str | None) -> tuple[int, int, str]:
                 how = "in-process"
         if answer is None:
             from pricing.services.ingestion import IngestionService
-            from pricing.settings import get_settings
+            from pricing.settings import Settings
             from pricing.storage import Storage
 
-            answer = IngestionService(Storage(get_settings())).ingest(batch).to_response()
+            answer = IngestionService(storage or Storage(Settings.from_env())).ingest(batch).to_response()
         if answer.get("invalid"):
             raise RuntimeError(f"/learn refused simulated outcomes: {answer['errors'][:3]}")
         stored += answer["processed"]
@@ -109,17 +110,18 @@ def retrain(property_ids: list[str], api_url: str | None) -> list[dict]:
             return result.json()["results"]
         print(f"  RetrainFunction failed ({result.outcome}): {result.payload[:300]!r}", file=sys.stderr)
         return []
-    from pricing.services import retraining
+    from pricing.api import retrain_app
 
-    return retraining.handler(event, _Context())["results"]
+    return retrain_app.handler(event, _Context())["results"]
 
 
-def seed(n_outcomes: int = DEFAULT_OUTCOMES, api_url: str | None = None) -> list[dict]:
-    """Seed every demo property; returns one summary per property."""
-    from pricing.settings import get_settings
+def seed(n_outcomes: int = DEFAULT_OUTCOMES, api_url: str | None = None, storage=None) -> list[dict]:
+    """Seed every demo property (through ``storage``, default: the environment's stores);
+    returns one summary per property."""
+    from pricing.settings import Settings
     from pricing.storage import Storage
 
-    storage = Storage(get_settings())
+    storage = storage or Storage(Settings.from_env())
     curves: dict[str, DemandCurve] = {c.name: c for c in CURVES}
     now = datetime.now(timezone.utc)
     learned = {}
@@ -128,7 +130,7 @@ def seed(n_outcomes: int = DEFAULT_OUTCOMES, api_url: str | None = None) -> list
         base_price = DEMO_BASE_PRICES.get(property_id, curve.base_price)
         storage.put_property_config(property_id, base_price)
         outcomes = simulate_outcomes(curve, n_outcomes, seed=2026, now=now, property_id=property_id)
-        learned[property_id] = learn(outcomes, api_url)
+        learned[property_id] = learn(outcomes, api_url, storage)
     results = {r["property_id"]: r for r in retrain(list(DEMO_PROPERTIES), api_url)}
     summaries = []
     for property_id, curve_name in DEMO_PROPERTIES.items():

@@ -336,8 +336,10 @@ def test_malformed_events(stack):
 
 def test_the_lambda_handler_runs_the_service(stack, monkeypatch):
     learn(stack, CITY, 500, property_id="handler-1")
-    monkeypatch.setattr(retraining, "_service", stack.service)
+    from pricing.api import retrain_app
 
-    answer = retraining.handler({"detail": {"property_ids": ["handler-1"], "force": False}}, LambdaContext())
+    monkeypatch.setattr(retrain_app, "_service", stack.service)
+
+    answer = retrain_app.handler({"detail": {"property_ids": ["handler-1"], "force": False}}, LambdaContext())
 
     assert answer["results"][0]["status"] == "deployed"

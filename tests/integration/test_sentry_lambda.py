@@ -198,9 +198,12 @@ def run_container(plan_path: str, out_path: str) -> None:
     """Run the invocations listed in ``plan_path`` in this process and write their outcomes."""
     bootstrap = _install_bootstrap()
     from pricing.observability.sentry import init_from_settings
-    from pricing.settings import get_settings
+    from pricing.observability.context import set_service_name
+    from pricing.settings import Settings
 
-    init_from_settings(get_settings())  # as the handler module does at import
+    settings = Settings.from_env()  # as the app module does at import
+    set_service_name(settings.service_name)
+    init_from_settings(settings)
     handlers = {"api": _build_api(), "retrain": _retrain_handler}
     runtime = bootstrap.LambdaRuntimeClient("127.0.0.1:9")
     recorder = sys.modules["awslambdaric.lambda_runtime_client"].runtime_client

@@ -40,8 +40,8 @@ def run_python(code: str, dsn: str, **env: str) -> subprocess.CompletedProcess:
         """
         import sentry_sdk
         from pricing.observability import sentry
-        from pricing.settings import get_settings
-        enabled = sentry.init_from_settings(get_settings())
+        from pricing.settings import Settings
+        enabled = sentry.init_from_settings(Settings.from_env())
         """
     )
     proc = subprocess.run(
@@ -182,7 +182,7 @@ def test_the_receiver_reads_uncompressed_envelopes_too(receiver):
     # The SDK sends gzip by default; compression level 0 makes it send plain bytes.
     run_python(
         """
-        sentry_sdk.init(dsn=get_settings().sentry_dsn, _experiments={"transport_compression_level": 0})
+        sentry_sdk.init(dsn=Settings.from_env().sentry_dsn, _experiments={"transport_compression_level": 0})
         sentry_sdk.capture_message("plain")
         sentry_sdk.flush(timeout=2)
         """,

@@ -418,8 +418,12 @@ class SyntheticContainer:
 def _container_main() -> None:
     """The process side of ``SyntheticContainer``: JSON requests on stdin, answers on stdout."""
     from pricing.observability import metrics, push
+    from pricing.settings import Settings
 
-    @push.pushes_metrics
+    settings = Settings.from_env()  # this process is a container: its own composition root
+    metrics.METRICS.cap_property_labels(settings.metrics_max_property_labels)
+
+    @push.pushes_metrics(settings=settings)
     def handler(event, context):
         metrics.track_model_prediction(property_id=event["property_id"], model_type="conversion", duration=0.002)
         metrics.track_score_request(pricing_method="ml_elasticity", duration=0.012)

@@ -134,3 +134,77 @@ def test_services_take_domain_values_not_the_http_models():
 )
 def test_the_checks_catch_what_they_are_for(graph, upward, cyclic):
     assert (len(upward_imports(graph)), len(cycles(graph))) == (upward, cyclic)
+
+
+# ------------------------------------------------------------------ configuration and globals
+
+#: The composition roots: the only modules that build state from settings at import.
+COMPOSITION_ROOTS = {"pricing.api.score_app", "pricing.api.ingest_app", "pricing.api.retrain_app"}
+
+
+def environment_reads(root: Path = PACKAGE) -> list[str]:
+    """``os.environ``/``os.getenv``/``os.putenv`` anywhere but ``pricing.settings``."""
+    found = []
+    for path in root.rglob("*.py"):
+        name = module_name(path, root)
+        if name == "pricing.settings":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "putenv", "environb"):
+                found.append(f"{name}:{node.lineno} os.{node.attr}")
+            elif isinstance(node, ast.ImportFrom) and node.module == "os" and any(
+                    a.name in ("environ", "getenv", "environb") for a in node.names):
+                found.append(f"{name}:{node.lineno} from os import ...")
+    return sorted(found)
+
+
+def _module_level(tree: ast.Module) -> list[ast.AST]:
+    """The nodes that run at import: everything outside function bodies (class bodies included)."""
+    nodes: list[ast.AST] = []
+    todo: list[ast.AST] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            todo.extend(node.decorator_list if not isinstance(node, ast.Lambda) else [])
+            continue
+        nodes.append(node)
+        todo.extend(ast.iter_child_nodes(node))
+    return nodes
+
+
+def settings_read_at_import(root: Path = PACKAGE) -> list[str]:
+    """Modules outside the composition roots that read the configuration while being imported."""
+    found = []
+    for path in root.rglob("*.py"):
+        name = module_name(path, root)
+        if name in COMPOSITION_ROOTS or name == "pricing.settings":
+            continue
+        for node in _module_level(ast.parse(path.read_text(), str(path))):
+            call = node.func if isinstance(node, ast.Call) else None
+            if (isinstance(call, ast.Attribute) and call.attr in ("from_env", "resolve_secrets")) or (
+                    isinstance(call, ast.Name) and call.id in ("get_settings", "resolve_secrets")):
+                found.append(f"{name}:{node.lineno}")
+    return sorted(found)
+
+
+def test_only_settings_reads_the_environment():
+    assert environment_reads() == []
+
+
+def test_only_the_composition_roots_build_state_from_settings_at_import():
+    assert settings_read_at_import() == []
+    for root in COMPOSITION_ROOTS:  # and each of them does
+        path = PACKAGE.joinpath(*root.split(".")[1:]).with_suffix(".py")
+        assert any(isinstance(n, ast.Call) and getattr(n.func, "attr", None) == "from_env"
+                   for n in _module_level(ast.parse(path.read_text()))), root
+
+
+def test_the_environment_checks_catch_what_they_are_for(tmp_path):
+    package = tmp_path / "pricing"
+    (package / "observability").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "observability" / "metrics.py").write_text(
+        "import os\nfrom pricing.settings import Settings\nCAP = int(os.environ.get('CAP', '1'))\n"
+        "METRICS = build(Settings.from_env())\n\ndef later():\n    return Settings.from_env()\n")
+    assert environment_reads(package) == ["pricing.observability.metrics:3 os.environ"]
+    assert settings_read_at_import(package) == ["pricing.observability.metrics:4"]

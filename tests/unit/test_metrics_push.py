@@ -406,11 +406,11 @@ def test_decorator_pushes_after_the_handler_returns_or_raises_with_the_request_i
     monkeypatch.setattr(push, "push_invocation_metrics", lambda request_id=None, **kw: pushed.append(request_id))
     monkeypatch.setattr(push, "_current_request_id", lambda: None)  # no request bound by middleware
 
-    @push.pushes_metrics
+    @push.pushes_metrics(settings=Settings())
     def ok(event, context):
         return {"statusCode": 200}
 
-    @push.pushes_metrics(function="ingest")
+    @push.pushes_metrics(settings=Settings(), function="ingest")
     def boom(event, context):
         raise ValueError("handler bug")
 

@@ -1,14 +1,15 @@
 """Configuration, read once from the environment into one immutable object.
 
-Every environment variable the service reads is named here and nowhere else; the rest of the
-code receives a ``Settings`` instance (or the values it needs) as an argument.
+Every environment variable the service reads is named here and nowhere else. Each function's app
+module (``pricing.api.score_app``, ``ingest_app``, ``retrain_app``: the composition roots) reads
+``Settings.from_env()`` once, at import, and passes it, or the values it needs, to what it builds;
+no other module reads the environment or keeps settings of its own.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Mapping
 
 from pricing import __version__
@@ -136,13 +137,3 @@ class Settings:
             exploration_disabled_properties=frozenset(
                 p.strip() for p in env.get("EXPLORATION_DISABLED_PROPERTIES", "").split(",") if p.strip()),
         )
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process's settings, parsed on first use and then fixed for the container's life.
-
-    Without the secrets named by ``*_SECRET_ARN``: the app modules fetch those, once per
-    container, with ``pricing.storage.resolve_secrets`` (configuration does not talk to AWS).
-    """
-    return Settings.from_env()

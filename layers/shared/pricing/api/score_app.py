@@ -1,13 +1,17 @@
 """ScoreFunction's app: POST /score and GET /health, plus the scheduled synthetic check.
 
-Built at import so a warm container reuses the app, its caches and its clients.
+The function's composition root: it reads the settings, configures metrics, logging and Sentry,
+and builds the storage, the competitor client and the service, all at import, so a warm
+container reuses the app, its caches and its clients.
 """
 
 from __future__ import annotations
 
 from pricing import coldstart
+from pricing.settings import Settings
 
-coldstart.pause_collector()  # first, before the heavy imports: see pricing.coldstart
+settings = Settings.from_env()
+coldstart.pause_collector(settings)  # first, before the heavy imports: see pricing.coldstart
 
 from datetime import datetime, timedelta, timezone  # noqa: E402
 
@@ -17,14 +21,15 @@ from pricing.api.common import create_app  # noqa: E402
 from pricing.api.schemas import ScoreRequest, quote_response  # noqa: E402
 from pricing.competitors import CompetitorClient  # noqa: E402
 from pricing.observability import metrics  # noqa: E402
-from pricing.observability.context import current_request_id, logger  # noqa: E402
+from pricing.observability.context import current_request_id, logger, set_service_name  # noqa: E402
 from pricing.observability.push import prune_stale_groups, pushes_metrics  # noqa: E402
 from pricing.observability.sentry import init_from_settings  # noqa: E402
 from pricing.services.scoring import ScoringService  # noqa: E402
-from pricing.settings import get_settings  # noqa: E402
 from pricing.storage import Storage, resolve_secrets  # noqa: E402
 
-settings = resolve_secrets(get_settings())  # once per container: the secrets its ARNs name
+settings = resolve_secrets(settings)  # once per container: the secrets its ARNs name
+set_service_name(settings.service_name)
+metrics.METRICS.cap_property_labels(settings.metrics_max_property_labels)
 init_from_settings(settings)
 metrics.set_service_info(version=settings.release, environment=settings.environment, service="score")
 

@@ -21,8 +21,9 @@ Example::
     ['a', 'b', '__other__']
 
 Label cardinality: ``property_id`` is the only open-ended label. Each container keeps at most
-``METRICS_MAX_PROPERTY_LABELS`` distinct values (through ``pricing.settings``); later properties
-are counted under ``property_id="__other__"`` so no event is lost, only its attribution.
+``METRICS_MAX_PROPERTY_LABELS`` distinct values (its app module sets the cap of :data:`METRICS`
+from its settings, with ``cap_property_labels``); later properties are counted under
+``property_id="__other__"`` so no event is lost, only its attribution.
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ from typing import Iterable, Iterator, Mapping, NamedTuple
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
-
-from pricing.settings import get_settings
 
 #: ``property_id`` value that stands for every property beyond the per-container cap.
 OTHER_PROPERTY = "__other__"
@@ -193,6 +192,14 @@ class PricingMetrics:
                     base.series[family.name] = {(): metric}
         for reason in PUSH_FAILURE_REASONS:
             self._child(push_failures, reason=reason)
+
+    def cap_property_labels(self, max_property_labels: int) -> None:
+        """Keep at most ``max_property_labels`` distinct ``property_id`` values from now on (the
+        app module sets its container's cap at import, before any is recorded)."""
+        if max_property_labels < 1:
+            raise ValueError("max_property_labels must be at least 1")
+        with self._lock:
+            self._max_property_labels = max_property_labels
 
     # ------------------------------------------------------------------ groups and series
 
@@ -483,7 +490,8 @@ def _flag(value: bool) -> str:
 
 # ---------------------------------------------------------------------- the container's metrics
 
-METRICS = PricingMetrics(max_property_labels=get_settings().metrics_max_property_labels)
+# Built without configuration: the app module caps its labels (cap_property_labels).
+METRICS = PricingMetrics()
 REGISTRY = METRICS.registry
 
 track_request = METRICS.track_request

@@ -1,6 +1,6 @@
 """Sentry for the three functions: errors, one transaction per request, cron check-ins.
 
-``init_from_settings(get_settings())`` runs once per container, at handler-module import, so the
+``init_from_settings(settings)`` runs once per container, in the app module at import, so the
 AWS Lambda integration can wrap the handler before the first invocation. Without ``SENTRY_DSN``
 nothing is initialised and every function here is a cheap no-op: Sentry is optional, never a
 reason for the service to fail.

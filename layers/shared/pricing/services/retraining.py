@@ -1,6 +1,6 @@
 """Retraining: per property, measure drift, fit a candidate, and deploy it only if it is better.
 
-RetrainFunction's ``handler`` takes three kinds of event:
+RetrainFunction's handler (``pricing.api.retrain_app``) takes three kinds of event:
 
 * the daily EventBridge schedule (``{"detail": {"force": false}}``) or a manual invoke without
   ``property_ids``: list every property that has outcomes and fan the work out as SQS messages
@@ -61,10 +61,9 @@ from pricing.domain.training import (
 )
 from pricing.observability import metrics
 from pricing.observability.context import logger
-from pricing.observability.push import pushes_metrics
-from pricing.observability.sentry import init_from_settings, report_once, retrain_monitor
-from pricing.settings import Settings, get_settings
-from pricing.storage import ConditionFailed, Storage, StorageUnavailable, resolve_secrets
+from pricing.observability.sentry import report_once, retrain_monitor
+from pricing.settings import Settings
+from pricing.storage import ConditionFailed, Storage, StorageUnavailable
 
 DEPLOYED, REJECTED, SKIPPED, FAILED = "deployed", "rejected", "skipped", "failed"
 MODEL_TYPE = "conversion"
@@ -560,25 +559,3 @@ class RetrainingService:
             with retrain_monitor():
                 return self.scheduled_run(request.force, remaining)
         return self._run_or_defer(list(request.property_ids), request.force, remaining)
-
-
-# -- the Lambda entry point ------------------------------------------------------------------
-
-settings = resolve_secrets(get_settings())  # once per container: the secrets its ARNs name
-init_from_settings(settings)  # at import: Sentry's Lambda integration must wrap the handler
-metrics.set_service_info(version=settings.release, environment=settings.environment, service="retrain")
-_service: RetrainingService | None = None
-
-
-def service() -> RetrainingService:
-    """The container's service, built on first use (its clients live as long as the container)."""
-    global _service
-    if _service is None:
-        _service = RetrainingService(settings, Storage(settings))
-    return _service
-
-
-@pushes_metrics(function="retrain", settings=settings)
-@logger.inject_lambda_context(clear_state=True)
-def handler(event: dict, context: Any) -> dict:
-    return service().handle(event, context)
