@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from pricing.settings import Settings
 
@@ -188,6 +188,24 @@ class Storage:
         except BotoCoreError as exc:
             raise StorageUnavailable(f"{service}.{operation}: {type(exc).__name__}") from exc
 
+    def _pages(self, operation: str, page_size: int | None = None, **kwargs: Any) -> Iterator[dict]:
+        """The pages of a paginated DynamoDB read (botocore's paginator follows LastEvaluatedKey),
+        failures translated as ``_call`` does; stop iterating to stop reading. For the reads off
+        the request path (retraining): the first paginator costs some 25-30 ms."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        config = {"PageSize": page_size} if page_size else {}
+        pages = self._client("dynamodb").get_paginator(operation).paginate(**kwargs, PaginationConfig=config)
+        try:
+            yield from pages
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ValidationException":
+                raise StoreRefused(f"dynamodb.{operation}: {code}") from exc
+            raise StorageUnavailable(f"dynamodb.{operation}: {code or exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"dynamodb.{operation}: {type(exc).__name__}") from exc
+
     def _ser(self, item: dict) -> dict:
         if self._serializer is None:
             from boto3.dynamodb.types import TypeSerializer
@@ -226,6 +244,8 @@ class Storage:
         return json.loads(body)
 
     def list_experiments(self) -> list[dict]:
+        # By hand, not with a paginator: this read is on a cold /score's path, and the first
+        # paginator costs it 25-30 ms (botocore.paginate, jmespath and the paginator model).
         items: list[dict] = []
         kwargs: dict[str, Any] = {"TableName": self.settings.experiments_table}
         while True:
@@ -448,19 +468,12 @@ class Storage:
         """Every property that has ever sent outcomes, from the sparse listing index (sorted)."""
         found: set[str] = set()
         for shard in range(LISTING_SHARDS):
-            kwargs: dict[str, Any] = {
-                "TableName": self.settings.outcomes_table,
-                "IndexName": OUTCOME_PROPERTIES_INDEX,
-                "KeyConditionExpression": "listing_shard = :s",
-                "ExpressionAttributeValues": {":s": {"S": f"{shard:02d}"}},
-                "ProjectionExpression": "property_id",
-            }
-            while True:
-                resp = self._call("dynamodb", "query", **kwargs)
-                found.update(item["property_id"]["S"] for item in resp.get("Items", []))
-                if "LastEvaluatedKey" not in resp:
-                    break
-                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+            for page in self._pages(
+                "query", TableName=self.settings.outcomes_table, IndexName=OUTCOME_PROPERTIES_INDEX,
+                KeyConditionExpression="listing_shard = :s", ExpressionAttributeValues={":s": {"S": f"{shard:02d}"}},
+                ProjectionExpression="property_id",
+            ):
+                found.update(item["property_id"]["S"] for item in page.get("Items", []))
         return sorted(found)
 
     def read_outcomes(self, property_id: str, since: str, limit: int | None = None) -> list[dict]:
@@ -469,21 +482,17 @@ class Storage:
         Read in pages of ``OUTCOME_READ_PAGE`` items rather than DynamoDB's 1 MB default, so no
         single call comes near the client's read timeout, even on a slow or local endpoint.
         """
-        kwargs: dict[str, Any] = {
-            "TableName": self.settings.outcomes_table,
-            "Limit": OUTCOME_READ_PAGE,
-            "KeyConditionExpression": "property_id = :p",
-            "FilterExpression": "#ts >= :since",
-            "ExpressionAttributeNames": {"#ts": "timestamp"},
-            "ExpressionAttributeValues": {":p": {"S": property_id}, ":since": {"S": since}},
-        }
         records: list[dict] = []
-        while True:
-            resp = self._call("dynamodb", "query", **kwargs)
-            records += [self._de(item) for item in resp.get("Items", [])]
-            if "LastEvaluatedKey" not in resp or (limit is not None and len(records) >= limit):
-                return records
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        for page in self._pages(
+            "query", page_size=OUTCOME_READ_PAGE, TableName=self.settings.outcomes_table,
+            KeyConditionExpression="property_id = :p", FilterExpression="#ts >= :since",
+            ExpressionAttributeNames={"#ts": "timestamp"},
+            ExpressionAttributeValues={":p": {"S": property_id}, ":since": {"S": since}},
+        ):
+            records += [self._de(item) for item in page.get("Items", [])]
+            if limit is not None and len(records) >= limit:
+                break
+        return records
 
     # -- registry: model versions and the live pointer (retraining) ------------------------
 
@@ -506,19 +515,12 @@ class Storage:
         )
 
     def list_model_records(self, property_id: str) -> list[dict]:
-        kwargs: dict[str, Any] = {
-            "TableName": self.settings.registry_table,
-            "KeyConditionExpression": "property_id = :p AND begins_with(#r, :m)",
-            "ExpressionAttributeNames": {"#r": "record"},
-            "ExpressionAttributeValues": {":p": {"S": property_id}, ":m": {"S": MODEL_RECORD_PREFIX}},
-        }
-        records: list[dict] = []
-        while True:
-            resp = self._call("dynamodb", "query", **kwargs)
-            records += [self._de(item) for item in resp.get("Items", [])]
-            if "LastEvaluatedKey" not in resp:
-                return records
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        pages = self._pages(
+            "query", TableName=self.settings.registry_table,
+            KeyConditionExpression="property_id = :p AND begins_with(#r, :m)", ExpressionAttributeNames={"#r": "record"},
+            ExpressionAttributeValues={":p": {"S": property_id}, ":m": {"S": MODEL_RECORD_PREFIX}},
+        )
+        return [self._de(item) for page in pages for item in page.get("Items", [])]
 
     def swap_live_model(
         self, property_id: str, version: str, artifact_key: str | None, expected_version: str | None, deployed_at: str
