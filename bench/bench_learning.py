@@ -76,15 +76,11 @@ def ingest_rate(stack: AwsStack, rounds: int = 3) -> list[Figure]:
     # the deadlines are widened so the figure measures the rate, not a 503.
     storage_module.OUTCOME_IO_BUDGET_SECONDS = 600.0
 
-    class _LongContext(FakeContext):
-        def get_remaining_time_in_millis(self) -> int:
-            return 600_000
-
     def full() -> float:
         body = {"batch": simulated_batch(tags.next(), INGEST_BATCH, INGEST_PROPERTIES)}
         event = rest_event("POST", "/learn", body)
         started = time.perf_counter()
-        result = handler(event, _LongContext())
+        result = handler(event, FakeContext(remaining_ms=600_000))
         seconds = time.perf_counter() - started
         answer = json.loads(result["body"])
         if result["statusCode"] != 200 or answer.get("processed") != INGEST_BATCH:

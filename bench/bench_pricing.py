@@ -37,17 +37,10 @@ LEARN_BATCH = 2000
 OUT = ROOT / "bench" / "out" / "pricing.json"
 
 
-class _Context:
-    """The Lambda context fields the handlers read."""
+def _Context(function_name: str):
+    from local.lambda_context import FakeContext
 
-    def __init__(self, function_name: str):
-        self.function_name = function_name
-        self.memory_limit_in_mb = 1024
-        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
-        self.aws_request_id = f"bench-{time.time_ns()}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
+    return FakeContext(function_name, remaining_ms=900_000, memory_mb=1024)
 
 
 def _learn_event(batch: list[dict]) -> dict:

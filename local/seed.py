@@ -30,6 +30,7 @@ import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 
+from local.lambda_context import FakeContext
 from pricing.domain.simulator import CURVES, DemandCurve, simulate_outcomes
 
 #: Demo property id -> the simulated market it sells into (see simulator.CURVES).
@@ -46,18 +47,8 @@ DEFAULT_OUTCOMES = 3000
 LEARN_BATCH = 1000
 
 
-class _Context:
-    """The Lambda context fields RetrainFunction's handler reads."""
-
-    function_name = "pricing-retrain-local-seed"
-    memory_limit_in_mb = 2048
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:pricing-retrain-local-seed"
-
-    def __init__(self) -> None:
-        self.aws_request_id = f"seed-{time.time_ns()}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
+def _Context() -> FakeContext:
+    return FakeContext("pricing-retrain-local-seed", remaining_ms=900_000, memory_mb=2048)
 
 
 def _post_learn(api_url: str, batch: list[dict]) -> dict:

@@ -11,6 +11,7 @@ import pytest
 
 from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures; puts local/ on the path
 
+from local.lambda_context import FakeContext
 from pricing.api.schemas import ScoreRequest
 from pricing.competitors import CompetitorClient
 from pricing.domain.conversion_model import ConversionModel
@@ -26,17 +27,8 @@ NOW = datetime.now(timezone.utc)
 CITY, RESORT, SKI = CURVES[0], CURVES[1], CURVES[2]
 
 
-class LambdaContext:
-    function_name = "pricing-retrain-dev"
-    memory_limit_in_mb = 2048
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:pricing-retrain-dev"
-    aws_request_id = "req-retrain-test"
-
-    def __init__(self, remaining_ms: int = 900_000):
-        self.remaining_ms = remaining_ms
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
+def LambdaContext(remaining_ms: int = 900_000) -> FakeContext:
+    return FakeContext("pricing-retrain-dev", remaining_ms=remaining_ms, memory_mb=2048)
 
 
 class Crash(BaseException):

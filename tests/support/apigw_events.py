@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from local.lambda_context import FakeContext
+
+__all__ = ["FakeContext", "invoke", "rest_event"]
+
 
 def rest_event(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> dict:
     """The event API Gateway sends for ``method path``; ``body`` is JSON-encoded unless bytes/str.
@@ -21,21 +25,6 @@ def rest_event(method: str, path: str, body: Any = None, headers: dict[str, str]
     hdrs = {"Content-Type": "application/json", **(headers or {})}
     return build_event(method=method, raw_path=path, headers=list(hdrs.items()), body=raw,
                        route=ApiRoute("direct", method, path.split("?", 1)[0]), path_parameters=None, stage="dev")
-
-
-class FakeContext:
-    """The attributes of a Lambda context object that the handlers and their libraries read."""
-
-    function_name = "pricing-local"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:pricing-local"
-    memory_limit_in_mb = 512
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-    log_group_name = "/aws/lambda/pricing-local"
-    log_stream_name = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
 
 
 def invoke(handler, event: dict) -> tuple[int, dict, Any]:
