@@ -18,8 +18,11 @@ SOURCES := $(shell find layers functions -type f \( -name '*.py' -o -name 'requi
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort | expand -t 22
 
+PYTHON_MISSING := $(PYTHON) not found: the functions run on Lambda's Python 3.11, and .venv is built with it. Install Python 3.11 (Debian 13: apt-get install python3.11 python3.11-venv; elsewhere pyenv install 3.11 or python.org), or name one with PYTHON=/path/to/python3.11
+
 $(VENV)/.installed: requirements-dev.txt constraints.txt layers/shared/requirements.txt functions/retrain/requirements.txt
 	@echo "setting up $(VENV) (pinned requirements)" >&2
+	@test -x $(PY) || command -v $(PYTHON) >/dev/null || { echo "$(PYTHON_MISSING)" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) >&2
 	@$(PY) -m pip install --quiet --upgrade pip >&2
 	@$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt >&2
@@ -67,8 +70,16 @@ test-e2e: setup build ## end-to-end tests: built artifacts in local Lambda
 run: setup build ## the API on http://127.0.0.1:8000 (PORT=) in local Lambda containers, with moto, Pushgateway, Prometheus
 	@$(PY) -m local.run
 
-invoke: build ## one event through a function, result on stdout: FN=ScoreFunction EVENT=events/score.json [ENV_VARS=env.json]
-	@test -n "$(FN)" || { echo "usage: make invoke FN=ScoreFunction EVENT=events/score.json [ENV_VARS=env.json]" >&2; exit 2; }
+# The template's functions (logical ids), for `make invoke`'s argument check before any build.
+FUNCTIONS := $(shell awk '/^  [A-Za-z0-9]+:$$/ {id = $$1} /^    Type: AWS::Serverless::Function$$/ {sub(":", "", id); print id}' template.yaml)
+INVOKE_USAGE := usage: make invoke FN=<$(subst $(eval) ,|,$(FUNCTIONS))> EVENT=<events/*.json or - for stdin> [ENV_VARS=events/env.example.json]
+
+invoke: ## one event through a function, result on stdout: FN=ScoreFunction EVENT=events/score.json [ENV_VARS=events/env.example.json]
+	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "$(INVOKE_USAGE)" >&2; exit 2; }
+	@test -n "$(filter $(FN),$(FUNCTIONS))" || { echo "make invoke: no function $(FN) in template.yaml" >&2; echo "$(INVOKE_USAGE)" >&2; exit 2; }
+	@test "$(EVENT)" = - -o -f "$(EVENT)" || { echo "make invoke: no event file $(EVENT)" >&2; echo "$(INVOKE_USAGE)" >&2; exit 2; }
+	@test -z "$(ENV_VARS)" -o -f "$(ENV_VARS)" || { echo "make invoke: no env vars file $(ENV_VARS)" >&2; echo "$(INVOKE_USAGE)" >&2; exit 2; }
+	@$(MAKE) --no-print-directory build >&2
 	@$(PY) -m local.invoke $(FN) $(EVENT) $(if $(ENV_VARS),--env-vars $(ENV_VARS))
 
 .PHONY: bench-pricing
@@ -83,12 +94,19 @@ clean: ## remove build output and local state
 	rm -rf .aws-sam .run
 
 # --- observability ---------------------------------------------------------------------------
-.PHONY: dashboard-snapshot
+.PHONY: dashboard dashboard-snapshot
+dashboard: $(VENV)/.installed ## write observability/grafana_dashboard.json from observability/dashboard/build.py (Grafana's foundation SDK)
+	$(PY) observability/dashboard/build.py
+
 SNAPSHOT_MINUTES ?= 60
 SNAPSHOT ?= .run/dashboard-snapshot.png
 
 dashboard-snapshot: $(VENV)/.installed ## the dashboard's 18 panels from the local Prometheus as a PNG (PROMETHEUS_URL= SNAPSHOT_MINUTES= SNAPSHOT=)
 	$(VENV)/bin/python observability/render_dashboard.py $(PROMETHEUS_URL) --minutes $(SNAPSHOT_MINUTES) --output $(SNAPSHOT)
+
+.PHONY: demo-traffic
+demo-traffic: $(VENV)/.installed ## 22 minutes of mixed traffic on a running `BACKEND_API_URL=http://127.0.0.1:8089 make run`: experiment, failing competitor backend, retrains, drift (MINUTES=)
+	$(PY) -m local.demo_traffic $(if $(MINUTES),--minutes $(MINUTES))
 
 # --- metrics push ----------------------------------------------------------------------------
 .PHONY: bench-metrics

@@ -12,6 +12,10 @@ What it reproduces of a deployed REST API with Lambda proxy integrations:
 - request bodies over 6 MB get 413 before any function runs (API Gateway itself takes 10 MB, but
   Lambda refuses a synchronous payload over 6 MB, so that is the limit a caller meets);
 - API keys only when asked (``require_api_key``), as ``sam local start-api`` does not check them.
+  Routes of the operator API (``OPERATOR_API``: POST /ab/...) take only ``operator_api_key``;
+  once any key is asked for, they refuse every other key (the pricing callers' included) with
+  403, and with no operator key configured they refuse everyone -- as in AWS, where that API
+  has its own usage plan.
   When asked, the key is checked before routing, as API Gateway does: without the right key
   every path and method is a 403, so a caller without a key learns nothing of the routes. A
   request with more than one ``x-api-key`` header is a 403 whatever their values: which one a
@@ -50,6 +54,7 @@ from local.template import ACCOUNT_ID, ApiRoute
 log = logging.getLogger("local.api")
 
 MAX_REQUEST_BYTES = 6 * 1024 * 1024
+OPERATOR_API = "OperatorApi"  # template.yaml's API of the state-changing operator routes
 API_ID = "localapi01"
 
 # Hop-by-hop and framing headers are the HTTP server's business, never the function's.
@@ -215,6 +220,7 @@ class LocalApi:
         stage: the REST API stage (``requestContext.stage``).
         host, port: where to listen (port 0: any free port).
         require_api_key: when set, requests without this ``x-api-key`` get 403.
+        operator_api_key: the only key the operator API's routes accept (see the module doc).
     """
 
     def __init__(
@@ -226,6 +232,7 @@ class LocalApi:
         host: str = "127.0.0.1",
         port: int = 0,
         require_api_key: str | None = None,
+        operator_api_key: str | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
     ) -> None:
         missing = {r.function for r in routes} - set(pools)
@@ -235,6 +242,7 @@ class LocalApi:
         self.pools = dict(pools)
         self.stage = stage
         self.require_api_key = require_api_key or None
+        self.operator_api_key = operator_api_key or None
         self.max_request_bytes = max_request_bytes
         self._server = _ApiServer((host, port), _ApiHandler)
         self._server.api = self
@@ -268,13 +276,22 @@ class LocalApi:
             allowed.append(route.method)
         return None, None, allowed
 
-    def key_accepted(self, headers: Sequence[tuple[str, str]]) -> bool:
-        """Exactly one ``x-api-key`` header, holding the required key (compared in constant time)."""
+    def key_accepted(self, headers: Sequence[tuple[str, str]], key: str | None = None) -> bool:
+        """Exactly one ``x-api-key`` header, holding ``key`` (default the required one; compared
+        in constant time)."""
+        key = self.require_api_key if key is None else key
         given = [v for n, v in headers if n.lower() == "x-api-key"]
-        if len(given) != 1 or self.require_api_key is None:
+        if len(given) != 1 or key is None:
             return False
-        return hmac.compare_digest(given[0].encode("utf-8", "surrogateescape"),
-                                   self.require_api_key.encode("utf-8", "surrogateescape"))
+        return hmac.compare_digest(given[0].encode("utf-8", "surrogateescape"), key.encode("utf-8", "surrogateescape"))
+
+    def route_key_accepted(self, route: ApiRoute, headers: Sequence[tuple[str, str]]) -> bool:
+        """Whether the request's key opens this route's API (always, when no key is asked for)."""
+        if route.api == OPERATOR_API:
+            if not (self.require_api_key or self.operator_api_key):
+                return True
+            return self.operator_api_key is not None and self.key_accepted(headers, self.operator_api_key)
+        return self.require_api_key is None or self.key_accepted(headers)
 
     def handle(self, method: str, raw_path: str, headers: Sequence[tuple[str, str]], body: bytes,
                source_ip: str) -> HttpResponse:
@@ -282,9 +299,12 @@ class LocalApi:
         started = time.monotonic()
         request_id = str(uuid.uuid4())
         path = urlsplit(raw_path).path
-        if self.require_api_key and not self.key_accepted(headers):
+        if self.require_api_key and not (self.key_accepted(headers) or (
+                self.operator_api_key and self.key_accepted(headers, self.operator_api_key))):
             return _json_response(403, {"message": "Forbidden"})
         route, params, allowed = self.route(method, path)
+        if route is not None and not self.route_key_accepted(route, headers):
+            return _json_response(403, {"message": "Forbidden"})
         if route is None:
             if allowed:
                 return _json_response(405, {"message": "Method Not Allowed"}, [("Allow", ", ".join(sorted(set(allowed))))])

@@ -17,7 +17,9 @@ the retrain finds no drift and no new data against the deployed model and skips.
 
 Environment: what the functions get (``AWS_ENDPOINT_URL``, ``ARTIFACTS_BUCKET``,
 ``OUTCOMES_TABLE``, ``REGISTRY_TABLE``, ...) plus ``LOCAL_API_URL``; ``SEED_OUTCOMES`` outcomes
-per property (default 3000).
+per property (default 3000); ``SEED_SUMMARY_FILE``, where the per-property summaries are
+written as JSON (``make run`` prints them in its banner; the seeding's own output goes to
+``.run/logs/seed.log``).
 """
 
 from __future__ import annotations
@@ -94,9 +96,15 @@ def retrain(property_ids: list[str], api_url: str | None) -> list[dict]:
     with its handler in this process. Returns the per-property results."""
     event = {"detail": {"property_ids": property_ids, "force": False}}
     if api_url:
-        from local.invoke import invoke
+        from pathlib import Path
 
-        result = invoke("RetrainFunction", json.dumps(event).encode(), echo=False)
+        from local.invoke import invoke
+        from local.stack import DEFAULT_BUILD_DIR, DEFAULT_RUN_DIR
+
+        # The build and run directories make run was given (LOCAL_BUILD_DIR, LOCAL_RUN_DIR).
+        result = invoke("RetrainFunction", json.dumps(event).encode(), echo=False,
+                        build_dir=Path(os.environ.get("LOCAL_BUILD_DIR") or DEFAULT_BUILD_DIR),
+                        run_dir=Path(os.environ.get("LOCAL_RUN_DIR") or DEFAULT_RUN_DIR))
         if result.ok:
             return result.json()["results"]
         print(f"  RetrainFunction failed ({result.outcome}): {result.payload[:300]!r}", file=sys.stderr)
@@ -150,6 +158,9 @@ def main() -> int:
             f"live model {s['live_version'] or 'none'}",
             flush=True,
         )
+    if os.environ.get("SEED_SUMMARY_FILE"):
+        with open(os.environ["SEED_SUMMARY_FILE"], "w", encoding="utf-8") as out:
+            json.dump(summaries, out)
     missing = [s["property_id"] for s in summaries if not s["live_version"]]
     print(f"Demo data ready in {time.perf_counter() - started:.1f} s: /score for "
           f"{', '.join(DEMO_PROPERTIES)} prices with ml_elasticity.", flush=True)

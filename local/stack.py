@@ -65,6 +65,7 @@ class StackOptions:
     idle_seconds: float | None = DEFAULT_IDLE_SECONDS
     shutdown_budget_ms: float | None = None
     require_api_key: str | None = None
+    operator_api_key: str | None = None
     metrics: bool = True
     pushgateway_port: int = 9091
     prometheus_port: int = 9090
@@ -83,7 +84,9 @@ class StackOptions:
         ``PORT`` (8000), ``HOST`` (127.0.0.1), ``LOCAL_MAX_CONTAINERS`` (8 per function),
         ``LOCAL_IDLE_SECONDS`` (120: a container idle that long is retired; 0: never),
         ``LOCAL_SHUTDOWN_BUDGET_MS`` (500: from SIGTERM to SIGKILL when a container is retired),
-        ``LOCAL_REQUIRE_API_KEY`` (off), ``LOCAL_METRICS`` (1: start Pushgateway and Prometheus
+        ``LOCAL_REQUIRE_API_KEY`` (off), ``LOCAL_OPERATOR_API_KEY`` (off: the key of the operator
+        routes, POST /ab/...; with only LOCAL_REQUIRE_API_KEY set they refuse every key),
+        ``LOCAL_METRICS`` (1: start Pushgateway and Prometheus
         when installed), ``LOCAL_PUSHGATEWAY_PORT`` (9091), ``LOCAL_PROMETHEUS_PORT`` (9090),
         ``LOCAL_EVENT_SOURCES`` (1: fire rate() schedules, poll SQS queues),
         ``LOCAL_RUNTIME_PACKAGES`` (``lambda`` or ``venv``), ``LOCAL_BUILD_DIR`` (.aws-sam/build),
@@ -104,6 +107,7 @@ class StackOptions:
             idle_seconds=float(env["LOCAL_IDLE_SECONDS"]) if env.get("LOCAL_IDLE_SECONDS") else DEFAULT_IDLE_SECONDS,
             shutdown_budget_ms=float(env["LOCAL_SHUTDOWN_BUDGET_MS"]) if env.get("LOCAL_SHUTDOWN_BUDGET_MS") else None,
             require_api_key=env.get("LOCAL_REQUIRE_API_KEY") or None,
+            operator_api_key=env.get("LOCAL_OPERATOR_API_KEY") or None,
             metrics=flag("LOCAL_METRICS", True),
             pushgateway_port=int(env.get("LOCAL_PUSHGATEWAY_PORT") or 9091),
             prometheus_port=int(env.get("LOCAL_PROMETHEUS_PORT") or 9090),
@@ -189,7 +193,8 @@ class LocalStack:
                 idle_seconds=opts.idle_seconds, shutdown_budget_ms=opts.shutdown_budget_ms)
 
         self.api = LocalApi(self.template.api_routes(), self.pools, stage=self.template.api_stage(),
-                            host=opts.host, port=opts.port, require_api_key=opts.require_api_key).start()
+                            host=opts.host, port=opts.port, require_api_key=opts.require_api_key,
+                            operator_api_key=opts.operator_api_key).start()
         if opts.event_sources:
             from local.events import EventSources
 
@@ -247,33 +252,44 @@ class LocalStack:
         out.append(("Logs", str(self.log_dir), "one file per container, plus moto/pushgateway/prometheus"))
         return out
 
-    def seed(self, timeout: float = 300.0) -> bool | None:
+    def seed(self, timeout: float = 300.0) -> "SeedResult | None":
         """Run ``python -m local.seed`` when that module exists (demo data); None when absent.
 
         It gets the functions' shared environment (bucket and table names, AWS endpoint,
-        Pushgateway), ``LOCAL_API_URL``, and the layer package on ``PYTHONPATH``.
+        Pushgateway), ``LOCAL_API_URL``, and the layer package on ``PYTHONPATH``. Its output
+        (progress and the functions' JSON logs) goes to ``<run dir>/logs/seed.log``; the result
+        carries the per-property summaries for the banner.
         """
         if importlib.util.find_spec("local.seed") is None:
             return None
         assert self.template is not None
+        log_path = self.log_dir / "seed.log"
+        summary_path = self.log_dir / "seed-summary.json"
+        summary_path.unlink(missing_ok=True)
         env = dict(os.environ)
         env.update(self.template.globals_environment())
         env.update(self.service_env)
         env.update({
             "AWS_REGION": self.options.region, "AWS_DEFAULT_REGION": self.options.region,
             "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-            "LOCAL_API_URL": self.url,
+            "LOCAL_API_URL": self.url, "SEED_SUMMARY_FILE": str(summary_path),
             "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "layers" / "shared"), str(PROJECT_ROOT)]),
         })
-        try:
-            done = subprocess.run([sys.executable, "-m", "local.seed"], cwd=PROJECT_ROOT, env=env,
-                                  timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            log.error("local.seed did not finish within %.0f s", timeout)
-            return False
+        started = time.monotonic()
+        with open(log_path, "wb") as log_file:
+            try:
+                done = subprocess.run([sys.executable, "-m", "local.seed"], cwd=PROJECT_ROOT, env=env,
+                                      stdout=log_file, stderr=subprocess.STDOUT, timeout=timeout, check=False)
+            except subprocess.TimeoutExpired:
+                log.error("local.seed did not finish within %.0f s (see %s)", timeout, log_path)
+                return SeedResult(False, [], log_path, time.monotonic() - started)
         if done.returncode != 0:
-            log.error("local.seed failed with exit status %d", done.returncode)
-        return done.returncode == 0
+            log.error("local.seed failed with exit status %d (see %s)", done.returncode, log_path)
+        try:
+            summaries = json.loads(summary_path.read_text())
+        except (OSError, ValueError):
+            summaries = []
+        return SeedResult(done.returncode == 0, summaries, log_path, time.monotonic() - started)
 
     def _write_state(self) -> None:
         state = {
@@ -285,6 +301,8 @@ class LocalStack:
             "prometheus_url": self.prometheus.url if self.prometheus else "",
             "build_dir": str(self.options.build_dir),
             "function_env": self.service_env,
+            # What the functions were given (demo traffic checks it points at its backend).
+            "backend_api_url": environment.forwarded(self.options.host_env).get("BACKEND_API_URL", ""),
         }
         path = self.options.state_file
         assert path is not None
@@ -314,6 +332,16 @@ class LocalStack:
         for service in (self.prometheus, self.pushgateway, self.moto):
             if service is not None:
                 service.stop()
+
+
+@dataclass
+class SeedResult:
+    """What ``LocalStack.seed`` did: success, one summary per demo property, its log, its time."""
+
+    ok: bool
+    summaries: list[dict]
+    log_path: Path
+    seconds: float
 
 
 def running_state(state_file: Path) -> dict | None:

@@ -100,6 +100,7 @@ class ApiRoute:
     function: str
     method: str
     path: str
+    api: str = ""  # the RestApiId's logical id (empty: SAM's implicit API)
 
     def match_path(self, path: str) -> dict[str, str] | None:
         """The path parameters when this route's path matches ``path``; None when it does not."""
@@ -446,7 +447,9 @@ class SamTemplate:
                     continue
                 props = self.resolve(event.get("Properties") or {})
                 method = str(props.get("Method", "ANY")).upper()
-                routes.append(ApiRoute(logical_id, "ANY" if method == "ANY" else method, props["Path"]))
+                api = (event.get("Properties") or {}).get("RestApiId")
+                api_id = api.get("Ref", "") if isinstance(api, dict) else ""
+                routes.append(ApiRoute(logical_id, "ANY" if method == "ANY" else method, props["Path"], api_id))
         # Literal segments beat {params}, which beat {proxy+}, as in API Gateway.
         return sorted(routes, key=lambda r: (r.path.count("+}"), r.path.count("{"), -len(r.path)))
 

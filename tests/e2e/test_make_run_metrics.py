@@ -72,7 +72,7 @@ def make_run(tmp_path_factory):
     def read() -> None:
         for line in runner.stdout:
             lines.append(line)
-            if line.startswith("Demo data ready"):
+            if line.startswith("Ready"):
                 ready.set()
 
     threading.Thread(target=read, daemon=True).start()

@@ -25,8 +25,8 @@ Then every dashboard panel's query must return data, Prometheus' sums must equal
 sent, and an invalid-outcome flood through /learn must fire HighInvalidOutcomesRate in
 Prometheus and reach the Slack receiver through Alertmanager. The dashboard snapshot
 (``observability/render_dashboard.py``) is rendered from that Prometheus at the end; with
-``DASHBOARD_EXAMPLE_OUTPUT=<path>`` it is also copied there (how
-``observability/dashboard-example.png`` is made).
+``DASHBOARD_EXAMPLE_OUTPUT=<path>`` it is also copied there (observability/dashboard-example.png
+comes from ``make demo-traffic``'s longer run instead).
 
 Needs the sam build, moto and the pinned Prometheus stack (``make setup``): skips without them,
 fails when CI=true.

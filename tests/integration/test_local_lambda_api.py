@@ -223,3 +223,28 @@ def test_with_a_key_required_the_key_is_checked_before_routing(tmp_path):
     finally:
         api.close()
         pool.close()
+
+
+@pytest.mark.parametrize("pricing_key, operator_key", [("s3cret", "op-key"), ("s3cret", None), (None, "op-key"), (None, None)])
+def test_operator_routes_take_only_the_operator_key(tmp_path, pricing_key, operator_key):
+    pool = FunctionPool(handler_function(tmp_path, ECHO), log_dir=tmp_path)
+    routes = [ApiRoute("Echo", "POST", "/ab/experiments", "OperatorApi"), ApiRoute("Echo", "GET", "/ab/experiments", "PricingApi")]
+    api = LocalApi(routes, {"Echo": pool}, require_api_key=pricing_key, operator_api_key=operator_key).start()
+    try:
+        def status(method: str, key: str | None) -> int:
+            headers = {"x-api-key": key} if key else {}
+            return requests.request(method, f"{api.url}/ab/experiments", headers=headers, data=b"{}", timeout=30).status_code
+
+        keys_on = bool(pricing_key or operator_key)
+        # The operator route: the operator key only; once keys are on, every other key is a 403,
+        # and with no operator key configured nobody passes (fail closed).
+        assert status("POST", operator_key) == (200 if operator_key or not keys_on else 403)
+        assert status("POST", pricing_key) == (403 if keys_on else 200)
+        assert status("POST", "wrong") == (403 if keys_on else 200)
+        # The pricing API's route: the pricing key only (the operator key is no pricing caller's).
+        assert status("GET", pricing_key) == 200
+        if pricing_key:
+            assert status("GET", operator_key) == 403
+    finally:
+        api.close()
+        pool.close()

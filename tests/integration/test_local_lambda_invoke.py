@@ -142,3 +142,20 @@ def test_uses_the_services_of_a_running_make_run(app):
     finally:
         fake_api.shutdown()
         fake_api.server_close()
+
+
+@pytest.mark.parametrize("args, why", [
+    ([], "usage"),
+    (["FN=ScoreFunction"], "usage"),
+    (["EVENT=events/score.json"], "usage"),
+    (["FN=NoSuchFunction", "EVENT=events/score.json"], "no function NoSuchFunction"),
+    (["FN=ScoreFunction", "EVENT=events/no-such-event.json"], "no event file"),
+    (["FN=ScoreFunction", "EVENT=events/score.json", "ENV_VARS=no-such-env.json"], "no env vars file"),
+])
+def test_make_invoke_refuses_bad_arguments_with_the_usage_line_before_building(args, why):
+    done = subprocess.run(["make", "--no-print-directory", "invoke", *args], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert why in done.stderr
+    assert "usage: make invoke FN=<ScoreFunction|IngestFunction|RetrainFunction> EVENT=" in done.stderr
+    assert "sam build" not in done.stderr and done.stdout == ""

@@ -44,7 +44,17 @@ def test_functions_resolve_from_the_real_template(template):
 def test_routes_and_stage_come_from_the_api_events(template):
     routes = {(r.method, r.path): r.function for r in template.api_routes()}
     assert routes == {("POST", "/score"): "ScoreFunction", ("GET", "/health"): "ScoreFunction",
-                      ("POST", "/learn"): "IngestFunction"}
+                      ("POST", "/learn"): "IngestFunction", ("GET", "/"): "ScoreFunction",
+                      ("GET", "/model/info"): "ScoreFunction", ("GET", "/model/list"): "ScoreFunction",
+                      ("GET", "/model/registry"): "ScoreFunction",
+                      ("GET", "/model/metrics/{property_id}"): "ScoreFunction",
+                      ("GET", "/ab/experiments"): "ScoreFunction", ("POST", "/ab/experiments"): "ScoreFunction",
+                      ("GET", "/ab/experiments/{experiment_id}/results"): "ScoreFunction",
+                      ("POST", "/ab/experiments/{experiment_id}/stop"): "ScoreFunction",
+                      ("GET", "/learn/outcomes/properties"): "IngestFunction",
+                      ("GET", "/learn/outcomes/{property_id}/stats"): "IngestFunction"}
+    assert {r.path for r in template.api_routes() if r.api == "OperatorApi"} == {
+        "/ab/experiments", "/ab/experiments/{experiment_id}/stop"}
     assert template.api_stage() == "dev"
 
 

@@ -162,7 +162,7 @@ def test_every_alert_has_severity_family_and_annotations():
         assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
         assert re.fullmatch(r"[a-z_]+", rule["labels"]["family"]), rule["alert"]
         annotations = rule["annotations"]
-        assert {"summary", "description", "runbook_url"} <= set(annotations), rule["alert"]
+        assert {"summary", "description", "runbook_url", "dashboard_url"} <= set(annotations), rule["alert"]
         assert len(annotations["description"]) > 60, rule["alert"]
 
 
@@ -172,11 +172,22 @@ def runbook_sections() -> dict[str, str]:
     return {parts[i].lower(): parts[i + 1] for i in range(1, len(parts), 2)}
 
 
-def test_every_alert_links_to_its_runbook_section():
+#: The links' defaults when Prometheus has no ``runbook_base_url``/``dashboard_url`` external label.
+RUNBOOK_BASE_URL = "https://github.com/example-org/pricing-service/blob/main/observability/runbooks.md"
+DASHBOARD_URL = "http://localhost:3000/d/pricing-service"
+
+
+def test_every_alert_links_to_its_runbook_section_and_the_dashboard_with_absolute_urls():
     sections = runbook_sections()
+    dashboard_uid = json.loads(DASHBOARD.read_text())["uid"]
+    assert DASHBOARD_URL.endswith(f"/d/{dashboard_uid}")
     for rule in alert_rules():
         url = rule["annotations"]["runbook_url"]
-        assert url == f"observability/runbooks.md#{rule['alert'].lower()}", rule["alert"]
+        assert url == ('{{ or $externalLabels.runbook_base_url "' + RUNBOOK_BASE_URL + '" }}#'
+                       + rule["alert"].lower()), rule["alert"]
+        assert rule["annotations"]["dashboard_url"] == (
+            '{{ or $externalLabels.dashboard_url "' + DASHBOARD_URL + '" }}'
+            '{{ with $labels.environment }}?var-environment={{ . }}{{ end }}'), rule["alert"]
         body = sections.get(rule["alert"].lower())
         assert body, f"no runbook section for {rule['alert']}"
         assert "**Meaning" in body and "First checks" in body and ("Fixes" in body or "fixes" in body), rule["alert"]

@@ -22,14 +22,22 @@ Skips without the pinned stack, or fails when CI=true.
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.parse
 import urllib.request
 from collections import defaultdict
 from typing import Iterator
 
 import pytest
 
-from support.obs_stack import ENVIRONMENT, Stack, observability_stack, panels_without_data, render_dashboard
+from support.obs_stack import (
+    ENVIRONMENT, Stack, notifying_alertmanager, observability_stack, panels_without_data, render_dashboard,
+)
+
+# The links' defaults (observability/prometheus_alerts.yml): no external labels set here.
+RUNBOOKS = "https://github.com/example-org/pricing-service/blob/main/observability/runbooks.md"
+DASHBOARD = "http://localhost:3000/d/pricing-service"
 
 pytestmark = pytest.mark.services
 
@@ -224,7 +232,8 @@ def test_invalid_outcome_flood_fires_and_reaches_slack_through_alertmanager(stac
     alert = stack.wait_for_notification("slack-warning", "HighInvalidOutcomesRate")
     assert alert["labels"]["severity"] == "warning"
     assert alert["labels"]["environment"] == ENVIRONMENT
-    assert alert["annotations"]["runbook_url"] == "observability/runbooks.md#highinvalidoutcomesrate"
+    assert alert["annotations"]["runbook_url"] == RUNBOOKS + "#highinvalidoutcomesrate"
+    assert alert["annotations"]["dashboard_url"] == f"{DASHBOARD}?var-environment={ENVIRONMENT}"
     assert alert["annotations"]["summary"] == "40% of received outcomes are invalid, above 10% (development)"
 
 
@@ -249,6 +258,36 @@ def test_slow_score_pages_pagerduty_and_its_warning_is_inhibited(stack, syntheti
     warnings_delivered = {(a["labels"]["alertname"], a["labels"].get("long_window"))
                           for a in stack.webhook.alerts("slack-warning")}
     assert not {w for w in warnings_delivered if w[0] == "ScoreLatencyErrorBudgetBurn"}
+
+
+def test_slack_and_pagerduty_notifications_carry_absolute_runbook_and_dashboard_links(
+        stack, synthetic_traffic, tmp_path):
+    """The alerts Prometheus sent (annotations rendered by Prometheus from the rules), through an
+    Alertmanager running observability/alertmanager.yml's own Slack and PagerDuty templates."""
+    warning = stack.wait_for_notification("slack-warning", "HighInvalidOutcomesRate")
+    critical = stack.wait_for_notification("pagerduty-critical", "CriticalScoreLatency")
+    with notifying_alertmanager(tmp_path) as (am_url, sent):
+        body = json.dumps([{"labels": a["labels"], "annotations": a["annotations"], "startsAt": a["startsAt"]}
+                           for a in (warning, critical)]).encode()
+        request = urllib.request.Request(f"{am_url}/api/v2/alerts", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=5).close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (sent.received.get("slack-api") and sent.received.get("pagerduty-api")):
+            time.sleep(0.2)
+        [slack] = sent.received["slack-api"]
+        [pagerduty] = sent.received["pagerduty-api"]
+    text = slack["attachments"][0]["text"]
+    assert f"Runbook: {RUNBOOKS}#highinvalidoutcomesrate" in text, text
+    assert f"Dashboard: {DASHBOARD}?var-environment={ENVIRONMENT}" in text, text
+    links = {link["text"]: link["href"] for link in pagerduty["links"]}
+    assert links == {"Runbook: CriticalScoreLatency": f"{RUNBOOKS}#criticalscorelatency",
+                     "Dashboard: pricing service": f"{DASHBOARD}?var-environment={ENVIRONMENT}"}, links
+    details = pagerduty["payload"]["custom_details"]
+    assert details["runbook"] == f"{RUNBOOKS}#criticalscorelatency"
+    assert details["dashboard"] == f"{DASHBOARD}?var-environment={ENVIRONMENT}"
+    for url in [*links.values(), details["runbook"], details["dashboard"]]:
+        assert urllib.parse.urlsplit(url).scheme in ("http", "https") and urllib.parse.urlsplit(url).netloc, url
 
 
 def test_healthy_parts_of_the_workload_raise_no_alert(stack, synthetic_traffic):

@@ -4,6 +4,7 @@ guarded deployment, crash safety, fan-out and SQS batches, and scoring picking u
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -91,6 +92,30 @@ def deploy_true_model(stack, curve: DemandCurve, property_id: str, version: str 
     key = artifact_key(property_id, version)
     stack.storage.put_artifact(key, curve.true_model(property_id, version).to_artifact())
     stack.storage.swap_live_model(property_id, version, key, expected_version=None, deployed_at=NOW.isoformat())
+
+
+def test_a_first_model_deployed_after_a_no_model_quote_prices_within_the_negative_ttl(stack):
+    """A warm container that quoted a property before its first model must not keep pricing it
+    by rules for MODEL_CACHE_TTL_SECONDS: "no model" is cached only MODEL_CACHE_NEGATIVE_TTL_SECONDS."""
+    settings = replace(stack.settings, model_cache_ttl_seconds=300, model_cache_negative_ttl_seconds=2)
+    scoring = ScoringService(settings, stack.storage, CompetitorClient("", "", 0.3))
+    request = ScoreRequest.model_validate({
+        "entity": {"userId": "u-1", "propertyId": "hotel-first"},
+        "stay_date": (NOW + timedelta(days=20)).date().isoformat(), "quote_time": NOW.isoformat(),
+        "inventory": {"capacity": 100, "remaining": 40}, "toggles": {"use_competitors": False},
+    })
+    first = quote_response(*scoring.score(request.to_quote(), "req-first"))
+    assert first["safety"]["pricing_method"] == "rule_based"
+    assert any("no model deployed" in r for r in first["reasons"]), first["reasons"]
+
+    learn(stack, CITY, 1200, property_id="hotel-first")
+    (result,) = stack.service.handle({"property_ids": ["hotel-first"]}, LambdaContext())["results"]
+    assert result["status"] == "deployed", result
+    deployed_at = time.monotonic()
+    while quote_response(*scoring.score(request.to_quote(), "req-poll"))["safety"]["pricing_method"] != "ml_elasticity":
+        assert time.monotonic() - deployed_at < 2 + 1, "the deployed model was not used within the negative TTL"
+        time.sleep(0.1)
+    assert quote_response(*scoring.score(request.to_quote(), "req-after"))["safety"]["model_version"] == result["version"]
 
 
 def test_first_model_is_deployed_and_scoring_prices_with_it(stack):

@@ -145,7 +145,8 @@ def test_unknown_route_is_a_404_with_request_id(handler):
 def test_health_answers_the_contract(handler):
     status, _, body = invoke(handler, rest_event("GET", "/health"))
     assert status == 200
-    assert set(body) == {"status", "model_loaded", "timestamp", "version"} and body["status"] == "healthy"
+    assert set(body) == {"status", "model_loaded", "timestamp", "version", "uptime_seconds"} and body["status"] == "healthy"
+    assert body["uptime_seconds"] >= 0
 
 
 def test_synthetic_check_prices_a_canary(handler):

@@ -30,11 +30,15 @@ def container(monkeypatch):
                             backend_api_key=BACKEND_API_KEY, pushgateway_bearer_token=PUSHGATEWAY_TOKEN, **fields)
         return sentry.init_from_settings(settings)
 
-    try:
-        yield start
-    finally:
-        sentry_sdk.get_client().close(timeout=2)
-        sentry_sdk.get_global_scope().set_client(None)  # the process is without Sentry again
+    # Fresh scopes: tags and breadcrumbs left by earlier in-process requests are not this container's.
+    with sentry_sdk.isolation_scope() as isolation, sentry_sdk.new_scope() as current:
+        isolation.clear()
+        current.clear()
+        try:
+            yield start
+        finally:
+            sentry_sdk.get_client().close(timeout=2)
+            sentry_sdk.get_global_scope().set_client(None)  # the process is without Sentry again
 
 
 @pytest.fixture

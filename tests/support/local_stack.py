@@ -186,6 +186,7 @@ def local_api(
     metrics: bool = False,
     event_sources: bool = False,
     require_api_key: str | None = None,
+    operator_api_key: str | None = None,
     run_dir: Path | None = None,
 ) -> Iterator[LocalStack]:
     """The whole local deployment (``make run``'s code) on a free port; ``stack.url`` is its API.
@@ -198,7 +199,7 @@ def local_api(
     run_dir = run_dir or Path(tempfile.mkdtemp(prefix="local-run-"))
     options = StackOptions(
         build_dir=build_dir, run_dir=run_dir, port=0, max_containers=max_containers,
-        require_api_key=require_api_key, metrics=metrics, pushgateway_port=0, prometheus_port=0,
+        require_api_key=require_api_key, operator_api_key=operator_api_key, metrics=metrics, pushgateway_port=0, prometheus_port=0,
         event_sources=event_sources, region=REGION, env_vars_file=env_vars_file,
         host_env=dict(env or {}), state_file=None,
     )

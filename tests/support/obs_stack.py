@@ -141,9 +141,12 @@ class WebhookReceiver:
                     return
                 with receiver.lock:
                     receiver.received[self.path[len(prefix):].strip("/")].append(json.loads(body))
+                # "ok" as Slack's webhooks answer (Alertmanager checks a Slack answer's body).
                 self.send_response(200)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", "2")
                 self.end_headers()
+                self.wfile.write(b"ok")
 
             def log_message(self, *args):
                 pass
@@ -251,6 +254,44 @@ def alertmanager_config(tmp: Path, webhook_url: str) -> Path:
     path = tmp / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def notifying_alertmanager_config(tmp: Path, webhook_url: str) -> Path:
+    """observability/alertmanager.yml with its Slack and PagerDuty receivers and templates as
+    they are, only their endpoints and secrets pointed at ``webhook_url`` (``/slack-api``,
+    ``/pagerduty-api``): what a notification says, rendered by Alertmanager itself."""
+    config = yaml.safe_load((OBSERVABILITY / "alertmanager.yml").read_text())
+    config["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
+    del config["global"]["slack_api_url_file"]
+    config["global"]["slack_api_url"] = f"{webhook_url}/slack-api"
+    for receiver in config["receivers"]:
+        for pagerduty in receiver.get("pagerduty_configs", []):
+            del pagerduty["routing_key_file"]
+            pagerduty.update(routing_key="test-routing-key", url=f"{webhook_url}/pagerduty-api")
+    path = tmp / "alertmanager-notifying.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@contextlib.contextmanager
+def notifying_alertmanager(tmp: Path) -> Iterator[tuple[str, "WebhookReceiver"]]:
+    """An Alertmanager running the project's receivers (``notifying_alertmanager_config``);
+    yields its API URL and the receiver that gets the Slack and PagerDuty requests."""
+    binaries = require_binaries()
+    prefix = f"/n{secrets.token_hex(6)}"
+    webhook = WebhookReceiver(prefix)
+    port = free_port()
+    service = Service("Alertmanager (notifying)", [
+        binaries[prometheus_stack.ALERTMANAGER], f"--config.file={notifying_alertmanager_config(tmp, webhook.url)}",
+        f"--storage.path={tmp / 'alertmanager-notifying-data'}", f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=", "--log.level=warn"],
+        f"http://127.0.0.1:{port}/-/ready", tmp / "alertmanager-notifying.log")
+    try:
+        service.start()
+        yield f"http://127.0.0.1:{port}", webhook
+    finally:
+        service.stop()
+        webhook.close()
 
 
 def push_synthetic_check(pushgateway_url: str) -> None:

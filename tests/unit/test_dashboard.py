@@ -218,3 +218,51 @@ def test_grafana_provisioning_datasource_and_dashboard_provider():
     mounts = compose["services"]["grafana"]["volumes"]
     assert f"./grafana_dashboard.json:{provider['options']['path']}/grafana_dashboard.json:ro" in mounts
     assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in mounts
+
+
+# ------------------------------------------------------------------------------- dashboard as code
+
+
+def load_builder():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("dashboard_build", OBSERVABILITY / "dashboard" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("dashboard_build", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_json_is_what_the_code_generates():
+    assert DASHBOARD.read_text() == load_builder().render(), (
+        "observability/grafana_dashboard.json differs from observability/dashboard/build.py: run make dashboard")
+
+
+def test_every_panel_has_a_unit_and_alert_thresholds_are_drawn(dashboard):
+    for panel in dashboard["panels"]:
+        defaults = panel["fieldConfig"]["defaults"]
+        assert defaults.get("unit") not in (None, "", "short", "none"), panel["title"]
+        steps = defaults["thresholds"]["steps"]
+        if panel["type"] == "timeseries":
+            drawn = defaults["custom"]["thresholdsStyle"]["mode"] != "off"
+            assert drawn == (len(steps) > 1), panel["title"]
+    by_title = {p["title"]: p["fieldConfig"]["defaults"]["thresholds"]["steps"] for p in dashboard["panels"]}
+    # The values the alerts fire at (prometheus_alerts.yml).
+    assert [s["value"] for s in by_title["/score Latency (p50, p95, p99)"]][1:] == [0.08, 0.2]
+    assert [s["value"] for s in by_title["Error Rate"]][1:] == [0.05, 0.1]
+    assert [s["value"] for s in by_title["Model Cache Hit Rate"]][1:] == [0.7]
+    assert [s["value"] for s in by_title["Competitor Data Staleness"]][1:] == [86400]
+
+
+def test_the_dashboard_sdk_is_a_build_dependency_only():
+    for folder in ("layers", "functions"):
+        for source in (ROOT / folder).rglob("*.py"):
+            if ".aws-sam" in source.parts or "site-packages" in source.parts:
+                continue
+            assert "grafana_foundation_sdk" not in source.read_text(errors="replace"), source
+    for requirements in [ROOT / "layers/shared/requirements.txt", *ROOT.glob("functions/*/requirements.txt")]:
+        assert "grafana" not in requirements.read_text(), requirements
+    pins = [line for line in (ROOT / "requirements-dev.txt").read_text().splitlines()
+            if line.startswith("grafana-foundation-sdk==")]
+    assert len(pins) == 1 and pins[0] in (ROOT / "constraints.txt").read_text().splitlines()

@@ -160,3 +160,49 @@ def test_legend_expand_and_duration_formatting():
                                    {"environment": "e", "property_id": "p"}) == 'x{a=~"e", b=~"p", c="$keep"}'
     assert render_dashboard.format_duration(93784) == "1d 2h 3m"
     assert render_dashboard.format_duration(42) == "42s"
+
+
+def test_a_quantile_of_nothing_is_no_data_and_empty_panels_say_why(tmp_path, capsys):
+    def answer(query):
+        if "pricing_retraining_duration_seconds" in query:  # histogram_quantile over no retrain: NaN
+            now = time.time()
+            return 200, {"status": "success", "data": {"resultType": "matrix", "result": [
+                {"metric": {"model_type": "conversion"}, "values": [[now - 60, "NaN"], [now, "NaN"]]}]}}
+        if "pricing_ab_" in query:
+            return matrix()
+        return some_data(query)
+
+    with FakePrometheus(answer) as prom:
+        code = render_dashboard.main([prom.url, "--minutes", "60", "--output", str(tmp_path / "x.png")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "13. Retraining Duration (p95): no data (no retrain finished" in out
+    assert "15. A/B Test Assignments: no data (no experiment running" in out
+    assert "16. A/B Test Conversion Rate: no data" in out
+    assert "15/18 panels with data" in out
+
+
+def test_the_time_range_is_the_datas_and_a_long_legend_states_its_top_n():
+    panel = render_dashboard.Panel("p", "timeseries", "reqps", [], series=[
+        render_dashboard.Series(f"s{i}", [100.0 + i, 200.0, 300.0], [float(i), float(i), float("nan")])
+        for i in range(9)])
+    assert render_dashboard.data_range([panel]) == (100.0, 200.0)  # the NaN at 300 is not data
+    entries, left_out = render_dashboard._legend_entries(panel)
+    assert [s.label for s, _ in entries] == ["s8", "s7", "s6", "s5", "s4", "s3"] and left_out == 3
+    assert render_dashboard.format_value(0.0834, "s") == "83.4ms"
+    assert render_dashboard.format_value(0.42, "percentunit") == "42%"
+    assert render_dashboard.format_value(2.5, "suffix: errors/s") == "2.5 errors/s"
+    assert render_dashboard.format_value(7200, "s") == "2 hours"
+
+
+def test_panels_keep_their_grid_position_units_and_threshold_colours():
+    dashboard = render_dashboard.load_dashboard()
+    with FakePrometheus(some_data) as prom:
+        panels = render_dashboard.collect(prom.url, dashboard, time.time() - 60, time.time(), 15,
+                                          render_dashboard.default_variables(dashboard))
+    by_title = {p.title: p for p in panels}
+    latency = by_title["/score Latency (p50, p95, p99)"]
+    assert latency.grid == (8, 0, 8, 8) and latency.unit == "s"
+    assert latency.steps == [(None, "green"), (0.08, "orange"), (0.2, "red")] and latency.thresholds == [0.08, 0.2]
+    assert by_title["API Request Rate"].thresholds == []  # thresholds style off: nothing drawn
+    assert by_title["Service Uptime"].kind == "stat" and by_title["Model Retraining Events"].bars

@@ -65,3 +65,72 @@ def test_experiment_records_are_validated():
     for bad in ({"experiment_id": "e", "treatment_share": 2}, {"experiment_id": "a~b"}, {}):
         with pytest.raises((ValueError, KeyError)):
             experiment_from_record(bad)
+
+
+# -- experiments as a product: dates, the readout -----------------------------------------------
+
+from datetime import datetime, timedelta, timezone  # noqa: E402
+
+from pricing.domain.experiments import (  # noqa: E402
+    MIN_OUTCOMES_PER_ARM, ArmTally, parse_instant, readout, welch_z_test)
+
+
+def tally(n: int, bookings: int, price: float = 100.0) -> ArmTally:
+    arm = ArmTally()
+    for i in range(n):
+        arm.add(i < bookings, price)
+    return arm
+
+
+def test_an_experiment_assigns_only_between_its_dates_and_while_active():
+    now = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
+    record = {"experiment_id": "e1", "start_date": "2026-12-01", "end_date": "2026-12-01T13:00:00Z"}
+    running = experiment_from_record(record)
+    assert running.running_at(now) and not running.running_at(now + timedelta(hours=1))
+    assert not running.running_at(datetime(2026, 11, 30, 23, 59, tzinfo=timezone.utc))
+    assert not experiment_from_record({**record, "active": False}).running_at(now)
+    assert experiment_from_record({"experiment_id": "open"}).running_at(now)  # no dates: until stopped
+    assert parse_instant("2026-12-01T12:00:00+02:00") == datetime(2026, 12, 1, 10, tzinfo=timezone.utc)
+    with pytest.raises(ValueError):
+        experiment_from_record({**record, "end_date": "next tuesday"})
+
+
+def test_arm_tallies_give_conversion_adr_and_revenue_per_quote():
+    arm = ArmTally()
+    for accepted, paid in ((True, 100.0), (True, 140.0), (False, 90.0), (False, 95.0)):
+        arm.add(accepted, paid)
+    assert arm.count == 4 and arm.bookings == 2
+    assert arm.conversion_rate == 0.5 and arm.adr == 120.0 and arm.revpar == 60.0
+    # revenue per quote is 100, 140, 0, 0: its sample variance
+    assert arm.revenue_variance == pytest.approx(sum((x - 60.0) ** 2 for x in (100, 140, 0, 0)) / 3)
+
+
+def test_the_readout_says_not_enough_data_below_the_minimum():
+    small = readout("e1", tally(MIN_OUTCOMES_PER_ARM - 1, 30), tally(500, 200), 0.5)
+    assert small["status"].startswith("not enough data")
+    assert small["significance"]["conversion_pvalue"] is None and small["significance"]["revpar_pvalue"] is None
+    assert small["significance"]["is_significant"] is False
+    assert small["ml"]["count"] == 500 and small["rule_based"]["count"] == MIN_OUTCOMES_PER_ARM - 1
+
+
+def test_the_readout_finds_a_real_lift_and_no_lift_where_there_is_none():
+    real = readout("e1", tally(2000, 400), tally(2000, 500), 0.5)
+    assert real["status"] == "ok" and real["significance"]["is_significant"] is True
+    assert real["significance"]["conversion_pvalue"] < 0.001 and real["significance"]["revpar_pvalue"] < 0.001
+    assert real["lift"]["conversion_rate"] == 25.0 and real["lift"]["revpar"] == 25.0 and real["lift"]["adr"] == 0.0
+    assert real["sample_ratio"]["mismatch"] is False and real["sample_ratio"]["observed_ml_share"] == 0.5
+    null = readout("e1", tally(2000, 400), tally(2000, 404), 0.5)
+    assert null["significance"]["conversion_pvalue"] > 0.5 and null["significance"]["is_significant"] is False
+
+
+def test_the_readout_flags_a_split_that_is_not_the_configured_one():
+    skewed = readout("e1", tally(1000, 200), tally(1300, 260), 0.5)
+    assert skewed["sample_ratio"]["mismatch"] is True and skewed["sample_ratio"]["pvalue"] < 0.001
+    assert skewed["status"].startswith("sample ratio mismatch") and skewed["significance"]["is_significant"] is False
+    # The same counts are no mismatch when the configured split is 1300/2300 ML.
+    assert readout("e1", tally(1000, 200), tally(1300, 260), 1300 / 2300)["sample_ratio"]["mismatch"] is False
+
+
+def test_welch_test_on_equal_means_is_not_significant():
+    assert welch_z_test(10.0, 4.0, 200, 10.0, 9.0, 300) == 1.0
+    assert welch_z_test(10.0, 0.0, 200, 10.0, 0.0, 300) == 1.0

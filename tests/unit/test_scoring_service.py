@@ -10,7 +10,7 @@ from pricing.api.schemas import ScoreRequest, quote_response
 from pricing.competitors import Fetch
 from pricing.domain.conversion_model import ConversionModel
 from pricing.domain.quote import CompetitorSnapshot
-from pricing.services.scoring import FAILURE_BACKOFF_SECONDS, ScoringService
+from pricing.services.scoring import FAILURE_BACKOFF_SECONDS, PropertyCache, PropertyState, ScoringService
 from pricing.settings import Settings
 from pricing.storage import PropertyRecord, StorageUnavailable
 
@@ -103,6 +103,51 @@ def test_new_model_is_picked_up_after_the_cache_ttl(world):
     assert score(service, request())["safety"]["model_version"] == "v000007"
     clock.now += 301
     assert score(service, request())["safety"]["model_version"] == "v000008"
+
+
+def test_the_cache_keeps_no_model_only_for_the_negative_ttl_and_a_model_for_the_full_ttl():
+    clock = Clock()
+    cache = PropertyCache(300, clock, negative_ttl_seconds=15)
+    cache.put("absent", PropertyState(None, 120.0, "no model deployed for this property"))
+    cache.put("live", PropertyState(MODEL, 120.0))
+    clock.now += 14.9
+    assert cache.get("absent") is not None and cache.get("live") is not None
+    clock.now += 0.2
+    assert cache.get("absent") is None  # looked up again after 15 s
+    clock.now += 300 - 15.1 - 0.1
+    assert cache.get("live") is not None
+    clock.now += 0.2
+    assert cache.get("live") is None
+
+
+def test_the_negative_ttl_never_outlives_the_model_ttl_and_an_explicit_ttl_wins():
+    clock = Clock()
+    cache = PropertyCache(10, clock, negative_ttl_seconds=60)
+    assert cache.negative_ttl_seconds == 10
+    cache.put("down", PropertyState(None, None, "model store unavailable"), ttl=5)
+    clock.now += 5.1
+    assert cache.get("down") is None
+    assert PropertyCache(300, clock).negative_ttl_seconds == 300  # unset: one TTL for both
+
+
+def test_a_first_model_is_picked_up_after_the_negative_ttl_not_the_model_ttl(world):
+    service, storage, _, clock = world
+    assert service.cache.negative_ttl_seconds == 15
+    out = score(service, request("p2"))
+    assert out["safety"]["pricing_method"] == "rule_based"
+    assert any("no model deployed" in r for r in out["reasons"])
+    storage.records["p2"] = PropertyRecord("p2", 120.0, "v000001", "k1")
+    storage.artifacts["k1"] = ConversionModel("p2", "v000001", {"intercept": 4.0, "price_ratio": -4.0}, 100.0,
+                                              (50.0, 250.0)).to_artifact()
+    clock.now += 10
+    assert score(service, request("p2"))["safety"]["pricing_method"] == "rule_based"  # still cached
+    clock.now += 6
+    assert score(service, request("p2"))["safety"]["model_version"] == "v000001"
+
+
+def test_the_negative_ttl_is_a_setting():
+    assert Settings.from_env({}).model_cache_negative_ttl_seconds == 15
+    assert Settings.from_env({"MODEL_CACHE_NEGATIVE_TTL_SECONDS": "2"}).model_cache_negative_ttl_seconds == 2
 
 
 def test_store_down_falls_back_to_rules_and_backs_off(world):

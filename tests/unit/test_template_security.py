@@ -81,8 +81,9 @@ def test_secrets_are_read_only_from_the_arns_the_stack_is_given():
                        for r in as_list(statement["Resource"])), statement
 
 
-def test_the_api_requires_an_api_key_and_throttles():
-    api = RESOURCES["PricingApi"]["Properties"]
+@pytest.mark.parametrize("api_id", ["PricingApi", "OperatorApi"])
+def test_the_api_requires_an_api_key_and_throttles(api_id):
+    api = RESOURCES[api_id]["Properties"]
     assert api["Auth"]["ApiKeyRequired"] is True
     plan = api["Auth"]["UsagePlan"]
     assert plan["CreateUsagePlan"] in ("PER_API", "SHARED")
@@ -95,10 +96,20 @@ def test_every_http_route_is_on_the_authenticated_api():
     # An Api event without RestApiId would land on SAM's implicit API, which has no key check.
     routes = [(name, e) for name, fn in FUNCTIONS.items()
               for e in (fn["Properties"].get("Events") or {}).values() if e["Type"] in ("Api", "HttpApi")]
-    assert {e["Properties"]["Path"] for _, e in routes} == {"/score", "/health", "/learn"}
+    assert {e["Properties"]["Path"] for _, e in routes} >= {"/score", "/health", "/learn"}
     for name, event in routes:
-        assert event["Type"] == "Api" and event["Properties"]["RestApiId"] == {"Ref": "PricingApi"}, name
+        # State changes (POST /ab/...) only on the operator API, with its own usage plan and
+        # keys: API Gateway refuses a pricing caller's key there (403).
+        operator = event["Properties"]["Method"] == "POST" and event["Properties"]["Path"].startswith("/ab/")
+        expected_api = "OperatorApi" if operator else "PricingApi"
+        assert event["Type"] == "Api" and event["Properties"]["RestApiId"] == {"Ref": expected_api}, name
         assert event["Properties"].get("Auth", {}).get("ApiKeyRequired", True) is True, name
+
+
+def test_the_two_apis_have_separate_usage_plans():
+    outputs = TEMPLATE["Outputs"]
+    assert outputs["ApiKeyUsagePlan"]["Value"] == {"Ref": "PricingApiUsagePlan"}
+    assert outputs["OperatorKeyUsagePlan"]["Value"] == {"Ref": "OperatorApiUsagePlan"}
 
 
 def test_no_parameter_default_is_a_secret():
@@ -146,3 +157,5 @@ def test_make_run_checks_api_keys_only_when_asked():
 
     assert StackOptions.from_env({}).require_api_key is None
     assert StackOptions.from_env({"LOCAL_REQUIRE_API_KEY": "k-123"}).require_api_key == "k-123"
+    assert StackOptions.from_env({}).operator_api_key is None
+    assert StackOptions.from_env({"LOCAL_OPERATOR_API_KEY": "op-1"}).operator_api_key == "op-1"

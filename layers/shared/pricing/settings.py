@@ -55,6 +55,8 @@ class Settings:
     ``BACKEND_API_KEY_SECRET_ARN``                  Secrets Manager secret holding that key
     ``COMPETITOR_TIMEOUT_SECONDS``                  bound on one backend call (default 0.3)
     ``MODEL_CACHE_TTL_SECONDS``                     in-container model cache lifetime
+    ``MODEL_CACHE_NEGATIVE_TTL_SECONDS``            lifetime of a cached "no model" (default 15)
+    ``EXPERIMENTS_CACHE_TTL_SECONDS``               how long a container assigns from the experiments it read (default 60)
     ``MAX_BODY_BYTES``                              request bodies above this are a 413
     ``RETRAIN_BATCH_SIZE``                          properties per fanned-out retrain invocation
     ``RETRAIN_QUEUE_URL``                           SQS queue of retrain batches (empty: run inline)
@@ -86,6 +88,8 @@ class Settings:
     pushgateway_credentials_secret_arn: str = ""
     competitor_timeout_seconds: float = 0.3
     model_cache_ttl_seconds: int = 300
+    model_cache_negative_ttl_seconds: int = 15
+    experiments_cache_ttl_seconds: float = 60.0
     max_body_bytes: int = 6 * 1024 * 1024 - 1
     retrain_batch_size: int = 100
     retrain_queue_url: str = ""
@@ -126,6 +130,9 @@ class Settings:
             pushgateway_credentials_secret_arn=env.get("PUSHGATEWAY_CREDENTIALS_SECRET_ARN", ""),
             competitor_timeout_seconds=_float(env, "COMPETITOR_TIMEOUT_SECONDS", d.competitor_timeout_seconds, 0.01, 10.0),
             model_cache_ttl_seconds=_int(env, "MODEL_CACHE_TTL_SECONDS", d.model_cache_ttl_seconds, 0, 86400),
+            model_cache_negative_ttl_seconds=_int(env, "MODEL_CACHE_NEGATIVE_TTL_SECONDS",
+                                                  d.model_cache_negative_ttl_seconds, 0, 86400),
+            experiments_cache_ttl_seconds=_float(env, "EXPERIMENTS_CACHE_TTL_SECONDS", d.experiments_cache_ttl_seconds, 0.0, 3600.0),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes, 1024, 6 * 1024 * 1024),
             retrain_batch_size=_int(env, "RETRAIN_BATCH_SIZE", d.retrain_batch_size, 1, 10000),
             retrain_queue_url=env.get("RETRAIN_QUEUE_URL", ""),

@@ -10,8 +10,11 @@ Tables (keys as in template.yaml):
 
 * registry ``(property_id, record)``: ``record = "CONFIG"`` holds the property's base price;
   ``"LIVE"`` points at the deployed model version; ``"MODEL#<version>"`` keeps every version.
+  Index ``RegistryByRecord (record, property_id)``: every LIVE pointer by one Query.
 * experiments ``(experiment_id)``.
-* outcomes ``(property_id, outcome_key)``: one item per outcome, keyed for idempotency.
+* outcomes ``(property_id, outcome_key)``: one item per outcome, keyed for idempotency. Sparse
+  indexes: ``PropertiesWithOutcomes`` (one listing item per property) and ``ExperimentOutcomes
+  (experiment_id, variant)`` (only attributed outcomes).
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ OUTCOME_READ_PAGE = 1000
 # one index partition from taking every listing write.
 OUTCOME_LISTING_KEY = "#listing"
 OUTCOME_PROPERTIES_INDEX = "PropertiesWithOutcomes"
+#: Sparse too: only outcomes attributed to an A/B experiment carry ``experiment_id``.
+OUTCOME_EXPERIMENTS_INDEX = "ExperimentOutcomes"
+#: The registry by record kind: ``record = "LIVE"`` lists every property's live pointer.
+REGISTRY_RECORDS_INDEX = "RegistryByRecord"
 LISTING_SHARDS = 16
 
 
@@ -254,6 +261,160 @@ class Storage:
             if "LastEvaluatedKey" not in resp:
                 return items
             kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    # -- read routes: registry, experiments and outcomes, a page at a time ------------------
+    #
+    # The /model, /ab and /learn/outcomes read routes. Each list is a Query (never a Scan of a
+    # table that grows with outcomes or model versions) and comes back a page at a time with
+    # DynamoDB's own LastEvaluatedKey as the cursor (``next_key``), which the API hands out as
+    # an opaque token: one call's cost is bounded by ``limit`` whatever the table holds.
+
+    def _page(self, kwargs: dict, limit: int, start_key: dict | None, operation: str = "query",
+              ) -> tuple[list[dict], dict | None]:
+        kwargs = {**kwargs, "Limit": limit}
+        if start_key:
+            kwargs["ExclusiveStartKey"] = start_key
+        resp = self._call("dynamodb", operation, **kwargs)
+        return [self._de(i) for i in resp.get("Items", [])], resp.get("LastEvaluatedKey")
+
+    def model_records_page(self, property_id: str, limit: int, start_key: dict | None = None,
+                           ) -> tuple[list[dict], dict | None]:
+        """One page of the property's model versions, newest first (versions sort by time)."""
+        return self._page({
+            "TableName": self.settings.registry_table,
+            "KeyConditionExpression": "property_id = :p AND begins_with(#r, :m)",
+            "ExpressionAttributeNames": {"#r": "record"},
+            "ExpressionAttributeValues": {":p": {"S": property_id}, ":m": {"S": MODEL_RECORD_PREFIX}},
+            "ScanIndexForward": False,
+        }, limit, start_key)
+
+    def get_model_record(self, property_id: str, version: str) -> dict | None:
+        resp = self._call("dynamodb", "get_item", TableName=self.settings.registry_table,
+                          Key={"property_id": {"S": property_id}, "record": {"S": MODEL_RECORD_PREFIX + version}})
+        return self._de(resp["Item"]) if "Item" in resp else None
+
+    def live_records_page(self, limit: int, start_key: dict | None = None) -> tuple[list[dict], dict | None]:
+        """One page of LIVE pointers (every property with a live model or a rollback to rules),
+        from the registry's ``RegistryByRecord`` index (keyed by ``record``: no extra attribute to write,
+        and items written before the index existed are in it)."""
+        return self._page({
+            "TableName": self.settings.registry_table,
+            "IndexName": REGISTRY_RECORDS_INDEX,
+            "KeyConditionExpression": "#r = :live",
+            "ExpressionAttributeNames": {"#r": "record"},
+            "ExpressionAttributeValues": {":live": {"S": LIVE_RECORD}},
+        }, limit, start_key)
+
+    def training_outcomes(self, versions: list[tuple[str, str]]) -> int:
+        """How many outcomes the given ``(property_id, version)`` models were trained on, summed
+        (BatchGetItem of their records, 100 at a time, only the ``outcomes`` attribute)."""
+        table, total = self.settings.registry_table, 0
+        deadline = self._deadline(5.0)
+        for start in range(0, len(versions), BATCH_GET_LIMIT):
+            keys = [{"property_id": {"S": p}, "record": {"S": MODEL_RECORD_PREFIX + v}}
+                    for p, v in versions[start:start + BATCH_GET_LIMIT]]
+            request = {table: {"Keys": keys, "ProjectionExpression": "outcomes"}}
+            for resp in self._retry_unprocessed("batch_get_item", request, "UnprocessedKeys", deadline):
+                total += sum(int(self._de(i).get("outcomes") or 0) for i in resp.get("Responses", {}).get(table, []))
+        return total
+
+    def experiments_page(self, limit: int, start_key: dict | None = None) -> tuple[list[dict], dict | None]:
+        """One page of the experiments table (small: one item per experiment ever created)."""
+        return self._page({"TableName": self.settings.experiments_table}, limit, start_key, "scan")
+
+    def get_experiment(self, experiment_id: str) -> dict | None:
+        resp = self._call("dynamodb", "get_item", TableName=self.settings.experiments_table,
+                          Key={"experiment_id": {"S": experiment_id}}, ConsistentRead=True)
+        return self._de(resp["Item"]) if "Item" in resp else None
+
+    def create_experiment(self, experiment: dict) -> None:
+        """Store a new experiment; ``ConditionFailed`` when its id exists."""
+        self._call("dynamodb", "put_item", TableName=self.settings.experiments_table, Item=self._ser(experiment),
+                   ConditionExpression="attribute_not_exists(experiment_id)")
+
+    def stop_experiment(self, experiment_id: str, stopped_at: str) -> None:
+        """Mark the experiment inactive; ``ConditionFailed`` when there is no such experiment."""
+        self._call(
+            "dynamodb", "update_item", TableName=self.settings.experiments_table,
+            Key={"experiment_id": {"S": experiment_id}},
+            UpdateExpression="SET active = :f, stopped_at = if_not_exists(stopped_at, :t)",
+            ConditionExpression="attribute_exists(experiment_id)",
+            ExpressionAttributeValues={":f": {"BOOL": False}, ":t": {"S": stopped_at}},
+        )
+
+    def experiment_outcomes(self, experiment_id: str) -> Iterable[dict]:
+        """Every outcome attributed to the experiment (``variant``, ``accepted``, prices), page
+        by page from the outcomes table's sparse ``ExperimentOutcomes`` index: only attributed
+        outcomes carry ``experiment_id``. Yields as it reads, so the caller can tally without
+        holding them. The index is eventually consistent: an outcome stored a moment ago may
+        come a moment later."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.settings.outcomes_table,
+            "IndexName": OUTCOME_EXPERIMENTS_INDEX,
+            "KeyConditionExpression": "experiment_id = :e",
+            "ExpressionAttributeValues": {":e": {"S": experiment_id}},
+        }
+        while True:
+            resp = self._call("dynamodb", "query", **kwargs)
+            yield from (self._de(item) for item in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                return
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def outcome_properties_page(self, limit: int, cursor: dict | None = None) -> tuple[list[str], dict | None]:
+        """Up to ``limit`` property ids with outcomes, and the cursor to the rest (None: done).
+
+        The listing index is sharded (``LISTING_SHARDS``): the cursor names the shard and the
+        key within it."""
+        shard, start = (cursor or {}).get("s", 0), (cursor or {}).get("k")
+        found: list[str] = []
+        while shard < LISTING_SHARDS and len(found) < limit:
+            kwargs: dict[str, Any] = {
+                "TableName": self.settings.outcomes_table, "IndexName": OUTCOME_PROPERTIES_INDEX,
+                "KeyConditionExpression": "listing_shard = :s",
+                "ExpressionAttributeValues": {":s": {"S": f"{shard:02d}"}},
+                "ProjectionExpression": "property_id, outcome_key, listing_shard", "Limit": limit - len(found),
+            }
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            resp = self._call("dynamodb", "query", **kwargs)
+            found += [item["property_id"]["S"] for item in resp.get("Items", [])]
+            start = resp.get("LastEvaluatedKey")
+            if start is None:
+                shard += 1
+        if shard >= LISTING_SHARDS:
+            return found, None
+        return found, {"s": shard, "k": start} if start else {"s": shard}
+
+    def has_outcome_listing(self, property_id: str) -> bool:
+        resp = self._call("dynamodb", "get_item", TableName=self.settings.outcomes_table,
+                          Key={"property_id": {"S": property_id}, "outcome_key": {"S": OUTCOME_LISTING_KEY}},
+                          ProjectionExpression="property_id")
+        return "Item" in resp
+
+    def outcome_stats_pages(self, property_id: str, max_items: int) -> Iterable[dict]:
+        """The property's outcomes with only the attributes statistics need, up to ``max_items``."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.settings.outcomes_table, "Limit": OUTCOME_READ_PAGE,
+            "KeyConditionExpression": "property_id = :p AND begins_with(outcome_key, :o)",
+            "ProjectionExpression": "#ts, accepted, quoted_price, final_price, comp_p10, comp_p50, comp_p90, context",
+            "ExpressionAttributeNames": {"#ts": "timestamp"},
+            "ExpressionAttributeValues": {":p": {"S": property_id}},
+        }
+        read = 0
+        # Outcome keys start "q:" or "h:": two key ranges, never the "#listing" item.
+        for prefix in ("h:", "q:"):
+            kwargs["ExpressionAttributeValues"] = {":p": {"S": property_id}, ":o": {"S": prefix}}
+            kwargs.pop("ExclusiveStartKey", None)
+            while read < max_items:
+                kwargs["Limit"] = min(OUTCOME_READ_PAGE, max_items - read)
+                resp = self._call("dynamodb", "query", **kwargs)
+                items = resp.get("Items", [])
+                read += len(items)
+                yield from (self._de(item) for item in items)
+                if "LastEvaluatedKey" not in resp:
+                    break
+                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
     # -- registry and experiments: write side (operations, demo seeding, retraining) -------
 

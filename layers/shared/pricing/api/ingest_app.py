@@ -1,4 +1,5 @@
-"""IngestFunction's app: POST /learn, booking outcomes for the learning loop.
+"""IngestFunction's app: POST /learn, booking outcomes for the learning loop, and the outcome
+statistics routes (GET /learn/outcomes/...).
 
 The function's composition root: settings, metrics, logging, Sentry, storage and the service are
 built here at import, so a warm container reuses the app and its DynamoDB client.
@@ -20,6 +21,7 @@ from mangum import Mangum
 from pydantic import BaseModel, ConfigDict, Field
 
 from pricing.api.common import create_app
+from pricing.api.operations import add_outcome_routes, lazy
 from pricing.domain.outcomes import MAX_BATCH_OUTCOMES
 from pricing.observability import metrics
 from pricing.observability.context import current_request_id, logger, set_service_name
@@ -99,6 +101,14 @@ def learn(request: LearnRequest, http: Request) -> dict:
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         ) from exc
 
+
+def _outcome_catalog():
+    from pricing.services.catalog import OutcomeCatalog
+
+    return OutcomeCatalog(Storage(settings))
+
+
+add_outcome_routes(app, lazy(_outcome_catalog))
 
 _asgi = Mangum(app, lifespan="off")
 

@@ -1,4 +1,5 @@
-"""ScoreFunction's app: POST /score and GET /health, plus the scheduled synthetic check.
+"""ScoreFunction's app: POST /score and GET /health, the model and experiment routes, and the
+scheduled synthetic check.
 
 The function's composition root: it reads the settings, configures metrics, logging and Sentry,
 and builds the storage, the competitor client and the service, all at import, so a warm
@@ -13,11 +14,13 @@ from pricing.settings import Settings
 settings = Settings.from_env()
 coldstart.pause_collector(settings)  # first, before the heavy imports: see pricing.coldstart
 
+import time  # noqa: E402
 from datetime import datetime, timedelta, timezone  # noqa: E402
 
 from mangum import Mangum  # noqa: E402
 
 from pricing.api.common import create_app  # noqa: E402
+from pricing.api.operations import add_experiment_routes, add_model_routes, lazy  # noqa: E402
 from pricing.api.schemas import ScoreRequest, quote_response  # noqa: E402
 from pricing.competitors import CompetitorClient  # noqa: E402
 from pricing.observability import metrics  # noqa: E402
@@ -27,6 +30,7 @@ from pricing.observability.sentry import init_from_settings  # noqa: E402
 from pricing.services.scoring import ScoringService  # noqa: E402
 from pricing.storage import Storage, resolve_secrets  # noqa: E402
 
+_STARTED = time.monotonic()  # /health's uptime_seconds: this container's age
 settings = resolve_secrets(settings)  # once per container: the secrets its ARNs name
 set_service_name(settings.service_name)
 metrics.METRICS.cap_property_labels(settings.metrics_max_property_labels)
@@ -49,7 +53,30 @@ def score(request: ScoreRequest) -> dict:
 
 @app.get("/health")
 def health() -> dict:
-    return service.health()
+    return {**service.health(), "uptime_seconds": round(time.monotonic() - _STARTED, 3)}
+
+
+# Registered after /score, which the middleware's route lookup thus still finds first. Their
+# services are built on first use, with a storage client of their own that may take its time
+# (the scorer's gives up within a second, as it has rules to fall back on).
+_operations_storage = lazy(lambda: Storage(settings))
+
+
+def _catalog():
+    from pricing.services.catalog import ModelCatalog
+
+    return ModelCatalog(_operations_storage(), service="pricing-service", version=settings.release,
+                        loaded=service.cache.models)
+
+
+def _experiments():
+    from pricing.services.experiment_admin import ExperimentAdmin
+
+    return ExperimentAdmin(_operations_storage(), on_change=service.forget_experiments)
+
+
+add_model_routes(app, lazy(_catalog))
+add_experiment_routes(app, lazy(_experiments))
 
 
 SYNTHETIC_PROPERTY = "synthetic-canary"

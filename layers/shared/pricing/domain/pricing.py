@@ -15,7 +15,7 @@ from pricing.domain.conversion_model import ConversionModel, ModelFeatures
 from pricing.domain.experiments import Assignment
 from pricing.domain.exploration import NOT_EXPLORED, Exploration, explore, tag_quote_id
 from pricing.domain.guardrails import Guardrails, round_price
-from pricing.domain.optimiser import optimise
+from pricing.domain.optimiser import Optimum, optimise
 from pricing.domain.quote import Quote
 from pricing.domain.rules import rule_based_price
 
@@ -87,9 +87,39 @@ def model_features(quote: Quote) -> ModelFeatures:
     )
 
 
+def _strategy_price(model: ConversionModel, features: ModelFeatures, opt: Optimum, quote: Quote) -> tuple[float, list[str]]:
+    """The price the caller's strategy picks from the near-optimal band (prices within 3% of the
+    best expected revenue, all inside the guardrails): ``aggressive`` chases rate (the band's
+    highest price, at or above the optimum), ``conservative`` protects occupancy (its lowest, at
+    or below). The revenue given up is at most 3%, and said."""
+    best = opt.best
+    if not (quote.toggles.aggressive or quote.toggles.conservative):
+        return best.price, []
+    name, price = ("aggressive", opt.band[1]) if quote.toggles.aggressive else ("conservative", opt.band[0])
+    aim = "chases rate" if name == "aggressive" else "protects occupancy"
+    if price == best.price:
+        return price, [f"Strategy {name} ({aim}): the revenue optimum {price:.2f} is already the band's "
+                       f"{'highest' if name == 'aggressive' else 'lowest'} price"]
+    prob = model.probability(price, features)
+    return price, [f"Strategy {name} ({aim}): {price:.2f} instead of the optimum {best.price:.2f}, "
+                   f"P(book)={prob:.3f}, expected revenue {price * prob:.2f} (within 3% of the best)"]
+
+
+def _seasonality_reason(model: ConversionModel, quote: Quote) -> list[str]:
+    # The conversion model has no season feature: what a season does to demand it learns through
+    # lead time, weekday and the market price. Saying so beats silently ignoring the toggle.
+    if not quote.toggles.apply_seasonality:
+        return [f"apply_seasonality is false: no effect on model {model.version}, which has no season feature"]
+    if quote.season:
+        return [f"Season {quote.season} not applied: model {model.version} has no season feature "
+                "(apply_seasonality changes only rule-based prices)"]
+    return []
+
+
 def _market_reason(model: ConversionModel, quote: Quote, features: ModelFeatures) -> list[str]:
     if not model.market_aware:
-        return ["Model is market-blind (artifact v1): competitor prices do not move its price"]
+        toggle = " (use_competitors has no effect)" if not quote.toggles.use_competitors else ""
+        return ["Model is market-blind (artifact v1): competitor prices do not move its price" + toggle]
     if model.uses_market(features):
         return []
     why = "use_competitors is false" if not quote.toggles.use_competitors else "no competitor data for this quote"
@@ -150,7 +180,8 @@ def recommend(
             free = opt if guardrails == unbounded else optimise(model, features, unbounded.candidate_grid(lo, hi, GRID_POINTS))
             best = opt.best
             clamped = not guardrails.admits(free.best.price)
-            price, exploration = explore(best.price, guardrails, rate, quote_id)
+            target, strategy_reasons = _strategy_price(model, features, opt, quote)
+            price, exploration = explore(target, guardrails, rate, quote_id)
             prob = best.conversion_prob if price == best.price else model.probability(price, features)
             occ_end = min(1.0, quote.occupancy + prob * quote.remaining / quote.capacity)
             reasons += [
@@ -159,6 +190,8 @@ def recommend(
                 f"Evaluated {opt.evaluated} candidate prices from {grid[0]:.2f} to {grid[-1]:.2f}",
                 *_competitor_reason(quote),
                 *_market_reason(model, quote, features),
+                *strategy_reasons,
+                *_seasonality_reason(model, quote),
             ]
             if clamped:
                 reasons.append(f"Unconstrained optimum {free.best.price:.2f} moved inside the guardrails")

@@ -3,8 +3,12 @@
 What lives per container (module-level in the app, so it survives warm invocations):
 
 * a property cache (live model + base price) with a TTL, so a warm container prices without I/O
-  and picks up a newly deployed model within ``MODEL_CACHE_TTL_SECONDS``;
-* the active experiments, refreshed every ``EXPERIMENTS_TTL_SECONDS``;
+  and picks up a newly deployed model within ``MODEL_CACHE_TTL_SECONDS``; a property without a
+  model is looked up again after ``MODEL_CACHE_NEGATIVE_TTL_SECONDS`` (15 s), so its first model
+  prices within seconds of its deploy, not minutes;
+* the running experiments, refreshed every ``EXPERIMENTS_CACHE_TTL_SECONDS`` (settings, default
+  60 s): an experiment created, stopped or past its end date changes assignment within that time
+  (at once in the container that served the change: ``forget_experiments``);
 * the competitor client's own cache.
 
 No failure of a store or of the competitor backend fails a quote: the price is then made by
@@ -32,7 +36,6 @@ from pricing.observability.sentry import report_once, set_request_context
 from pricing.settings import Settings
 from pricing.storage import Storage, StorageUnavailable
 
-EXPERIMENTS_TTL_SECONDS = 60.0
 #: After a store failure, the same property is not retried for this long (rules price meanwhile).
 FAILURE_BACKOFF_SECONDS = 5.0
 MAX_CACHED_PROPERTIES = 5_000
@@ -54,12 +57,20 @@ class PropertyState:
 
 
 class PropertyCache:
-    """Live model and configuration per property, each entry valid until its own deadline."""
+    """Live model and configuration per property, each entry valid until its own deadline.
 
-    def __init__(self, ttl_seconds: float, clock: Callable[[], float]):
+    An entry without a model lives ``negative_ttl_seconds`` at most: "no model" is the answer
+    most likely to change soon (a first model, a redeploy after a rollback), and re-reading one
+    registry item every few seconds per property costs far less than pricing by rules for
+    ``ttl_seconds`` after the model is live.
+    """
+
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float], negative_ttl_seconds: float | None = None):
         self.ttl_seconds = ttl_seconds
+        self.negative_ttl_seconds = ttl_seconds if negative_ttl_seconds is None else min(negative_ttl_seconds, ttl_seconds)
         self._clock = clock
         self._entries: dict[str, tuple[float, PropertyState]] = {}
+        self._loaded_at: dict[str, float] = {}  # wall-clock time of each entry, for /model/metrics
         self._lock = threading.Lock()
 
     def get(self, property_id: str) -> PropertyState | None:
@@ -73,9 +84,21 @@ class PropertyCache:
         with self._lock:
             if len(self._entries) >= MAX_CACHED_PROPERTIES and property_id not in self._entries:
                 # Evict the entry closest to expiry: a flood of unknown ids cannot grow memory.
-                del self._entries[min(self._entries, key=lambda k: self._entries[k][0])]
-            self._entries[property_id] = (self._clock() + (self.ttl_seconds if ttl is None else ttl), state)
+                evicted = min(self._entries, key=lambda k: self._entries[k][0])
+                del self._entries[evicted]
+                self._loaded_at.pop(evicted, None)
+            if ttl is None:
+                ttl = self.ttl_seconds if state.model is not None else self.negative_ttl_seconds
+            self._entries[property_id] = (self._clock() + ttl, state)
+            self._loaded_at[property_id] = time.time()
             metrics.set_models_loaded(sum(1 for _, s in self._entries.values() if s.model is not None))
+
+    def models(self) -> dict[str, tuple[ConversionModel, float]]:
+        """The models this container holds now: property id -> (model, when it was loaded, epoch s)."""
+        now = self._clock()
+        with self._lock:
+            return {pid: (state.model, self._loaded_at.get(pid, 0.0)) for pid, (deadline, state) in self._entries.items()
+                    if state.model is not None and deadline > now}
 
     @property
     def models_loaded(self) -> int:
@@ -95,7 +118,7 @@ class ScoringService:
         self.settings = settings
         self.storage = storage
         self.competitors = competitors
-        self.cache = PropertyCache(settings.model_cache_ttl_seconds, clock)
+        self.cache = PropertyCache(settings.model_cache_ttl_seconds, clock, settings.model_cache_negative_ttl_seconds)
         self._clock = clock
         self._new_token = new_token
         self._experiments: tuple[float, list[Experiment]] = (float("-inf"), [])
@@ -114,13 +137,21 @@ class ScoringService:
                     parsed.append(experiment_from_record(record))
                 except (KeyError, TypeError, ValueError) as exc:
                     report_once("experiment_malformed", f"malformed experiment record: {exc}")
-            self._experiments = (self._clock() + EXPERIMENTS_TTL_SECONDS, parsed)
+            # Stopped, not yet started and ended experiments assign no one: dropped here, so an
+            # end date takes effect within the cache TTL.
+            now = datetime.now(timezone.utc)
+            parsed = [e for e in parsed if e.running_at(now)]
+            self._experiments = (self._clock() + self.settings.experiments_cache_ttl_seconds, parsed)
             return parsed
         except StorageUnavailable as exc:
             # Keep the last known experiments (or none); try again after the backoff.
             report_once("experiments_store_unavailable", exc)
             self._experiments = (self._clock() + FAILURE_BACKOFF_SECONDS, current)
             return current
+
+    def forget_experiments(self) -> None:
+        """Read the experiments afresh on the next quote (one was created or stopped here)."""
+        self._experiments = (float("-inf"), [])
 
     def property_state(self, property_id: str) -> PropertyState:
         cached = self.cache.get(property_id)
