@@ -76,15 +76,11 @@ def ingest_rate(stack: AwsStack, rounds: int = 3) -> list[Figure]:
     # the deadlines are widened so the figure measures the rate, not a 503.
     storage_module.OUTCOME_IO_BUDGET_SECONDS = 600.0
 
-    class _LongContext(FakeContext):
-        def get_remaining_time_in_millis(self) -> int:
-            return 600_000
-
     def full() -> float:
         body = {"batch": simulated_batch(tags.next(), INGEST_BATCH, INGEST_PROPERTIES)}
         event = rest_event("POST", "/learn", body)
         started = time.perf_counter()
-        result = handler(event, _LongContext())
+        result = handler(event, FakeContext(remaining_ms=600_000))
         seconds = time.perf_counter() - started
         answer = json.loads(result["body"])
         if result["statusCode"] != 200 or answer.get("processed") != INGEST_BATCH:
@@ -148,7 +144,7 @@ def retrain_scaling(stack: AwsStack, repeats: dict[int, int] | None = None) -> l
     except ImportError as exc:
         reason = f"pricing.services.retraining is not there yet: {exc}"
         return [Figure.waiting(f"retrain_{n}", f"6. retrain, {n:,} outcomes", reason) for n in RETRAIN_SIZES]
-    from pricing.settings import get_settings
+    from pricing.settings import Settings
 
     repeats = repeats or {1_000: 5, 10_000: 3, 100_000: 1}
     seconds: dict[int, list[float]] = {}
@@ -157,7 +153,7 @@ def retrain_scaling(stack: AwsStack, repeats: dict[int, int] | None = None) -> l
         for r in range(repeats[n]):
             property_id = f"bench-retrain-{n}-{r}"
             records = [{**rec, "property_id": property_id} for rec in stored_records(simulated_batch(property_id, n))]
-            service = RetrainingService(get_settings(), MemoryStore({property_id: records}))
+            service = RetrainingService(Settings.from_env(), MemoryStore({property_id: records}))
             started = time.perf_counter()
             result = service.retrain_property(property_id, force=True)
             seconds.setdefault(n, []).append(time.perf_counter() - started)

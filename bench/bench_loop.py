@@ -165,14 +165,14 @@ class InProcess:
         self.storage.put_property_config(property_id, base_price)
 
     def score(self, body: dict) -> dict:
-        from pricing.api.schemas import ScoreRequest
+        from pricing.api.schemas import ScoreRequest, quote_response
 
-        return self.scoring.score(ScoreRequest.model_validate(body))
+        return quote_response(*self.scoring.score(ScoreRequest.model_validate(body).to_quote()))
 
     def policy_price(self, body: dict) -> float:
         from pricing.api.schemas import ScoreRequest
 
-        return self.pure.score(ScoreRequest.model_validate(body))["price"]
+        return self.pure.score(ScoreRequest.model_validate(body).to_quote()).recommendation.price
 
     def learn(self, outcomes: list[dict]) -> dict:
         return self.ingestion.ingest(outcomes).to_response()
@@ -327,7 +327,7 @@ def format_report(runs: list[CurveRun], seconds: float) -> str:
             f"drift on night {run.drift_night}, recovered in {run.recovery_days} day(s)")
         lines.append(f"  {run.curve:<17} {'model' if run.representable else 'outside':<8} {last['loop']:>7.1%} "
                      f"{last['rules']:>7.1%} {last['exploration_cost']:>7.2%} {last['holdback_cost']:>7.2%} "
-                     f"{str(run.first_deploy_night or '-'):>10}  {shift}")
+                     f"{run.first_deploy_night or '-'!s:>10}  {shift}")
     lines += ["", "loop: what was quoted (exploration and holdback included); rules: use_ml=false on the same quotes;",
               "policy: the model's policy on every quote (no exploration, no holdback); hold: share of quotes priced",
               "by rules as the holdback; x-cost, h-cost: what exploration and the holdback cost (policy - loop =",

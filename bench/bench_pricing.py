@@ -28,7 +28,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from bench import ROOT  # noqa: F401 - puts the layer, tests/ and local/ on sys.path
+from bench import ROOT  # puts the layer, tests/ and local/ on sys.path
 from bench.stack import AwsStack
 
 REQUIRED_SHARE = 0.95
@@ -37,17 +37,10 @@ LEARN_BATCH = 2000
 OUT = ROOT / "bench" / "out" / "pricing.json"
 
 
-class _Context:
-    """The Lambda context fields the handlers read."""
+def _Context(function_name: str):
+    from local.lambda_context import FakeContext
 
-    def __init__(self, function_name: str):
-        self.function_name = function_name
-        self.memory_limit_in_mb = 1024
-        self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"
-        self.aws_request_id = f"bench-{time.time_ns()}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
+    return FakeContext(function_name, remaining_ms=900_000, memory_mb=1024)
 
 
 def _learn_event(batch: list[dict]) -> dict:
@@ -78,9 +71,10 @@ def _score_request(quote, use_ml: bool):
 def run(n_outcomes: int, n_quotes: int, n_held_out: int) -> int:
     # Imported here: the handler modules read their settings from the environment at import.
     from pricing.api import ingest_app
+    from pricing.api.schemas import quote_response
     from pricing.competitors import CompetitorClient
     from pricing.domain.simulator import CURVES, assess_policies, format_report, simulate_outcomes
-    from pricing.services import retraining
+    from pricing.api import retrain_app
     from pricing.services.scoring import ScoringService
     from pricing.storage import Storage
 
@@ -104,7 +98,7 @@ def run(n_outcomes: int, n_quotes: int, n_held_out: int) -> int:
         learn_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        answer = retraining.handler({"property_ids": [property_id], "force": True}, _Context("retrain"))
+        answer = retrain_app.handler({"property_ids": [property_id], "force": True}, _Context("retrain"))
         retrain_seconds = time.perf_counter() - started
         (result,) = answer["results"]
         if result["status"] != "deployed":
@@ -112,10 +106,10 @@ def run(n_outcomes: int, n_quotes: int, n_held_out: int) -> int:
 
         latencies: list[float] = []
 
-        def through_scoring(use_ml: bool, expect: str):
+        def through_scoring(use_ml: bool, expect: str, latencies=latencies, curve=curve):
             def price(quote) -> float:
                 t0 = time.perf_counter()
-                response = scoring.score(_score_request(quote, use_ml), "bench")
+                response = quote_response(*scoring.score(_score_request(quote, use_ml).to_quote(), "bench"))
                 latencies.append(time.perf_counter() - t0)
                 if response["safety"]["pricing_method"] != expect:
                     raise SystemExit(f"{curve.name}: /score answered {response['safety']['pricing_method']}")

@@ -42,9 +42,6 @@ def load_score_handler(stack: AwsStack):
     """
     os.environ.update(stack.env())
     os.environ.update(SCORE_ENV)
-    from pricing.settings import get_settings
-
-    get_settings.cache_clear()
     import score_handler
 
     status, body = invoke_once(score_handler.handler, score_body())
@@ -121,13 +118,13 @@ def push_overhead(handler: Callable, rounds: int = 9, block: int = 200, *, check
                                "the pinned prometheus-pushgateway is not installed (make setup)",
                                None if checked else PUSH_TARGET)]
     from pricing.observability.metrics import METRICS, PUSH_FAILURE_REASONS
+    from pricing.api import score_app
     from pricing.observability.push import last_push_stats, push_invocation_metrics
-    from pricing.settings import get_settings
 
     inner = handler.__wrapped__
     context = FakeContext()
     body = score_body()
-    off = get_settings()
+    off = score_app.settings  # the container's own: push off
 
     def failures() -> float:
         return sum(METRICS.get_sample_value("pricing_metrics_push_failures_total", {"reason": r}) or 0
@@ -191,13 +188,13 @@ def push_size() -> list[Figure]:
     one run.
     """
     from bench import bench_metrics
-    from pricing.settings import get_settings
+    from pricing.settings import Settings
 
     key, title = "push_bytes", f"7. push bytes after {bench_metrics.PROPERTIES:,} properties"
     if not pushgateway_available():
         return [Figure.waiting(key, title, "the pinned prometheus-pushgateway is not installed (make setup)",
                                PUSH_SIZE_TARGET)]
-    cap = get_settings().metrics_max_property_labels
+    cap = Settings.from_env().metrics_max_property_labels
     with pushgateway() as gateway:
         first, largest, labels, seconds = bench_metrics.bytes_after(gateway.url, cap, send=True)
     return [Figure(

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         probe(score, env, packages, event)  # fills the page cache, as the benchmark's warm-up does
         results: dict[str, tuple[dict, dict]] = {}
         runs: dict[str, list[tuple[dict, dict]]] = {"score": [], "floor": []}
-        for i in range(args.runs):  # interleaved, like the benchmark
+        for _ in range(args.runs):  # interleaved, like the benchmark
             for name, function in (("score", score), ("floor", floor)):
                 timings, log = probe(function, env, packages, event)
                 (LOG_DIR / f"importtime-{name}.log").write_text(log)

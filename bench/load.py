@@ -46,11 +46,9 @@ from bench import ROOT
 from bench.stack import BENCH_MODEL, patched_environ
 from bench.stats import percentile
 
-import requests  # noqa: E402 - after bench's path set-up, like the other benches
+import requests  # after bench's path set-up, like the other benches
 
-from local.apigw import build_event
 from local.stack import DEFAULT_BUILD_DIR, LocalStack, StackOptions
-from local.template import ApiRoute
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 MODEL_PROPERTIES = [f"load-model-{i}" for i in range(5)]

@@ -359,7 +359,7 @@ class _ApiHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _ApiServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # LocalApi.handle logs every request with the container that served it
 
     def _dispatch(self) -> None:
@@ -397,4 +397,4 @@ class _ApiHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _dispatch  # noqa: N815
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _dispatch

@@ -42,8 +42,8 @@ from types import SimpleNamespace
 # The layer's package (the simulator, storage) from the source tree, as the seeding gets it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "layers" / "shared"))
 
-from local.stack import DEFAULT_RUN_DIR, running_state, template_for  # noqa: E402
-from local.template import DEFAULT_REGION, SamTemplate  # noqa: E402
+from local.stack import DEFAULT_RUN_DIR, running_state, template_for
+from local.template import DEFAULT_REGION, SamTemplate
 
 DEMO = {"demo-hotel-1": "city-hotel", "demo-hotel-2": "beach-resort", "demo-loft-1": "city-loft"}
 WALK_INS = [f"walk-in-{i}" for i in range(1, 6)]
@@ -63,7 +63,7 @@ class CompetitorBackend:
         backend = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's naming
+            def do_GET(self):  # http.server's naming
                 parts = self.path.strip("/").split("/")
                 if len(parts) != 4 or parts[:2] != ["api", "competitor-data"]:
                     return self._answer(404, {"success": False})
@@ -114,7 +114,7 @@ def post(url: str, body: object, timeout: float = 30.0) -> tuple[int, dict | Non
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - local API
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # local API
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, None

@@ -131,7 +131,7 @@ class EventSources:
                 result = self.pools[logical_id].invoke(event)
                 log.info("schedule %s.%s -> %s container %s: %s", logical_id, name, logical_id,
                          result.container_id, "ok" if result.ok else result.payload[:300].decode("utf-8", "replace"))
-            except Exception as exc:  # a failing schedule must not stop the next firing
+            except Exception as exc:  # noqa: BLE001 - a failing schedule must not stop the next firing
                 log.error("schedule %s.%s failed: %s", logical_id, name, exc)
 
     def _poll_queue(self, logical_id: str, name: str, props: Mapping[str, Any]) -> None:
@@ -142,7 +142,7 @@ class EventSources:
         sqs = aws_client("sqs", self.endpoint_url, self.region)
         try:
             queue_url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - no queue, no poller; the emulator runs on
             log.warning("%s.%s: queue %s not found on %s (%s); not polling", logical_id, name, queue_name,
                         self.endpoint_url, exc)
             return
@@ -151,7 +151,7 @@ class EventSources:
                 received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=batch_size,
                                                WaitTimeSeconds=1, AttributeNames=["All"],
                                                MessageAttributeNames=["All"]).get("Messages", [])
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the poller outlives a flaky local queue
                 log.warning("%s.%s: receive from %s failed: %s", logical_id, name, queue_name, exc)
                 self._stop.wait(5)
                 continue
@@ -162,7 +162,7 @@ class EventSources:
                  partial: bool) -> None:
         try:
             result = self.pools[logical_id].invoke(sqs_event(messages, queue_arn, self.region))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - logged; the messages stay on the queue
             log.error("%s: SQS batch of %d not delivered: %s", logical_id, len(messages), exc)
             return
         if not result.ok:

@@ -291,7 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:  # the base class's name
         pass  # the container logs invocations itself; per-poll access lines are noise
 
     def _send(self, status: int, document: Any, headers: dict[str, str] | None = None, raw: bytes | None = None) -> None:
@@ -313,7 +313,7 @@ class _Handler(BaseHTTPRequestHandler):
             return read_chunked(self.rfile)
         return b""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         api = self.server.api
         if self.path == f"{EXTENSION_PREFIX}/event/next":
             self._extension_next()
@@ -379,7 +379,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(404, {"errorType": "NotFound", "errorMessage": f"no route {self.path}"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         api = self.server.api
         body = self._body()
         if self.path.startswith(EXTENSION_PREFIX + "/"):

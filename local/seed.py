@@ -32,6 +32,7 @@ import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 
+from local.lambda_context import FakeContext
 from pricing.domain.simulator import CURVES, DemandCurve, simulate_outcomes
 
 #: Demo property id -> the simulated market it sells into (see simulator.CURVES).
@@ -48,18 +49,8 @@ DEFAULT_OUTCOMES = 3000
 LEARN_BATCH = 1000
 
 
-class _Context:
-    """The Lambda context fields RetrainFunction's handler reads."""
-
-    function_name = "pricing-retrain-local-seed"
-    memory_limit_in_mb = 2048
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:pricing-retrain-local-seed"
-
-    def __init__(self) -> None:
-        self.aws_request_id = f"seed-{time.time_ns()}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
+def _Context() -> FakeContext:
+    return FakeContext("pricing-retrain-local-seed", remaining_ms=900_000, memory_mb=2048)
 
 
 def _post_learn(api_url: str, batch: list[dict]) -> dict:
@@ -69,12 +60,13 @@ def _post_learn(api_url: str, batch: list[dict]) -> dict:
         headers={"Content-Type": "application/json", "X-Request-ID": f"seed-{time.time_ns()}"},
         method="POST",
     )
-    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - the local API
+    with urllib.request.urlopen(request, timeout=60) as response:  # the local API
         return json.loads(response.read())
 
 
-def learn(outcomes: list[dict], api_url: str | None) -> tuple[int, int, str]:
-    """Send ``outcomes`` to /learn; returns (stored, duplicates, how)."""
+def learn(outcomes: list[dict], api_url: str | None, storage=None) -> tuple[int, int, str]:
+    """Send ``outcomes`` to /learn (or, without ``api_url``, store them through ``storage``);
+    returns (stored, duplicates, how)."""
     stored = duplicates = 0
     how = "POST /learn" if api_url else "in-process"
     for i in range(0, len(outcomes), LEARN_BATCH):
@@ -88,10 +80,10 @@ def learn(outcomes: list[dict], api_url: str | None) -> tuple[int, int, str]:
                 how = "in-process"
         if answer is None:
             from pricing.services.ingestion import IngestionService
-            from pricing.settings import get_settings
+            from pricing.settings import Settings
             from pricing.storage import Storage
 
-            answer = IngestionService(Storage(get_settings())).ingest(batch).to_response()
+            answer = IngestionService(storage or Storage(Settings.from_env())).ingest(batch).to_response()
         if answer.get("invalid"):
             raise RuntimeError(f"/learn refused simulated outcomes: {answer['errors'][:3]}")
         stored += answer["processed"]
@@ -117,17 +109,18 @@ def retrain(property_ids: list[str], api_url: str | None) -> list[dict]:
             return result.json()["results"]
         print(f"  RetrainFunction failed ({result.outcome}): {result.payload[:300]!r}", file=sys.stderr)
         return []
-    from pricing.services import retraining
+    from pricing.api import retrain_app
 
-    return retraining.handler(event, _Context())["results"]
+    return retrain_app.handler(event, _Context())["results"]
 
 
-def seed(n_outcomes: int = DEFAULT_OUTCOMES, api_url: str | None = None) -> list[dict]:
-    """Seed every demo property; returns one summary per property."""
-    from pricing.settings import get_settings
+def seed(n_outcomes: int = DEFAULT_OUTCOMES, api_url: str | None = None, storage=None) -> list[dict]:
+    """Seed every demo property (through ``storage``, default: the environment's stores);
+    returns one summary per property."""
+    from pricing.settings import Settings
     from pricing.storage import Storage
 
-    storage = Storage(get_settings())
+    storage = storage or Storage(Settings.from_env())
     curves: dict[str, DemandCurve] = {c.name: c for c in CURVES}
     now = datetime.now(timezone.utc)
     learned = {}
@@ -136,7 +129,7 @@ def seed(n_outcomes: int = DEFAULT_OUTCOMES, api_url: str | None = None) -> list
         base_price = DEMO_BASE_PRICES.get(property_id, curve.base_price)
         storage.put_property_config(property_id, base_price)
         outcomes = simulate_outcomes(curve, n_outcomes, seed=2026, now=now, property_id=property_id)
-        learned[property_id] = learn(outcomes, api_url)
+        learned[property_id] = learn(outcomes, api_url, storage)
     results = {r["property_id"]: r for r in retrain(list(DEMO_PROPERTIES), api_url)}
     summaries = []
     for property_id, curve_name in DEMO_PROPERTIES.items():

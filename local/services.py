@@ -63,7 +63,7 @@ def preferred_port(port: int, what: str, host: str = "127.0.0.1") -> int:
 
 def http_ok(url: str, timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our own URL
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # our own URL
             return 200 <= response.status < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False

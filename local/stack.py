@@ -85,7 +85,8 @@ class StackOptions:
         ``LOCAL_IDLE_SECONDS`` (120: a container idle that long is retired; 0: never),
         ``LOCAL_SHUTDOWN_BUDGET_MS`` (500: from SIGTERM to SIGKILL when a container is retired),
         ``LOCAL_REQUIRE_API_KEY`` (off), ``LOCAL_OPERATOR_API_KEY`` (off: the key of the operator
-        routes, POST /ab/...; with only LOCAL_REQUIRE_API_KEY set they refuse every key), ``LOCAL_METRICS`` (1: start Pushgateway and Prometheus
+        routes, POST /ab/...; with only LOCAL_REQUIRE_API_KEY set they refuse every key),
+        ``LOCAL_METRICS`` (1: start Pushgateway and Prometheus
         when installed), ``LOCAL_PUSHGATEWAY_PORT`` (9091), ``LOCAL_PROMETHEUS_PORT`` (9090),
         ``LOCAL_EVENT_SOURCES`` (1: fire rate() schedules, poll SQS queues),
         ``LOCAL_RUNTIME_PACKAGES`` (``lambda`` or ``venv``), ``LOCAL_BUILD_DIR`` (.aws-sam/build),
@@ -359,7 +360,7 @@ def answers(url: str, timeout: float = 1.0) -> bool:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - our own URL
+        with urllib.request.urlopen(url, timeout=timeout):  # our own URL
             return True
     except urllib.error.HTTPError:
         return True

@@ -83,7 +83,7 @@ def load_template(path: str | Path) -> dict:
         TemplateError: the file is not a template (no ``Resources`` mapping).
     """
     text = Path(path).read_text(encoding="utf-8")
-    data = yaml.load(text, Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
+    data = yaml.load(text, Loader=_CfnLoader)  # a SafeLoader subclass
     if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
         raise TemplateError(f"{path} is not a CloudFormation template (no Resources)")
     return data

@@ -25,9 +25,9 @@ os.environ.pop("PUSHGATEWAY_URL", None)
 os.environ.setdefault("HOLDBACK_RATE", "0")
 
 
-import asyncio  # noqa: E402
+import asyncio
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,5 @@
 """RetrainFunction: the scheduled retraining run, its fanned-out batches, and manual invokes."""
 
-from pricing.services.retraining import handler
+from pricing.api.retrain_app import handler
 
 __all__ = ["handler"]

@@ -149,7 +149,8 @@ PANELS: list[PanelSpec] = [
     PanelSpec("Retraining Duration (p95)",
               "p95 duration of one property's retrain, by model type. Dashed: LongRetrainingDuration (30 min).",
               "s",
-              [q(f"histogram_quantile(0.95, sum by (le, model_type) (rate(pricing_retraining_duration_seconds_bucket{{{ENV}, {PROP}}}[5m])))",
+              [q("histogram_quantile(0.95, sum by (le, model_type) "
+                 f"(rate(pricing_retraining_duration_seconds_bucket{{{ENV}, {PROP}}}[5m])))",
                  "{{model_type}}")],
               thresholds=[(1800, "red")]),
     PanelSpec("Drift Detection Events",

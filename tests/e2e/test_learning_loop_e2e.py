@@ -30,7 +30,7 @@ import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Iterator
+from typing import Callable, ClassVar, Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -99,7 +99,7 @@ class StoreProxy:
     unanswered, ``held`` set, until ``drop_held()`` drops it.
     """
 
-    _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
+    _HOP: ClassVar = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 
     def __init__(self, upstream: str) -> None:
         parts = urlsplit(upstream)

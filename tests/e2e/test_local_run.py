@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import requests
@@ -180,9 +181,9 @@ def test_concurrent_clients_are_served_by_several_containers(stack, caplog):
 
 
 class _Backend(BaseHTTPRequestHandler):
-    seen: list = []
+    seen: ClassVar[list] = []
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         type(self).seen.append((self.path, self.headers.get("X-API-Key")))
         body = json.dumps({"success": True, "data": {"priceP10": 80.0, "priceP50": 100.0, "priceP90": 130.0,
                                                      "competitorCount": 7, "source": "e2e-backend",

@@ -88,7 +88,7 @@ class CompetitorBackend:
         backend = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's naming
+            def do_GET(self):  # http.server's naming
                 parts = self.path.strip("/").split("/")
                 if self.headers.get("X-API-Key") != api_key:
                     return self._answer(401, {"success": False})

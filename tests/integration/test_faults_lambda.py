@@ -40,14 +40,13 @@ def function_with_timeout(logical_id: str, seconds: int):
 @pytest.fixture
 def unreachable():
     """Four servers that accept connections and never answer."""
-    with SilentServer() as aws, SilentServer() as pushgateway, SilentServer() as sentry:
-        with CompetitorBackend("hang") as backend:
-            yield {
-                "AWS_ENDPOINT_URL": aws.url,
-                "PUSHGATEWAY_URL": pushgateway.url,
-                "SENTRY_DSN": f"http://0123456789abcdef0123456789abcdef@127.0.0.1:{sentry.port}/1",
-                "BACKEND_API_URL": backend.url,
-            }
+    with SilentServer() as aws, SilentServer() as pushgateway, SilentServer() as sentry, CompetitorBackend("hang") as backend:
+        yield {
+            "AWS_ENDPOINT_URL": aws.url,
+            "PUSHGATEWAY_URL": pushgateway.url,
+            "SENTRY_DSN": f"http://0123456789abcdef0123456789abcdef@127.0.0.1:{sentry.port}/1",
+            "BACKEND_API_URL": backend.url,
+        }
 
 
 def test_score_answers_by_rules_within_its_deadline_with_every_dependency_hung(unreachable, tmp_path):

@@ -10,7 +10,6 @@ Pushgateway's group count are measured before and after.
 
 from __future__ import annotations
 
-import json
 import random
 import string
 from datetime import datetime, timedelta, timezone
@@ -102,7 +101,7 @@ def flood_score(handler, n: int) -> None:
 
 
 def test_a_flood_of_properties_is_priced_and_stops_adding_series_at_the_cap(score_handler):
-    cap = metrics.METRICS._max_property_labels  # noqa: SLF001 - the container's configured cap
+    cap = metrics.METRICS._max_property_labels  # the container's configured cap
     fetched_before = fetches_counted()
     flood_score(score_handler, cap + 50)  # whatever earlier tests used, the cap is reached now
     labels = property_labels() - {OTHER_PROPERTY, UNKNOWN_PROPERTY}
@@ -123,7 +122,7 @@ def test_a_batch_of_ten_thousand_properties_adds_at_most_the_cap():
 
     batch = [{"property_id": random_property_id(), "timestamp": NOW.strftime("%Y-%m-%dT%H:%M:%SZ"),
               "quoted_price": -1.0, "accepted": True} for _ in range(10_000)]
-    cap = metrics.METRICS._max_property_labels  # noqa: SLF001
+    cap = metrics.METRICS._max_property_labels
     status, _, out = invoke(handler, rest_event("POST", "/learn", {"batch": batch}))
     assert status == 200 and out["invalid"] == 10_000, out
     assert len(property_labels() - {OTHER_PROPERTY, UNKNOWN_PROPERTY}) <= cap

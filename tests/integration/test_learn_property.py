@@ -88,7 +88,8 @@ def test_any_batch_is_stored_or_refused_item_by_item_and_the_counts_add_up(aws, 
         refused = set(indexes)
         if os.environ.get("PROPERTY_DEBUG"):
             with open(os.environ["PROPERTY_DEBUG"], "a") as f:
-                f.write(json.dumps({"text": text, "body": body, "mine": {i: getattr(r, "reason", "ok") for i, r in accepted.items()}}) + "\n")
+                mine = {i: getattr(r, "reason", "ok") for i, r in accepted.items()}
+                f.write(json.dumps({"text": text, "body": body, "mine": mine}) + "\n")
         for i, result in accepted.items():
             if i not in refused:
                 assert isinstance(result, Outcome), (i, result)

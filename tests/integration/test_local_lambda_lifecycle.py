@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -162,7 +161,7 @@ def test_extension_starts_fast():
                    "PYTHONPATH": str(SHARED_LAYER / "no-such-dir")}
             started = time.monotonic()
             process = subprocess.Popen([str(EXTENSION)], env=env)
-            assert wait_for(lambda: api.extensions and api.extensions[0].ready.is_set(), 10)
+            assert wait_for(lambda api=api: api.extensions and api.extensions[0].ready.is_set(), 10)
             timings.append(time.monotonic() - started)
             api.shutdown("spindown", int(time.time() * 1000) + 500)
             assert process.wait(timeout=5) == 0
@@ -278,7 +277,7 @@ def test_plain_python_signal_handler_does_not_run_while_the_runtime_waits_for_it
     container.invoke({})
     # Idle as Lambda retires it: the runtime is waiting for its next event (not still posting
     # the last answer, when a plain handler could still run).
-    assert wait_for(lambda: container._api.polls >= 1, 10)  # noqa: SLF001
+    assert wait_for(lambda: container._api.polls >= 1, 10)
     report = container.retire()
     container.stop()
     assert report.sigterm and report.killed

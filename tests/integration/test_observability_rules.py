@@ -336,7 +336,7 @@ def test_minimums_are_documented_in_the_runbooks_and_the_readme():
     for name, minimum in MINIMUM_EVENTS.items():
         row = re.search(rf"^\| \[?{name}\]?[^|]*\|([^\n]*)$", runbooks, flags=re.M)
         assert row and re.search(rf"\b{minimum}\b", row.group(1)), f"runbooks.md: no minimum row for {name}"
-    for slo, budget in SLO_BUDGETS.items():
+    for budget in SLO_BUDGETS.values():
         for factor in ("14.4", "6", "3", "1"):
             assert str(burn_minimum(factor, budget)) in runbooks
     assert "Minimum traffic" in readme and "max(100, ceil(2 / t))" in readme
@@ -388,9 +388,9 @@ def bucket_edges() -> dict[str, tuple[float, ...]]:
     """The *_BUCKETS tuples of metrics.py, read without importing it."""
     found = {}
     for node in ast.parse(METRICS.read_text()).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            if node.targets[0].id.endswith("_BUCKETS"):
-                found[node.targets[0].id] = tuple(float(v) for v in ast.literal_eval(node.value))
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id.endswith("_BUCKETS")):
+            found[node.targets[0].id] = tuple(float(v) for v in ast.literal_eval(node.value))
     return {metric: found[const] for metric, const in HISTOGRAM_BUCKETS.items()}
 
 

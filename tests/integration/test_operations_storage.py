@@ -25,7 +25,7 @@ def catalog(storage: Storage) -> ModelCatalog:
     return ModelCatalog(storage, service="pricing-service", version="test", loaded=dict)
 
 
-def test_model_versions_page_newest_first_and_the_pages_add_up(aws):
+def test_model_versions_page_newest_first_and_the_pages_add_up(aws):  # noqa: F811 - the aws fixture
     storage = Storage(aws.settings())
     versions = [f"2026110{i}T000000Z-abcdef0{i}" for i in range(1, 6)]
     for v in versions:
@@ -50,7 +50,7 @@ def test_model_versions_page_newest_first_and_the_pages_add_up(aws):
         catalog(storage).model_list(None, 5, other)
 
 
-def test_outcome_properties_page_across_the_listing_shards(aws):
+def test_outcome_properties_page_across_the_listing_shards(aws):  # noqa: F811 - the aws fixture
     storage = Storage(aws.settings())
     ingestion = IngestionService(storage)
     ids = [f"prop-{i:02d}" for i in range(37)]
@@ -68,7 +68,7 @@ def test_outcome_properties_page_across_the_listing_shards(aws):
     assert sorted(seen) == ids and len(seen) == len(set(seen)) and pages >= 8
 
 
-def test_the_readout_counts_exactly_the_attributed_outcomes(aws):
+def test_the_readout_counts_exactly_the_attributed_outcomes(aws):  # noqa: F811 - the aws fixture
     storage = Storage(aws.settings())
     admin = ExperimentAdmin(storage)
     eid = admin.create(ExperimentRequest(name="ml-vs-rules", ml_traffic_percentage=50))["experiment_id"]
@@ -105,7 +105,7 @@ def test_the_readout_counts_exactly_the_attributed_outcomes(aws):
         admin.stop("exp-nothing")
 
 
-def test_stats_of_a_property(aws):
+def test_stats_of_a_property(aws):  # noqa: F811 - the aws fixture
     storage = Storage(aws.settings())
     IngestionService(storage).ingest([
         {"property_id": "s1", "timestamp": (NOW - timedelta(days=d)).isoformat(), "quoted_price": 100.0 + d,

@@ -11,8 +11,9 @@ from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures; puts l
 
 from pricing.api.schemas import ScoreRequest
 from pricing.competitors import CompetitorClient
-from pricing.services import retraining
+from pricing.api import retrain_app
 from pricing.services.retraining import RetrainingService
+from pricing.api.schemas import quote_response
 from pricing.services.scoring import ScoringService
 from pricing.storage import Storage
 
@@ -23,18 +24,16 @@ def seeded_env(aws, monkeypatch):  # noqa: F811
 
     settings = aws.settings()
     storage = Storage(settings)
-    # The seed builds its stores from get_settings() and retrains through the handler's service:
-    # point both at this test's resources.
-    monkeypatch.setattr("pricing.settings.get_settings", lambda: settings)
-    monkeypatch.setattr(retraining, "_service", RetrainingService(settings, storage))
+    # The seed retrains through the handler's service: point it at this test's resources.
+    monkeypatch.setattr(retrain_app, "_service", RetrainingService(settings, storage))
     return seed_module, settings, storage
 
 
 def test_demo_properties_price_with_their_own_model_and_reseeding_is_harmless(seeded_env):
     seed_module, settings, storage = seeded_env
 
-    first = seed_module.seed(n_outcomes=1500, api_url=None)
-    again = seed_module.seed(n_outcomes=1500, api_url=None)
+    first = seed_module.seed(n_outcomes=1500, api_url=None, storage=storage)
+    again = seed_module.seed(n_outcomes=1500, api_url=None, storage=storage)
 
     assert [s["property_id"] for s in first] == ["demo-hotel-1", "demo-hotel-2", "demo-loft-1"]
     assert all(s["retrain"] == "deployed" and s["stored"] == 1500 for s in first), first
@@ -50,6 +49,6 @@ def test_demo_properties_price_with_their_own_model_and_reseeding_is_harmless(se
             "quote_time": now.isoformat(),
             "inventory": {"capacity": 100, "remaining": 35},
         })
-        safety = scoring.score(request, "req-demo")["safety"]
+        safety = quote_response(*scoring.score(request.to_quote(), "req-demo"))["safety"]
         assert safety["pricing_method"] == "ml_elasticity"
         assert safety["model_version"] == summary["live_version"]

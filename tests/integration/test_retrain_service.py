@@ -14,6 +14,7 @@ import pytest
 
 from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures; puts local/ on the path
 
+from local.lambda_context import FakeContext
 from pricing.api.schemas import ScoreRequest
 from pricing.competitors import CompetitorClient
 from pricing.domain.conversion_model import ConversionModel
@@ -21,6 +22,7 @@ from pricing.domain.simulator import CURVES, HISTORY_DAYS, DemandCurve, simulate
 from pricing.services import retraining
 from pricing.services.ingestion import IngestionService
 from pricing.services.retraining import RetrainingService, artifact_key
+from pricing.api.schemas import quote_response
 from pricing.services.scoring import ScoringService
 from pricing.storage import LIVE_RECORD, Storage, StorageUnavailable
 
@@ -32,17 +34,8 @@ NOW = datetime.fromisoformat(os.environ.get("RETRAIN_TEST_NOW", "2026-11-25T12:0
 CITY, RESORT, SKI = CURVES[0], CURVES[1], CURVES[2]
 
 
-class LambdaContext:
-    function_name = "pricing-retrain-dev"
-    memory_limit_in_mb = 2048
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:pricing-retrain-dev"
-    aws_request_id = "req-retrain-test"
-
-    def __init__(self, remaining_ms: int = 900_000):
-        self.remaining_ms = remaining_ms
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
+def LambdaContext(remaining_ms: int = 900_000) -> FakeContext:
+    return FakeContext("pricing-retrain-dev", remaining_ms=remaining_ms, memory_mb=2048)
 
 
 class Clock:
@@ -114,7 +107,7 @@ def score(stack, property_id: str) -> dict:
             "toggles": {"use_competitors": False},
         }
     )
-    return scoring.score(request, "req-score")
+    return quote_response(*scoring.score(request.to_quote(), "req-score"))
 
 
 def deploy_true_model(stack, curve: DemandCurve, property_id: str, version: str = "v-true") -> None:
@@ -133,7 +126,7 @@ def test_a_first_model_deployed_after_a_no_model_quote_prices_within_the_negativ
         "stay_date": (NOW + timedelta(days=20)).date().isoformat(), "quote_time": NOW.isoformat(),
         "inventory": {"capacity": 100, "remaining": 40}, "toggles": {"use_competitors": False},
     })
-    first = scoring.score(request, "req-first")
+    first = quote_response(*scoring.score(request.to_quote(), "req-first"))
     assert first["safety"]["pricing_method"] == "rule_based"
     assert any("no model deployed" in r for r in first["reasons"]), first["reasons"]
 
@@ -141,10 +134,10 @@ def test_a_first_model_deployed_after_a_no_model_quote_prices_within_the_negativ
     (result,) = stack.service.handle({"property_ids": ["hotel-first"]}, LambdaContext())["results"]
     assert result["status"] == "deployed", result
     deployed_at = time.monotonic()
-    while scoring.score(request, "req-poll")["safety"]["pricing_method"] != "ml_elasticity":
+    while quote_response(*scoring.score(request.to_quote(), "req-poll"))["safety"]["pricing_method"] != "ml_elasticity":
         assert time.monotonic() - deployed_at < 2 + 1, "the deployed model was not used within the negative TTL"
         time.sleep(0.1)
-    assert scoring.score(request, "req-after")["safety"]["model_version"] == result["version"]
+    assert quote_response(*scoring.score(request.to_quote(), "req-after"))["safety"]["model_version"] == result["version"]
 
 
 def test_first_model_is_deployed_and_scoring_prices_with_it(stack):
@@ -472,8 +465,10 @@ def test_malformed_events(stack):
 
 def test_the_lambda_handler_runs_the_service(stack, monkeypatch):
     learn(stack, CITY, 1200, seed=12, property_id="handler-1")
-    monkeypatch.setattr(retraining, "_service", stack.service)
+    from pricing.api import retrain_app
 
-    answer = retraining.handler({"detail": {"property_ids": ["handler-1"], "force": False}}, LambdaContext())
+    monkeypatch.setattr(retrain_app, "_service", stack.service)
+
+    answer = retrain_app.handler({"detail": {"property_ids": ["handler-1"], "force": False}}, LambdaContext())
 
     assert answer["results"][0]["status"] == "deployed"

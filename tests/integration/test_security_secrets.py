@@ -1,7 +1,8 @@
 """Credentials from Secrets Manager (a moto server), resolved once per container.
 
 The template passes only ARNs (``BACKEND_API_KEY_SECRET_ARN``, ``PUSHGATEWAY_CREDENTIALS_SECRET_ARN``);
-``pricing.settings.get_settings`` fetches the secrets through ``pricing.storage.resolve_secrets``.
+each app module fetches the secrets as it builds its configuration, through
+``pricing.storage.resolve_secrets``; reading the environment (``Settings.from_env``) never does.
 The last test runs the built ScoreFunction in a local Lambda container and checks the fetched key
 reaches the competitor backend and the fetched credentials open a secured Pushgateway.
 """
@@ -19,7 +20,6 @@ from support.faults import CompetitorBackend, FaultProxy
 from support.moto_stack import moto_server  # noqa: F401 - fixture
 
 from local.services import aws_client
-from pricing import settings as settings_module
 from pricing.settings import Settings
 from pricing.storage import resolve_secrets
 
@@ -88,20 +88,15 @@ def test_a_secret_that_cannot_be_had_is_logged_by_arn_and_left_empty(secrets, ca
     assert arn in caplog.text or pg_arn in caplog.text
 
 
-def test_secrets_are_fetched_once_per_container(secrets, monkeypatch):
-    monkeypatch.setenv("BACKEND_API_KEY_SECRET_ARN", secrets("once", BACKEND_KEY))
-    monkeypatch.setenv("PUSHGATEWAY_CREDENTIALS_SECRET_ARN",
-                       secrets("once-pg", json.dumps({"username": PUSH_USER, "password": PUSH_PASSWORD})))
-    monkeypatch.delenv("BACKEND_API_KEY", raising=False)
-    settings_module.get_settings.cache_clear()
-    try:
-        first = settings_module.get_settings()
-        for _ in range(5):
-            assert settings_module.get_settings() is first
-        assert first.backend_api_key == BACKEND_KEY and first.pushgateway_password == PUSH_PASSWORD
-        assert fetches(secrets.proxy) == 2
-    finally:
-        settings_module.get_settings.cache_clear()  # the next reader sees the restored environment
+def test_reading_the_environment_fetches_nothing_and_resolving_fetches_each_secret_once(secrets):
+    env = {"BACKEND_API_KEY_SECRET_ARN": secrets("once", BACKEND_KEY),
+           "PUSHGATEWAY_CREDENTIALS_SECRET_ARN": secrets(
+               "once-pg", json.dumps({"username": PUSH_USER, "password": PUSH_PASSWORD}))}
+    from_env = Settings.from_env(env)
+    assert from_env.backend_api_key == "" and fetches(secrets.proxy) == 0
+    resolved = resolve_secrets(from_env)  # what an app module does, once, at import
+    assert resolved.backend_api_key == BACKEND_KEY and resolved.pushgateway_password == PUSH_PASSWORD
+    assert fetches(secrets.proxy) == 2
 
 
 def test_the_built_function_uses_the_fetched_key_and_credentials(secrets, tmp_path):

@@ -38,8 +38,8 @@ FUNCTION_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:pricing-score"
 
 
 class Entity(BaseModel):
-    userId: str  # noqa: N815 - the wire name
-    propertyId: str  # noqa: N815
+    userId: str  # the wire name
+    propertyId: str
 
 
 class Quote(BaseModel):
@@ -64,10 +64,10 @@ def _install_bootstrap() -> Any:
         def __init__(self) -> None:
             self.posted: list[dict[str, Any]] = []
 
-        def post_invocation_result(self, invoke_id, data, content_type, invocation_id=None):  # noqa: ANN001
+        def post_invocation_result(self, invoke_id, data, content_type, invocation_id=None):
             self.posted.append({"invoke_id": invoke_id, "result": json.loads(data)})
 
-        def post_error(self, invoke_id, error_data, xray_fault, invocation_id=None):  # noqa: ANN001
+        def post_error(self, invoke_id, error_data, xray_fault, invocation_id=None):
             self.posted.append({"invoke_id": invoke_id, "error": json.loads(error_data)})
 
     lrc.runtime_client = RecordingRuntime()
@@ -198,9 +198,12 @@ def run_container(plan_path: str, out_path: str) -> None:
     """Run the invocations listed in ``plan_path`` in this process and write their outcomes."""
     bootstrap = _install_bootstrap()
     from pricing.observability.sentry import init_from_settings
-    from pricing.settings import get_settings
+    from pricing.observability.context import set_service_name
+    from pricing.settings import Settings
 
-    init_from_settings(get_settings())  # as the handler module does at import
+    settings = Settings.from_env()  # as the app module does at import
+    set_service_name(settings.service_name)
+    init_from_settings(settings)
     handlers = {"api": _build_api(), "retrain": _retrain_handler}
     runtime = bootstrap.LambdaRuntimeClient("127.0.0.1:9")
     recorder = sys.modules["awslambdaric.lambda_runtime_client"].runtime_client
@@ -340,16 +343,22 @@ def response_headers(outcome: dict) -> dict[str, str]:
 
 API_PLAN = [
     {"name": "crash", "handler": "api", "event": api_event("POST", "/score", quote("prop-crash"), {"X-Request-ID": "req-crash-1"})},
-    {"name": "store_down", "handler": "api", "event": api_event("POST", "/learn", {"batch": [{"property_id": "prop-learn"}]}, {"X-Request-ID": "req-learn-1"})},
-    {"name": "store_down_handled", "handler": "api", "event": api_event("POST", "/learn-handled", {"batch": [{"property_id": "prop-learn"}]}, {"X-Request-ID": "req-learn-2"})},
+    {"name": "store_down", "handler": "api",
+     "event": api_event("POST", "/learn", {"batch": [{"property_id": "prop-learn"}]}, {"X-Request-ID": "req-learn-1"})},
+    {"name": "store_down_handled", "handler": "api",
+     "event": api_event("POST", "/learn-handled", {"batch": [{"property_id": "prop-learn"}]}, {"X-Request-ID": "req-learn-2"})},
     {"name": "invalid", "handler": "api", "event": api_event("POST", "/score", {"entity": {}}, {"X-Request-ID": "req-invalid-1"})},
     {"name": "not_found", "handler": "api", "event": api_event("GET", "/nope", None, {"X-Request-ID": "req-404-1"})},
     {"name": "health", "handler": "api", "event": api_event("GET", "/health", None, {"X-Request-ID": "req-health-1"})},
     {"name": "ok", "handler": "api", "event": api_event("POST", "/score", quote("prop-ok"), {"X-Request-ID": "req-ok-1"})},
-    {"name": "insane_id", "handler": "api", "event": api_event("POST", "/score", quote("prop-ok"), {"X-Request-ID": "bad id\nwith newline"}, gateway_id="gw-id-0001")},
-    {"name": "fallback_1", "handler": "api", "event": api_event("POST", "/score", quote("prop-fallback"), {"X-Request-ID": "req-fallback-1"})},
-    {"name": "fallback_2", "handler": "api", "event": api_event("POST", "/score", quote("prop-fallback"), {"X-Request-ID": "req-fallback-2"})},
-    {"name": "slow", "handler": "api", "timeout_ms": 2000, "event": api_event("POST", "/score", quote("prop-slow"), {"X-Request-ID": "req-slow-1"})},
+    {"name": "insane_id", "handler": "api",
+     "event": api_event("POST", "/score", quote("prop-ok"), {"X-Request-ID": "bad id\nwith newline"}, gateway_id="gw-id-0001")},
+    {"name": "fallback_1", "handler": "api",
+     "event": api_event("POST", "/score", quote("prop-fallback"), {"X-Request-ID": "req-fallback-1"})},
+    {"name": "fallback_2", "handler": "api",
+     "event": api_event("POST", "/score", quote("prop-fallback"), {"X-Request-ID": "req-fallback-2"})},
+    {"name": "slow", "handler": "api", "timeout_ms": 2000,
+     "event": api_event("POST", "/score", quote("prop-slow"), {"X-Request-ID": "req-slow-1"})},
 ]
 
 

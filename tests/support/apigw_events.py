@@ -3,53 +3,28 @@
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
+
+from local.lambda_context import FakeContext
+
+__all__ = ["FakeContext", "invoke", "rest_event"]
 
 
 def rest_event(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> dict:
-    """The event API Gateway sends for ``method path``; ``body`` is JSON-encoded unless bytes/str."""
+    """The event API Gateway sends for ``method path``; ``body`` is JSON-encoded unless bytes/str.
+
+    Built by the local API Gateway's own builder (``local.apigw.build_event``), so a handler
+    invoked directly sees exactly what it sees behind ``make run``.
+    """
+    from local.apigw import build_event
+    from local.template import ApiRoute
+
     if body is not None and not isinstance(body, (str, bytes)):
         body = json.dumps(body)
-    if isinstance(body, bytes):
-        body = body.decode()
+    raw = body.encode() if isinstance(body, str) else (body or b"")
     hdrs = {"Content-Type": "application/json", **(headers or {})}
-    return {
-        "resource": path,
-        "path": path,
-        "httpMethod": method,
-        "headers": hdrs,
-        "multiValueHeaders": {k: [v] for k, v in hdrs.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": path,
-            "httpMethod": method,
-            "path": f"/dev{path}",
-            "stage": "dev",
-            "requestId": str(uuid.uuid4()),
-            "identity": {"sourceIp": "127.0.0.1"},
-        },
-        "body": body,
-        "isBase64Encoded": False,
-    }
-
-
-class FakeContext:
-    """The attributes of a Lambda context object that the handlers and their libraries read."""
-
-    function_name = "pricing-local"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:pricing-local"
-    memory_limit_in_mb = 512
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-    log_group_name = "/aws/lambda/pricing-local"
-    log_stream_name = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
+    return build_event(method=method, raw_path=path, headers=list(hdrs.items()), body=raw,
+                       route=ApiRoute("direct", method, path.split("?", 1)[0]), path_parameters=None, stage="dev")
 
 
 def invoke(handler, event: dict) -> tuple[int, dict, Any]:

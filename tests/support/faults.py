@@ -53,7 +53,7 @@ class CompetitorBackend:
             def log_message(self, *args) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:  # http.server's naming
                 backend.requests.append((self.path, dict(self.headers)))
                 mode = backend.mode
                 if mode == "hang":
@@ -146,7 +146,7 @@ class FaultProxy:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 proxy._handle(self, headers, body)
 
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any  # noqa: N815
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
 
         self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
@@ -258,5 +258,5 @@ def impatient(storage, attempts: int = 2):
     config = Config(connect_timeout=1, read_timeout=2, retries={"total_max_attempts": attempts, "mode": "standard"})
     session = boto3.session.Session()
     for service in ("dynamodb", "s3", "sqs"):
-        storage._clients[service] = session.client(service, config=config)  # noqa: SLF001 - test seam
+        storage._clients[service] = session.client(service, config=config)  # test seam
     return storage

@@ -86,7 +86,7 @@ def moto_server():
 def aws(moto_server, monkeypatch) -> AwsStack:
     """Fresh template resources on the session's moto server; ``AWS_ENDPOINT_URL`` points there."""
     request = urllib.request.Request(f"{moto_server.url}/moto-api/reset", method="POST")
-    urllib.request.urlopen(request, timeout=10).close()  # noqa: S310 - our own local server
+    urllib.request.urlopen(request, timeout=10).close()  # our own local server
     template = SamTemplate(PROJECT_ROOT / "template.yaml", region=REGION, endpoint_url=moto_server.url)
     resources = template.local_resources()
     create_resources(resources, moto_server.url, REGION)

@@ -89,7 +89,7 @@ class Service:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> "Service":
-        log = open(self.log_path, "wb")
+        log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child, closed just below
         self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
@@ -132,7 +132,7 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
+            def do_POST(self):  # http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if not self.path.startswith(prefix + "/"):
                     self.send_response(404)

@@ -125,7 +125,7 @@ class _Server:
 
     def start(self) -> "_Server":
         binary = require_binary(self.binary)
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed just below
         self.proc = subprocess.Popen([binary, *self._args()], stdout=log, stderr=log, cwd=self.dir)
         log.close()
         try:
@@ -322,7 +322,7 @@ class SilentServer:
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             self.accepted.append(conn)  # held open, never read, never answered
 
@@ -418,8 +418,12 @@ class SyntheticContainer:
 def _container_main() -> None:
     """The process side of ``SyntheticContainer``: JSON requests on stdin, answers on stdout."""
     from pricing.observability import metrics, push
+    from pricing.settings import Settings
 
-    @push.pushes_metrics
+    settings = Settings.from_env()  # this process is a container: its own composition root
+    metrics.METRICS.cap_property_labels(settings.metrics_max_property_labels)
+
+    @push.pushes_metrics(settings=settings)
     def handler(event, context):
         metrics.track_model_prediction(property_id=event["property_id"], model_type="conversion", duration=0.002)
         metrics.track_score_request(pricing_method="ml_elasticity", duration=0.012)

@@ -208,7 +208,7 @@ class SentryReceiver:
         try:
             envelope = parse_envelope(_decode(body, encoding), project=parts[1])
             envelope.content_encoding = encoding
-        except Exception as exc:  # a malformed envelope is a test failure, kept for the report
+        except Exception as exc:  # noqa: BLE001 - a malformed envelope is a test failure, kept for the report
             self.rejected.append(f"{type(exc).__name__}: {exc}")
             return 400
         with self._lock:
@@ -224,7 +224,7 @@ class SentryReceiver:
             # client's delayed ACK (~40 ms) and every flush in a test looks that much slower.
             disable_nagle_algorithm = True
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:  # http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 status = receiver._record(self.path, self.headers.get("Content-Encoding", ""), body)
@@ -247,6 +247,6 @@ class SentryReceiver:
         while not self._stopping.is_set():
             try:
                 conn, _ = self._silent.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             self._held.append(conn)

@@ -72,7 +72,7 @@ def test_pending_figures_are_neither_passed_nor_failed():
 def test_the_markdown_table_has_one_row_per_figure_and_escapes_pipes():
     md = render_markdown([figure(title="a|b", note="why"), figure(title="c")])
     lines = md.splitlines()
-    assert lines[0].startswith("| figure | value |") and len([l for l in lines if l.startswith("| ")]) == 3
+    assert lines[0].startswith("| figure | value |") and len([row for row in lines if row.startswith("| ")]) == 3
     assert "a\\|b" in md and "- **a|b**: why" in md
 
 

@@ -7,26 +7,24 @@ import gc
 import pytest
 
 from pricing import coldstart
-from pricing.settings import get_settings
+from pricing.settings import Settings
+
+UNDER_LAMBDA = Settings(lambda_runtime_api="127.0.0.1:9001")
 
 
 @pytest.fixture
 def lambda_runtime(monkeypatch):
-    """A process a Lambda runtime client serves; the collector and settings restored afterwards."""
-    monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
-    get_settings.cache_clear()
+    """A process a Lambda runtime client serves; the collector restored afterwards."""
     monkeypatch.setattr(coldstart, "_paused", False)
     try:
         yield
     finally:
         gc.unfreeze()
         gc.enable()
-        monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API")
-        get_settings.cache_clear()
 
 
 def test_under_lambda_the_collector_is_off_until_the_first_invocation_then_init_is_frozen(lambda_runtime):
-    coldstart.pause_collector()
+    coldstart.pause_collector(UNDER_LAMBDA)
     assert not gc.isenabled()
     built_at_init = [object() for _ in range(10)]
     coldstart.resume_collector()
@@ -35,7 +33,7 @@ def test_under_lambda_the_collector_is_off_until_the_first_invocation_then_init_
 
 
 def test_resume_is_once_and_leaves_a_collector_turned_on_later_alone(lambda_runtime):
-    coldstart.pause_collector()
+    coldstart.pause_collector(UNDER_LAMBDA)
     coldstart.resume_collector()
     gc.disable()  # someone else's decision, after the cold start
     coldstart.resume_collector()
@@ -43,21 +41,16 @@ def test_resume_is_once_and_leaves_a_collector_turned_on_later_alone(lambda_runt
 
 
 def test_outside_lambda_nothing_changes(monkeypatch):
-    monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API", raising=False)
-    get_settings.cache_clear()
     monkeypatch.setattr(coldstart, "_paused", False)
     frozen = gc.get_freeze_count()
-    try:
-        coldstart.pause_collector()
-        assert gc.isenabled()
-        coldstart.resume_collector()
-        assert gc.isenabled() and gc.get_freeze_count() == frozen
-    finally:
-        get_settings.cache_clear()
+    coldstart.pause_collector(Settings(lambda_runtime_api=""))
+    assert gc.isenabled()
+    coldstart.resume_collector()
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
 
 
 def test_a_collector_already_off_is_not_turned_on(lambda_runtime):
     gc.disable()
-    coldstart.pause_collector()
+    coldstart.pause_collector(UNDER_LAMBDA)
     coldstart.resume_collector()
     assert not gc.isenabled()

@@ -72,7 +72,7 @@ def test_experiment_records_are_validated():
 from datetime import datetime, timedelta, timezone  # noqa: E402
 
 from pricing.domain.experiments import (  # noqa: E402
-    MIN_OUTCOMES_PER_ARM, ArmTally, experiment_from_record, parse_instant, readout, welch_z_test)
+    MIN_OUTCOMES_PER_ARM, ArmTally, parse_instant, readout, welch_z_test)
 
 
 def tally(n: int, bookings: int, price: float = 100.0) -> ArmTally:

@@ -127,9 +127,8 @@ def test_track_latency_observes_the_block_and_lets_it_complete_labels(m):
     with m.track_latency(metrics.api_latency, {"method": "POST", "endpoint": "/score"}) as labels:
         labels["status_code"] = 200
     assert value(m, "pricing_api_latency_seconds_count", method="POST", endpoint="/score", status_code=200) == 1
-    with pytest.raises(RuntimeError):
-        with m.track_latency(metrics.api_latency, {"method": "GET", "endpoint": "/health"}):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), m.track_latency(metrics.api_latency, {"method": "GET", "endpoint": "/health"}):
+        raise RuntimeError("boom")
     assert value(m, "pricing_api_latency_seconds_count", method="GET", endpoint="/health", status_code="unknown") == 1
 
 

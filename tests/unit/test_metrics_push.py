@@ -348,7 +348,7 @@ def test_a_kept_alive_connection_closed_unanswered_is_reopened_without_a_failure
 
 
 def test_an_unexpected_error_inside_push_never_reaches_the_invocation(clock):
-    m, p, conn = make_pusher(clock)
+    _m, p, conn = make_pusher(clock)
     conn.send = lambda *a: 1 / 0
     assert p.push("req").ok is False
 
@@ -406,11 +406,11 @@ def test_decorator_pushes_after_the_handler_returns_or_raises_with_the_request_i
     monkeypatch.setattr(push, "push_invocation_metrics", lambda request_id=None, **kw: pushed.append(request_id))
     monkeypatch.setattr(push, "_current_request_id", lambda: None)  # no request bound by middleware
 
-    @push.pushes_metrics
+    @push.pushes_metrics(settings=Settings())
     def ok(event, context):
         return {"statusCode": 200}
 
-    @push.pushes_metrics(function="ingest")
+    @push.pushes_metrics(settings=Settings(), function="ingest")
     def boom(event, context):
         raise ValueError("handler bug")
 
@@ -425,7 +425,7 @@ def test_decorator_pushes_after_the_handler_returns_or_raises_with_the_request_i
 
 
 def test_last_push_stats_say_what_was_written_and_what_awaits_answers(monkeypatch, clock):
-    m, p, conn = make_pusher(clock)
+    m, p, _conn = make_pusher(clock)
     monkeypatch.setattr(push, "_pusher", p)
     score(m)
     p.push()

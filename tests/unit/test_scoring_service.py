@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from pricing.api.schemas import ScoreRequest
+from pricing.api.schemas import ScoreRequest, quote_response
 from pricing.competitors import Fetch
 from pricing.domain.conversion_model import ConversionModel
 from pricing.domain.quote import CompetitorSnapshot
@@ -73,6 +73,11 @@ def request(property_id="p1", **overrides) -> ScoreRequest:
     return ScoreRequest.model_validate(body)
 
 
+def score(service: ScoringService, req: ScoreRequest, request_id: str | None = None, **kw) -> dict:
+    """The service's price for ``req``, as the API answers it."""
+    return quote_response(*service.score(req.to_quote(), request_id, **kw))
+
+
 @pytest.fixture
 def world():
     clock, storage, comps = Clock(), FakeStorage(), FakeCompetitors()
@@ -82,8 +87,8 @@ def world():
 
 def test_live_model_prices_with_ml_and_is_cached(world):
     service, storage, _, _ = world
-    first = service.score(request())
-    second = service.score(request())
+    first = score(service, request())
+    second = score(service, request())
     assert first["safety"]["pricing_method"] == "ml_elasticity"
     assert first["safety"]["model_version"] == "v000007"
     assert storage.reads == 1 and second["price"] == first["price"]
@@ -91,13 +96,13 @@ def test_live_model_prices_with_ml_and_is_cached(world):
 
 def test_new_model_is_picked_up_after_the_cache_ttl(world):
     service, storage, _, clock = world
-    service.score(request())
+    score(service, request())
     newer = ConversionModel("p1", "v000008", {"intercept": 5.0, "price_ratio": -3.0}, 100.0, (50.0, 250.0))
     storage.records["p1"] = PropertyRecord("p1", 120.0, "v000008", "k8")
     storage.artifacts["k8"] = newer.to_artifact()
-    assert service.score(request())["safety"]["model_version"] == "v000007"
+    assert score(service, request())["safety"]["model_version"] == "v000007"
     clock.now += 301
-    assert service.score(request())["safety"]["model_version"] == "v000008"
+    assert score(service, request())["safety"]["model_version"] == "v000008"
 
 
 def test_the_cache_keeps_no_model_only_for_the_negative_ttl_and_a_model_for_the_full_ttl():
@@ -128,16 +133,16 @@ def test_the_negative_ttl_never_outlives_the_model_ttl_and_an_explicit_ttl_wins(
 def test_a_first_model_is_picked_up_after_the_negative_ttl_not_the_model_ttl(world):
     service, storage, _, clock = world
     assert service.cache.negative_ttl_seconds == 15
-    out = service.score(request("p2"))
+    out = score(service, request("p2"))
     assert out["safety"]["pricing_method"] == "rule_based"
     assert any("no model deployed" in r for r in out["reasons"])
     storage.records["p2"] = PropertyRecord("p2", 120.0, "v000001", "k1")
     storage.artifacts["k1"] = ConversionModel("p2", "v000001", {"intercept": 4.0, "price_ratio": -4.0}, 100.0,
                                               (50.0, 250.0)).to_artifact()
     clock.now += 10
-    assert service.score(request("p2"))["safety"]["pricing_method"] == "rule_based"  # still cached
+    assert score(service, request("p2"))["safety"]["pricing_method"] == "rule_based"  # still cached
     clock.now += 6
-    assert service.score(request("p2"))["safety"]["model_version"] == "v000001"
+    assert score(service, request("p2"))["safety"]["model_version"] == "v000001"
 
 
 def test_the_negative_ttl_is_a_setting():
@@ -148,48 +153,48 @@ def test_the_negative_ttl_is_a_setting():
 def test_store_down_falls_back_to_rules_and_backs_off(world):
     service, storage, _, clock = world
     storage.down = True
-    out = service.score(request())
+    out = score(service, request())
     assert out["safety"]["pricing_method"] == "rule_based"
     assert any("model store unavailable" in r for r in out["reasons"])
-    service.score(request())
+    score(service, request())
     assert storage.reads == 1  # not hammered while down
     storage.down = False
     clock.now += FAILURE_BACKOFF_SECONDS + 1
-    assert service.score(request())["safety"]["pricing_method"] == "ml_elasticity"
+    assert score(service, request())["safety"]["pricing_method"] == "ml_elasticity"
 
 
 def test_corrupt_artifact_falls_back_to_rules(world):
     service, storage, _, _ = world
     storage.artifacts["models/p1/v000007.json"] = {"format": "conversion-logit/v1", "coefficients": "garbage"}
-    out = service.score(request())
+    out = score(service, request())
     assert out["safety"]["pricing_method"] == "rule_based"
     assert any("unusable" in r for r in out["reasons"])
 
 
 def test_competitors_come_from_the_request_first_then_the_backend(world):
     service, _, comps, _ = world
-    given = service.score(request(market={"comp_price_p50": 99.0}))
+    given = score(service, request(market={"comp_price_p50": 99.0}))
     assert given["safety"]["competitor_data"]["source"] == "request" and comps.calls == []
-    fetched = service.score(request(), request_id="rid-1")
+    fetched = score(service, request(), request_id="rid-1")
     assert fetched["safety"]["competitor_data"] == {
         "p10": 80.0, "p50": 110.0, "p90": 140.0, "count": 12, "source": "scraper", "staleness_seconds": 60.0,
     }
     assert comps.calls == [("p1", date(2026, 12, 24), "rid-1")]
-    service.score(request(toggles={"use_competitors": False}))
+    score(service, request(toggles={"use_competitors": False}))
     assert len(comps.calls) == 1
 
 
 def test_failing_backend_never_fails_the_quote(world):
     service, _, comps, _ = world
     comps.result = Fetch(None, "timeout")
-    out = service.score(request(property_id="unknown-prop"))
+    out = score(service, request(property_id="unknown-prop"))
     assert out["safety"]["competitor_data"] is None and out["price"] > 0
 
 
 def test_experiment_assignment_drives_the_method_and_quote_id(world):
     service, storage, _, _ = world
     storage.experiments = [{"experiment_id": "exp-all-control", "treatment_share": 0.0}]
-    out = service.score(request())
+    out = score(service, request())
     assert out["safety"]["pricing_method"] == "rule_based"
     assert out["safety"]["ab_variant"] == "control"
     assert out["safety"]["quote_id"] == "tok~exp-all-control~control"
@@ -198,7 +203,7 @@ def test_experiment_assignment_drives_the_method_and_quote_id(world):
 def test_health_reports_whether_a_model_is_loaded(world):
     service, _, _, _ = world
     assert service.health()["model_loaded"] is False
-    service.score(request())
+    score(service, request())
     assert service.health()["model_loaded"] is True
 
 
@@ -220,8 +225,8 @@ def test_the_synthetic_canary_joins_no_experiment_and_records_no_score_latency(w
         return assignments, latencies
 
     before = counted()
-    out = service.score(request(), synthetic=True)
+    out = score(service, request(), synthetic=True)
     assert out["safety"]["experiment_id"] is None and out["price"] > 0
     assert counted() == before
-    service.score(request())
+    score(service, request())
     assert counted() == (before[0] + 1, before[1] + 1)

@@ -19,8 +19,10 @@ so an importer that never invokes cannot leave the collector off.
 Usage, in an app module::
 
     from pricing import coldstart
+    from pricing.settings import Settings
 
-    coldstart.pause_collector()      # before the heavy imports
+    settings = Settings.from_env()
+    coldstart.pause_collector(settings)      # before the heavy imports
     ...
     def handler(event, context):
         try:
@@ -33,15 +35,15 @@ from __future__ import annotations
 
 import gc
 
-from pricing.settings import get_settings
+from pricing.settings import Settings
 
 _paused = False
 
 
-def pause_collector() -> None:
+def pause_collector(settings: Settings) -> None:
     """Turn the cyclic collector off until ``resume_collector`` (only under a Lambda runtime)."""
     global _paused
-    if get_settings().lambda_runtime_api and gc.isenabled():
+    if settings.lambda_runtime_api and gc.isenabled():
         gc.disable()
         _paused = True
 

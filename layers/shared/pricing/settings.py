@@ -1,14 +1,15 @@
 """Configuration, read once from the environment into one immutable object.
 
-Every environment variable the service reads is named here and nowhere else; the rest of the
-code receives a ``Settings`` instance (or the values it needs) as an argument.
+Every environment variable the service reads is named here and nowhere else. Each function's app
+module (``pricing.api.score_app``, ``ingest_app``, ``retrain_app``: the composition roots) reads
+``Settings.from_env()`` once, at import, and passes it, or the values it needs, to what it builds;
+no other module reads the environment or keeps settings of its own.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Mapping
 
 from pricing import __version__
@@ -154,18 +155,3 @@ class Settings:
             holdback_disabled_properties=frozenset(
                 p.strip() for p in env.get("HOLDBACK_DISABLED_PROPERTIES", "").split(",") if p.strip()),
         )
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process's settings, parsed on first use and then fixed for the container's life.
-
-    Secrets named by ``BACKEND_API_KEY_SECRET_ARN``/``PUSHGATEWAY_CREDENTIALS_SECRET_ARN`` are
-    fetched here, so once per container (``pricing.storage.resolve_secrets``; it never raises).
-    """
-    settings = Settings.from_env()
-    if settings.backend_api_key_secret_arn or settings.pushgateway_credentials_secret_arn:
-        from pricing.storage import resolve_secrets  # only then: boto3 costs cold-start time
-
-        settings = resolve_secrets(settings)
-    return settings

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from pricing.settings import Settings
 
@@ -79,7 +79,7 @@ class ConditionFailed(RuntimeError):
     ``item``: the item as stored, in DynamoDB's wire form, when the write asked for it.
     """
 
-    def __init__(self, message: str, item: dict | None = None):
+    def __init__(self, message: str, item: Any = None):
         super().__init__(message)
         self.item = item or {}
 
@@ -142,9 +142,9 @@ class Storage:
         self._clock = clock
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
-        self._session = None
-        self._serializer = None
-        self._deserializer = None
+        self._session: Any = None
+        self._serializer: Any = None
+        self._deserializer: Any = None
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -158,6 +158,8 @@ class Storage:
                     import boto3
                     from botocore.config import Config
 
+                    timeouts: dict[str, Any]
+                    retries: Any  # botocore's _RetryDict
                     if self.latency_critical:
                         timeouts = {"connect_timeout": 0.3, "read_timeout": 0.5}
                         # No retry: botocore backs off up to a second before one, and a
@@ -196,6 +198,24 @@ class Storage:
             raise StorageUnavailable(f"{service}.{operation}: {code or exc}") from exc
         except BotoCoreError as exc:
             raise StorageUnavailable(f"{service}.{operation}: {type(exc).__name__}") from exc
+
+    def _pages(self, operation: str, page_size: int | None = None, **kwargs: Any) -> Iterator[dict]:
+        """The pages of a paginated DynamoDB read (botocore's paginator follows LastEvaluatedKey),
+        failures translated as ``_call`` does; stop iterating to stop reading. For the reads off
+        the request path (retraining): the first paginator costs some 25-30 ms."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        config = {"PageSize": page_size} if page_size else {}
+        pages = self._client("dynamodb").get_paginator(operation).paginate(**kwargs, PaginationConfig=config)
+        try:
+            yield from pages
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code == "ValidationException":
+                raise StoreRefused(f"dynamodb.{operation}: {code}") from exc
+            raise StorageUnavailable(f"dynamodb.{operation}: {code or exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"dynamodb.{operation}: {type(exc).__name__}") from exc
 
     def _ser(self, item: dict) -> dict:
         if self._serializer is None:
@@ -236,6 +256,8 @@ class Storage:
         return json.loads(body)
 
     def list_experiments(self) -> list[dict]:
+        # By hand, not with a paginator: this read is on a cold /score's path, and the first
+        # paginator costs it 25-30 ms (botocore.paginate, jmespath and the paginator model).
         items: list[dict] = []
         kwargs: dict[str, Any] = {"TableName": self.settings.experiments_table}
         while True:
@@ -475,7 +497,7 @@ class Storage:
                     "ProjectionExpression": "property_id, outcome_key",
                 }
             }
-            found = set()
+            found: set[tuple[str, str]] = set()
             try:
                 responses = self._retry_unprocessed("batch_get_item", request, "UnprocessedKeys", deadline)
             except StoreRefused:
@@ -612,19 +634,12 @@ class Storage:
         """Every property that has ever sent outcomes, from the sparse listing index (sorted)."""
         found: set[str] = set()
         for shard in range(LISTING_SHARDS):
-            kwargs: dict[str, Any] = {
-                "TableName": self.settings.outcomes_table,
-                "IndexName": OUTCOME_PROPERTIES_INDEX,
-                "KeyConditionExpression": "listing_shard = :s",
-                "ExpressionAttributeValues": {":s": {"S": f"{shard:02d}"}},
-                "ProjectionExpression": "property_id",
-            }
-            while True:
-                resp = self._call("dynamodb", "query", **kwargs)
-                found.update(item["property_id"]["S"] for item in resp.get("Items", []))
-                if "LastEvaluatedKey" not in resp:
-                    break
-                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+            for page in self._pages(
+                "query", TableName=self.settings.outcomes_table, IndexName=OUTCOME_PROPERTIES_INDEX,
+                KeyConditionExpression="listing_shard = :s", ExpressionAttributeValues={":s": {"S": f"{shard:02d}"}},
+                ProjectionExpression="property_id",
+            ):
+                found.update(item["property_id"]["S"] for item in page.get("Items", []))
         return sorted(found)
 
     def read_outcomes(self, property_id: str, since: str, limit: int | None = None) -> list[dict]:
@@ -633,21 +648,17 @@ class Storage:
         Read in pages of ``OUTCOME_READ_PAGE`` items rather than DynamoDB's 1 MB default, so no
         single call comes near the client's read timeout, even on a slow or local endpoint.
         """
-        kwargs: dict[str, Any] = {
-            "TableName": self.settings.outcomes_table,
-            "Limit": OUTCOME_READ_PAGE,
-            "KeyConditionExpression": "property_id = :p",
-            "FilterExpression": "#ts >= :since",
-            "ExpressionAttributeNames": {"#ts": "timestamp"},
-            "ExpressionAttributeValues": {":p": {"S": property_id}, ":since": {"S": since}},
-        }
         records: list[dict] = []
-        while True:
-            resp = self._call("dynamodb", "query", **kwargs)
-            records += [self._de(item) for item in resp.get("Items", [])]
-            if "LastEvaluatedKey" not in resp or (limit is not None and len(records) >= limit):
-                return records
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        for page in self._pages(
+            "query", page_size=OUTCOME_READ_PAGE, TableName=self.settings.outcomes_table,
+            KeyConditionExpression="property_id = :p", FilterExpression="#ts >= :since",
+            ExpressionAttributeNames={"#ts": "timestamp"},
+            ExpressionAttributeValues={":p": {"S": property_id}, ":since": {"S": since}},
+        ):
+            records += [self._de(item) for item in page.get("Items", [])]
+            if limit is not None and len(records) >= limit:
+                break
+        return records
 
     # -- registry: model versions and the live pointer (retraining) ------------------------
 
@@ -670,22 +681,15 @@ class Storage:
         )
 
     def list_model_records(self, property_id: str) -> list[dict]:
-        kwargs: dict[str, Any] = {
-            "TableName": self.settings.registry_table,
-            "KeyConditionExpression": "property_id = :p AND begins_with(#r, :m)",
-            "ExpressionAttributeNames": {"#r": "record"},
-            "ExpressionAttributeValues": {":p": {"S": property_id}, ":m": {"S": MODEL_RECORD_PREFIX}},
-        }
-        records: list[dict] = []
-        while True:
-            resp = self._call("dynamodb", "query", **kwargs)
-            records += [self._de(item) for item in resp.get("Items", [])]
-            if "LastEvaluatedKey" not in resp:
-                return records
-            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+        pages = self._pages(
+            "query", TableName=self.settings.registry_table,
+            KeyConditionExpression="property_id = :p AND begins_with(#r, :m)", ExpressionAttributeNames={"#r": "record"},
+            ExpressionAttributeValues={":p": {"S": property_id}, ":m": {"S": MODEL_RECORD_PREFIX}},
+        )
+        return [self._de(item) for page in pages for item in page.get("Items", [])]
 
     def swap_live_model(
-        self, property_id: str, version: str, artifact_key: str, expected_version: str | None, deployed_at: str
+        self, property_id: str, version: str, artifact_key: str | None, expected_version: str | None, deployed_at: str
     ) -> None:
         """Point the property's LIVE record at ``version``, only if it still points at
         ``expected_version`` (None: only if there is no live model yet).
@@ -734,13 +738,13 @@ class Storage:
 # -- secrets ------------------------------------------------------------------------------
 #
 # Credentials live in Secrets Manager, never in the template or the function's environment: the
-# template passes only the secrets' ARNs. They are fetched once per container, when the settings
-# are first read (``pricing.settings.get_settings``), with a short timeout: a cold start must not
+# template passes only the secrets' ARNs. They are fetched once per container, by the app module
+# as it builds its configuration (``resolve_secrets``), with a short timeout: a cold start must not
 # hang on them. A secret that cannot be had leaves its value empty -- the competitor backend or
 # the Pushgateway then refuses us, which is counted and alerted on -- rather than failing the
 # container: neither credential is needed to price a quote or store an outcome.
 
-SECRET_TIMEOUTS = {"connect_timeout": 1, "read_timeout": 2}
+SECRET_TIMEOUTS: dict[str, Any] = {"connect_timeout": 1, "read_timeout": 2}
 
 
 def fetch_secret(arn: str) -> str:
@@ -778,12 +782,15 @@ def resolve_secrets(settings: Settings) -> Settings:
     ``PUSHGATEWAY_CREDENTIALS_SECRET_ARN``: ``{"username": "...", "password": "..."}`` or
     ``{"bearer_token": "..."}``. A value set directly in the environment wins (local runs). Never
     raises: a secret that cannot be fetched or read is logged (by ARN, never by value) and left empty.
+    Without an ARN to resolve it returns at once, without importing boto3.
     """
+    if not (settings.backend_api_key_secret_arn or settings.pushgateway_credentials_secret_arn):
+        return settings
     import dataclasses
     import logging
 
     log = logging.getLogger("pricing.storage")
-    changes: dict[str, str] = {}
+    changes: dict[str, Any] = {}
     if settings.backend_api_key_secret_arn and not settings.backend_api_key:
         try:
             text = fetch_secret(settings.backend_api_key_secret_arn)

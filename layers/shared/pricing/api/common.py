@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, MutableMapping, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -101,7 +101,7 @@ def error_body(loc: list, msg: str, type_: str) -> dict:
     return {"detail": [{"loc": loc, "msg": msg, "type": type_}]}
 
 
-def endpoint_of(app: FastAPI, scope: dict) -> str:
+def endpoint_of(app: FastAPI, scope: MutableMapping[str, Any]) -> str:
     """The route template serving this request: a bounded label, unlike the raw path."""
     partial = None
     for route in app.router.routes:
@@ -135,7 +135,7 @@ class RequestMiddleware:
         set_request_context(request_id, additional_tags={"endpoint": endpoint, "method": method})
         status = {"code": 500}
 
-        async def send_with_id(message: dict) -> None:
+        async def send_with_id(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message.setdefault("headers", [])
@@ -206,7 +206,7 @@ class RequestMiddleware:
         return None, replay
 
 
-def _summarise(errors: list[dict]) -> list[dict]:
+def _summarise(errors: Sequence[Any]) -> list[dict]:
     """Pydantic's errors without the request's bytes: no ``input``, ``ctx`` or ``url``, and only
     locations of the schema's own making (a free-form object's keys are the caller's, and would
     come back in ``loc``: such a key is replaced by ``"*"``)."""

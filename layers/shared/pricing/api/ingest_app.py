@@ -1,7 +1,8 @@
 """IngestFunction's app: POST /learn, booking outcomes for the learning loop, and the outcome
 statistics routes (GET /learn/outcomes/...).
 
-Built at import so a warm container reuses the app and its DynamoDB client.
+The function's composition root: settings, metrics, logging, Sentry, storage and the service are
+built here at import, so a warm container reuses the app and its DynamoDB client.
 
 The request is checked in two layers: the envelope (JSON, a ``batch`` list of 1-10,000 items)
 by Pydantic, where a failure is a 422 for the whole request; then each outcome on its own by
@@ -23,19 +24,21 @@ from pricing.api.common import create_app
 from pricing.api.operations import add_outcome_routes, lazy
 from pricing.domain.outcomes import MAX_BATCH_OUTCOMES
 from pricing.observability import metrics
-from pricing.observability.context import current_request_id, logger
+from pricing.observability.context import current_request_id, logger, set_service_name
 from pricing.observability.push import pushes_metrics
 from pricing.observability.sentry import init_from_settings, set_request_context
 from pricing.services.ingestion import IngestionService
-from pricing.settings import get_settings
-from pricing.storage import Storage, StorageUnavailable
+from pricing.settings import Settings
+from pricing.storage import Storage, StorageUnavailable, resolve_secrets
 
 #: How long a caller should wait before re-sending a batch the store could not take.
 RETRY_AFTER_SECONDS = 5
 #: Time kept back from the invocation's deadline to answer and push metrics.
 ANSWER_MARGIN_SECONDS = 1.5
 
-settings = get_settings()
+settings = resolve_secrets(Settings.from_env())  # once per container: the secrets its ARNs name
+set_service_name(settings.service_name)
+metrics.METRICS.cap_property_labels(settings.metrics_max_property_labels)
 init_from_settings(settings)
 metrics.set_service_info(version=settings.release, environment=settings.environment, service="ingest")
 
@@ -110,6 +113,6 @@ add_outcome_routes(app, lazy(_outcome_catalog))
 _asgi = Mangum(app, lifespan="off")
 
 
-@pushes_metrics(function="ingest")
+@pushes_metrics(function="ingest", settings=settings)
 def handler(event: dict, context) -> dict:
     return _asgi(event, context)

@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, Strict
 
 from pricing.domain.guardrails import MAX_PRICE, MIN_PRICE
 from pricing.domain.limits import MAX_PROPERTY_ID_LENGTH, PROPERTY_ID_PATTERN
+from pricing.domain.pricing import Recommendation
 from pricing.domain.quote import CompetitorSnapshot, Quote, Toggles
 
 MAX_LEAD_DAYS = 730
@@ -132,7 +133,8 @@ class ScoreRequest(_Body):
             return None
         return CompetitorSnapshot(p10=m.comp_price_p10, p50=m.comp_price_p50, p90=m.comp_price_p90, source="request")
 
-    def to_quote(self, competitors: CompetitorSnapshot | None) -> Quote:
+    def to_quote(self) -> Quote:
+        """The domain's quote; its ``competitors`` are the request's own market prices, if any."""
         ctx = self.context or Context()
         costs = self.costs or Costs()
         t = self.toggles
@@ -152,7 +154,7 @@ class ScoreRequest(_Body):
             min_price=costs.min_price,
             max_price=costs.max_price,
             allowed_price_grid=tuple(self.allowed_price_grid) if self.allowed_price_grid else None,
-            competitors=competitors,
+            competitors=self.competitor_snapshot(),
             toggles=Toggles(
                 aggressive=t.aggressive,
                 conservative=t.conservative,
@@ -161,3 +163,9 @@ class ScoreRequest(_Body):
                 apply_seasonality=t.apply_seasonality,
             ),
         )
+
+
+def quote_response(quote: Quote, recommendation: Recommendation) -> dict[str, Any]:
+    """The /score response body for a priced quote (spec/API.md)."""
+    competitors = quote.competitors
+    return recommendation.to_response(competitors.as_dict() if competitors else None)

@@ -1,14 +1,18 @@
 """ScoreFunction's app: POST /score and GET /health, the model and experiment routes, and the
 scheduled synthetic check.
 
-Built at import so a warm container reuses the app, its caches and its clients.
+The function's composition root: it reads the settings, configures metrics, logging and Sentry,
+and builds the storage, the competitor client and the service, all at import, so a warm
+container reuses the app, its caches and its clients.
 """
 
 from __future__ import annotations
 
 from pricing import coldstart
+from pricing.settings import Settings
 
-coldstart.pause_collector()  # first, before the heavy imports: see pricing.coldstart
+settings = Settings.from_env()
+coldstart.pause_collector(settings)  # first, before the heavy imports: see pricing.coldstart
 
 import time  # noqa: E402
 from datetime import datetime, timedelta, timezone  # noqa: E402
@@ -17,18 +21,19 @@ from mangum import Mangum  # noqa: E402
 
 from pricing.api.common import create_app  # noqa: E402
 from pricing.api.operations import add_experiment_routes, add_model_routes, lazy  # noqa: E402
-from pricing.api.schemas import ScoreRequest  # noqa: E402
+from pricing.api.schemas import ScoreRequest, quote_response  # noqa: E402
 from pricing.competitors import CompetitorClient  # noqa: E402
 from pricing.observability import metrics  # noqa: E402
-from pricing.observability.context import current_request_id, logger  # noqa: E402
+from pricing.observability.context import current_request_id, logger, set_service_name  # noqa: E402
 from pricing.observability.push import prune_stale_groups, pushes_metrics  # noqa: E402
 from pricing.observability.sentry import init_from_settings  # noqa: E402
 from pricing.services.scoring import ScoringService  # noqa: E402
-from pricing.settings import get_settings  # noqa: E402
-from pricing.storage import Storage  # noqa: E402
+from pricing.storage import Storage, resolve_secrets  # noqa: E402
 
 _STARTED = time.monotonic()  # /health's uptime_seconds: this container's age
-settings = get_settings()
+settings = resolve_secrets(settings)  # once per container: the secrets its ARNs name
+set_service_name(settings.service_name)
+metrics.METRICS.cap_property_labels(settings.metrics_max_property_labels)
 init_from_settings(settings)
 metrics.set_service_info(version=settings.release, environment=settings.environment, service="score")
 
@@ -43,7 +48,7 @@ app = create_app(title="Pricing score API", settings=settings)
 
 @app.post("/score")
 def score(request: ScoreRequest) -> dict:
-    return service.score(request, current_request_id())
+    return quote_response(*service.score(request.to_quote(), current_request_id()))
 
 
 @app.get("/health")
@@ -93,17 +98,17 @@ def synthetic_check() -> dict:
             "toggles": {"use_competitors": False},
         }
     )
-    quote = service.score(canary, current_request_id(), synthetic=True)
+    price = service.score(canary.to_quote(), current_request_id(), synthetic=True).recommendation.price
     metrics.mark_synthetic_check()
     pruned = prune_stale_groups(settings)
-    logger.info("synthetic check", extra={"price": quote["price"], "pruned_groups": pruned})
-    return {"status": "healthy", "price": quote["price"], "pruned_groups": pruned, **service.health()}
+    logger.info("synthetic check", extra={"price": price, "pruned_groups": pruned})
+    return {"status": "healthy", "price": price, "pruned_groups": pruned, **service.health()}
 
 
 _asgi = Mangum(app, lifespan="off")
 
 
-@pushes_metrics(function="score")
+@pushes_metrics(function="score", settings=settings)
 def handler(event: dict, context) -> dict:
     try:
         if isinstance(event, dict) and event.get("synthetic") == "health":

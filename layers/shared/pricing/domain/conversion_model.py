@@ -133,8 +133,9 @@ class ConversionModel:
 
     def anchor(self, features: ModelFeatures) -> float:
         """What the price feature divides the price by, for this quote."""
-        if self.uses_market(features):
-            return float(features.market_price)
+        market = features.market_price
+        if market is not None and self.uses_market(features):
+            return float(market)
         if self.market_aware:
             return self.market_reference or self.reference_price
         return self.reference_price
@@ -214,7 +215,7 @@ class ConversionModel:
         lo, hi = self.ratio_range
         return lo * anchor * (1 - EXTRAPOLATION_MARGIN), hi * anchor * (1 + EXTRAPOLATION_MARGIN)
 
-    def to_artifact(self) -> dict:
+    def to_artifact(self) -> dict[str, Any]:
         doc = {
             "format": self.format,
             "property_id": self.property_id,

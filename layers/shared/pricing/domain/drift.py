@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 from pricing.domain.conversion_model import FEATURE_NAMES, ConversionModel
 from pricing.domain.outcomes import Outcome
 from pricing.domain.training import DRIFT_FEATURES, design_matrix, evaluate
+
+FloatArray = NDArray[np.float64]
 
 PSI_MODERATE = 0.1
 PSI_SIGNIFICANT = 0.25
@@ -62,7 +65,7 @@ def psi_level(value: float) -> str:
     return STABLE
 
 
-def bin_shares(values: np.ndarray, edges: Sequence[float]) -> list[float]:
+def bin_shares(values: FloatArray, edges: Sequence[float]) -> list[float]:
     """Share of ``values`` in each of the bins ``(-inf, e0], (e0, e1], ..., (ek, inf)``."""
     counts = np.bincount(np.searchsorted(np.asarray(edges, dtype=float), values, side="left"), minlength=len(edges) + 1)
     return [float(c) / len(values) for c in counts]
@@ -106,7 +109,7 @@ class DriftReport:
             )
         return out
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "sample_size": self.sample_size,
             "insufficient_sample": self.insufficient_sample,

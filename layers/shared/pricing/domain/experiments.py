@@ -11,7 +11,7 @@ import hashlib
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Any, Iterable
 
 CONTROL, TREATMENT, NO_EXPERIMENT = "control", "treatment", "none"
 #: What each variant prices with. Control is the incumbent rule-based pricing.
@@ -123,7 +123,7 @@ def attribution_of(quote_id: str | None) -> Assignment | None:
     return Assignment(parts[1], parts[2])
 
 
-def experiment_from_record(record: dict) -> Experiment:
+def experiment_from_record(record: dict[str, Any]) -> Experiment:
     """An experiment from its stored form; raises ValueError when the record is malformed."""
     share = float(record.get("treatment_share", 0.5))
     if not 0.0 <= share <= 1.0:
@@ -203,7 +203,7 @@ class ArmTally:
         mean = self.revenue / self.count
         return max(0.0, (self.revenue_squares - self.count * mean * mean) / (self.count - 1))
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         def r(v: float | None, digits: int) -> float | None:
             return None if v is None else round(v, digits)
 
@@ -227,7 +227,7 @@ def _lift(treatment: float | None, control: float | None) -> float | None:
     return round((treatment - control) / control * 100, 2)
 
 
-def readout(experiment_id: str, control: ArmTally, treatment: ArmTally, treatment_share: float) -> dict:
+def readout(experiment_id: str, control: ArmTally, treatment: ArmTally, treatment_share: float) -> dict[str, Any]:
     """The experiment's results: per arm, lift of treatment (ML) over control (rules) in percent,
     significance, and the sample-ratio check.
 

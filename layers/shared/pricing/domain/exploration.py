@@ -29,6 +29,8 @@ Exploration(rate=None, arm=-1, propensity=0.025, policy_price=100.0, arms=None)
 
 from __future__ import annotations
 
+from typing import Any
+
 import hashlib
 import re
 from dataclasses import dataclass
@@ -58,7 +60,7 @@ class Exploration:
     def explored(self) -> bool:
         return self.arm != 0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "explored": self.explored,
             "rate": self.rate,

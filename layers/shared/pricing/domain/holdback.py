@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 #: Default share of a modelled property's quotes priced by rules.
 DEFAULT_RATE = 0.05
@@ -59,7 +59,7 @@ def tag_quote_id(quote_id: str) -> str:
 
 
 def is_holdback(quote_id: str | None) -> bool:
-    return bool(quote_id) and quote_id.partition("~")[0].endswith(TAG)
+    return quote_id is not None and quote_id.partition("~")[0].endswith(TAG)
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class ArmComparison:
     def relative(self) -> float:
         return self.difference / self.holdback_mean if self.holdback_mean > 0 else 0.0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         def r(x: float) -> float | None:
             return round(x, 4) if math.isfinite(x) else None
 

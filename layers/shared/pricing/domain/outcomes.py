@@ -31,7 +31,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeGuard, cast
 
 from pricing.domain.conversion_model import ModelFeatures
 from pricing.domain.experiments import attribution_of
@@ -133,7 +133,7 @@ class Outcome:
         canonical = json.dumps(self._content(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return "h:" + hashlib.sha256(canonical.encode()).hexdigest()[:40]
 
-    def _content(self) -> dict:
+    def _content(self) -> dict[str, Any]:
         return {
             "property_id": self.property_id,
             "timestamp": self.timestamp_utc,
@@ -151,7 +151,7 @@ class Outcome:
             "variant": self.variant,
         }
 
-    def to_record(self) -> dict:
+    def to_record(self) -> dict[str, Any]:
         """The stored form: plain JSON values, absent fields left out, context as JSON text.
 
         Context is free-form JSON; kept as text it cannot trip DynamoDB's type rules (empty
@@ -215,11 +215,11 @@ class Outcome:
         )
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -346,7 +346,7 @@ def validate_outcome(item: Any, now: datetime) -> Outcome | Invalid:
     quote_id = item.get("quote_id")
     if quote_id is not None and not _printable_id(quote_id):
         return Invalid("invalid_quote_id", "quote_id")
-    if quote_id is not None and utf8_length(quote_id) > MAX_QUOTE_ID_BYTES:
+    if quote_id is not None and (utf8_length(quote_id) or 0) > MAX_QUOTE_ID_BYTES:  # encodable: checked above
         return Invalid("id_too_long", "quote_id")
     for name in ("experiment_id", "variant"):
         value = item.get(name)
@@ -366,7 +366,7 @@ def validate_outcome(item: Any, now: datetime) -> Outcome | Invalid:
     return Outcome(
         property_id=property_id,
         timestamp=timestamp,
-        quoted_price=numbers["quoted_price"],
+        quoted_price=cast(float, numbers["quoted_price"]),  # a required field: present, checked above
         accepted=item["accepted"],
         quote_id=quote_id,
         final_price=numbers["final_price"],

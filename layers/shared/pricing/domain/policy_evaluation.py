@@ -39,9 +39,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 from pricing.domain.conversion_model import ConversionModel, ModelFeatures
 from pricing.domain.exploration import ARMS, LADDER_STEP, parse_quote_id
@@ -50,6 +51,8 @@ from pricing.domain.optimiser import optimise
 from pricing.domain.outcomes import Outcome
 from pricing.domain.quote import CompetitorSnapshot, Quote
 from pricing.domain.rules import rule_based_price
+
+FloatArray = NDArray[np.float64]
 
 POSTERIOR_DRAWS = 400
 LIFT_QUANTILE = 0.05
@@ -131,8 +134,8 @@ class RevenueComparison:
     def calibrated(self) -> bool:
         return not miscalibrated(self.calibration_z, self.calibration_error)
 
-    def as_dict(self) -> dict:
-        def r(x):
+    def as_dict(self) -> dict[str, Any]:
+        def r(x: float | None) -> float | None:
             return None if x is None or not math.isfinite(x) else round(x, 6)
 
         return {
@@ -148,11 +151,11 @@ class RevenueComparison:
         }
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
+def _sigmoid(z: FloatArray) -> FloatArray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
-def calibration(p_hat: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def calibration(p_hat: FloatArray, y: FloatArray) -> tuple[float, float]:
     """(z, relative error) of observed against predicted bookings: ``z = (sum y - sum p) /
     sqrt(sum p(1-p))``, error ``(sum y - sum p) / sum p``."""
     spread = float(np.sqrt(np.sum(p_hat * (1 - p_hat))))
@@ -175,12 +178,12 @@ class PolicyLift:
     lower: float
     upper: float
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"n": self.n, "lift": round(self.lift, 6), "lower": round(self.lower, 6), "upper": round(self.upper, 6)}
 
 
-def _posterior_lift(model: ConversionModel, w: np.ndarray, covariance: np.ndarray, feats: Sequence[ModelFeatures],
-                    prices_a: Sequence[float], prices_b: Sequence[float], seed: int) -> tuple[float, np.ndarray]:
+def _posterior_lift(model: ConversionModel, w: FloatArray, covariance: FloatArray, feats: Sequence[ModelFeatures],
+                    prices_a: Sequence[float], prices_b: Sequence[float], seed: int) -> tuple[float, FloatArray]:
     xa = np.array([model.row(p, f) for p, f in zip(prices_a, feats)])
     xb = np.array([model.row(p, f) for p, f in zip(prices_b, feats)])
     a, b = np.array(prices_a), np.array(prices_b)
@@ -197,8 +200,8 @@ def _posterior_lift(model: ConversionModel, w: np.ndarray, covariance: np.ndarra
 
 def policy_lift(
     referee: ConversionModel,
-    w: np.ndarray,
-    covariance: np.ndarray,
+    w: FloatArray,
+    covariance: FloatArray,
     quotes: Sequence[Outcome],
     policy_a: Callable[[Outcome, ModelFeatures], float],
     policy_b: Callable[[Outcome, ModelFeatures], float],
@@ -219,19 +222,19 @@ def policy_lift(
 
 
 def _nearest_arm(ratio: float) -> int:
-    k = int(round(math.log(ratio) / math.log(1 + LADDER_STEP))) if ratio > 0 else 0
+    k = round(math.log(ratio) / math.log(1 + LADDER_STEP)) if ratio > 0 else 0
     return max(min(k, max(ARMS)), min(ARMS))
 
 
 def compare_revenue(
     candidate: ConversionModel,
-    w: np.ndarray,
-    covariance: np.ndarray,
+    w: FloatArray,
+    covariance: FloatArray,
     holdout: Sequence[Outcome],
     incumbent_policy: Callable[[Outcome, ModelFeatures], float],
     features_of: Callable[[Outcome], ModelFeatures],
     seed: int = 0,
-    folds: Sequence[tuple[ConversionModel, ConversionModel, np.ndarray, np.ndarray]] = (),
+    folds: Sequence[tuple[ConversionModel, ConversionModel, FloatArray, FloatArray]] = (),
 ) -> RevenueComparison:
     """The three checks of the module docstring, on ``holdout`` (time-ordered, newest last).
 
@@ -259,8 +262,8 @@ def compare_revenue(
     else:
         points, draws = [], []
         for k, (pricer, referee, rw, rcov) in enumerate(folds):
-            prices = [model_price(pricer, f) for f in kept]
-            prices = [c if p is None else p for p, c in zip(prices, cand)]
+            priced = [model_price(pricer, f) for f in kept]
+            prices = [c if p is None else p for p, c in zip(priced, cand)]
             fold_point, fold_lifts = _posterior_lift(referee, rw, rcov, kept, prices, inc, seed + k)
             points.append(fold_point)
             draws.append(fold_lifts)

@@ -7,6 +7,8 @@ base price, competitor prices, a quote id); this module decides the price. Every
 
 from __future__ import annotations
 
+from typing import Any
+
 from dataclasses import dataclass
 
 from pricing.domain.conversion_model import ConversionModel, ModelFeatures
@@ -14,7 +16,7 @@ from pricing.domain.experiments import Assignment
 from pricing.domain.exploration import NOT_EXPLORED, Exploration, explore, tag_quote_id
 from pricing.domain import holdback
 from pricing.domain.guardrails import Guardrails, round_price
-from pricing.domain.optimiser import optimise
+from pricing.domain.optimiser import Optimum, optimise
 from pricing.domain.quote import Quote
 from pricing.domain.rules import rule_based_price
 
@@ -44,7 +46,7 @@ class Recommendation:
     exploration: Exploration = NOT_EXPLORED
     holdback: bool = False
 
-    def to_response(self, competitor_data: dict | None) -> dict:
+    def to_response(self, competitor_data: dict[str, Any] | None) -> dict[str, Any]:
         expected = {"occ_now": round(self.occ_now, 4), "occ_end_bucket": round(self.occ_end_bucket, 4)}
         if self.conversion_prob is not None:
             expected["conversion_prob"] = round(self.conversion_prob, 6)
@@ -88,7 +90,7 @@ def model_features(quote: Quote) -> ModelFeatures:
     )
 
 
-def _strategy_price(model: ConversionModel, features: ModelFeatures, opt, quote: Quote) -> tuple[float, list[str]]:
+def _strategy_price(model: ConversionModel, features: ModelFeatures, opt: Optimum, quote: Quote) -> tuple[float, list[str]]:
     """The price the caller's strategy picks from the near-optimal band (prices within 3% of the
     best expected revenue, all inside the guardrails): ``aggressive`` chases rate (the band's
     highest price, at or above the optimum), ``conservative`` protects occupancy (its lowest, at
@@ -176,7 +178,7 @@ def recommend(
 
     rate = exploration_rate if wants_ml else 0.0
     held = wants_ml and model is not None and holdback.held_back(quote_id, holdback_rate)
-    if held:
+    if held and model is not None:
         reasons.append(f"Holdback: priced by rules to measure live model {model.version} against them "
                        f"({holdback_rate:.0%} of quotes)")
         quote_id, rate, model = holdback.tag_quote_id(quote_id), 0.0, None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -26,7 +28,7 @@ class CompetitorSnapshot:
     source: str = "request"
     staleness_seconds: float | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "p10": self.p10,
             "p50": self.p50,

@@ -30,7 +30,7 @@ import random
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from statistics import median
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from pricing.domain.conversion_model import ConversionModel, ModelFeatures, sigmoid
 from pricing.domain.experiments import Assignment
@@ -160,7 +160,7 @@ def simulate_outcomes(
     property_id: str | None = None,
     history_days: float = HISTORY_DAYS,
     occupancy: tuple[float, float] = (0.0, 1.0),
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """``n`` /learn outcomes for ``curve``, quoted at explored prices over the ``history_days``
     before ``now`` (the last ten minutes excepted), with occupancy drawn from ``occupancy``.
 
@@ -241,7 +241,7 @@ class PolicyQuality:
     def revenue_share(self) -> float:
         return self.revenue / self.oracle_revenue if self.oracle_revenue else 0.0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
             "revenue": round(self.revenue, 2),
@@ -254,7 +254,7 @@ class PolicyQuality:
 
 
 def airbnb_offline_metrics(
-    outcomes: Sequence[dict], suggest: Policy, property_id: str
+    outcomes: Sequence[dict[str, Any]], suggest: Policy, property_id: str
 ) -> tuple[float, float, float]:
     """(price-decrease recall, price-increase recall, booking regret) of ``suggest`` on ``outcomes``."""
     decreases = increases = unbooked = 0
@@ -284,7 +284,7 @@ def assess_policy(
     curve: DemandCurve,
     quotes: Sequence[Quote],
     oracle_revenues: Sequence[float],
-    held_out: Sequence[dict],
+    held_out: Sequence[dict[str, Any]],
 ) -> PolicyQuality:
     """Expected revenue of ``suggest`` under the true curve, against the oracle, plus the offline metrics."""
     revenue = sum(curve.revenue(suggest(quote), model_features(quote)) for quote in quotes)

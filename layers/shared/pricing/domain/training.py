@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 from pricing.domain.conversion_model import ARTIFACT_FORMAT_V2, FEATURE_NAMES, PRICE_FEATURES, ConversionModel, ModelFeatures
 from pricing.domain.outcomes import Outcome
 from pricing.domain.policy_evaluation import RevenueComparison, compare_revenue, model_policy, rules_policy
+
+FloatArray = NDArray[np.float64]
 
 L2_PENALTY = 1.0
 MAX_NEWTON_STEPS = 50
@@ -74,7 +76,7 @@ class Evaluation:
     def observed_rate(self) -> float:
         return self.positives / self.n if self.n else 0.0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "n": self.n,
             "positives": self.positives,
@@ -93,7 +95,7 @@ def time_ordered(outcomes: Sequence[Outcome]) -> list[Outcome]:
 def split_holdout(outcomes: Sequence[Outcome], share: float = HOLDOUT_SHARE) -> tuple[list[Outcome], list[Outcome]]:
     """(older part for fitting, newest ``share`` for judging), in time order."""
     ordered = time_ordered(outcomes)
-    cut = len(ordered) - max(1, int(round(len(ordered) * share)))
+    cut = len(ordered) - max(1, round(len(ordered) * share))
     return ordered[:cut], ordered[cut:]
 
 
@@ -102,17 +104,17 @@ def outcome_features(o: Outcome) -> ModelFeatures:
     return replace(o.features(), market_price=o.comp_p50)
 
 
-def design_matrix(outcomes: Sequence[Outcome], model: ConversionModel) -> np.ndarray:
+def design_matrix(outcomes: Sequence[Outcome], model: ConversionModel) -> FloatArray:
     """Each outcome's ``design_row`` at its quoted price, measured the way ``model`` measures it."""
     rows = [model.row(o.quoted_price, outcome_features(o)) for o in outcomes]
     return np.asarray(rows, dtype=float).reshape(len(rows), len(FEATURE_NAMES))
 
 
-def labels(outcomes: Sequence[Outcome]) -> np.ndarray:
+def labels(outcomes: Sequence[Outcome]) -> FloatArray:
     return np.fromiter((1.0 if o.accepted else 0.0 for o in outcomes), dtype=float, count=len(outcomes))
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
+def _sigmoid(z: FloatArray) -> FloatArray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free and exact enough for fitting
 
 
@@ -121,11 +123,11 @@ class Fit:
     """Penalised maximum-likelihood coefficients and the Hessian of the penalised negative
     log-likelihood there: its inverse is the Laplace approximation of the posterior covariance."""
 
-    w: np.ndarray
-    hessian: np.ndarray
+    w: FloatArray
+    hessian: FloatArray
 
-    def covariance(self) -> np.ndarray:
-        return np.linalg.inv(self.hessian)
+    def covariance(self) -> FloatArray:
+        return np.linalg.inv(self.hessian).astype(np.float64, copy=False)  # already float64: no copy
 
 
 @dataclass(frozen=True)
@@ -134,19 +136,19 @@ class Prior:
     taught about the *shape* of demand, for a model that must relearn after that market moved
     (see ``prior_from``). ``ratio_range`` is the price-to-market range that market was seen at."""
 
-    mean: np.ndarray
-    precision: np.ndarray
+    mean: FloatArray
+    precision: FloatArray
     outcomes: float  # how many outcomes the prior is worth
     ratio_range: tuple[float, float]
     since: str  # the model it informs learns from outcomes quoted from then on
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"outcomes": round(self.outcomes, 1), "since": self.since,
                 "ratio_range": [round(r, 4) for r in self.ratio_range],
                 "mean": {name: round(float(c), 6) for name, c in zip(FEATURE_NAMES, self.mean)}}
 
 
-def fit_weighted(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None, l2: float = L2_PENALTY,
+def fit_weighted(x: FloatArray, y: FloatArray, weights: FloatArray | None = None, l2: float = L2_PENALTY,
                  prior: Prior | None = None) -> Fit:
     """Coefficients maximising ``sum(weight * log-likelihood) - l2/2 * |w[1:] - m[1:]|^2
     - 1/2 (w - m)' P (w - m)`` (column 0 = intercept; ``m``, ``P`` the prior's mean and precision,
@@ -185,18 +187,19 @@ def fit_weighted(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None
     return Fit(w, hessian)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2_PENALTY) -> np.ndarray:
+def fit_logistic(x: FloatArray, y: FloatArray, l2: float = L2_PENALTY) -> FloatArray:
     """``fit_weighted`` with every outcome weighing one: the coefficients only."""
     return fit_weighted(x, y, None, l2).w
 
 
-def log_losses(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+def log_losses(p: FloatArray, y: FloatArray) -> FloatArray:
     """Each outcome's log loss under predictions ``p`` (clipped, so always finite)."""
     clipped = np.clip(p, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
-    return -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))
+    losses: FloatArray = -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))
+    return losses
 
 
-def evaluate_probabilities(p: np.ndarray, y: np.ndarray) -> Evaluation:
+def evaluate_probabilities(p: FloatArray, y: FloatArray) -> Evaluation:
     if len(y) == 0:
         raise TrainingError("nothing to evaluate on")
     return Evaluation(
@@ -208,11 +211,11 @@ def evaluate_probabilities(p: np.ndarray, y: np.ndarray) -> Evaluation:
     )
 
 
-def coefficient_vector(model: ConversionModel) -> np.ndarray:
+def coefficient_vector(model: ConversionModel) -> FloatArray:
     return np.array([model.coefficients.get(name, 0.0) for name in FEATURE_NAMES])
 
 
-def predict(model: ConversionModel, outcomes: Sequence[Outcome]) -> np.ndarray:
+def predict(model: ConversionModel, outcomes: Sequence[Outcome]) -> FloatArray:
     """The model's P(book) for each outcome's quote, vectorised over ``design_row``."""
     return _sigmoid(design_matrix(outcomes, model) @ coefficient_vector(model))
 
@@ -221,7 +224,7 @@ def evaluate(model: ConversionModel, outcomes: Sequence[Outcome]) -> Evaluation:
     return evaluate_probabilities(predict(model, outcomes), labels(outcomes))
 
 
-def reference_bins(x: np.ndarray) -> dict:
+def reference_bins(x: FloatArray) -> dict[str, Any]:
     """Fixed decile bins of each drift feature over the training rows, and each bin's share.
 
     Bins are ``(-inf, e0], (e0, e1], ..., (ek, inf)`` with edges at the training deciles (equal
@@ -247,17 +250,18 @@ def price_range(outcomes: Sequence[Outcome]) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _age_days(outcomes: Sequence[Outcome]) -> np.ndarray:
+def _age_days(outcomes: Sequence[Outcome]) -> FloatArray:
     stamps = np.array([o.timestamp.timestamp() for o in outcomes])
-    return (stamps.max() - stamps) / 86400.0
+    ages: FloatArray = (stamps.max() - stamps) / 86400.0
+    return ages
 
 
-def effective_sample(weights: np.ndarray) -> float:
+def effective_sample(weights: FloatArray) -> float:
     """Kish's effective sample size of weighted outcomes."""
     return float(weights.sum() ** 2 / np.sum(weights**2)) if len(weights) else 0.0
 
 
-def recency_weights(outcomes: Sequence[Outcome], half_life_days: float | None = None) -> tuple[np.ndarray, float | None]:
+def recency_weights(outcomes: Sequence[Outcome], half_life_days: float | None = None) -> tuple[FloatArray, float | None]:
     """Each outcome's weight and the half-life used (None: no decay; see ``HALF_LIVES_DAYS``)."""
     age = _age_days(outcomes)
     if half_life_days is not None:
@@ -289,7 +293,7 @@ def fit_conversion_model(
     trained_at: str,
     l2: float = L2_PENALTY,
     half_life_days: float | None = None,
-    extra_training: Mapping | None = None,
+    extra_training: Mapping[str, Any] | None = None,
     prior: Prior | None = None,
 ) -> tuple[ConversionModel, Fit]:
     """``train_conversion_model`` with the fit itself (coefficients and Hessian) alongside."""
@@ -388,7 +392,7 @@ def train_conversion_model(
     trained_at: str,
     l2: float = L2_PENALTY,
     half_life_days: float | None = None,
-    extra_training: Mapping | None = None,
+    extra_training: Mapping[str, Any] | None = None,
     prior: Prior | None = None,
 ) -> ConversionModel:
     """Fit a market-aware (v2) conversion model to ``outcomes`` and record what drift detection
@@ -439,7 +443,7 @@ class Comparison:
     def significant(self) -> bool:
         return self.mean_improvement > 0 and self.z >= SIGNIFICANCE_Z
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         # An infinite z (every paired difference equal) is reported as None: JSON has no infinity.
         return {
             "mean_log_loss_improvement": round(self.mean_improvement, 6),
@@ -447,7 +451,7 @@ class Comparison:
         }
 
 
-def compare(candidate_losses: np.ndarray, other_losses: np.ndarray) -> Comparison:
+def compare(candidate_losses: FloatArray, other_losses: FloatArray) -> Comparison:
     """Paired z statistic of the candidate's per-outcome improvement over another model."""
     d = other_losses - candidate_losses
     mean = float(np.mean(d))
@@ -484,7 +488,7 @@ class Judgement:
     versus_incumbent: Comparison | None
     revenue: RevenueComparison | None = None
 
-    def figures(self) -> dict:
+    def figures(self) -> dict[str, Any]:
         return {
             "candidate": {
                 **self.candidate_holdout.as_dict(),

@@ -6,8 +6,8 @@ competitor-data backend. The caller may choose it (``X-Request-ID``), but only w
 character set that cannot break a log line, a header or a Sentry search; otherwise API Gateway's
 own request id is used, and without either a fresh one is made.
 
-Environment: ``POWERTOOLS_SERVICE_NAME`` (through ``pricing.settings``) names the service in every
-log line; ``POWERTOOLS_LOG_LEVEL`` is read by Powertools itself.
+``POWERTOOLS_SERVICE_NAME`` (through ``pricing.settings``) names the service in every log line:
+the app module passes it to ``set_service_name``. ``POWERTOOLS_LOG_LEVEL`` is read by Powertools.
 
 Example::
 
@@ -27,16 +27,22 @@ import uuid
 
 from aws_lambda_powertools import Logger
 
-from pricing.settings import get_settings
+from pricing.settings import Settings
 
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID_LENGTH = 128
 
 # The same alphabet as property ids: safe inside a header, a JSON log line and a Sentry tag query
 # without quoting, so a caller cannot inject newlines, quotes or a megabyte of text through it.
-_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,%d}" % MAX_REQUEST_ID_LENGTH)
+_SANE_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 
-logger = Logger(service=get_settings().service_name)
+# Named explicitly so Powertools does not read the environment itself; the app module renames it.
+logger = Logger(service=Settings.service_name)
+
+
+def set_service_name(name: str) -> None:
+    """The ``service`` key of every later log line (the app module's ``settings.service_name``)."""
+    logger.append_keys(service=name)
 
 # A contextvar rather than a module global: ASGI middleware and the route run in different tasks
 # (and sync routes in a worker thread), all of which inherit a copy of the request's context.

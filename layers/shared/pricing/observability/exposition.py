@@ -89,7 +89,7 @@ def _created(seconds: float) -> bytes:
 def _timestamp(seconds: float) -> bytes:
     """A ``google.protobuf.Timestamp``."""
     whole = math.floor(seconds)
-    nanos = min(int(round((seconds - whole) * 1e9)), 999_999_999)
+    nanos = min(round((seconds - whole) * 1e9), 999_999_999)
     return _uint_field(1, whole) + (_uint_field(2, nanos) if nanos else b"")
 
 

@@ -21,8 +21,9 @@ Example::
     ['a', 'b', '__other__']
 
 Label cardinality: ``property_id`` is the only open-ended label. Each container keeps at most
-``METRICS_MAX_PROPERTY_LABELS`` distinct values (through ``pricing.settings``); later properties
-are counted under ``property_id="__other__"`` so no event is lost, only its attribution.
+``METRICS_MAX_PROPERTY_LABELS`` distinct values (its app module sets the cap of :data:`METRICS`
+from its settings, with ``cap_property_labels``); later properties are counted under
+``property_id="__other__"`` so no event is lost, only its attribution.
 """
 
 from __future__ import annotations
@@ -34,9 +35,8 @@ from contextlib import contextmanager
 from typing import Iterable, Iterator, Mapping, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
-
-from pricing.settings import get_settings
 
 #: ``property_id`` value that stands for every property beyond the per-container cap.
 OTHER_PROPERTY = "__other__"
@@ -155,10 +155,10 @@ class _Group:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.metrics: dict[str, object] = {}
+        self.metrics: dict[str, MetricWrapperBase] = {}
         # family name -> label values (without property_id) -> the series' metric object, in
         # creation order: the pusher renders a changed series alone, through its collect().
-        self.series: dict[str, dict[tuple[str, ...], object]] = {}
+        self.series: dict[str, dict[tuple[str, ...], MetricWrapperBase]] = {}
 
 
 class PricingMetrics:
@@ -192,6 +192,14 @@ class PricingMetrics:
                     base.series[family.name] = {(): metric}
         for reason in PUSH_FAILURE_REASONS:
             self._child(push_failures, reason=reason)
+
+    def cap_property_labels(self, max_property_labels: int) -> None:
+        """Keep at most ``max_property_labels`` distinct ``property_id`` values from now on (the
+        app module sets its container's cap at import, before any is recorded)."""
+        if max_property_labels < 1:
+            raise ValueError("max_property_labels must be at least 1")
+        with self._lock:
+            self._max_property_labels = max_property_labels
 
     # ------------------------------------------------------------------ groups and series
 
@@ -277,7 +285,7 @@ class PricingMetrics:
             present = set(found.series) if found is not None else set()
         return [family for family in FAMILIES if family.name in present]
 
-    def family_series(self, group: str | None, family: Family) -> list[tuple[dict[str, str], object]]:
+    def family_series(self, group: str | None, family: Family) -> list[tuple[dict[str, str], MetricWrapperBase]]:
         """One family's series in a group: their labels (without ``property_id``) and the metric
         object whose ``collect()`` yields that series alone."""
         with self._lock:
@@ -294,11 +302,11 @@ class PricingMetrics:
 
     def get_sample_value(self, name: str, labels: Mapping[str, object] | None = None) -> float | None:
         """One sample's value (``labels`` may name ``property_id``), or None if it does not exist."""
-        labels = {k: str(v) for k, v in (labels or {}).items()}
-        group = labels.pop("property_id", None)
+        wanted = {k: str(v) for k, v in (labels or {}).items()}
+        group = wanted.pop("property_id", None)
         with self._lock:
             found = self._groups.get(group)
-        return found.registry.get_sample_value(name, labels) if found is not None else None
+        return found.registry.get_sample_value(name, wanted) if found is not None else None
 
     def sample_total(self, name: str, **labels: object) -> float:
         """The sum of every sample called ``name`` whose labels include ``labels``, over all
@@ -345,9 +353,8 @@ class PricingMetrics:
 
     def track_request(self, method: str, endpoint: str, status_code: int | str, duration: float) -> None:
         """One API request: ``pricing_requests_total`` and ``pricing_api_latency_seconds``."""
-        labels = {"method": method, "endpoint": endpoint, "status_code": status_code}
-        self._inc(requests_total, **labels)
-        self._observe(api_latency, duration, **labels)
+        self._inc(requests_total, method=method, endpoint=endpoint, status_code=status_code)
+        self._observe(api_latency, duration, method=method, endpoint=endpoint, status_code=status_code)
 
     def track_rollback(self, property_id: str) -> None:
         self._inc(model_rollbacks, property_id=self.property_label(property_id))
@@ -483,7 +490,8 @@ def _flag(value: bool) -> str:
 
 # ---------------------------------------------------------------------- the container's metrics
 
-METRICS = PricingMetrics(max_property_labels=get_settings().metrics_max_property_labels)
+# Built without configuration: the app module caps its labels (cap_property_labels).
+METRICS = PricingMetrics()
 REGISTRY = METRICS.registry
 
 track_request = METRICS.track_request

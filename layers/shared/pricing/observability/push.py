@@ -25,7 +25,7 @@ in ``docs/metrics.md``):
   it retires the container; the handler installed here reads the last answers and pushes
   whatever is still owed within :data:`SHUTDOWN_FLUSH_SECONDS`.
 
-Environment (through ``pricing.settings``): ``PUSHGATEWAY_URL`` (empty: no push),
+Configuration (``pricing.settings``, passed in by the app module): ``PUSHGATEWAY_URL`` (empty: no push),
 ``PUSHGATEWAY_TIMEOUT_SECONDS``, ``PUSHGATEWAY_USERNAME``/``PUSHGATEWAY_PASSWORD`` or
 ``PUSHGATEWAY_BEARER_TOKEN``, ``PUSHGATEWAY_GROUP_TTL_SECONDS``, ``AWS_LAMBDA_FUNCTION_NAME``,
 ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``, ``AWS_LAMBDA_RUNTIME_API``.
@@ -34,7 +34,7 @@ Example::
 
     from pricing.observability.push import pushes_metrics
 
-    @pushes_metrics
+    @pushes_metrics(settings=settings, function="score")
     def handler(event, context):
         ...
 """
@@ -58,7 +58,7 @@ from pricing.observability import metrics as metrics_module
 from pricing.observability.exposition import CONTENT_TYPE, family_message, metric_messages
 from pricing.observability.metrics import PricingMetrics
 from pricing.observability.wire import AnswersAtOnce, Connection, PushError, authorization, grouping_path
-from pricing.settings import Settings, get_settings
+from pricing.settings import Settings
 
 logger = logging.getLogger("pricing.observability.push")
 
@@ -218,7 +218,7 @@ class MetricsPusher:
         with self._lock:
             try:
                 return self._push(request_id, everything_owed=False)
-            except Exception:  # noqa: BLE001 - a metrics bug must not fail an invocation
+            except Exception:  # a metrics bug must not fail an invocation
                 logger.exception("metrics push failed unexpectedly (request_id=%s)", request_id,
                                  extra={"request_id": request_id})
                 self._lose_flights(self.clock())
@@ -241,7 +241,7 @@ class MetricsPusher:
                     return self.stats
                 self._backoff_until = 0.0
                 return self._push(None, everything_owed=True, deadline=deadline)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 logger.exception("metrics flush failed unexpectedly")
                 return PushStats(ok=False)
 
@@ -465,7 +465,7 @@ def _current_request_id() -> str | None:
     return current_request_id()
 
 
-def push_invocation_metrics(request_id: str | None = None, settings: Settings | None = None,
+def push_invocation_metrics(request_id: str | None = None, *, settings: Settings,
                             function: str | None = None) -> None:
     """Push this container's metrics; call once at the end of every invocation. Never raises.
 
@@ -475,12 +475,11 @@ def push_invocation_metrics(request_id: str | None = None, settings: Settings | 
     next call (or the shutdown flush).
     """
     try:
-        settings = settings or get_settings()
         if not settings.pushgateway_url:
             metrics_module.METRICS.drain_changes()
             return
         _pusher_for(settings, function).push(request_id or _current_request_id())
-    except Exception:  # noqa: BLE001 - metrics must never fail an invocation
+    except Exception:  # metrics must never fail an invocation
         logger.exception("metrics push failed unexpectedly (request_id=%s)", request_id)
 
 
@@ -507,12 +506,12 @@ def _invocation_request_id(event: Any, context: Any) -> str | None:
     return getattr(context, "aws_request_id", None)
 
 
-def pushes_metrics(handler: Callable | None = None, *, function: str | None = None):
+def pushes_metrics(*, settings: Settings, function: str | None = None) -> Callable[[Callable], Callable]:
     """Decorate a Lambda ``handler(event, context)`` to push metrics after it returns or raises.
 
-    Usable bare (``@pushes_metrics``) or with the job's short name
-    (``@pushes_metrics(function="score")``). The handler's result or exception is passed on
-    unchanged; the push never raises.
+    ``@pushes_metrics(settings=settings, function="score")``: the container's settings and the
+    job's short name. The handler's result or exception is passed on unchanged; the push never
+    raises.
     """
 
     def decorate(fn: Callable) -> Callable:
@@ -522,11 +521,11 @@ def pushes_metrics(handler: Callable | None = None, *, function: str | None = No
                 return fn(event, context)
             finally:
                 push_invocation_metrics(request_id=_current_request_id() or _invocation_request_id(event, context),
-                                        function=function)
+                                        settings=settings, function=function)
 
         return wrapper
 
-    return decorate(handler) if handler is not None else decorate
+    return decorate
 
 
 
@@ -534,7 +533,7 @@ def pushes_metrics(handler: Callable | None = None, *, function: str | None = No
 # ---------------------------------------------------------------------- pruning dead groups
 
 
-def prune_stale_groups(settings: Settings | None = None, now: float | None = None) -> int:
+def prune_stale_groups(settings: Settings, now: float | None = None) -> int:
     """Delete every ``pricing-*`` group not pushed for ``PUSHGATEWAY_GROUP_TTL_SECONDS``.
 
     Run from a scheduled invocation (a dead container cannot delete its own groups). Age is the
@@ -542,7 +541,6 @@ def prune_stale_groups(settings: Settings | None = None, now: float | None = Non
     default: the clock). Returns the number of groups deleted. Never raises: failures are logged
     and counted with ``reason="prune"``.
     """
-    settings = settings or get_settings()
     if not settings.pushgateway_url:
         return 0
     now = time.time() if now is None else now

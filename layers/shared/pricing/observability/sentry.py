@@ -1,6 +1,6 @@
 """Sentry for the three functions: errors, one transaction per request, cron check-ins.
 
-``init_from_settings(get_settings())`` runs once per container, at handler-module import, so the
+``init_from_settings(settings)`` runs once per container, in the app module at import, so the
 AWS Lambda integration can wrap the handler before the first invocation. Without ``SENTRY_DSN``
 nothing is initialised and every function here is a cheap no-op: Sentry is optional, never a
 reason for the service to fail.
@@ -25,11 +25,11 @@ Decisions this module makes, and why:
   is kept.
 - **Noise filtered.** Health checks, 404s and validation failures (422) are the caller's or the
   prober's business, not ours: no event, no transaction.
-- **Scrubbing.** ``send_default_pii=False``, no request bodies, an ``EventScrubber`` whose deny-list
-  adds our own key names, and a last pass over every string of the event that removes header
-  values, ``Bearer``/``Basic`` credentials, the configured secrets and whatever value a sensitive
-  header had (the ASGI scope keeps headers as ``(name, value)`` pairs, which no key-based scrubber
-  recognises, and stack locals hold that scope).
+- **Scrubbing.** ``send_default_pii=False``, no request bodies, no stack locals
+  (``include_local_variables=False``: they hold the ASGI scope, headers and all), an
+  ``EventScrubber`` whose deny-list adds our own key names, and a last pass over every string of
+  the event that removes header values, ``Bearer``/``Basic`` credentials, the configured secrets
+  and whatever value a sensitive header had.
 - **One request to Sentry per invocation at most.** No release-health sessions and no client
   reports: the Lambda integration flushes after every invocation, and each would add its own
   envelope to nearly every flush.
@@ -50,8 +50,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlsplit
 
 import sentry_sdk
-from sentry_sdk.crons import capture_checkin
-from sentry_sdk.crons.consts import MonitorStatus
+from sentry_sdk.crons import monitor
 from sentry_sdk.integrations.aws_lambda import AwsLambdaIntegration
 from sentry_sdk.integrations.fastapi import FastApiIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration
@@ -62,14 +61,15 @@ from sentry_sdk.transport import HttpTransport
 from pricing.observability.context import current_request_id, logger
 
 if TYPE_CHECKING:
+    from sentry_sdk._types import MonitorConfig
+
     from pricing.settings import Settings
 
 FLUSH_TIMEOUT_SECONDS = 1.0
-SEND_TIMEOUT_SECONDS = 2.0
+SEND_TIMEOUT_SECONDS = 2  # whole seconds: the SDK declares its transport's TIMEOUT an int
 FLUSH_COOLDOWN_SECONDS = 60.0
 
 RETRAIN_MONITOR_SLUG = "pricing-retrain"
-RETRAIN_SCHEDULE = "cron(0 3 * * ? *)"  # template.yaml, RetrainFunction's schedule
 
 HEALTH_ENDPOINTS = frozenset({"/health"})
 # Client errors: the request was wrong, the service was not. 404 (unknown route) and 422
@@ -108,11 +108,6 @@ MIN_SECRET_LENGTH = 4  # shorter "secrets" would blank out ordinary words all ov
 # "Bearer <token>" in any case; "Basic <base64>" only when the token looks like base64 (a digit,
 # +, /, = or mixed case), so that prose such as "basic configuration" survives.
 _CREDENTIAL = re.compile(r"\b([Bb]earer|BEARER)\s+([A-Za-z0-9._~+/=-]{8,})|\b(Basic)\s+([A-Za-z0-9+/]{8,}={0,2})")
-_HEADER_NAMES = "|".join(re.escape(h) for h in sorted(SENSITIVE_HEADERS))
-# A sensitive header inside a repr'd mapping or pair, e.g. "'x-api-key': 'k'" or "(b'x-api-key', b'k')".
-_HEADER_IN_REPR = re.compile(
-    r"""(?i)(b?(['"])(?:%s)\2\s*[:,]\s*b?(['"]))(.*?)(\3)""" % _HEADER_NAMES,
-)
 
 
 class _BoundedHttpTransport(HttpTransport):
@@ -195,10 +190,14 @@ def init_sentry(
             # Probing every integration the SDK knows costs ~0.1 s of cold start; ours are listed.
             auto_enabling_integrations=False,
             send_default_pii=False,
+            # Stack locals hold the ASGI scope with the caller's headers, and whatever secret a
+            # frame had in hand: no event carries them.
+            include_local_variables=False,
             max_request_body_size="never",
             event_scrubber=EventScrubber(denylist=list(DENYLIST), recursive=True),
-            before_send=before_send,
-            before_send_transaction=before_send_transaction,
+            # The SDK types events as TypedDicts; ours read and rewrite them as the plain dicts they are.
+            before_send=before_send,  # type: ignore[arg-type]
+            before_send_transaction=before_send_transaction,  # type: ignore[arg-type]
             in_app_include=["pricing"],
             # Release-health sessions and client reports would each add an envelope to nearly
             # every invocation's flush; errors per release are visible from the events themselves.
@@ -207,7 +206,7 @@ def init_sentry(
             shutdown_timeout=FLUSH_TIMEOUT_SECONDS,
             transport=_BoundedHttpTransport,
         )
-    except Exception as exc:  # BadDsn and friends: never fatal
+    except Exception as exc:  # noqa: BLE001 - BadDsn and friends: Sentry off is never fatal
         logger.error("Sentry disabled: cannot initialise", extra={"error": f"{type(exc).__name__}: {exc}"})
         _state.enabled = False
         return False
@@ -225,7 +224,7 @@ def _integrations() -> list[Any]:
     ]
     try:  # S3/DynamoDB calls as spans; boto3 is in the Lambda runtime, maybe not elsewhere
         from sentry_sdk.integrations.boto3 import Boto3Integration
-    except Exception:  # DidNotEnable
+    except Exception:  # noqa: BLE001 - DidNotEnable (no boto3): run without the spans
         pass
     else:
         integrations.append(Boto3Integration())
@@ -368,112 +367,25 @@ def report_once(cause: str, error: BaseException | str, **tags: Any) -> bool:
 
 # --------------------------------------------------------------------------- cron monitor
 
-
-_RATE = re.compile(r"rate\(\s*(\d+)\s+(minute|minutes|hour|hours|day|days)\s*\)")
-_CRON = re.compile(r"cron\((.*)\)")
-_NAMES = frozenset("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC SUN MON TUE WED THU FRI SAT".split())
-_CRON_TOKEN = re.compile(r"\*|\d+|[A-Za-z]{3}")
-
-
-def _crontab_field(field: str, schedule: str, *, weekday: bool = False) -> str:
-    """One EventBridge cron field in crontab syntax (only weekdays differ: 1–7 from Sunday there,
-    0–6 here); anything crontab cannot say (``L``, ``W``, ``#``) raises ValueError."""
-    parts = []
-    for item in field.split(","):
-        base, _, step = item.partition("/")
-        if step and not step.isdigit():
-            raise ValueError(f"crontab cannot express {field!r} in {schedule!r}")
-        bounds = base.split("-")
-        if len(bounds) > 2 or not all(_CRON_TOKEN.fullmatch(b) for b in bounds):
-            raise ValueError(f"crontab cannot express {field!r} in {schedule!r}")
-        if any(b.isalpha() and b.upper() not in _NAMES for b in bounds):
-            raise ValueError(f"crontab cannot express {field!r} in {schedule!r}")
-        if weekday:
-            bounds = [str(int(b) - 1) if b.isdigit() else b for b in bounds]
-        parts.append("-".join(bounds) + (f"/{step}" if step else ""))
-    return ",".join(parts)
+#: RetrainFunction's schedule in template.yaml, ``cron(0 3 * * ? *)`` (EventBridge, UTC), as the
+#: crontab Sentry reads (tests/unit/test_sentry_config.py checks that the two agree). Sent with
+#: every check-in, so Sentry creates or updates the monitor and knows when a run is missed
+#: (margin) or hung (runtime: a Lambda never runs beyond 15 minutes).
+RETRAIN_MONITOR_CONFIG: MonitorConfig = {
+    "schedule": {"type": "crontab", "value": "0 3 * * *"},
+    "timezone": "UTC",
+    "checkin_margin": 10,
+    "max_runtime": 15,
+    "failure_issue_threshold": 1,
+    "recovery_threshold": 1,
+}
 
 
-def schedule_to_monitor_schedule(schedule: str) -> dict[str, Any]:
-    """An EventBridge schedule expression as a Sentry monitor schedule.
-
-    ``cron(m h dom mon dow year)`` becomes the five-field crontab (``?`` is ``*``; EventBridge
-    numbers weekdays 1–7 from Sunday, crontab 0–6); ``rate(n unit)`` becomes an interval.
-
-    Raises ValueError for what crontab cannot say (``L``, ``W``, ``#``, a specific year).
-    """
-    expression = schedule.strip()
-    rate = _RATE.fullmatch(expression)
-    if rate:
-        return {"type": "interval", "value": int(rate.group(1)), "unit": rate.group(2).rstrip("s")}
-    cron = _CRON.fullmatch(expression)
-    if not cron:
-        raise ValueError(f"not an EventBridge schedule expression: {schedule!r}")
-    fields = ["*" if f == "?" else f for f in cron.group(1).split()]
-    if len(fields) != 6:
-        raise ValueError(f"EventBridge cron needs 6 fields, got {len(fields)}: {schedule!r}")
-    if fields[5] != "*":
-        raise ValueError(f"crontab cannot restrict the year: {schedule!r}")
-    crontab = [_crontab_field(f, schedule, weekday=(i == 4)) for i, f in enumerate(fields[:5])]
-    return {"type": "crontab", "value": " ".join(crontab)}
-
-
-def monitor_config(
-    schedule: str, *, checkin_margin_minutes: int = 10, max_runtime_minutes: int = 15
-) -> dict[str, Any] | None:
-    """The ``monitor_config`` sent with check-ins, so Sentry creates or updates the monitor and
-    knows when a run is missed (margin) or hung (runtime: a Lambda never runs beyond 15 minutes).
-    None, with a warning logged, when the schedule has no Sentry equivalent."""
-    try:
-        sentry_schedule = schedule_to_monitor_schedule(schedule)
-    except ValueError as exc:
-        logger.warning("cron monitor without schedule", extra={"error": str(exc)})
-        return None
-    return {
-        "schedule": sentry_schedule,
-        "timezone": "UTC",  # EventBridge schedules are UTC
-        "checkin_margin": checkin_margin_minutes,
-        "max_runtime": max_runtime_minutes,
-        "failure_issue_threshold": 1,
-        "recovery_threshold": 1,
-    }
-
-
-@contextmanager
-def retrain_monitor(
-    slug: str = RETRAIN_MONITOR_SLUG,
-    schedule: str = RETRAIN_SCHEDULE,
-    *,
-    max_runtime_minutes: int = 15,
-) -> Iterator[str | None]:
-    """Report one scheduled retrain run to a Sentry cron monitor.
-
-    Sends ``in_progress`` on entry and ``ok`` or ``error`` (with the duration) on exit; exceptions
-    propagate unchanged. A run that never reports back (the Lambda timed out) is marked by Sentry
-    after ``max_runtime_minutes``; a run that never starts is a missed check-in. Yields the
-    check-in id (None when Sentry is off).
-    """
-    config = monitor_config(schedule, max_runtime_minutes=max_runtime_minutes)
-    started = time.monotonic()
-    check_in_id = capture_checkin(monitor_slug=slug, status=MonitorStatus.IN_PROGRESS, monitor_config=config)
-    try:
-        yield check_in_id
-    except BaseException:
-        capture_checkin(
-            monitor_slug=slug,
-            check_in_id=check_in_id,
-            status=MonitorStatus.ERROR,
-            duration=time.monotonic() - started,
-            monitor_config=config,
-        )
-        raise
-    capture_checkin(
-        monitor_slug=slug,
-        check_in_id=check_in_id,
-        status=MonitorStatus.OK,
-        duration=time.monotonic() - started,
-        monitor_config=config,
-    )
+def retrain_monitor(slug: str = RETRAIN_MONITOR_SLUG) -> monitor:
+    """Report one scheduled retrain run to a Sentry cron monitor (the SDK's ``crons.monitor``):
+    ``in_progress`` on entry, ``ok`` or ``error`` with the duration on exit; exceptions propagate
+    unchanged. A no-op without Sentry."""
+    return monitor(monitor_slug=slug, monitor_config=RETRAIN_MONITOR_CONFIG)
 
 
 # --------------------------------------------------------------------------- filtering
@@ -614,8 +526,7 @@ def _scrub_string(value: str, secrets: tuple[str, ...]) -> str:
     for secret in secrets:
         if secret in value:
             value = value.replace(secret, FILTERED)
-    value = _CREDENTIAL.sub(_filter_credential, value)
-    return _HEADER_IN_REPR.sub(lambda m: f"{m.group(1)}{FILTERED}{m.group(5)}", value)
+    return _CREDENTIAL.sub(_filter_credential, value)
 
 
 def _scrub_node(node: Any, secrets: tuple[str, ...]) -> Any:

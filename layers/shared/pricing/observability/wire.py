@@ -214,12 +214,14 @@ class Connection:
         try:
             if fresh:
                 self._open(deadline)
+            sock = self._sock
+            assert sock is not None  # opened just above, or kept open since the last push
             while data:
                 try:
-                    data = data[self._sock.send(data):]
+                    data = data[sock.send(data):]
                 except self._would_block:  # the send buffer is full: wait for room, within the deadline
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0 or not select.select([], [self._sock], [], remaining)[1]:
+                    if remaining <= 0 or not select.select([], [sock], [], remaining)[1]:
                         raise TimeoutError("push deadline passed while writing") from None
         except TimeoutError as exc:  # socket.timeout is TimeoutError
             self.close()
@@ -233,7 +235,9 @@ class Connection:
     def _receive(self, timeout_ms: int) -> bool:
         """Read what has arrived, waiting up to ``timeout_ms`` for something; False at the end
         of the connection (closed by the other side, reset)."""
-        tls_buffered = self.https and self._sock.pending()
+        sock = self._sock
+        assert sock is not None  # only called while connected
+        tls_buffered = self.https and sock.pending()  # type: ignore[attr-defined]  # an SSLSocket when https
         events = 0 if tls_buffered else sum(ev for _, ev in self._poller.poll(timeout_ms))
         if not (tls_buffered or events):
             return True
@@ -242,7 +246,7 @@ class Connection:
         drain = self.https or not _POLLRDHUP or bool(events & _CLOSED_EVENTS)
         while True:
             try:
-                data = self._sock.recv(_READ_BYTES)
+                data = sock.recv(_READ_BYTES)
             except self._would_block:
                 return True
             except (OSError, ValueError):

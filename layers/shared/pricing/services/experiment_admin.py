@@ -150,7 +150,7 @@ class ExperimentAdmin:
         experiment = experiment_from_record(record)
         arms = {CONTROL: ArmTally(), TREATMENT: ArmTally()}
         for outcome in self.storage.experiment_outcomes(experiment_id):
-            arm = arms.get(outcome.get("variant"))
+            arm = arms.get(str(outcome.get("variant")))
             if arm is None:
                 continue  # a caller-supplied variant that is neither arm
             price = outcome.get("final_price") or outcome.get("quoted_price") or 0.0

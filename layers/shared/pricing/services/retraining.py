@@ -1,6 +1,6 @@
 """Retraining: per property, measure drift, fit a candidate, and deploy it only if it is better.
 
-RetrainFunction's ``handler`` takes three kinds of event:
+RetrainFunction's handler (``pricing.api.retrain_app``) takes three kinds of event:
 
 * the daily EventBridge schedule (``{"detail": {"force": false}}``) or a manual invoke without
   ``property_ids``: list every property that has outcomes and fan the work out as SQS messages
@@ -71,9 +71,8 @@ from pricing.domain.training import (
 )
 from pricing.observability import metrics
 from pricing.observability.context import logger
-from pricing.observability.push import pushes_metrics
-from pricing.observability.sentry import init_from_settings, report_once, retrain_monitor
-from pricing.settings import Settings, get_settings
+from pricing.observability.sentry import report_once, retrain_monitor
+from pricing.settings import Settings
 from pricing.storage import ConditionFailed, PropertyRecord, Storage, StorageUnavailable
 
 DEPLOYED, REJECTED, SKIPPED, FAILED = "deployed", "rejected", "skipped", "failed"
@@ -594,7 +593,7 @@ class RetrainingService:
         started = time.perf_counter()
         try:
             result = self.retrain_property(property_id, force)
-        except Exception as exc:  # one property's failure must never stop the others
+        except Exception as exc:  # noqa: BLE001 - one property's failure must never stop the others
             transient = isinstance(exc, StorageUnavailable)
             report_once(f"retrain_failed:{type(exc).__name__}", exc, property_id=property_id)
             logger.exception("retrain failed", extra={"property_id": property_id})
@@ -699,25 +698,3 @@ class RetrainingService:
             with retrain_monitor():
                 return at.scheduled_run(request.force, remaining)
         return at._run_or_defer(list(request.property_ids), request.force, remaining)
-
-
-# -- the Lambda entry point ------------------------------------------------------------------
-
-settings = get_settings()
-init_from_settings(settings)  # at import: Sentry's Lambda integration must wrap the handler
-metrics.set_service_info(version=settings.release, environment=settings.environment, service="retrain")
-_service: RetrainingService | None = None
-
-
-def service() -> RetrainingService:
-    """The container's service, built on first use (its clients live as long as the container)."""
-    global _service
-    if _service is None:
-        _service = RetrainingService(settings, Storage(settings))
-    return _service
-
-
-@pushes_metrics(function="retrain")
-@logger.inject_lambda_context(clear_state=True)
-def handler(event: dict, context: Any) -> dict:
-    return service().handle(event, context)

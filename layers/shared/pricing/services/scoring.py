@@ -17,18 +17,19 @@ rules (or without competitor prices), and the reasons say so.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, NamedTuple
 
-from pricing.api.schemas import ScoreRequest
 from pricing.competitors import CompetitorClient
 from pricing.domain.conversion_model import ConversionModel, ModelFormatError
 from pricing.domain.experiments import NO_EXPERIMENT, Assignment, Experiment, assign, experiment_from_record, quote_id_for
-from pricing.domain.pricing import ML, recommend
+from pricing.domain.pricing import ML, Recommendation, recommend
+from pricing.domain.quote import CompetitorSnapshot, Quote
 from pricing.observability import metrics
 from pricing.observability.context import logger
 from pricing.observability.sentry import report_once, set_request_context
@@ -39,6 +40,13 @@ from pricing.storage import Storage, StorageUnavailable
 FAILURE_BACKOFF_SECONDS = 5.0
 MAX_CACHED_PROPERTIES = 5_000
 NOT_IN_EXPERIMENT = Assignment(None, NO_EXPERIMENT)
+
+
+class Scored(NamedTuple):
+    """A priced quote: the quote as priced (with the competitor data fetched for it) and its price."""
+
+    quote: Quote
+    recommendation: Recommendation
 
 
 @dataclass(frozen=True)
@@ -179,12 +187,13 @@ class ScoringService:
         self.cache.put(property_id, state)
         return state
 
-    def competitor_data(self, request: ScoreRequest, request_id: str | None):
-        given = request.competitor_snapshot()
-        if given is not None or not request.toggles.use_competitors or not self.competitors.enabled:
+    def competitor_data(self, quote: Quote, request_id: str | None) -> CompetitorSnapshot | None:
+        """The caller's competitor prices, else the backend's (when wanted and configured)."""
+        given = quote.competitors
+        if given is not None or not quote.toggles.use_competitors or not self.competitors.enabled:
             return given
-        property_id = request.entity.propertyId
-        fetched = self.competitors.fetch(property_id, request.stay_date, request_id)
+        property_id = quote.property_id
+        fetched = self.competitors.fetch(property_id, quote.stay_date, request_id)
         if not fetched.cached:
             staleness = fetched.snapshot.staleness_seconds if fetched.snapshot else None
             metrics.track_competitor_fetch(property_id=property_id, status=fetched.status, staleness_seconds=staleness)
@@ -194,18 +203,19 @@ class ScoringService:
 
     # -- the use case -------------------------------------------------------------------------
 
-    def score(self, request: ScoreRequest, request_id: str | None = None, *, synthetic: bool = False) -> dict:
-        """Price one validated request.
+    def score(self, quote: Quote, request_id: str | None = None, *, synthetic: bool = False) -> Scored:
+        """Price one validated quote (its ``competitors``: the caller's, if any).
 
         ``synthetic`` marks the scheduled canary: it runs the whole path (stores, model, pricing)
         but is not a customer quote, so it joins no experiment and stays out of the /score
         latency and A/B figures that alerts and experiment readouts are computed from.
         """
         started = time.perf_counter()
-        property_id, user_id = request.entity.propertyId, request.entity.userId
+        property_id, user_id = quote.property_id, quote.user_id
         set_request_context(request_id, user_id=user_id, property_id=property_id)
-        competitors = self.competitor_data(request, request_id)
-        quote = request.to_quote(competitors)
+        competitors = self.competitor_data(quote, request_id)
+        if competitors is not quote.competitors:
+            quote = dataclasses.replace(quote, competitors=competitors)
         assignment = NOT_IN_EXPERIMENT if synthetic else assign(self.experiments(), property_id, user_id)
         if assignment.experiment_id is not None:
             metrics.track_ab_assignment(experiment_id=assignment.experiment_id, variant=assignment.variant)
@@ -222,14 +232,14 @@ class ScoringService:
             holdback_rate=0.0 if synthetic else self.settings.holdback_rate_for(property_id),
         )
         if synthetic:
-            return result.to_response(competitors.as_dict() if competitors else None)
+            return Scored(quote, result)
         if result.pricing_method == ML:
             metrics.track_model_prediction(
                 property_id=property_id, model_type="conversion", duration=time.perf_counter() - predicted_at
             )
         metrics.track_exploration(pricing_method=result.pricing_method, explored=result.exploration.explored)
         metrics.track_score_request(pricing_method=result.pricing_method, duration=time.perf_counter() - started)
-        return result.to_response(competitors.as_dict() if competitors else None)
+        return Scored(quote, result)
 
     def health(self) -> dict:
         return {
