@@ -91,6 +91,10 @@ dashboard-snapshot: $(VENV)/.installed ## the dashboard's 18 panels from the loc
 bench-metrics: setup ## push overhead p50/p99 and push bytes after 1 vs 5,000 properties, real Pushgateway
 	$(VENV)/bin/python bench/bench_metrics.py
 
+.PHONY: bench-scale
+bench-scale: setup ## the metrics path at fleet scale, before/after: push p50/p99, pushes/s, scrape, head series, rules, pruning (SIZES=50,500 SHARDS= PUSHERS= PUSH_SECONDS=)
+	$(VENV)/bin/python bench/bench_scale.py $(if $(SIZES),--sizes $(SIZES)) $(if $(SHARDS),--shards $(SHARDS)) $(if $(PUSHERS),--pushers $(PUSHERS)) $(if $(PUSH_SECONDS),--push-seconds $(PUSH_SECONDS)) $(if $(LAYOUTS),--layouts $(LAYOUTS))
+
 # --- load ------------------------------------------------------------------------------------
 .PHONY: load
 load: setup build ## bounded load on the local stack (loopback): zero 5xx, exact metric totals, flat memory (REQUESTS= DURATION= CLIENTS=)

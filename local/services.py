@@ -152,7 +152,8 @@ class Pushgateway(ManagedProcess):
         self.url = f"http://127.0.0.1:{self.port}"
         # Debian's build persists to one machine-wide file by default; an empty path keeps each
         # local Pushgateway's groups its own (and gone when it stops).
-        super().__init__([_binary(self.binary), f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file="],
+        super().__init__([_binary(self.binary), f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file=",
+                          *prometheus_stack.PUSHGATEWAY_FLAGS],
                          f"{self.url}/-/ready", log_path=log_path)
 
     @classmethod

@@ -284,7 +284,8 @@ def observability_stack(tmp: Path, synthetic_check: bool = True) -> Iterator[Sta
                                 f"--web.route-prefix={prefix}",
                                 # Debian's build defaults to a shared file in /var/lib/prometheus:
                                 # every Pushgateway started without this loads everyone's groups.
-                                "--persistence.file=", "--log.level=warn"],
+                                "--persistence.file=", "--log.level=warn",
+                                *prometheus_stack.PUSHGATEWAY_FLAGS],
                 f"{pushgateway_url}/-/ready", tmp / "pushgateway.log"),
         Service("Alertmanager", [binaries[prometheus_stack.ALERTMANAGER],
                                  f"--config.file={alertmanager_config(tmp, webhook.url)}",

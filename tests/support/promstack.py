@@ -173,21 +173,25 @@ class _Server:
 class Pushgateway(_Server):
     """``prometheus-pushgateway`` without persistence; ``basic_auth={"user": "password"}`` secures it.
 
-    ``extra_args`` are added to the command line (e.g. ``["--push.disable-consistency-check"]``).
+    Runs without the consistency check, as every Pushgateway of the project does
+    (``prometheus_stack.PUSHGATEWAY_FLAGS``); ``checked=True`` keeps the check (benches comparing
+    the two). ``extra_args`` are added to the command line.
     """
 
     binary = PUSHGATEWAY_BIN
 
     def __init__(self, port: int | None = None, basic_auth: Mapping[str, str] | None = None,
-                 extra_args: Iterable[str] = ()) -> None:
+                 extra_args: Iterable[str] = (), checked: bool = False) -> None:
         super().__init__(port=port, basic_auth=basic_auth)
         self.extra_args = list(extra_args)
+        self.checked = checked
 
     def _args(self) -> list[str]:
         # Debian's default persistence file is shared by every instance on the machine: keep
         # each test's groups in memory only.
         return [f"--web.listen-address={self.address}", "--persistence.file=", "--log.level=warn",
-                *self._web_config_args(), *self.extra_args]
+                *self._web_config_args(), *(() if self.checked else prometheus_stack.PUSHGATEWAY_FLAGS),
+                *(a for a in self.extra_args if a not in prometheus_stack.PUSHGATEWAY_FLAGS)]
 
     def text(self) -> str:
         body = self.get("/metrics")

@@ -1,0 +1,561 @@
+"""The metrics path at fleet scale: Pushgateway, Prometheus, rules and pruning, before and after.
+
+For each fleet size (``--sizes``, containers; each holds a base group and one property group,
+as a /score container does) the bench fills the pinned stack (``.tools/prometheus-stack``) with
+the project's own push bodies (rendered by ``MetricsPusher`` from a /score invocation's
+metrics, protobuf with created timestamps), then measures, in two layouts:
+
+* **before**: one Pushgateway with its default consistency check (as docker-compose used to run
+  it), the rules as they were (``bench/baseline/``: burn-rate windows of 5 m to 3 d read from
+  every container's raw series), pruning by listing the whole Pushgateway;
+* **after**: ``--shards`` Pushgateways without the consistency check, each container on the one
+  its instance id hashes to (``choose_pushgateway``), Prometheus scraping all of them with the
+  project's ``observability/prometheus.yml`` and rule files, pruning from one Prometheus query.
+
+Figures: push p50/p99 and pushes/s with ``--pushers`` concurrent pushers (a push = one
+invocation's two PUTs, pipelined on a kept-alive connection as the container writes them, timed
+until both are answered); for the single Pushgateway both with and without its check (the same
+groups: filled unchecked, then restarted checked from its persistence file); the Pushgateway's
+GET /metrics (text, median of 3); Prometheus' ``scrape_duration_seconds`` per Pushgateway (the
+largest of the last 2 minutes), ``prometheus_tsdb_head_series``, rule evaluation per cycle (the
+sum of ``prometheus_rule_group_last_duration_seconds`` over the groups, the largest seen) and
+missed iterations; and the time to prune every group once all are past their TTL.
+
+Prometheus runs at the production 15 s scrape and evaluation interval. Its data are minutes
+old, so the "before" rule cost is a floor: in production its 1 d and 3 d windows hold up to
+17,280 samples a series, and the cost grows with them; the "after" rules read raw series over
+5 m only.
+
+Run: ``make bench-scale`` (``SIZES=50,500`` for a quick run; ``SHARDS=``, ``PUSHERS=``,
+``PUSH_SECONDS=``). CPU heavy at 10,000 containers (about 1.1 M series in Prometheus).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "layers" / "shared"), str(ROOT)]
+
+import yaml  # noqa: E402
+
+from local import prometheus_stack  # noqa: E402
+from pricing.observability.exposition import CONTENT_TYPE  # noqa: E402
+from pricing.observability.metrics import PricingMetrics  # noqa: E402
+from pricing.observability.push import MetricsPusher, choose_pushgateway, prune_stale_groups  # noqa: E402
+from pricing.observability.wire import Connection, grouping_path  # noqa: E402
+from pricing.settings import Settings  # noqa: E402
+
+OBSERVABILITY = ROOT / "observability"
+BASELINE = ROOT / "bench" / "baseline"
+RUN_DIR = ROOT / ".run" / "bench-scale"
+JOB = "pricing-score"
+PROPERTIES = 200  # the property ids the fleet's property groups are spread over
+TTL = 900
+
+# Targets of issue 13, at 10,000 containers.
+TARGET_PUSH_P99_MS = 50.0
+TARGET_SCRAPE_S = 5.0
+TARGET_RULES_S = 5.0
+TARGET_PRUNE_S = 10.0
+
+
+def invocation(m: PricingMetrics, prop: str) -> None:
+    """What one /score invocation records (as bench/bench_metrics.py)."""
+    m.track_competitor_fetch(property_id=prop, status="success", staleness_seconds=3600)
+    m.track_model_prediction(property_id=prop, model_type="conversion", duration=0.0021)
+    m.track_cache_hit()
+    m.set_models_loaded(12)
+    m.track_score_request(pricing_method="ml_elasticity", duration=0.0153)
+    m.track_request(method="POST", endpoint="/score", status_code=200, duration=0.0187)
+
+
+class _Capture:
+    """A transport that keeps the requests a push would send."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, bytes]] = []
+
+    def request(self, method, path, body, deadline):
+        self.requests.append((method, path, body))
+        return 200, b""
+
+    def close(self):
+        pass
+
+
+def push_bodies() -> tuple[bytes, bytes]:
+    """The base group's and the property group's body of a /score container's push."""
+    capture = _Capture()
+    m = PricingMetrics()
+    pusher = MetricsPusher(m, Settings(pushgateway_url="http://unused", function_name="score"),
+                           instance="bench", transport=capture)
+    invocation(m, "prop-0")
+    pusher.push()
+    (_, base_path, base), (_, prop_path, prop) = capture.requests
+    assert "property_id" not in base_path and "property_id" in prop_path
+    return base, prop
+
+
+@dataclass
+class Container:
+    instance: str
+    property_id: str
+    shard: str = ""
+
+    def requests(self, base: bytes, prop: bytes) -> list[tuple[str, str, bytes]]:
+        labels = [("job", JOB), ("instance", self.instance)]
+        return [("PUT", grouping_path(labels), base),
+                ("PUT", grouping_path([*labels, ("property_id", self.property_id)]), prop)]
+
+
+def fleet(size: int, shards: list[str], seed: int = 13) -> list[Container]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(size):
+        instance = f"{rnd.getrandbits(64):016x}"
+        out.append(Container(instance, f"prop-{i % PROPERTIES}", choose_pushgateway(instance, shards)))
+    return out
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 30.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return resp.read()
+
+
+class Proc:
+    def __init__(self, name: str, args: list[str], ready_url: str, log: Path):
+        self.name, self.args, self.ready_url, self.log = name, args, ready_url, log
+        self.p: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120.0) -> "Proc":
+        with open(self.log, "ab") as log:
+            self.p = subprocess.Popen(self.args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.p.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-2000:]}")
+            try:
+                http_get(self.ready_url, timeout=1)
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready in {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.p is not None and self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(60)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(10)
+        self.p = None
+
+
+def pushgateway(work: Path, port: int, checked: bool, persistence: Path | None = None) -> Proc:
+    args = [prometheus_stack.require(prometheus_stack.PUSHGATEWAY), f"--web.listen-address=127.0.0.1:{port}",
+            f"--persistence.file={persistence or ''}", "--log.level=warn"]
+    if persistence:
+        args.append("--persistence.interval=24h")  # written at shutdown, not while measuring
+    if not checked:
+        args += list(prometheus_stack.PUSHGATEWAY_FLAGS)
+    return Proc(f"Pushgateway :{port}", args, f"http://127.0.0.1:{port}/-/ready", work / f"pushgateway-{port}.log")
+
+
+def prometheus(work: Path, port: int, shards: list[str], rule_files: list[Path]) -> Proc:
+    config = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())
+    config.pop("alerting", None)
+    config["rule_files"] = [str(p) for p in rule_files]
+    for job in config["scrape_configs"]:
+        if job["job_name"] == "pushgateway":
+            job["static_configs"] = [{"targets": [urllib.parse.urlsplit(u).netloc for u in shards]}]
+        else:
+            job["static_configs"] = [{"targets": [f"127.0.0.1:{port}"]}]
+    path = work / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    data = work / "prometheus-data"
+    shutil.rmtree(data, ignore_errors=True)
+    return Proc("Prometheus", [prometheus_stack.require(prometheus_stack.PROMETHEUS), f"--config.file={path}",
+                               f"--storage.tsdb.path={data}", f"--web.listen-address=127.0.0.1:{port}",
+                               "--log.level=warn", *prometheus_stack.PROMETHEUS_FLAGS],
+                f"http://127.0.0.1:{port}/-/ready", work / "prometheus.log")
+
+
+# ------------------------------------------------------------------------------ measuring
+
+
+def fill(containers: list[Container], base: bytes, prop: bytes, threads: int = 8) -> float:
+    """Every container's two groups pushed once (pipelined in batches); seconds taken."""
+    start = time.perf_counter()
+    errors: list[str] = []
+
+    def work(part: list[Container]) -> None:
+        conns: dict[str, Connection] = {}
+        by_shard: dict[str, list] = {}
+        for c in part:
+            by_shard.setdefault(c.shard, []).extend(c.requests(base, prop))
+        for shard, requests in by_shard.items():
+            conn = conns.setdefault(shard, Connection(shard, {"Content-Type": CONTENT_TYPE}))
+            for i in range(0, len(requests), 100):
+                batch = requests[i:i + 100]
+                conn.send(batch, time.monotonic() + 600)
+                answers = conn.poll(time.monotonic() + 600)
+                bad = [a.status for a in answers if a.status >= 300]
+                if len(answers) != len(batch) or bad:
+                    errors.append(f"{shard}: {len(answers)}/{len(batch)} answered, statuses {bad[:3]}")
+                    return
+        for conn in conns.values():
+            conn.close()
+
+    parts = [containers[i::threads] for i in range(threads)]
+    workers = [threading.Thread(target=work, args=(p,)) for p in parts]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise RuntimeError("fill failed: " + "; ".join(errors[:3]))
+    return time.perf_counter() - start
+
+
+@dataclass
+class PushResult:
+    latencies: list[float] = field(default_factory=list)
+    unfinished: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+    def pct(self, q: float) -> float:
+        """Quantile in seconds; inf when it falls among the pushes still unanswered at the cut-off."""
+        values = sorted(self.latencies) + [float("inf")] * self.unfinished
+        return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+
+def push_load(containers: list[Container], base: bytes, prop: bytes, pushers: int, seconds: float,
+              grace: float = 30.0) -> PushResult:
+    """``pushers`` threads, each pushing its own containers (one writer per group) for ``seconds``;
+    a push still unanswered ``grace`` seconds after the window is counted unfinished."""
+    result = PushResult()
+    lock = threading.Lock()
+    start = time.monotonic()
+    window_end = start + seconds
+    hard_end = window_end + grace
+
+    def work(mine: list[Container]) -> None:
+        conns: dict[str, Connection] = {}
+        lat, unfinished, failed = [], 0, 0
+        i = 0
+        while time.monotonic() < window_end:
+            c = mine[i % len(mine)]
+            i += 1
+            conn = conns.setdefault(c.shard, Connection(c.shard, {"Content-Type": CONTENT_TYPE}))
+            t0 = time.perf_counter()
+            try:
+                conn.send(c.requests(base, prop), hard_end)
+                answers = []
+                while len(answers) < 2 and time.monotonic() < hard_end:
+                    answers += conn.poll(hard_end)
+                    if conn.closed:
+                        break
+            except Exception:  # noqa: BLE001 - counted
+                conn.close()
+                failed += 1
+                continue
+            if len(answers) < 2:
+                conn.close()
+                unfinished += 1
+                break
+            if any(a.status >= 300 for a in answers):
+                failed += 1
+            lat.append(time.perf_counter() - t0)
+        for conn in conns.values():
+            conn.close()
+        with lock:
+            result.latencies += lat
+            result.unfinished += unfinished
+            result.failed += failed
+
+    parts = [containers[i::pushers] for i in range(pushers) if containers[i::pushers]]
+    workers = [threading.Thread(target=work, args=(p,)) for p in parts]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    result.seconds = min(time.monotonic(), hard_end) - start
+    return result
+
+
+def get_metrics_seconds(shard: str, runs: int = 3) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        http_get(shard + "/metrics", timeout=120)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def prom_query(prom: str, expr: str) -> list[dict]:
+    body = http_get(f"{prom}/api/v1/query?{urllib.parse.urlencode({'query': expr})}", timeout=60)
+    return json.loads(body)["data"]["result"]
+
+
+def prom_self(prom: str) -> dict[str, list[tuple[dict, float]]]:
+    """Prometheus' own /metrics, the few families read here."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = {"prometheus_tsdb_head_series", "prometheus_rule_group_last_duration_seconds",
+              "prometheus_rule_group_iterations_missed_total", "prometheus_rule_group_iterations_total"}
+    out: dict[str, list] = {}
+    for family in text_string_to_metric_families(http_get(prom + "/metrics").decode()):
+        for s in family.samples:
+            if s.name in wanted:
+                out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def wait_for_prometheus(prom: str, groups: int, timeout: float) -> dict:
+    """Until every group is scraped and every rule group evaluated twice since; the cost figures."""
+    deadline = time.monotonic() + timeout
+    seen_all_at = None
+    iterations0: dict[str, float] = {}
+    rules_max = 0.0
+    while time.monotonic() < deadline:
+        time.sleep(3)
+        try:
+            got = prom_query(prom, f'count(push_time_seconds{{job="{JOB}"}})')
+            count = int(float(got[0]["value"][1])) if got else 0
+            stats = prom_self(prom)
+        except OSError:
+            continue
+        iters = {l["rule_group"]: v for l, v in stats.get("prometheus_rule_group_iterations_total", [])}
+        cycle = sum(v for _, v in stats.get("prometheus_rule_group_last_duration_seconds", []))
+        if seen_all_at is None and count >= groups:
+            seen_all_at = time.monotonic()
+            iterations0 = iters
+        if seen_all_at is not None:
+            rules_max = max(rules_max, cycle)
+            if iters and all(iters[g] - iterations0.get(g, 0) >= 2 for g in iters):
+                break
+    stats = prom_self(prom)
+    scrape = {r["metric"]["instance"]: float(r["value"][1]) for r in
+              prom_query(prom, 'max_over_time(scrape_duration_seconds{job="pushgateway"}[2m])')}
+    up = {r["metric"]["instance"]: float(r["value"][1]) for r in
+          prom_query(prom, 'min_over_time(up{job="pushgateway"}[2m])')}
+    durations = {l["rule_group"].split(";")[-1]: v for l, v in stats["prometheus_rule_group_last_duration_seconds"]}
+    return {
+        "scraped_all": seen_all_at is not None,
+        "scrape_seconds": scrape,
+        "up": up,
+        "head_series": stats["prometheus_tsdb_head_series"][0][1],
+        "rules_cycle_seconds": max(rules_max, sum(durations.values())),
+        "rule_groups": durations,
+        "missed_iterations": sum(v for _, v in stats.get("prometheus_rule_group_iterations_missed_total", [])),
+    }
+
+
+def pricing_groups(shard: str) -> int:
+    body = json.loads(http_get(shard + "/api/v1/metrics", timeout=120))
+    return sum(1 for g in body["data"] if g["labels"].get("job", "").startswith("pricing-"))
+
+
+# ------------------------------------------------------------------------------ the layouts
+
+
+def run_before(size: int, args, base: bytes, prop: bytes) -> dict:
+    work = RUN_DIR / f"before-{size}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    port = free_port()
+    shard = f"http://127.0.0.1:{port}"
+    containers = fleet(size, [shard])
+    persistence = work / "pushgateway.state"
+    out: dict = {"layout": "before", "containers": size, "groups": 2 * size, "shards": 1}
+    # The same groups behind both: filled unchecked, then restarted checked from its file.
+    pg = pushgateway(work, port, checked=False, persistence=persistence).start()
+    try:
+        out["fill_seconds"] = fill(containers, base, prop)
+        out["push_unchecked"] = push_load(containers, base, prop, args.pushers, args.push_seconds)
+    finally:
+        pg.stop()
+    pg = pushgateway(work, port, checked=True, persistence=persistence).start(timeout=300)
+    prom_port = free_port()
+    prom = prometheus(work, prom_port, [shard], [BASELINE / "prometheus_recording_rules.yml",
+                                                 BASELINE / "prometheus_alerts.yml"])
+    try:
+        if pricing_groups(shard) != 2 * size:
+            raise RuntimeError("the checked Pushgateway did not load every group from its file")
+        prom.start()
+        out["push_checked"] = push_load(containers, base, prop, args.pushers, args.push_seconds)
+        out["get_metrics_seconds"] = {shard: get_metrics_seconds(shard)}
+        out.update(wait_for_prometheus(f"http://127.0.0.1:{prom_port}", 2 * size, args.wait_timeout))
+        settings = Settings(pushgateway_url=shard, pushgateway_group_ttl_seconds=TTL)
+        t0 = time.perf_counter()
+        out["pruned"] = prune_stale_groups(settings, now=time.time() + TTL + 60)
+        out["prune_seconds"] = time.perf_counter() - t0
+        out["left_after_prune"] = pricing_groups(shard)
+    finally:
+        prom.stop()
+        pg.stop()
+    return out
+
+
+def run_after(size: int, args, base: bytes, prop: bytes) -> dict:
+    work = RUN_DIR / f"after-{size}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    ports = [free_port() for _ in range(args.shards)]
+    shards = [f"http://127.0.0.1:{p}" for p in ports]
+    containers = fleet(size, shards)
+    out: dict = {"layout": "after", "containers": size, "groups": 2 * size, "shards": args.shards,
+                 "per_shard_containers": {s: sum(c.shard == s for c in containers) for s in shards}}
+    pgs = [pushgateway(work, p, checked=False) for p in ports]
+    prom_port = free_port()
+    prom_url = f"http://127.0.0.1:{prom_port}"
+    prom = prometheus(work, prom_port, shards, [OBSERVABILITY / "prometheus_recording_rules.yml",
+                                                OBSERVABILITY / "prometheus_alerts.yml"])
+    try:
+        for pg in pgs:
+            pg.start()
+        prom.start()
+        out["fill_seconds"] = fill(containers, base, prop)
+        out["push_unchecked"] = push_load(containers, base, prop, args.pushers, args.push_seconds)
+        out["get_metrics_seconds"] = {s: get_metrics_seconds(s) for s in shards}
+        out.update(wait_for_prometheus(prom_url, 2 * size, args.wait_timeout))
+        settings = Settings(pushgateway_urls=tuple(shards), prometheus_url=prom_url, pushgateway_group_ttl_seconds=TTL)
+        t0 = time.perf_counter()
+        out["pruned"] = prune_stale_groups(settings, now=time.time() + TTL + 60)
+        out["prune_seconds"] = time.perf_counter() - t0
+        out["left_after_prune"] = sum(pricing_groups(s) for s in shards)
+    finally:
+        prom.stop()
+        for pg in pgs:
+            pg.stop()
+    return out
+
+
+# ------------------------------------------------------------------------------ report
+
+
+def ms(seconds: float) -> str:
+    if seconds != seconds:
+        return "-"
+    if seconds == float("inf"):
+        return "unanswered"
+    return f"{seconds * 1e3:.1f}"
+
+
+def row(r: dict) -> list[str]:
+    pushes = []
+    for key in ("push_checked", "push_unchecked"):
+        p: PushResult | None = r.get(key)
+        if p is None:
+            pushes.append(("-", "-", "-"))
+        else:
+            pushes.append((ms(p.pct(0.5)), ms(p.pct(0.99)), f"{p.rate:,.1f}"))
+    get = max(r["get_metrics_seconds"].values())
+    scrape = max(r["scrape_seconds"].values()) if r["scrape_seconds"] else float("nan")
+    down = sum(1 for v in r["up"].values() if v < 1)
+    return [
+        f"{r['layout']} ({r['shards']} PG)", f"{r['groups']:,} ({r['containers']:,})",
+        f"{pushes[0][0]} / {pushes[0][1]}", f"{pushes[1][0]} / {pushes[1][1]}",
+        f"{pushes[0][2]} / {pushes[1][2]}", f"{get:.2f} s",
+        f"{scrape:.2f} s" + (f" ({down} failed)" if down else ""),
+        f"{r['head_series']:,.0f}", f"{r['rules_cycle_seconds']:.2f} s" + (
+            f" ({r['missed_iterations']:.0f} missed)" if r["missed_iterations"] else ""),
+        f"{r['prune_seconds']:.2f} s ({r['pruned']:,}{', ' + str(r['left_after_prune']) + ' left' if r['left_after_prune'] else ''})",
+    ]
+
+
+HEADER = ["layout", "groups (containers)", "push p50 / p99 ms, checked", "push p50 / p99 ms, unchecked",
+          "pushes/s checked / unchecked", "PG GET /metrics", "scrape (max shard)", "head series",
+          "rules per cycle", "prune all groups"]
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row(r)) + " |" for r in results]
+    return "\n".join(lines)
+
+
+def verdict(results: list[dict]) -> list[str]:
+    out = []
+    for r in results:
+        if r["layout"] != "after" or r["containers"] < 10_000:
+            continue
+        p99 = r["push_unchecked"].pct(0.99) * 1e3
+        scrape = max(r["scrape_seconds"].values())
+        checks = [("push p99 <= 50 ms", p99 <= TARGET_PUSH_P99_MS, f"{p99:.1f} ms"),
+                  ("scrape of each shard <= 5 s", scrape <= TARGET_SCRAPE_S, f"{scrape:.2f} s"),
+                  ("rules per cycle <= 5 s", r["rules_cycle_seconds"] <= TARGET_RULES_S, f"{r['rules_cycle_seconds']:.2f} s"),
+                  ("prune <= 10 s", r["prune_seconds"] <= TARGET_PRUNE_S and not r["left_after_prune"],
+                   f"{r['prune_seconds']:.2f} s")]
+        for name, ok, value in checks:
+            out.append(f"  {r['containers']:,} containers: {name}: {value} {'met' if ok else 'MISSED'}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="50,500,2500,10000", help="containers, comma separated")
+    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--pushers", type=int, default=64)
+    parser.add_argument("--push-seconds", type=float, default=10.0)
+    parser.add_argument("--wait-timeout", type=float, default=240.0)
+    parser.add_argument("--layouts", default="before,after")
+    args = parser.parse_args(argv)
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
+    layouts = args.layouts.split(",")
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    base, prop = push_bodies()
+    print(f"push bodies: base group {len(base):,} B, property group {len(prop):,} B (protobuf, created timestamps)")
+    results = []
+    for size in sizes:
+        for layout in layouts:
+            started = time.monotonic()
+            r = (run_before if layout == "before" else run_after)(size, args, base, prop)
+            results.append(r)
+            print(f"{layout} {size:,} containers done in {time.monotonic() - started:.0f} s: "
+                  + " | ".join(row(r)[2:]), flush=True)
+            (RUN_DIR / "results.json").write_text(json.dumps(
+                [{k: (v.__dict__ | {"p50": v.pct(0.5), "p99": v.pct(0.99), "rate": v.rate, "latencies": len(v.latencies)}
+                      if isinstance(v, PushResult) else v) for k, v in x.items()} for x in results], indent=1, default=str))
+    print(f"\nMetrics path at scale: {args.pushers} concurrent pushers for {args.push_seconds:g} s, "
+          f"after = {args.shards} unchecked shards, 15 s scrape and evaluation\n")
+    print(table(results))
+    lines = verdict(results)
+    if lines:
+        print("\nTargets at 10,000 containers (after):")
+        print("\n".join(lines))
+    return 1 if any(line.endswith("MISSED") for line in lines) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
