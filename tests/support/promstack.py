@@ -228,13 +228,16 @@ class Pushgateway(_Server):
 
 
 class Prometheus(_Server):
-    """``prometheus`` scraping one Pushgateway every ``scrape_interval`` with ``honor_labels``."""
+    """``prometheus`` scraping one Pushgateway (or a list of shards, all in the job
+    ``pushgateway``) every ``scrape_interval`` with ``honor_labels``."""
 
     binary = PROMETHEUS_BIN
 
-    def __init__(self, pushgateway: Pushgateway, scrape_interval: str = "1s", port: int | None = None) -> None:
+    def __init__(self, pushgateway: "Pushgateway | list[Pushgateway]", scrape_interval: str = "1s",
+                 port: int | None = None) -> None:
         super().__init__(port=port)
-        self.pushgateway = pushgateway
+        self.pushgateways = list(pushgateway) if isinstance(pushgateway, (list, tuple)) else [pushgateway]
+        self.pushgateway = self.pushgateways[0]
         self.scrape_interval = scrape_interval
 
     def _args(self) -> list[str]:
@@ -254,7 +257,7 @@ class Prometheus(_Server):
             "    honor_labels: true\n"
             # Created timestamps travel only in protobuf: scrape it first, text as a fallback.
             f"    scrape_protocols: {json.dumps(list(prometheus_stack.PUSHGATEWAY_SCRAPE_PROTOCOLS))}\n"
-            f"    static_configs: [{{targets: ['{self.pushgateway.address}']}}]\n" + auth
+            f"    static_configs: [{{targets: {json.dumps([p.address for p in self.pushgateways])}}}]\n" + auth
         )
         return [
             f"--config.file={config}",
@@ -268,7 +271,8 @@ class Prometheus(_Server):
         super().start()
         # Ready is not scraping: target discovery hands over targets only every 5 s, so wait for
         # the first scrape or a test's first seconds of pushes would never be seen.
-        _wait(lambda: self.value('up{job="pushgateway"}') == 1, 30, "the first scrape of the Pushgateway", 0.2)
+        _wait(lambda: self.value('count(up{job="pushgateway"} == 1)') == len(self.pushgateways), 30,
+              "the first scrape of every Pushgateway", 0.2)
         return self
 
     def query(self, expr: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
