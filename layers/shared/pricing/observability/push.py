@@ -599,21 +599,26 @@ def prune_stale_groups(settings: Settings | None = None, now: float | None = Non
         for url, labels in stale:
             path = grouping_path([("job", labels["job"]), *sorted((k, v) for k, v in labels.items() if k != "job")])
             by_shard.setdefault(url, []).append(path)
-        for url, paths in by_shard.items():
-            conn = conns.get(url) or conns.setdefault(url, Connection(url, headers))
-            for start in range(0, len(paths), PRUNE_PIPELINE):
-                batch = paths[start:start + PRUNE_PIPELINE]
-                conn.send([("DELETE", path, None) for path in batch], deadline)
-                answers: list = []
-                while len(answers) < len(batch):
-                    got = conn.poll(deadline)
-                    if not got:
-                        raise PushError("prune", f"{len(batch) - len(answers)} deletions on {url} unanswered")
-                    answers += got
-                for path, answer in zip(batch, answers):
-                    if answer.status >= 300:
-                        raise PushError("prune", f"deleting {path} on {url}: HTTP {answer.status}")
-                    deleted += 1
+        for url in by_shard:
+            conns.setdefault(url, Connection(url, headers))
+        # The shards delete side by side: each is its own process.
+        done: dict[str, int] = {}
+        errors: list[BaseException] = []
+
+        def delete_on(url: str) -> None:
+            try:
+                done[url] = _delete_groups(conns[url], url, by_shard[url], deadline, done)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others
+                errors.append(exc)
+
+        threads = [threading.Thread(target=delete_on, args=(url,)) for url in by_shard]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        deleted = sum(done.values())
+        if errors:
+            raise errors[0]
     except Exception as exc:  # noqa: BLE001 - a hygiene job failing must not take anything down
         metrics_module.METRICS.count_push_failure("prune")
         logger.warning("pruning stale Pushgateway groups failed after %d deletions: %r", deleted, exc)
@@ -622,6 +627,26 @@ def prune_stale_groups(settings: Settings | None = None, now: float | None = Non
             conn.close()
     if deleted:
         logger.info("pruned %d stale Pushgateway groups", deleted)
+    return deleted
+
+
+def _delete_groups(conn: Connection, url: str, paths: list[str], deadline: float, done: dict[str, int]) -> int:
+    """DELETE each group path on one shard, :data:`PRUNE_PIPELINE` at a time; the count deleted."""
+    deleted = 0
+    for start in range(0, len(paths), PRUNE_PIPELINE):
+        batch = paths[start:start + PRUNE_PIPELINE]
+        conn.send([("DELETE", path, None) for path in batch], deadline)
+        answers: list = []
+        while len(answers) < len(batch):
+            got = conn.poll(deadline)
+            if not got:
+                raise PushError("prune", f"{len(batch) - len(answers)} deletions on {url} unanswered")
+            answers += got
+        for path, answer in zip(batch, answers):
+            if answer.status >= 300:
+                raise PushError("prune", f"deleting {path} on {url}: HTTP {answer.status}")
+            deleted += 1
+            done[url] = deleted  # what a failure still reports as done
     return deleted
 
 
