@@ -57,6 +57,12 @@ test-unit: $(VENV)/.installed ## unit tests only (no services, no AWS)
 test-integration: setup ## integration tests (real moto server, Prometheus stack, Sentry receiver)
 	$(PYTEST) tests/integration
 
+# Also part of `make test` (about 40 s): one notification per alert while an Alertmanager of
+# three and a Prometheus of two die and return; a pushed sample reaching VictoriaMetrics.
+.PHONY: test-ha
+test-ha: setup ## the alert path's high availability and long-term storage, real binaries (loopback)
+	$(PY) -m pytest -q -n 0 tests/integration/test_alert_path_ha.py tests/integration/test_remote_write_victoria_metrics.py
+
 test-e2e: setup build ## end-to-end tests: built artifacts in local Lambda
 	$(PYTEST) tests/e2e
 

@@ -196,6 +196,7 @@ def pushgateway(work: Path, port: int, checked: bool, persistence: Path | None =
 def prometheus(work: Path, port: int, shards: list[str], rule_files: list[Path]) -> Proc:
     config = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())
     config.pop("alerting", None)
+    config.pop("remote_write", None)
     config["rule_files"] = [str(p) for p in rule_files]
     for job in config["scrape_configs"]:
         if job["job_name"] == "pushgateway":

@@ -32,10 +32,13 @@ PUSHGATEWAY = "prometheus-pushgateway"
 ALERTMANAGER = "prometheus-alertmanager"
 AMTOOL = "amtool"
 BINARIES = (PROMETHEUS, PROMTOOL, PUSHGATEWAY, ALERTMANAGER, AMTOOL)
+# Long-term storage (remote write); pinned for amd64 only, so not among BINARIES.
+VICTORIA_METRICS = "victoria-metrics"
 # The Debian package each binary comes from (pinned in VERSIONS_FILE).
 PACKAGE_OF = {PROMETHEUS: "prometheus", PROMTOOL: "promtool", PUSHGATEWAY: "prometheus-pushgateway",
               ALERTMANAGER: "prometheus-alertmanager", AMTOOL: "prometheus-alertmanager",
-              "pushgateway": "prometheus-pushgateway", "alertmanager": "prometheus-alertmanager"}
+              "pushgateway": "prometheus-pushgateway", "alertmanager": "prometheus-alertmanager",
+              VICTORIA_METRICS: "victoria-metrics"}
 
 # Debian's Alertmanager reads its default notification templates from this compiled-in path and
 # loads no configuration without them; install.sh puts the pinned package's copies there.

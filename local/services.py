@@ -228,6 +228,7 @@ def prometheus_config(pushgateway: str, *, base: Path | None = None, rule_files:
     # The base config names the docker-compose Alertmanager; locally there is none to send to,
     # and alerts stay visible on Prometheus's own /alerts page.
     config.pop("alerting", None)
+    config.pop("remote_write", None)  # the same for the docker-compose VictoriaMetrics
     config["rule_files"] = [
         str(path if Path(path).is_absolute() else (base.parent / path).resolve())
         for path in config.get("rule_files") or []

@@ -94,6 +94,7 @@ def prometheus_service(tmp: Path, binary: str, replica: str, pushgateway: str, a
     port = free_port()
     config = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s", external_labels={"replica": replica})
+    config.pop("remote_write", None)
     config["alerting"] = {
         # Both replicas send the same alert: without its replica label the cluster dedupes it.
         "alert_relabel_configs": [{"action": "labeldrop", "regex": "replica"}],

@@ -227,6 +227,7 @@ def shortened_rules(tmp: Path) -> list[str]:
 def prometheus_config(tmp: Path, port: int, pushgateway: str, alertmanager: str, prefix: str) -> Path:
     config = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    config.pop("remote_write", None)  # test_remote_write_victoria_metrics.py has its own
     config["alerting"]["alertmanagers"][0].update(static_configs=[{"targets": [alertmanager]}],
                                                   path_prefix=prefix)
     config["rule_files"] = shortened_rules(tmp)
