@@ -457,7 +457,10 @@ def prune_dead(prom: str | None, containers: list[Container], cut: float, settin
     t0 = time.perf_counter()
     pruned = prune_stale_groups(settings, now=cut + settings.pushgateway_group_ttl_seconds)
     seconds = time.perf_counter() - t0
-    left = sum(pricing_groups(s) for s in sorted({c.shard for c in containers}))
+    try:
+        left = sum(pricing_groups(s) for s in sorted({c.shard for c in containers}))
+    except OSError:  # a checked Pushgateway of 20,000 groups may not even list them in 120 s
+        left = -1
     return {"pruned": pruned, "dead_groups": 2 * (len(containers) - len(live)), "prune_seconds": seconds,
             "left_after_prune": left, "live_groups": 2 * len(live)}
 

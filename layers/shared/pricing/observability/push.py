@@ -49,13 +49,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import urllib.parse
 import logging
 import re
 import os
 import signal
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -569,9 +569,9 @@ def prune_stale_groups(settings: Settings | None = None, now: float | None = Non
     """Delete every ``pricing-*`` group not pushed for ``PUSHGATEWAY_GROUP_TTL_SECONDS``.
 
     Run from a scheduled invocation (a dead container cannot delete its own groups). Age is the
-    Pushgateway's own last push time of the group against ``now`` (Unix seconds, default: the
-    clock). With ``PROMETHEUS_URL`` the stale groups come from one query to Prometheus
-    (``push_time_seconds`` older than the TTL): its answer holds only the dead groups, where
+    Pushgateway's own last push (or failed push) time of the group against ``now`` (Unix
+    seconds, default: the clock). With ``PROMETHEUS_URL`` the stale groups come from one query
+    to Prometheus (``push_time_seconds`` older than the TTL): its answer holds only the dead groups, where
     listing a Pushgateway returns every group's every series (at 20,000 groups the listing
     alone took longer than :data:`PRUNE_TIMEOUT_SECONDS`). Without it each Pushgateway is
     listed. Each group is deleted on the shard :func:`choose_pushgateway` gives its instance,
@@ -651,8 +651,12 @@ def _delete_groups(conn: Connection, url: str, paths: list[str], deadline: float
 
 
 def _stale_groups_from_prometheus(settings: Settings, now: float, deadline: float) -> list[tuple[str, dict[str, str]]]:
-    """(shard, grouping labels) of every ``pricing-*`` group Prometheus last saw pushed before the TTL."""
-    query = (f'push_time_seconds{{job=~"pricing-.+"}} < {now - settings.pushgateway_group_ttl_seconds:.3f}')
+    """(shard, grouping labels) of every ``pricing-*`` group Prometheus last saw pushed before the
+    TTL, and whose last failed push (if any) is older too, as the listing judges a group."""
+    cut = now - settings.pushgateway_group_ttl_seconds
+    selector = '{job=~"pricing-.+"}'
+    query = (f"push_time_seconds{selector} < {cut:.3f} unless on ({', '.join(GROUPING_LABELS)}) "
+             f"push_failure_time_seconds{selector} >= {cut:.3f}")
     conn = Connection(settings.prometheus_url, {})
     try:
         # Evaluated at Prometheus' present (a later ``now`` would find no sample within the
