@@ -64,6 +64,12 @@ test-unit: $(VENV)/.installed ## unit tests only (no services, no AWS)
 test-integration: setup ## integration tests (real moto server, Prometheus stack, Sentry receiver)
 	$(PYTEST) tests/integration
 
+# Also part of `make test` (about 40 s): one notification per alert while an Alertmanager of
+# three and a Prometheus of two die and return; a pushed sample reaching VictoriaMetrics.
+.PHONY: test-ha
+test-ha: setup ## the alert path's high availability and long-term storage, real binaries (loopback)
+	$(PY) -m pytest -q -n 0 tests/integration/test_alert_path_ha.py tests/integration/test_remote_write_victoria_metrics.py
+
 test-e2e: setup build ## end-to-end tests: built artifacts in local Lambda
 	$(PYTEST) tests/e2e
 
@@ -116,6 +122,10 @@ demo-traffic: $(VENV)/.installed ## 22 minutes of mixed traffic on a running `BA
 .PHONY: bench-metrics
 bench-metrics: setup ## push overhead p50/p99 and push bytes after 1 vs 5,000 properties, real Pushgateway
 	$(VENV)/bin/python bench/bench_metrics.py
+
+.PHONY: bench-scale
+bench-scale: setup ## the metrics path at fleet scale, before/after: push p50/p99, pushes/s, scrape, head series, rules, pruning (SIZES=50,500 SHARDS= PUSHERS= PUSH_RATE= PUSH_SECONDS=)
+	$(VENV)/bin/python bench/bench_scale.py $(if $(SIZES),--sizes $(SIZES)) $(if $(SHARDS),--shards $(SHARDS)) $(if $(PUSHERS),--pushers $(PUSHERS)) $(if $(PUSH_SECONDS),--push-seconds $(PUSH_SECONDS)) $(if $(PUSH_RATE),--push-rate $(PUSH_RATE)) $(if $(LAYOUTS),--layouts $(LAYOUTS))
 
 # --- load ------------------------------------------------------------------------------------
 .PHONY: load

@@ -156,7 +156,7 @@ PACINGS = (("back to back", 0.0), ("5 ms apart", 0.005))
 
 def main() -> int:
     overheads = {}
-    with Pushgateway() as pgw:
+    with Pushgateway(checked=True) as pgw:
         for name, pause in PACINGS:
             overheads[(name, "checked")] = overhead(pgw.url, pause)
         capped = bytes_after(pgw.url, 200, send=True)
@@ -165,7 +165,7 @@ def main() -> int:
         for name, pause in PACINGS:
             overheads[(name, "unchecked")] = overhead(pgw.url, pause)
         capped_unchecked = bytes_after(pgw.url, 200, send=True)
-    with Pushgateway() as pgw:
+    with Pushgateway(checked=True) as pgw:
         naive_one, naive_many, naive_time = naive(pgw.url)
 
     ok = True

@@ -144,8 +144,14 @@ def pushgateway_available() -> bool:
     return prometheus_stack.find(prometheus_stack.PUSHGATEWAY) is not None
 
 
-def pushgateway(extra_args: list[str] | None = None):
-    """A real Pushgateway on a free port, in memory only (``support.promstack.Pushgateway``)."""
+def pushgateway(extra_args: list[str] | None = None, checked: bool | None = None):
+    """A real Pushgateway on a free port, in memory only (``support.promstack.Pushgateway``);
+    unchecked as production runs it unless ``checked`` (default: checked unless ``extra_args``
+    disable the check, as the benches that compare both ask)."""
+    from local.prometheus_stack import PUSHGATEWAY_FLAGS
     from support.promstack import Pushgateway
 
-    return Pushgateway(extra_args=extra_args or [])
+    extra_args = extra_args or []
+    if checked is None:
+        checked = not any(a in PUSHGATEWAY_FLAGS for a in extra_args)
+    return Pushgateway(extra_args=extra_args, checked=checked)

@@ -32,10 +32,13 @@ PUSHGATEWAY = "prometheus-pushgateway"
 ALERTMANAGER = "prometheus-alertmanager"
 AMTOOL = "amtool"
 BINARIES = (PROMETHEUS, PROMTOOL, PUSHGATEWAY, ALERTMANAGER, AMTOOL)
+# Long-term storage (remote write); pinned for amd64 only, so not among BINARIES.
+VICTORIA_METRICS = "victoria-metrics"
 # The Debian package each binary comes from (pinned in VERSIONS_FILE).
 PACKAGE_OF = {PROMETHEUS: "prometheus", PROMTOOL: "promtool", PUSHGATEWAY: "prometheus-pushgateway",
               ALERTMANAGER: "prometheus-alertmanager", AMTOOL: "prometheus-alertmanager",
-              "pushgateway": "prometheus-pushgateway", "alertmanager": "prometheus-alertmanager"}
+              "pushgateway": "prometheus-pushgateway", "alertmanager": "prometheus-alertmanager",
+              VICTORIA_METRICS: "victoria-metrics"}
 
 # Debian's Alertmanager reads its default notification templates from this compiled-in path and
 # loads no configuration without them; install.sh puts the pinned package's copies there.
@@ -44,6 +47,13 @@ ALERTMANAGER_TEMPLATES = tuple(Path("/usr/share/prometheus/alertmanager") / t fo
 # A counter's created timestamp lets Prometheus put a zero at the series' start
 # (created-timestamp-zero-ingestion), so increase()/rate() see a new series' first counts.
 PROMETHEUS_FLAGS = ("--enable-feature=created-timestamp-zero-ingestion",)
+# Every Pushgateway of the project runs without its consistency check: the check re-validates
+# everything the gateway holds on every push, so a push's cost grows with the fleet (p99 107 ms
+# at 1,000 groups, 906 ms at 5,000; bench/RESULTS.md "Metrics path at scale"). What it guards
+# against cannot happen here: every group is rendered by the same PricingMetrics definitions
+# (one type and help per family) and holds only its own grouping key's series, so no push can
+# contradict another group (docs/metrics.md).
+PUSHGATEWAY_FLAGS = ("--push.disable-consistency-check",)
 # Created timestamps travel only in the protobuf exposition: protobuf first, text as fallback.
 PUSHGATEWAY_SCRAPE_PROTOCOLS = ("PrometheusProto", "OpenMetricsText1.0.0", "PrometheusText0.0.4")
 

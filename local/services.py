@@ -152,7 +152,8 @@ class Pushgateway(ManagedProcess):
         self.url = f"http://127.0.0.1:{self.port}"
         # Debian's build persists to one machine-wide file by default; an empty path keeps each
         # local Pushgateway's groups its own (and gone when it stops).
-        super().__init__([_binary(self.binary), f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file="],
+        super().__init__([_binary(self.binary), f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file=",
+                          *prometheus_stack.PUSHGATEWAY_FLAGS],
                          f"{self.url}/-/ready", log_path=log_path)
 
     @classmethod
@@ -227,6 +228,7 @@ def prometheus_config(pushgateway: str, *, base: Path | None = None, rule_files:
     # The base config names the docker-compose Alertmanager; locally there is none to send to,
     # and alerts stay visible on Prometheus's own /alerts page.
     config.pop("alerting", None)
+    config.pop("remote_write", None)  # the same for the docker-compose VictoriaMetrics
     config["rule_files"] = [
         str(path if Path(path).is_absolute() else (base.parent / path).resolve())
         for path in config.get("rule_files") or []

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the pinned Prometheus stack (observability/stack/versions: Debian 13 "trixie"'s
-# prometheus, promtool, prometheus-pushgateway and prometheus-alertmanager) into a project
+# prometheus, promtool, prometheus-pushgateway, prometheus-alertmanager and, where pinned for the
+# architecture, victoria-metrics) into a project
 # folder, not over the system, the same way on Debian 12 and Debian 13:
 #
 #   - a private apt configuration under the folder (its own sources.list naming the pinned suite
@@ -9,7 +10,8 @@
 #   - `apt-get update` and `apt-get download <package>=<version>` on that configuration only;
 #   - each .deb's sha256 checked against the pin, then unpacked with `dpkg-deb -x`;
 #   - bin/ exposing prometheus, promtool, prometheus-pushgateway (and pushgateway),
-#     prometheus-alertmanager (and alertmanager) and amtool, each asked for its --version.
+#     prometheus-alertmanager (and alertmanager), amtool and victoria-metrics, each asked for its
+#     --version (Debian's victoria-metrics reports none: it must run, and its package be the pin).
 #
 # Download and unpacking need no root. One thing lands outside the folder: Debian's build of
 # Alertmanager reads its default notification templates (default.tmpl, email.tmpl) from a path
@@ -56,6 +58,7 @@ SUITE="$(awk '$1 == "suite" { print $2; exit }' "$VERSIONS")"
 # "package version arch sha256", one pin a line, for this machine's architecture.
 PINS="$(awk -v arch="$ARCH" '!/^[[:space:]]*#/ && NF == 4 && $3 == arch { print $1, $2, $3, $4 }' "$VERSIONS")"
 [ -n "$PINS" ] || die "$VERSIONS pins nothing for architecture $ARCH"
+if awk '$1 == "victoria-metrics"' <<<"$PINS" | grep -q .; then BINARIES+=(victoria-metrics); fi
 STAMP="$DEST/.installed"
 STAMP_TEXT="$(printf 'suite %s\n%s' "$SUITE" "$PINS")"
 # Where Debian's Alertmanager looks for its default templates (compiled in, no flag moves it).
@@ -250,6 +253,7 @@ expose pushgateway prometheus-pushgateway
 expose prometheus-alertmanager prometheus-alertmanager
 expose alertmanager prometheus-alertmanager
 expose amtool amtool
+case " ${BINARIES[*]} " in *" victoria-metrics "*) expose victoria-metrics victoria-metrics ;; esac
 
 rm -rf "$DEST/root.old" "$DEST/bin.old"
 [ ! -e "$DEST/root" ] || mv "$DEST/root" "$DEST/root.old"
@@ -276,6 +280,13 @@ check_version promtool promtool
 check_version prometheus-pushgateway prometheus-pushgateway
 check_version prometheus-alertmanager prometheus-alertmanager
 check_version amtool prometheus-alertmanager
+case " ${BINARIES[*]} " in
+  *" victoria-metrics "*)
+    "$DEST/bin/victoria-metrics" --version >/dev/null 2>&1 || die "$DEST/bin/victoria-metrics does not run here"
+    got="$(dpkg-deb -f "$(deb_file victoria-metrics "$(version_of victoria-metrics)" "$ARCH")" Version)"
+    [ "$got" = "$(version_of victoria-metrics)" ] || die "victoria-metrics package is $got, the pin is $(version_of victoria-metrics)"
+    say "  victoria-metrics: package $got (Debian's build reports no version)" ;;
+esac
 
 if ! templates_in_place; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo

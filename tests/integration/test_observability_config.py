@@ -118,10 +118,10 @@ def test_prometheus_scrapes_the_pushgateway_with_honor_labels_and_an_environment
 # -------------------------------------------------------------------------------- docker-compose
 
 
-def test_docker_compose_runs_the_four_services_with_the_files_of_this_folder():
+def test_docker_compose_runs_the_five_services_with_the_files_of_this_folder():
     compose = yaml.safe_load(COMPOSE.read_text())
     services = compose["services"]
-    assert set(services) == {"pushgateway", "prometheus", "alertmanager", "grafana"}
+    assert set(services) == {"pushgateway", "prometheus", "alertmanager", "grafana", "victoriametrics"}
     for name, service in services.items():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
@@ -135,6 +135,16 @@ def test_docker_compose_runs_the_four_services_with_the_files_of_this_folder():
     # Hostnames in prometheus.yml are the compose service names.
     assert services["pushgateway"]["ports"] == ["9091:9091"]
     assert services["alertmanager"]["ports"] == ["9093:9093"]
+    remote_write = yaml.safe_load(PROMETHEUS.read_text())["remote_write"]
+    assert [w["url"] for w in remote_write] == ["http://victoriametrics:8428/api/v1/write"]
+    assert services["victoriametrics"]["ports"] == ["8428:8428"]
+
+
+def test_every_pushgateway_runs_without_the_consistency_check():
+    """docker-compose, `make run`, the tests: the flag of local/prometheus_stack.py (docs/metrics.md)."""
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    assert prometheus_stack.PUSHGATEWAY_FLAGS == ("--push.disable-consistency-check",)
+    assert list(prometheus_stack.PUSHGATEWAY_FLAGS) == services["pushgateway"]["command"]
 
 
 def test_docker_compose_runs_the_pinned_versions_with_created_timestamps():
@@ -146,3 +156,5 @@ def test_docker_compose_runs_the_pinned_versions_with_created_timestamps():
         upstream = re.match(r"\d+\.\d+\.\d+", prometheus_stack.upstream_version(pins[package])).group(0)
         assert services[service]["image"] == f"prom/{service}:v{upstream}", service
     assert "--enable-feature=created-timestamp-zero-ingestion" in services["prometheus"]["command"]
+    vm = re.match(r"\d+\.\d+\.\d+", prometheus_stack.upstream_version(pins["victoria-metrics"])).group(0)
+    assert services["victoriametrics"]["image"] == f"victoriametrics/victoria-metrics:v{vm}"

@@ -88,8 +88,12 @@ MINIMUM_EVENTS = {
 SLO_BUDGETS = {"availability": "0.001", "latency": "0.01"}
 SLO_EVENTS = {"availability": "environment:pricing_score_requests:increase",
               "latency": "environment:pricing_score_latency_seconds_count:increase"}
-SLO_EVENT_EXPRS = {"availability": 'sum by (environment) (increase(pricing_requests_total{endpoint="/score"}[{w}]))',
-                   "latency": "sum by (environment) (increase(pricing_score_latency_seconds_count[{w}]))"}
+# Built from the recorded 1-minute sums over the window less a minute (prometheus_recording_rules.yml).
+SLO_EVENT_EXPRS = {"availability": "round(sum_over_time(environment:pricing_score_requests:rate1m[{w1}])"
+                                   " * scalar(pricing_slo:evaluation_interval:seconds))",
+                   "latency": "round(sum_over_time(environment:pricing_score_latency_seconds_count:rate1m[{w1}])"
+                              " * scalar(pricing_slo:evaluation_interval:seconds))"}
+WINDOW_LESS_A_MINUTE = {"1h": "59m", "6h": "5h59m", "1d": "23h59m", "3d": "71h59m"}
 # Which bucket tuple of metrics.py each histogram uses.
 HISTOGRAM_BUCKETS = {
     "pricing_api_latency_seconds": "API_LATENCY_BUCKETS",
@@ -220,8 +224,11 @@ def test_histogram_quantiles_sum_5m_bucket_rates_by_le():
     for name, expr in all_expressions():
         for call in re.finditer(r"histogram_quantile\(", expr):
             seen += 1
-            assert re.match(r"\s*0\.\d+,\s*sum by \(le(, \w+)*\) \(rate\(\w+_bucket\[5m\]\)\)\s*\)",
-                            expr[call.end():]), f"{name}: {expr}"
+            # Raw bucket rates, or the dashboard's recorded 5-minute sums of them (by le and more).
+            rest = expr[call.end():]
+            assert (re.match(r"\s*0\.\d+,\s*sum by \(le(, \w+)*\) \(rate\(\w+_bucket\[5m\]\)\)\s*\)", rest)
+                    or re.match(r"\s*0\.\d+,\s*sum by \(le(, \w+)*\) \(environment\w*_le:\w+_bucket:rate5m\)\s*\)", rest)
+                    ), f"{name}: {expr}"
     assert seen == 5  # CriticalScoreLatency, SlowScoreLatency, HighAPILatency, SlowModelPrediction, LongRetrainingDuration
 
 
@@ -323,7 +330,7 @@ def test_burn_rate_minimums_per_long_window():
         minimum = burn_minimum(factor, SLO_BUDGETS[slo])
         labels, events, n = minimum_clause(rule["expr"])
         assert (labels, events, n) == ("environment", f"{SLO_EVENTS[slo]}{long_w}", minimum), rule["alert"]
-        assert records[events] == SLO_EVENT_EXPRS[slo].replace("{w}", long_w)
+        assert records[events] == SLO_EVENT_EXPRS[slo].replace("{w1}", WINDOW_LESS_A_MINUTE[long_w])
         assert f"at least {minimum} " in rule["annotations"]["description"], rule["alert"]
         seen += 1
     assert seen == 8

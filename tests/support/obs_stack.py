@@ -230,6 +230,7 @@ def shortened_rules(tmp: Path) -> list[str]:
 def prometheus_config(tmp: Path, port: int, pushgateway: str, alertmanager: str, prefix: str) -> Path:
     config = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    config.pop("remote_write", None)  # test_remote_write_victoria_metrics.py has its own
     config["alerting"]["alertmanagers"][0].update(static_configs=[{"targets": [alertmanager]}],
                                                   path_prefix=prefix)
     config["rule_files"] = shortened_rules(tmp)
@@ -325,7 +326,8 @@ def observability_stack(tmp: Path, synthetic_check: bool = True) -> Iterator[Sta
                                 f"--web.route-prefix={prefix}",
                                 # Debian's build defaults to a shared file in /var/lib/prometheus:
                                 # every Pushgateway started without this loads everyone's groups.
-                                "--persistence.file=", "--log.level=warn"],
+                                "--persistence.file=", "--log.level=warn",
+                                *prometheus_stack.PUSHGATEWAY_FLAGS],
                 f"{pushgateway_url}/-/ready", tmp / "pushgateway.log"),
         Service("Alertmanager", [binaries[prometheus_stack.ALERTMANAGER],
                                  f"--config.file={alertmanager_config(tmp, webhook.url)}",

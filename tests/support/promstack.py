@@ -173,21 +173,25 @@ class _Server:
 class Pushgateway(_Server):
     """``prometheus-pushgateway`` without persistence; ``basic_auth={"user": "password"}`` secures it.
 
-    ``extra_args`` are added to the command line (e.g. ``["--push.disable-consistency-check"]``).
+    Runs without the consistency check, as every Pushgateway of the project does
+    (``prometheus_stack.PUSHGATEWAY_FLAGS``); ``checked=True`` keeps the check (benches comparing
+    the two). ``extra_args`` are added to the command line.
     """
 
     binary = PUSHGATEWAY_BIN
 
     def __init__(self, port: int | None = None, basic_auth: Mapping[str, str] | None = None,
-                 extra_args: Iterable[str] = ()) -> None:
+                 extra_args: Iterable[str] = (), checked: bool = False) -> None:
         super().__init__(port=port, basic_auth=basic_auth)
         self.extra_args = list(extra_args)
+        self.checked = checked
 
     def _args(self) -> list[str]:
         # Debian's default persistence file is shared by every instance on the machine: keep
         # each test's groups in memory only.
         return [f"--web.listen-address={self.address}", "--persistence.file=", "--log.level=warn",
-                *self._web_config_args(), *self.extra_args]
+                *self._web_config_args(), *(() if self.checked else prometheus_stack.PUSHGATEWAY_FLAGS),
+                *(a for a in self.extra_args if a not in prometheus_stack.PUSHGATEWAY_FLAGS)]
 
     def text(self) -> str:
         body = self.get("/metrics")
@@ -224,13 +228,16 @@ class Pushgateway(_Server):
 
 
 class Prometheus(_Server):
-    """``prometheus`` scraping one Pushgateway every ``scrape_interval`` with ``honor_labels``."""
+    """``prometheus`` scraping one Pushgateway (or a list of shards, all in the job
+    ``pushgateway``) every ``scrape_interval`` with ``honor_labels``."""
 
     binary = PROMETHEUS_BIN
 
-    def __init__(self, pushgateway: Pushgateway, scrape_interval: str = "1s", port: int | None = None) -> None:
+    def __init__(self, pushgateway: "Pushgateway | list[Pushgateway]", scrape_interval: str = "1s",
+                 port: int | None = None) -> None:
         super().__init__(port=port)
-        self.pushgateway = pushgateway
+        self.pushgateways = list(pushgateway) if isinstance(pushgateway, (list, tuple)) else [pushgateway]
+        self.pushgateway = self.pushgateways[0]
         self.scrape_interval = scrape_interval
 
     def _args(self) -> list[str]:
@@ -250,7 +257,7 @@ class Prometheus(_Server):
             "    honor_labels: true\n"
             # Created timestamps travel only in protobuf: scrape it first, text as a fallback.
             f"    scrape_protocols: {json.dumps(list(prometheus_stack.PUSHGATEWAY_SCRAPE_PROTOCOLS))}\n"
-            f"    static_configs: [{{targets: ['{self.pushgateway.address}']}}]\n" + auth
+            f"    static_configs: [{{targets: {json.dumps([p.address for p in self.pushgateways])}}}]\n" + auth
         )
         return [
             f"--config.file={config}",
@@ -264,7 +271,8 @@ class Prometheus(_Server):
         super().start()
         # Ready is not scraping: target discovery hands over targets only every 5 s, so wait for
         # the first scrape or a test's first seconds of pushes would never be seen.
-        _wait(lambda: self.value('up{job="pushgateway"}') == 1, 30, "the first scrape of the Pushgateway", 0.2)
+        _wait(lambda: self.value('count(up{job="pushgateway"} == 1)') == len(self.pushgateways), 30,
+              "the first scrape of every Pushgateway", 0.2)
         return self
 
     def query(self, expr: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:

@@ -432,3 +432,53 @@ def test_last_push_stats_say_what_was_written_and_what_awaits_answers(monkeypatc
     stats = push.last_push_stats()
     assert stats["pushes"] == 1 and stats["unwritten"] == 0 and stats["in_flight"] == 1
     assert stats["requests"] == 1 and stats["bytes"] > 0
+
+
+# ---------------------------------------------------------------------- Pushgateway shards
+
+
+SHARDS = ("http://pg-0:9091", "http://pg-1:9091", "http://pg-2:9091")
+
+
+def test_a_container_keeps_its_shard_whatever_the_process_or_the_shard_addresses():
+    instances = [f"{i:016x}" for i in range(2000)]
+    first = [push.choose_pushgateway(i, SHARDS) for i in instances]
+    assert first == [push.choose_pushgateway(i, list(SHARDS)) for i in instances]  # stable
+    # The choice is by position: the same shards under other addresses get the same containers.
+    other = ("https://a.internal", "https://b.internal", "https://c.internal")
+    assert [SHARDS.index(s) for s in first] == [other.index(push.choose_pushgateway(i, other)) for i in instances]
+    # Spread: each of 3 shards holds about a third (2000 ids: 667 +- 10 %).
+    for shard in SHARDS:
+        assert 600 <= first.count(shard) <= 733, (shard, first.count(shard))
+
+
+def test_adding_a_shard_moves_only_the_containers_the_new_one_wins():
+    instances = [f"c{i}" for i in range(3000)]
+    before = {i: push.choose_pushgateway(i, SHARDS[:2]) for i in instances}
+    after = {i: push.choose_pushgateway(i, SHARDS) for i in instances}
+    moved = [i for i in instances if before[i] != after[i]]
+    assert all(after[i] == SHARDS[2] for i in moved)
+    assert 850 <= len(moved) <= 1150  # about a third
+
+
+def test_a_single_url_is_every_containers_shard_and_none_is_an_error():
+    assert push.choose_pushgateway("x", ["http://only"]) == "http://only"
+    with pytest.raises(ValueError):
+        push.choose_pushgateway("x", [])
+
+
+def test_pushgateway_urls_are_read_from_a_comma_list_and_win_over_the_single_url():
+    s = Settings.from_env({"PUSHGATEWAY_URL": "http://one/", "PUSHGATEWAY_URLS": " http://a/ ,http://b,, "})
+    assert s.pushgateways == ("http://a", "http://b")
+    assert Settings.from_env({"PUSHGATEWAY_URL": "http://one/"}).pushgateways == ("http://one",)
+    assert Settings.from_env({}).pushgateways == ()
+    assert Settings.from_env({"PROMETHEUS_URL": "http://prom:9090/"}).prometheus_url == "http://prom:9090"
+
+
+def test_the_pusher_writes_every_group_of_its_container_to_the_chosen_shard():
+    settings = Settings(pushgateway_urls=SHARDS, function_name="score")
+    for instance in ("a", "b", "c", "d", "e", "f"):
+        pusher = MetricsPusher(PricingMetrics(), settings, instance=instance)
+        assert pusher.url == push.choose_pushgateway(instance, SHARDS)
+        assert pusher._conn.port == 9091 and pusher._conn.host == pusher.url.split("//")[1].split(":")[0]
+        pusher.close()

@@ -45,6 +45,11 @@ class Settings:
     ``ENVIRONMENT``, ``RELEASE``                    deployment name and version
     ``SENTRY_DSN``, ``SENTRY_TRACES_SAMPLE_RATE``   Sentry (empty DSN: Sentry off)
     ``PUSHGATEWAY_URL``                             Pushgateway base URL (empty: no push)
+    ``PUSHGATEWAY_URLS``                            comma-separated Pushgateway shards (overrides
+                                                    PUSHGATEWAY_URL; a container picks one by a
+                                                    stable hash of its instance id)
+    ``PROMETHEUS_URL``                              Prometheus scraping them: pruning asks it for
+                                                    stale groups (empty: pruning lists each shard)
     ``PUSHGATEWAY_TIMEOUT_SECONDS``                 bound on one push (default 0.25)
     ``PUSHGATEWAY_USERNAME``/``PUSHGATEWAY_PASSWORD`` or ``PUSHGATEWAY_BEARER_TOKEN``
     ``PUSHGATEWAY_CREDENTIALS_SECRET_ARN``          Secrets Manager secret with those credentials
@@ -75,6 +80,8 @@ class Settings:
     sentry_dsn: str = ""
     sentry_traces_sample_rate: float = 0.1
     pushgateway_url: str = ""
+    pushgateway_urls: tuple[str, ...] = ()
+    prometheus_url: str = ""
     pushgateway_timeout_seconds: float = 0.25
     pushgateway_username: str = ""
     pushgateway_password: str = field(default="", repr=False)
@@ -108,6 +115,13 @@ class Settings:
         """The property's rules holdback share: 0 when it is switched off for it."""
         return 0.0 if property_id in self.holdback_disabled_properties else self.holdback_rate
 
+    @property
+    def pushgateways(self) -> tuple[str, ...]:
+        """The Pushgateway shards, in their configured order (empty: no push)."""
+        if self.pushgateway_urls:
+            return self.pushgateway_urls
+        return (self.pushgateway_url,) if self.pushgateway_url else ()
+
     def exploration_rate_for(self, property_id: str) -> float:
         """The property's exploration rate: 0 when it is switched off for it."""
         return 0.0 if property_id in self.exploration_disabled_properties else self.exploration_rate
@@ -123,6 +137,8 @@ class Settings:
             sentry_dsn=env.get("SENTRY_DSN", ""),
             sentry_traces_sample_rate=_float(env, "SENTRY_TRACES_SAMPLE_RATE", d.sentry_traces_sample_rate, 0.0, 1.0),
             pushgateway_url=env.get("PUSHGATEWAY_URL", "").rstrip("/"),
+            pushgateway_urls=tuple(u.strip().rstrip("/") for u in env.get("PUSHGATEWAY_URLS", "").split(",") if u.strip()),
+            prometheus_url=env.get("PROMETHEUS_URL", "").rstrip("/"),
             pushgateway_timeout_seconds=_float(env, "PUSHGATEWAY_TIMEOUT_SECONDS", d.pushgateway_timeout_seconds, 0.01, 5.0),
             pushgateway_username=env.get("PUSHGATEWAY_USERNAME", ""),
             pushgateway_password=env.get("PUSHGATEWAY_PASSWORD", ""),

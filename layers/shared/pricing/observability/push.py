@@ -25,7 +25,12 @@ in ``docs/metrics.md``):
   it retires the container; the handler installed here reads the last answers and pushes
   whatever is still owed within :data:`SHUTDOWN_FLUSH_SECONDS`.
 
-Configuration (``pricing.settings``, passed in by the app module): ``PUSHGATEWAY_URL`` (empty: no push),
+- **Shards.** With several Pushgateways (``PUSHGATEWAY_URLS``) each container pushes all its
+  groups to the one :func:`choose_pushgateway` picks by a stable hash of its instance id, so
+  every group still has one writer on one gateway; Prometheus scrapes them all.
+
+Configuration (``pricing.settings``, passed in by the app module): ``PUSHGATEWAY_URL`` or ``PUSHGATEWAY_URLS`` (empty: no push),
+``PROMETHEUS_URL`` (pruning asks it for stale groups),
 ``PUSHGATEWAY_TIMEOUT_SECONDS``, ``PUSHGATEWAY_USERNAME``/``PUSHGATEWAY_PASSWORD`` or
 ``PUSHGATEWAY_BEARER_TOKEN``, ``PUSHGATEWAY_GROUP_TTL_SECONDS``, ``AWS_LAMBDA_FUNCTION_NAME``,
 ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``, ``AWS_LAMBDA_RUNTIME_API``.
@@ -42,6 +47,7 @@ Example::
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import re
@@ -49,6 +55,7 @@ import os
 import signal
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -75,7 +82,7 @@ BACKOFF_MAX_SECONDS = 30.0
 # A container's identity: drawn once per process, i.e. once per Lambda execution environment.
 _INSTANCE = uuid.uuid4().hex[:16]
 
-__all__ = ["MetricsPusher", "PushError", "PushStats", "container_instance", "flush_metrics",
+__all__ = ["MetricsPusher", "PushError", "PushStats", "choose_pushgateway", "container_instance", "flush_metrics",
            "function_short_name", "last_push_stats", "prune_stale_groups", "push_invocation_metrics",
            "pushes_metrics"]
 
@@ -83,6 +90,22 @@ __all__ = ["MetricsPusher", "PushError", "PushStats", "container_instance", "flu
 def container_instance() -> str:
     """The ``instance`` label of this container's groups."""
     return _INSTANCE
+
+
+def choose_pushgateway(instance: str, urls: tuple[str, ...] | list[str]) -> str:
+    """The shard of ``urls`` that holds every group of container ``instance``.
+
+    Rendezvous hashing on the shard's position: the choice depends only on the instance id and
+    the number of shards (not on their addresses, which differ between networks), and adding a
+    shard at the end moves only the containers the new one wins, about 1/N of them.
+    """
+    if not urls:
+        raise ValueError("no Pushgateway configured")
+    if len(urls) == 1:
+        return urls[0]
+    def weight(index: int) -> bytes:
+        return hashlib.blake2b(f"{index}:{instance}".encode(), digest_size=8).digest()
+    return urls[max(range(len(urls)), key=weight)]
 
 
 def function_short_name(function_name: str) -> str:
@@ -150,10 +173,12 @@ class MetricsPusher:
         self.pushes = 0
         self.unwritten = 0
         self._lock = threading.Lock()
-        if transport is None and settings.pushgateway_url:
+        #: The Pushgateway this container's groups live on (None: pushes are off).
+        self.url = choose_pushgateway(self.instance, settings.pushgateways) if settings.pushgateways else None
+        if transport is None and self.url:
             headers = {"Content-Type": CONTENT_TYPE, **authorization(
                 settings.pushgateway_username, settings.pushgateway_password, settings.pushgateway_bearer_token)}
-            transport = Connection(settings.pushgateway_url, headers)
+            transport = Connection(self.url, headers)
         elif transport is not None and not hasattr(transport, "send"):
             transport = AnswersAtOnce(transport)
         self._conn: Any = transport
@@ -475,7 +500,7 @@ def push_invocation_metrics(request_id: str | None = None, *, settings: Settings
     next call (or the shutdown flush).
     """
     try:
-        if not settings.pushgateway_url:
+        if not settings.pushgateways:
             metrics_module.METRICS.drain_changes()
             return
         _pusher_for(settings, function).push(request_id or _current_request_id())
@@ -532,47 +557,134 @@ def pushes_metrics(*, settings: Settings, function: str | None = None) -> Callab
 
 # ---------------------------------------------------------------------- pruning dead groups
 
+#: The grouping labels of the project's groups (``MetricsPusher._path``): a stale group's
+#: ``push_time_seconds`` series in Prometheus carries them, and they name the group to delete.
+GROUPING_LABELS = ("job", "instance", "property_id")
+#: Deletions written back to back before their answers are read.
+PRUNE_PIPELINE = 200
+
 
 def prune_stale_groups(settings: Settings, now: float | None = None) -> int:
     """Delete every ``pricing-*`` group not pushed for ``PUSHGATEWAY_GROUP_TTL_SECONDS``.
 
     Run from a scheduled invocation (a dead container cannot delete its own groups). Age is the
-    Pushgateway's own last push (or failed push) time of the group against ``now`` (Unix seconds,
-    default: the clock). Returns the number of groups deleted. Never raises: failures are logged
-    and counted with ``reason="prune"``.
+    Pushgateway's own last push (or failed push) time of the group against ``now`` (Unix
+    seconds, default: the clock). With ``PROMETHEUS_URL`` the stale groups come from one query
+    to Prometheus (``push_time_seconds`` older than the TTL): its answer holds only the dead groups, where
+    listing a Pushgateway returns every group's every series (at 20,000 groups the listing
+    alone took longer than :data:`PRUNE_TIMEOUT_SECONDS`). Without it each Pushgateway is
+    listed. Each group is deleted on the shard :func:`choose_pushgateway` gives its instance,
+    the deletions pipelined on one connection per shard. Returns the number of groups deleted.
+    Never raises: failures are logged and counted with ``reason="prune"``.
     """
-    if not settings.pushgateway_url:
+    if not settings.pushgateways:
         return 0
     now = time.time() if now is None else now
+    deadline = time.monotonic() + PRUNE_TIMEOUT_SECONDS
     deleted = 0
-    conn: Connection | None = None
+    conns: dict[str, Connection] = {}
+    headers = authorization(settings.pushgateway_username, settings.pushgateway_password,
+                            settings.pushgateway_bearer_token)
     try:
-        conn = Connection(settings.pushgateway_url, authorization(
-            settings.pushgateway_username, settings.pushgateway_password, settings.pushgateway_bearer_token))
-        status, body = conn.request("GET", "/api/v1/metrics", None, time.monotonic() + PRUNE_TIMEOUT_SECONDS)
-        if status != 200:
-            raise PushError("prune", f"listing groups: HTTP {status}")
-        for group in json.loads(body).get("data", []):
-            labels: dict[str, str] = group.get("labels", {})
-            job = labels.get("job", "")
-            if not job.startswith("pricing-"):
-                continue  # not ours: other pushers' groups are their business
-            if now - _last_push_time(group) <= settings.pushgateway_group_ttl_seconds:
-                continue
-            path = grouping_path([("job", job), *sorted((k, v) for k, v in labels.items() if k != "job")])
-            status, _ = conn.request("DELETE", path, None, time.monotonic() + PRUNE_TIMEOUT_SECONDS)
-            if status >= 300:
-                raise PushError("prune", f"deleting {path}: HTTP {status}")
-            deleted += 1
+        if settings.prometheus_url:
+            stale = _stale_groups_from_prometheus(settings, now, deadline)
+        else:
+            stale = []
+            for url in settings.pushgateways:
+                conns[url] = Connection(url, headers)
+                stale += [(url, labels) for labels in _stale_groups_listed(conns[url], settings, now, deadline)]
+        by_shard: dict[str, list[str]] = {}
+        for url, labels in stale:
+            path = grouping_path([("job", labels["job"]), *sorted((k, v) for k, v in labels.items() if k != "job")])
+            by_shard.setdefault(url, []).append(path)
+        for url in by_shard:
+            conns.setdefault(url, Connection(url, headers))
+        # The shards delete side by side: each is its own process.
+        done: dict[str, int] = {}
+        errors: list[BaseException] = []
+
+        def delete_on(url: str) -> None:
+            try:
+                done[url] = _delete_groups(conns[url], url, by_shard[url], deadline, done)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the others
+                errors.append(exc)
+
+        threads = [threading.Thread(target=delete_on, args=(url,)) for url in by_shard]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        deleted = sum(done.values())
+        if errors:
+            raise errors[0]
     except Exception as exc:  # noqa: BLE001 - a hygiene job failing must not take anything down
         metrics_module.METRICS.count_push_failure("prune")
         logger.warning("pruning stale Pushgateway groups failed after %d deletions: %r", deleted, exc)
     finally:
-        if conn is not None:
+        for conn in conns.values():
             conn.close()
     if deleted:
         logger.info("pruned %d stale Pushgateway groups", deleted)
     return deleted
+
+
+def _delete_groups(conn: Connection, url: str, paths: list[str], deadline: float, done: dict[str, int]) -> int:
+    """DELETE each group path on one shard, :data:`PRUNE_PIPELINE` at a time; the count deleted."""
+    deleted = 0
+    for start in range(0, len(paths), PRUNE_PIPELINE):
+        batch = paths[start:start + PRUNE_PIPELINE]
+        conn.send([("DELETE", path, None) for path in batch], deadline)
+        answers: list = []
+        while len(answers) < len(batch):
+            got = conn.poll(deadline)
+            if not got:
+                raise PushError("prune", f"{len(batch) - len(answers)} deletions on {url} unanswered")
+            answers += got
+        for path, answer in zip(batch, answers):
+            if answer.status >= 300:
+                raise PushError("prune", f"deleting {path} on {url}: HTTP {answer.status}")
+            deleted += 1
+            done[url] = deleted  # what a failure still reports as done
+    return deleted
+
+
+def _stale_groups_from_prometheus(settings: Settings, now: float, deadline: float) -> list[tuple[str, dict[str, str]]]:
+    """(shard, grouping labels) of every ``pricing-*`` group Prometheus last saw pushed before the
+    TTL, and whose last failed push (if any) is older too, as the listing judges a group."""
+    cut = now - settings.pushgateway_group_ttl_seconds
+    selector = '{job=~"pricing-.+"}'
+    query = (f"push_time_seconds{selector} < {cut:.3f} unless on ({', '.join(GROUPING_LABELS)}) "
+             f"push_failure_time_seconds{selector} >= {cut:.3f}")
+    conn = Connection(settings.prometheus_url, {})
+    try:
+        # Evaluated at Prometheus' present (a later ``now`` would find no sample within the
+        # lookback); ``now`` only sets the threshold.
+        status, body = conn.request("GET", "/api/v1/query?" + urllib.parse.urlencode({"query": query}), None, deadline)
+    finally:
+        conn.close()
+    if status != 200:
+        raise PushError("prune", f"querying Prometheus: HTTP {status}")
+    groups = []
+    for series in json.loads(body)["data"]["result"]:
+        labels = {k: v for k, v in series["metric"].items() if k in GROUPING_LABELS}
+        if labels.get("job", "").startswith("pricing-") and labels.get("instance"):
+            groups.append((choose_pushgateway(labels["instance"], settings.pushgateways), labels))
+    return groups
+
+
+def _stale_groups_listed(conn: Connection, settings: Settings, now: float, deadline: float) -> list[dict[str, str]]:
+    """Grouping labels of every ``pricing-*`` group of one Pushgateway silent for the TTL."""
+    status, body = conn.request("GET", "/api/v1/metrics", None, deadline)
+    if status != 200:
+        raise PushError("prune", f"listing groups: HTTP {status}")
+    stale = []
+    for group in json.loads(body).get("data", []):
+        labels: dict[str, str] = group.get("labels", {})
+        if not labels.get("job", "").startswith("pricing-"):
+            continue  # not ours: other pushers' groups are their business
+        if now - _last_push_time(group) > settings.pushgateway_group_ttl_seconds:
+            stale.append(labels)
+    return stale
 
 
 def _last_push_time(group: dict) -> float:
