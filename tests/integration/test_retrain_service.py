@@ -22,7 +22,7 @@ from pricing.services import retraining
 from pricing.services.ingestion import IngestionService
 from pricing.services.retraining import RetrainingService, artifact_key
 from pricing.services.scoring import ScoringService
-from pricing.storage import LIVE_RECORD, Storage, StorageUnavailable
+from pricing.storage import LIVE_RECORD, ConditionFailed, Storage, StorageUnavailable
 
 #: Every timestamp here is fixed: the simulated outcomes' weekdays move demand, so data drawn
 #: around the real date made the revenue gate's figures change from day to day (a lower bound of
@@ -477,3 +477,53 @@ def test_the_lambda_handler_runs_the_service(stack, monkeypatch):
     answer = retraining.handler({"detail": {"property_ids": ["handler-1"], "force": False}}, LambdaContext())
 
     assert answer["results"][0]["status"] == "deployed"
+
+
+def test_the_holdback_guard_drops_the_share_for_a_model_that_beats_rules_and_a_new_model_starts_full(stack):
+    deployed = NOW - timedelta(days=10)
+    key = artifact_key("hb-win", "v-win")
+    stack.storage.put_artifact(key, CITY.true_model("hb-win", "v-win").to_artifact())
+    stack.storage.swap_live_model("hb-win", "v-win", key, expected_version=None, deployed_at=deployed.isoformat())
+    # The model's quotes earn 0.5 x 150 = 75 a quote, the holdback's 0.3 x 100 = 30.
+    stack.ingest(arms_since(deployed, 1500, model=(150.0, 0.5), rules=(100.0, 0.3), property_id="hb-win", seed=3))
+
+    result = stack.service.handle({"property_ids": ["hb-win"]}, LambdaContext())["results"][0]
+
+    guard = result["evaluation"]["holdback_guard"]
+    assert guard["enough"] and guard["model_wins"] and not guard["model_loses"], guard
+    assert guard["lower"] > 0 and guard["share"] == "maintenance"
+    pointer = live(stack, "hb-win")
+    if pointer["version"] == "v-win":  # kept: the decision is on its LIVE record, read by the scorer
+        assert pointer["holdback_mode"] == "maintenance" and pointer["holdback_since"]
+        record = stack.storage.get_property_record("hb-win")
+        assert record.holdback_mode == "maintenance"
+        scoring = ScoringService(stack.settings, stack.storage, CompetitorClient("", "", 0.3))
+        assert scoring.property_state("hb-win").holdback_mode == "maintenance"
+        assert scoring.settings.holdback_rate_for("hb-win", "maintenance") == stack.settings.holdback_maintenance_rate
+    else:  # replaced in the same run: the new model starts at the full share
+        assert "holdback_mode" not in pointer
+
+    # A new deploy rewrites LIVE without the decision; a stale version cannot write it.
+    current = pointer["version"]
+    stack.storage.swap_live_model("hb-win", "v-next", key, expected_version=current, deployed_at=NOW.isoformat())
+    assert stack.storage.get_property_record("hb-win").holdback_mode is None
+    with pytest.raises(ConditionFailed):
+        stack.storage.set_holdback_mode("hb-win", current, "maintenance", NOW.isoformat())
+    assert stack.storage.get_property_record("hb-win").holdback_mode is None
+
+
+def test_after_the_drop_the_holdback_guard_compares_by_period_and_still_rolls_back_a_loser(stack):
+    deployed, dropped = NOW - timedelta(days=10), NOW - timedelta(days=5)
+    key = artifact_key("hb-turn", "v-turn")
+    stack.storage.put_artifact(key, CITY.true_model("hb-turn", "v-turn").to_artifact())
+    stack.storage.swap_live_model("hb-turn", "v-turn", key, expected_version=None, deployed_at=deployed.isoformat())
+    stack.storage.set_holdback_mode("hb-turn", "v-turn", "maintenance", dropped.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    # The model loses clearly on both sides of the drop (12 against 50 a quote).
+    stack.ingest(arms_since(deployed, 1500, model=(150.0, 0.08), rules=(100.0, 0.5), property_id="hb-turn", seed=4))
+
+    result = stack.service.handle({"property_ids": ["hb-turn"]}, LambdaContext())["results"][0]
+
+    guard = result["evaluation"]["holdback_guard"]
+    assert guard["model_loses"] and guard["upper"] < 0, guard
+    assert result["reason"].startswith("rolled back to rule-based pricing: live model v-turn earned")
+    assert live(stack, "hb-turn").get("holdback_mode") is None  # rules now: no model, no holdback
