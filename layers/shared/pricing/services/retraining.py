@@ -25,7 +25,8 @@ Per property (``retrain_property``), the steps and their outcomes:
 2. too few outcomes or bookings (``training.MIN_*``): **skipped**;
 3. with a live model, the rules holdback guard first: its quotes' realised revenue since it went
    live against the holdback's (``pricing.domain.holdback``); a significant loss rolls it back to
-   rules (**deployed**, ``LIVE`` = ``rules-since-<deploy>``);
+   rules (**deployed**, ``LIVE`` = ``rules-since-<deploy>``); a shown win drops its holdback to
+   the maintenance share (``holdback_mode`` on ``LIVE``, read by the scorer);
    then drift of the outcomes since the live model's training data (``pricing.domain.drift``);
    retrain when forced, when there is no usable live model, on drift, or when new outcomes
    worth ``NEW_OUTCOMES_SHARE`` of its training sample have arrived; otherwise **skipped**;
