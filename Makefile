@@ -93,8 +93,8 @@ bench-pricing: $(VENV)/.installed ## pricing quality on simulated demand: ML vs 
 	$(PY) -m bench.bench_pricing
 
 .PHONY: bench-loop
-bench-loop: $(VENV)/.installed ## the learning loop closed on its own quotes: 5 curves x 12 days x 160 quotes, share of the oracle per day, PNG (DAYS= QUOTES= SEED= HOLDBACK=)
-	$(PY) -m bench.bench_loop $(if $(DAYS),--days $(DAYS)) $(if $(QUOTES),--quotes $(QUOTES)) $(if $(SEED),--seed $(SEED)) $(if $(HOLDBACK),--holdback $(HOLDBACK))
+bench-loop: $(VENV)/.installed ## the learning loop closed on its own quotes: 5 curves x 12 days x 160 quotes, share of the oracle per day, PNG (DAYS= QUOTES= SEED= HOLDBACK= HOLDBACK_MAINTENANCE=)
+	$(PY) -m bench.bench_loop $(if $(DAYS),--days $(DAYS)) $(if $(QUOTES),--quotes $(QUOTES)) $(if $(SEED),--seed $(SEED)) $(if $(HOLDBACK),--holdback $(HOLDBACK)) $(if $(HOLDBACK_MAINTENANCE),--holdback-maintenance $(HOLDBACK_MAINTENANCE))
 
 .PHONY: bench-loop-http
 bench-loop-http: build ## bench-loop over HTTP through the make run stack: /score, /learn, RetrainFunction as_of each simulated night (DAYS= QUOTES= SEED= CURVES=)

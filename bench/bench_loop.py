@@ -139,7 +139,8 @@ class InProcess:
     """The loop's services in this process on the simulated clock, stores in memory
     (``bench.memory_storage``). ``bench.bench_loop_http.Http`` is the same over ``make run``."""
 
-    def __init__(self, curve, seed: int, start: datetime, exploration_rate: float, holdback_rate: float):
+    def __init__(self, curve, seed: int, start: datetime, exploration_rate: float, holdback_rate: float,
+                 holdback_maintenance_rate: float = 0.01):
         from bench.memory_storage import MemoryStorage
         from pricing.competitors import CompetitorClient
         from pricing.services.ingestion import IngestionService
@@ -150,7 +151,8 @@ class InProcess:
         self.now = start
         clock = lambda: self.now  # noqa: E731
         self.storage = MemoryStorage(clock)
-        settings = Settings(model_cache_ttl_seconds=300, exploration_rate=exploration_rate, holdback_rate=holdback_rate)
+        settings = Settings(model_cache_ttl_seconds=300, exploration_rate=exploration_rate, holdback_rate=holdback_rate,
+                            holdback_maintenance_rate=holdback_maintenance_rate)
         tokens = iter(range(10**9))
         self.scoring = ScoringService(settings, self.storage, CompetitorClient("", "", 0.3),
                                       clock=lambda: self.now.timestamp(),
@@ -188,11 +190,12 @@ class InProcess:
 
 
 def run_curve(curve, *, days: int, quotes_per_day: int, held_out: int, seed: int, start: datetime,
-              exploration_rate: float = 0.1, holdback_rate: float = 0.05, services=None) -> CurveRun:
+              exploration_rate: float = 0.1, holdback_rate: float = 0.05, services=None,
+              holdback_maintenance_rate: float = 0.01) -> CurveRun:
     """One property's loop, day by day, through ``services`` (``InProcess`` unless given)."""
     from bench.loop_market import Market
 
-    loop = services or InProcess(curve, seed, start, exploration_rate, holdback_rate)
+    loop = services or InProcess(curve, seed, start, exploration_rate, holdback_rate, holdback_maintenance_rate)
     property_id = f"loop-{curve.name}"
     loop.configure(property_id, curve.base_price)
     market = Market(curve, seed)
@@ -385,18 +388,19 @@ def plot(runs: list[CurveRun], path: Path) -> None:
 
 
 def run(days: int, quotes: int, held_out: int, seed: int, png: Path, curves=None,
-        holdback_rate: float = 0.05) -> tuple[list[CurveRun], str]:
+        holdback_rate: float = 0.05, holdback_maintenance_rate: float = 0.01) -> tuple[list[CurveRun], str]:
     from bench.loop_market import CURVES
 
     started = time.perf_counter()
     start = START
     runs = [run_curve(c, days=days, quotes_per_day=quotes, held_out=held_out, seed=seed, start=start,
-                      holdback_rate=holdback_rate)
+                      holdback_rate=holdback_rate, holdback_maintenance_rate=holdback_maintenance_rate)
             for c in (curves or CURVES)]
     text = format_report(runs, time.perf_counter() - started)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "loop.json").write_text(json.dumps({
         "days": days, "quotes_per_day": quotes, "seed": seed, "holdback_rate": holdback_rate,
+        "holdback_maintenance_rate": holdback_maintenance_rate,
         "curves": [{"curve": r.curve, "representable": r.representable, "shift_day": r.shift_day,
                     "last3": r.last(), "first_deploy_night": r.first_deploy_night, "drift_night": r.drift_night,
                     "recovery_days": r.recovery_days, "days": [asdict(d) for d in r.days]} for r in runs],
@@ -413,12 +417,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held-out", type=int, default=150, help="held-out outcomes per day for the offline metrics")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--holdback", type=float, default=0.05, help="rules holdback share of modelled quotes")
+    parser.add_argument("--holdback-maintenance", type=float, default=0.01,
+                        help="the holdback share once the guard has shown the model beats rules")
     parser.add_argument("--png", type=Path, default=OUT / "loop.png")
     args = parser.parse_args(argv)
     for name in ("PUSHGATEWAY_URL", "SENTRY_DSN"):
         os.environ.pop(name, None)
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    runs, text = run(args.days, args.quotes, args.held_out, args.seed, args.png, holdback_rate=args.holdback)
+    runs, text = run(args.days, args.quotes, args.held_out, args.seed, args.png, holdback_rate=args.holdback,
+                     holdback_maintenance_rate=args.holdback_maintenance)
     print(text)
     print(f"\nfigures: {OUT / 'loop.json'}, learning curves: {args.png}")
     return 0 if all(met for _, met, _ in verdicts(runs)) else 1

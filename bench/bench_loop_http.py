@@ -89,7 +89,7 @@ class Http:
     def policy_price(self, body: dict) -> float:
         from pricing.api.schemas import ScoreRequest
 
-        return self.pure.score(ScoreRequest.model_validate(body))["price"]
+        return self.pure.score(ScoreRequest.model_validate(body).to_quote()).recommendation.price
 
     def learn(self, outcomes: list[dict]) -> dict:
         return self._post("/learn", {"batch": outcomes})

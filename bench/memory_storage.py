@@ -35,7 +35,7 @@ class MemoryStorage:
     def get_property_record(self, property_id: str) -> PropertyRecord:
         live = self.live.get(property_id, {})
         return PropertyRecord(property_id, self.base_prices.get(property_id), live.get("version"), live.get("artifact_key"),
-                              live.get("deployed_at"))
+                              live.get("deployed_at"), live.get("holdback_mode"), live.get("holdback_since"))
 
     def load_artifact(self, key: str) -> Any:
         return copy.deepcopy(self.artifacts[key])
@@ -98,6 +98,11 @@ class MemoryStorage:
             raise ConditionFailed("the live model changed")
         self.live[property_id] = {"version": version, "artifact_key": artifact_key, "deployed_at": deployed_at,
                                   "previous_version": expected_version}
+
+    def set_holdback_mode(self, property_id, version, mode, since) -> None:
+        if self.live.get(property_id, {}).get("version") != version:
+            raise ConditionFailed("the live model changed")
+        self.live[property_id].update(holdback_mode=mode, holdback_since=since)
 
     def enqueue_messages(self, queue_url: str, bodies: list[dict]) -> None:
         raise NotImplementedError("the benchmark retrains inline")

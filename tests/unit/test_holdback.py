@@ -115,3 +115,83 @@ def test_the_guard_is_calibrated_a_model_as_good_as_rules_rarely_loses():
     rng = random.Random(4)
     losses = sum(compare_arms(arm(rng, 800, 100.0, 0.4), arm(rng, 80, 100.0, 0.4)).model_loses for _ in range(400))
     assert losses / 400 < 0.09
+
+
+def test_the_maintenance_share_is_a_setting_never_above_the_full_share():
+    s = Settings.from_env({"HOLDBACK_RATE": "0.05", "HOLDBACK_MAINTENANCE_RATE": "0.02", "HOLDBACK_DISABLED_PROPERTIES": "a"})
+    assert s.holdback_rate_for("c", holdback.MAINTENANCE) == 0.02 and s.holdback_rate_for("c", holdback.FULL) == 0.05
+    assert s.holdback_rate_for("c", None) == 0.05 and s.holdback_rate_for("a", holdback.MAINTENANCE) == 0.0
+    assert Settings.from_env({}).holdback_rate_for("c", holdback.MAINTENANCE) == holdback.DEFAULT_MAINTENANCE_RATE
+    assert Settings.from_env({"HOLDBACK_RATE": "0.005"}).holdback_rate_for("c", holdback.MAINTENANCE) == 0.005
+    with pytest.raises(ConfigurationError):
+        Settings.from_env({"HOLDBACK_MAINTENANCE_RATE": "0.5"})
+
+
+def test_a_model_clearly_beating_the_holdback_wins_and_the_share_drops_to_maintenance():
+    rng = random.Random(5)
+    c = compare_arms(arm(rng, 1000, 100.0, 0.60), arm(rng, 80, 100.0, 0.30))  # 60 against 30 per quote
+    assert c.enough and c.model_wins and not c.model_loses and c.lower > 0
+    assert c.as_dict()["model_wins"] is True
+    assert holdback.next_mode(None, c) == holdback.MAINTENANCE
+    assert holdback.next_mode(holdback.MAINTENANCE, c) == holdback.MAINTENANCE
+
+
+def test_no_confident_win_keeps_the_full_share():
+    rng = random.Random(6)
+    small = compare_arms(arm(rng, 1000, 100.0, 0.42), arm(rng, 80, 100.0, 0.40))  # +2 a quote: not shown
+    assert not small.model_wins and holdback.next_mode(None, small) == holdback.FULL
+    thin = compare_arms(arm(rng, 1000, 100.0, 0.9), arm(rng, MIN_HOLDBACK_QUOTES - 1, 100.0, 0.2))
+    assert not thin.enough and not thin.model_wins and holdback.next_mode(holdback.FULL, thin) == holdback.FULL
+    # Once shown, it stays for this model: a model that turns to losing is rolled back instead.
+    assert holdback.next_mode(holdback.MAINTENANCE, small) == holdback.MAINTENANCE
+
+
+def test_a_model_as_good_as_rules_is_rarely_taken_for_a_winner():
+    rng = random.Random(7)
+    wins = sum(compare_arms(arm(rng, 800, 100.0, 0.4), arm(rng, 80, 100.0, 0.4)).model_wins for _ in range(400))
+    assert wins / 400 < 0.09
+
+
+def test_the_comparison_is_stratified_by_the_periods_of_constant_share():
+    # Revenue per quote halves in the second period, when the holdback's share drops: pooled, the
+    # holdback (weighted to the first period) looks better than rules are; by period, the model's
+    # true +10 then +5 a quote is what comes out (arms large enough to read the means closely).
+    rng = random.Random(8)
+    first = (arm(rng, 950, 100.0, 0.6), arm(rng, 50 * 40, 100.0, 0.5), [100.0] * 2000)
+    second = (arm(rng, 9900, 50.0, 0.6), arm(rng, 100 * 40, 50.0, 0.5), [50.0] * 4000)
+    pooled = compare_arms(first[0] + second[0], first[1] + second[1], first[2] + second[2])
+    strata = holdback.compare_strata([first, second])
+    assert pooled.difference < 0  # the mix, not the model
+    w1, w2 = len(first[0]) + len(first[1]), len(second[0]) + len(second[1])
+    assert strata.difference == pytest.approx((w1 * 10 + w2 * 5) / (w1 + w2), abs=1.0)
+    assert strata.lower < strata.difference < strata.upper
+    assert strata.holdback_quotes == len(first[1]) + len(second[1]) and strata.model_quotes == 950 + 9900
+    # One period is the plain comparison; a period without a holdback quote carries no weight.
+    assert holdback.compare_strata([first]).upper == pytest.approx(compare_arms(*first).upper)
+    assert not strata.exact_win  # asked on one period only
+    assert holdback.compare_strata([first, (second[0], [], [])]).difference == pytest.approx(compare_arms(*first).difference)
+
+
+def test_rules_that_sell_nothing_lose_to_the_model_on_the_exact_bound():
+    # Rules price the property out of its market: 2 bookings in 55 holdback quotes, too few for
+    # the normal approximation, and that is where the holdback costs most.
+    rng = random.Random(9)
+    model, held = arm(rng, 900, 90.0, 0.5), [120.0] * 2 + [0.0] * 53
+    c = compare_arms(model, held, [120.0] * 55)
+    assert not c.enough and c.exact_win and c.model_wins and holdback.next_mode(None, c) == holdback.MAINTENANCE
+    # Booking rate 2/55, exact 97.5% upper bound about 0.125: at most 15 a quote against the model's 45.
+    assert 0.10 < holdback.booking_rate_upper(2, 55) < 0.14
+    # Below the holdback quote minimum, or without prices, no exact win either.
+    few = compare_arms(model, held[:MIN_HOLDBACK_QUOTES - 1], [120.0] * (MIN_HOLDBACK_QUOTES - 1))
+    assert few.exact_win and not few.model_wins
+    assert not compare_arms(model, held).exact_win
+    # A model earning about what the bound allows does not win on it.
+    assert not compare_arms(arm(rng, 900, 30.0, 0.5), held, [120.0] * 55).model_wins
+
+
+def test_the_exact_booking_bound_covers_the_true_rate():
+    # One-sided 97.5%: the bound lies below the true rate in about 2.5% of samples, not more.
+    rng = random.Random(10)
+    misses = sum(holdback.booking_rate_upper(sum(rng.random() < 0.05 for _ in range(60)), 60) < 0.05
+                 for _ in range(400))
+    assert misses / 400 < 0.05

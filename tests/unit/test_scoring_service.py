@@ -230,3 +230,18 @@ def test_the_synthetic_canary_joins_no_experiment_and_records_no_score_latency(w
     assert counted() == before
     score(service, request())
     assert counted() == (before[0] + 1, before[1] + 1)
+
+
+def test_the_holdback_share_follows_the_guards_decision_on_the_live_record():
+    # The guard's decision reaches the scorer on the LIVE record it reads anyway: no extra read.
+    storage, tokens = FakeStorage(), iter(range(10**9))
+    storage.records["p1"] = PropertyRecord("p1", 120.0, "v000007", "models/p1/v000007.json", "2026-11-01T00:00:00Z",
+                                           "maintenance", "2026-11-08T00:00:00Z")
+    storage.records["p2"] = PropertyRecord("p2", 120.0, "v000007", "models/p1/v000007.json", "2026-11-20T00:00:00Z")
+    service = ScoringService(Settings(model_cache_ttl_seconds=300), storage, FakeCompetitors(), clock=Clock(),
+                             new_token=lambda: f"t{next(tokens)}")
+    n = 4000
+    shares = {p: sum(score(service, request(p))["safety"]["holdback"] for _ in range(n)) / n for p in ("p1", "p2")}
+    assert 0.005 < shares["p1"] < 0.016, shares  # maintenance: HOLDBACK_MAINTENANCE_RATE, 1%
+    assert 0.04 < shares["p2"] < 0.06, shares  # a model not yet shown to beat rules: HOLDBACK_RATE, 5%
+    assert storage.reads == 2

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from pricing import __version__
+from pricing.domain.holdback import holdback_share
 
 
 class ConfigurationError(ValueError):
@@ -70,6 +71,7 @@ class Settings:
     ``EXPLORATION_DISABLED_PROPERTIES``             comma-separated property ids that never explore
     ``HOLDBACK_RATE``                               share of a modelled property's quotes priced by rules (0-0.2, default 0.05)
     ``HOLDBACK_DISABLED_PROPERTIES``                comma-separated property ids without a rules holdback
+    ``HOLDBACK_MAINTENANCE_RATE``                   the share once the live model has been shown to beat rules (0-0.2, default 0.01)
     ``AWS_LAMBDA_FUNCTION_NAME``, ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``  set by Lambda
     ``AWS_LAMBDA_RUNTIME_API``                      set by Lambda: a runtime client serves this process
     """
@@ -110,10 +112,14 @@ class Settings:
     exploration_disabled_properties: frozenset[str] = frozenset()
     holdback_rate: float = 0.05
     holdback_disabled_properties: frozenset[str] = frozenset()
+    holdback_maintenance_rate: float = 0.01
 
-    def holdback_rate_for(self, property_id: str) -> float:
-        """The property's rules holdback share: 0 when it is switched off for it."""
-        return 0.0 if property_id in self.holdback_disabled_properties else self.holdback_rate
+    def holdback_rate_for(self, property_id: str, mode: str | None = None) -> float:
+        """The property's rules holdback share: 0 when it is switched off for it; for a live
+        model the guard has shown to beat rules (``mode`` maintenance) the maintenance share."""
+        if property_id in self.holdback_disabled_properties:
+            return 0.0
+        return holdback_share(mode, self.holdback_rate, self.holdback_maintenance_rate)
 
     @property
     def pushgateways(self) -> tuple[str, ...]:
@@ -170,4 +176,5 @@ class Settings:
             holdback_rate=_float(env, "HOLDBACK_RATE", d.holdback_rate, 0.0, 0.2),
             holdback_disabled_properties=frozenset(
                 p.strip() for p in env.get("HOLDBACK_DISABLED_PROPERTIES", "").split(",") if p.strip()),
+            holdback_maintenance_rate=_float(env, "HOLDBACK_MAINTENANCE_RATE", d.holdback_maintenance_rate, 0.0, 0.2),
         )

@@ -106,6 +106,11 @@ class PropertyRecord:
     live_version: str | None = None
     artifact_key: str | None = None
     deployed_at: str | None = None  # when LIVE last changed (UTC, ``...Z``)
+    # The holdback guard's decision for this live model (``pricing.domain.holdback``): None or
+    # ``full`` until it beats rules, then ``maintenance`` from ``holdback_since``. A deploy
+    # rewrites LIVE without them: a new model starts at the full share.
+    holdback_mode: str | None = None
+    holdback_since: str | None = None
 
 
 def _plain(value: Any) -> Any:
@@ -248,6 +253,8 @@ class Storage:
             live_version=live.get("version"),
             artifact_key=live.get("artifact_key"),
             deployed_at=live.get("deployed_at"),
+            holdback_mode=live.get("holdback_mode"),
+            holdback_since=live.get("holdback_since"),
         )
 
     def load_artifact(self, key: str) -> Any:
@@ -715,6 +722,19 @@ class Storage:
                 "ExpressionAttributeValues": {":expected": {"S": expected_version}},
             }
         self._call("dynamodb", "put_item", TableName=self.settings.registry_table, Item=self._ser(item), **condition)
+
+    def set_holdback_mode(self, property_id: str, version: str, mode: str, since: str) -> None:
+        """Record the holdback guard's decision on the LIVE pointer, only while it still names
+        ``version`` (a model deployed meanwhile starts at the full share). ``ConditionFailed``
+        otherwise."""
+        self._call(
+            "dynamodb", "update_item", TableName=self.settings.registry_table,
+            Key={"property_id": {"S": property_id}, "record": {"S": LIVE_RECORD}},
+            UpdateExpression="SET holdback_mode = :m, holdback_since = :s",
+            ConditionExpression="#v = :v",
+            ExpressionAttributeNames={"#v": "version"},
+            ExpressionAttributeValues={":m": {"S": mode}, ":s": {"S": since}, ":v": {"S": version}},
+        )
 
     # -- retrain fan-out ------------------------------------------------------------------
 

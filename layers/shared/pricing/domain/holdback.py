@@ -20,6 +20,31 @@ bookings among them (revenue per quote is a price or nothing, so the normal appr
 that much). At 5% of 160 quotes a day the minimum takes about a week: the holdback catches a
 model that prices a property out of its market, not a 2% loss.
 
+The share adapts (``holdback_share``, ``next_mode``): the holdback exists to find a model that
+loses to rules, and every holdback quote forgoes the model's revenue, most where rules are bad.
+Once the evidence says the model wins, the share for that model drops to a maintenance rate
+(``HOLDBACK_MAINTENANCE_RATE``, 1% by default) that keeps measuring and still rolls back a model
+that turns to losing; a newly deployed model starts again at the full rate. The decision is the
+nightly guard's, stored on the live pointer the scorer reads anyway.
+
+The model wins when, on at least ``MIN_HOLDBACK_QUOTES`` holdback quotes, either the one-sided
+95% *lower* bound of the difference is above zero with the booking minimum met (the mirror of
+the loss), or an exact bound says so. The exact bound is for where rules are bad: rules that
+price a property out of its market book a few of the holdback's quotes, too few for the normal
+approximation, and that is where the holdback costs most. The holdback's revenue per quote is at
+most its highest quoted price times its booking rate, and the booking rate's exact
+(Clopper-Pearson) one-sided 97.5% upper bound bounds that; against the model arm's one-sided
+97.5% lower bound (normal, on an arm with at least ``MIN_HOLDBACK_BOOKINGS`` bookings), the two
+hold together with at least 95% (Bonferroni).
+
+A varying share changes only how many quotes each arm gets, not what either arm's mean
+estimates: the draw is a hash of a random quote token, independent of the quote. It does change
+the arms' mix over time (after the drop the holdback is mostly the full-rate days, the model arm
+mostly the later ones), which would bias a pooled difference when revenue per quote moves over
+time. So the comparison is stratified by the periods of constant share (``compare_strata``): the
+difference within each period, weighted by that period's quotes, the variances combined the
+same way. The win is only asked before the drop, on one period.
+
 >>> held_back("q-1", 0.0), tag_quote_id("abc~exp~ctl"), is_holdback("abc.hb~exp~ctl")
 (False, 'abc.hb~exp~ctl', True)
 """
@@ -42,6 +67,11 @@ MIN_HOLDBACK_QUOTES = 50
 MIN_HOLDBACK_BOOKINGS = 10
 #: One-sided 95%.
 HOLDBACK_Z = 1.645
+#: One-sided 97.5%: each of the two bounds of the exact win (Bonferroni, 95% together).
+EXACT_Z, EXACT_ALPHA = 1.96, 0.025
+#: Default share once the model has been shown to beat rules.
+DEFAULT_MAINTENANCE_RATE = 0.01
+FULL, MAINTENANCE = "full", "maintenance"
 
 
 def held_back(quote_id: str, rate: float) -> bool:
@@ -73,6 +103,8 @@ class ArmComparison:
     holdback_mean: float
     difference: float  # model - holdback, per quote
     upper: float  # one-sided 95% upper bound of the difference
+    lower: float = -math.inf  # one-sided 95% lower bound of the difference
+    exact_win: bool = False  # the model's lower bound above the holdback's exact upper bound
 
     @property
     def enough(self) -> bool:
@@ -81,6 +113,13 @@ class ArmComparison:
     @property
     def model_loses(self) -> bool:
         return self.enough and self.model_quotes > 1 and self.upper < 0
+
+    @property
+    def model_wins(self) -> bool:
+        """The model earns more than rules with 95% confidence: the holdback can shrink."""
+        if self.holdback_quotes < MIN_HOLDBACK_QUOTES or self.model_quotes <= 1:
+            return False
+        return (self.enough and self.lower > 0) or self.exact_win
 
     @property
     def relative(self) -> float:
@@ -93,8 +132,9 @@ class ArmComparison:
         return {"model_quotes": self.model_quotes, "holdback_quotes": self.holdback_quotes,
                 "holdback_bookings": self.holdback_bookings, "model_revenue_per_quote": r(self.model_mean),
                 "holdback_revenue_per_quote": r(self.holdback_mean), "difference": r(self.difference),
-                "upper": r(self.upper), "relative": r(self.relative), "enough": self.enough,
-                "model_loses": self.model_loses}
+                "upper": r(self.upper), "lower": r(self.lower), "relative": r(self.relative), "enough": self.enough,
+                "model_loses": self.model_loses, "exact_win": self.exact_win,
+                "model_wins": self.model_wins}
 
 
 def _mean_var(values: Sequence[float]) -> tuple[float, float]:
@@ -106,12 +146,82 @@ def _mean_var(values: Sequence[float]) -> tuple[float, float]:
     return mean, var
 
 
-def compare_arms(model_revenues: Sequence[float], holdback_revenues: Sequence[float]) -> ArmComparison:
-    """The model arm against the holdback (see the module docstring); revenues are per quote."""
-    m_mean, m_var = _mean_var(model_revenues)
-    h_mean, h_var = _mean_var(holdback_revenues)
+def compare_arms(model_revenues: Sequence[float], holdback_revenues: Sequence[float],
+                 holdback_prices: Sequence[float] = ()) -> ArmComparison:
+    """The model arm against the holdback (see the module docstring); revenues are per quote,
+    ``holdback_prices`` the holdback's quoted prices (for the exact win; none: no exact win)."""
+    return compare_strata([(model_revenues, holdback_revenues, holdback_prices)])
+
+
+def compare_strata(strata: Sequence[tuple[Sequence[float], Sequence[float], Sequence[float]]]) -> ArmComparison:
+    """The model arm against the holdback over periods of constant holdback share, each given
+    as (model revenues, holdback revenues, holdback prices): the per-period differences weighted
+    by the period's quotes (the module docstring). A period where either arm has no quote
+    carries no comparison and is left out of the weights; one period is the plain Welch
+    comparison, and only then is the exact win asked."""
+    usable = [(m, h) for m, h, _ in strata if m and h]
+    total = sum(len(m) + len(h) for m, h in usable)
+    difference, var, m_mean, h_mean = 0.0, 0.0, 0.0, 0.0
+    for m, h in usable:
+        w = (len(m) + len(h)) / total
+        mm, mv = _mean_var(m)
+        hm, hv = _mean_var(h)
+        difference += w * (mm - hm)
+        var += w * w * (mv / len(m) + hv / len(h))
+        m_mean, h_mean = m_mean + w * mm, h_mean + w * hm
+    holdback = [r for _, h, _ in strata for r in h]
+    se = math.sqrt(var)
+    upper = difference + HOLDBACK_Z * se if usable else math.inf
+    lower = difference - HOLDBACK_Z * se if usable else -math.inf
+    single = [s for s in strata if s[0] or s[1]]
+    exact = len(single) == 1 and exact_win(*single[0])
+    return ArmComparison(sum(len(m) for m, _, _ in strata), len(holdback), sum(1 for r in holdback if r > 0),
+                         m_mean, h_mean, difference, upper, lower, exact)
+
+
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 1.0 if k >= n else 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+    return min(1.0, sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq)
+                        for i in range(k + 1)))
+
+
+def booking_rate_upper(k: int, n: int, alpha: float = EXACT_ALPHA) -> float:
+    """Clopper-Pearson one-sided upper bound of a booking rate: k bookings in n quotes."""
+    if n <= 0 or k >= n:
+        return 1.0
+    lo, hi = k / n, 1.0
+    for _ in range(50):  # the binomial CDF falls as p rises: bisect for CDF(k) = alpha
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _binomial_cdf(k, n, mid) > alpha else (lo, mid)
+    return hi
+
+
+def exact_win(model_revenues: Sequence[float], holdback_revenues: Sequence[float],
+              holdback_prices: Sequence[float]) -> bool:
+    """The module docstring's exact win: the model arm's 97.5% lower bound above the holdback's
+    highest quoted price times the exact 97.5% upper bound of its booking rate."""
     n_m, n_h = len(model_revenues), len(holdback_revenues)
-    se = math.sqrt((m_var / n_m if n_m else 0.0) + (h_var / n_h if n_h else 0.0))
-    difference = m_mean - h_mean
-    upper = difference + HOLDBACK_Z * se if n_m and n_h else math.inf
-    return ArmComparison(n_m, n_h, sum(1 for r in holdback_revenues if r > 0), m_mean, h_mean, difference, upper)
+    if n_m < 2 or not n_h or len(holdback_prices) != n_h:
+        return False
+    if sum(1 for r in model_revenues if r > 0) < MIN_HOLDBACK_BOOKINGS:
+        return False
+    m_mean, m_var = _mean_var(model_revenues)
+    k = sum(1 for r in holdback_revenues if r > 0)
+    return m_mean - EXACT_Z * math.sqrt(m_var / n_m) > max(holdback_prices) * booking_rate_upper(k, n_h)
+
+
+def holdback_share(mode: str | None, full_rate: float, maintenance_rate: float) -> float:
+    """The holdback share for a live model in ``mode`` (None: not decided yet, the full rate).
+    Never above the full rate: a property whose full share is lower keeps the lower one."""
+    return min(maintenance_rate, full_rate) if mode == MAINTENANCE else full_rate
+
+
+def next_mode(mode: str | None, arms: ArmComparison) -> str:
+    """The guard's nightly decision: maintenance once the model beats rules with confidence,
+    and so it stays for this model (the maintenance share still rolls back a model that turns
+    to losing, through ``model_loses``); a new model starts at ``FULL``."""
+    return MAINTENANCE if mode == MAINTENANCE or arms.model_wins else FULL

@@ -25,7 +25,8 @@ Per property (``retrain_property``), the steps and their outcomes:
 2. too few outcomes or bookings (``training.MIN_*``): **skipped**;
 3. with a live model, the rules holdback guard first: its quotes' realised revenue since it went
    live against the holdback's (``pricing.domain.holdback``); a significant loss rolls it back to
-   rules (**deployed**, ``LIVE`` = ``rules-since-<deploy>``);
+   rules (**deployed**, ``LIVE`` = ``rules-since-<deploy>``); a shown win drops its holdback to
+   the maintenance share (``holdback_mode`` on ``LIVE``, read by the scorer);
    then drift of the outcomes since the live model's training data (``pricing.domain.drift``);
    retrain when forced, when there is no usable live model, on drift, or when new outcomes
    worth ``NEW_OUTCOMES_SHARE`` of its training sample have arrived; otherwise **skipped**;
@@ -61,7 +62,7 @@ from typing import Any, Callable, Sequence
 
 from pricing.domain.conversion_model import ConversionModel, ModelFormatError
 from pricing.domain.drift import MIN_DRIFT_SAMPLE, PSI_MODERATE, DriftReport, measure_drift
-from pricing.domain.holdback import ArmComparison, compare_arms, is_holdback
+from pricing.domain.holdback import MAINTENANCE, ArmComparison, compare_strata, is_holdback, next_mode
 from pricing.domain.limits import is_property_id
 from pricing.domain.outcomes import FUTURE_SKEW, Outcome
 from pricing.domain.policy_evaluation import PolicyLift, calibration, miscalibrated, model_policy, policy_lift, rules_policy
@@ -305,22 +306,45 @@ class RetrainingService:
             return record, None, f"live model {record.live_version} unusable: {exc}"
         return record, model, None
 
-    def _holdback_guard(self, window: list[tuple[Outcome, datetime | None]], deployed_at: datetime) -> ArmComparison:
+    def _holdback_guard(self, window: list[tuple[Outcome, datetime | None]], deployed_at: datetime,
+                        maintenance_since: datetime | None = None) -> ArmComparison:
         """Realised revenue per quote of the live model's quotes against the rules holdback's,
-        since the model went live (``pricing.domain.holdback``). Quotes within the scoring cache's
-        lifetime of the deploy may still have been priced by what it replaced: they do not count
-        for the model."""
+        since the model went live (``pricing.domain.holdback``), stratified at the drop to the
+        maintenance share when there was one. Quotes within the scoring cache's lifetime of the
+        deploy may still have been priced by what it replaced: they do not count for the model."""
         settled = deployed_at + timedelta(seconds=self.settings.model_cache_ttl_seconds)
-        model_arm, holdback_arm = [], []
+        strata: list[tuple[list[float], list[float], list[float]]] = [([], [], []), ([], [], [])]
         for o, _ in window:
             if o.timestamp < deployed_at:
                 continue
             revenue = o.quoted_price if o.accepted else 0.0
+            model_arm, holdback_arm, holdback_prices = strata[maintenance_since is not None
+                                                              and o.timestamp >= maintenance_since]
             if is_holdback(o.quote_id):
                 holdback_arm.append(revenue)
+                holdback_prices.append(o.quoted_price)
             elif o.timestamp >= settled:
                 model_arm.append(revenue)
-        return compare_arms(model_arm, holdback_arm)
+        return compare_strata(strata)
+
+    def _holdback_share(self, result: PropertyResult, live: PropertyRecord, arms: ArmComparison, now: datetime) -> None:
+        """The guard's nightly decision on the holdback share (``holdback.next_mode``), written
+        to the LIVE pointer the scorer reads anyway, so no quote pays an extra read for it."""
+        mode = next_mode(live.holdback_mode, arms)
+        if result.evaluation is None:  # set with the guard's figures before this is called
+            result.evaluation = {}
+        guard = result.evaluation.setdefault("holdback_guard", {})
+        guard["share"] = mode
+        if mode == live.holdback_mode or mode != MAINTENANCE or live.live_version is None:
+            return
+        try:
+            self.storage.set_holdback_mode(live.property_id, live.live_version, mode, _utc(now))
+        except ConditionFailed:
+            # A deploy meanwhile: the new model starts at the full share.
+            guard["share"] = "full"
+            return
+        logger.info("holdback share reduced", extra={"property_id": live.property_id, "version": live.live_version,
+                                                     "lower": arms.lower})
 
     def _outcomes(self, property_id: str, now: datetime) -> tuple[list[tuple[Outcome, datetime | None]], int]:
         """The window's outcomes, oldest first, each with when it was stored; and how many
@@ -396,7 +420,9 @@ class RetrainingService:
             if deployed_at is not None:
                 # The guard in realised revenue: the bookings of the model's quotes against the
                 # rules holdback's since it went live. The strongest evidence there is: acted on first.
-                arms = self._holdback_guard(window, deployed_at)
+                maintenance_since = (_parse_utc(live.holdback_since) if live.holdback_mode == MAINTENANCE
+                                     else None)
+                arms = self._holdback_guard(window, deployed_at, maintenance_since)
                 result.evaluation = {"holdback_guard": arms.as_dict()}
                 if arms.model_loses:
                     reason = (f"rolled back to rule-based pricing: live model {incumbent.version} earned "
@@ -405,6 +431,7 @@ class RetrainingService:
                               f"({arms.relative:+.1%}; 95% upper bound of the difference {arms.upper:+.2f}) "
                               f"since it went live on {deployed_at:%Y-%m-%d}; the next model learns from then on")
                     return self._to_rules(result, incumbent, now, deployed_at, reason)
+                self._holdback_share(result, live, arms, now)
             recent = self._unseen_by(incumbent, window)
             drift = measure_drift(incumbent, recent)
             result.drift = drift.as_dict()

@@ -54,6 +54,7 @@ class PropertyState:
     model: ConversionModel | None
     base_price: float | None
     why_no_model: str | None = None
+    holdback_mode: str | None = None  # the guard's decision for the live model (LIVE record)
 
 
 class PropertyCache:
@@ -183,7 +184,7 @@ class ScoringService:
             except (KeyError, ValueError, ModelFormatError) as exc:
                 report_once("model_artifact_unusable", f"{record.artifact_key}: {exc}", property_id=property_id)
                 why = f"model {record.live_version} is unusable"
-        state = PropertyState(model, record.base_price, why)
+        state = PropertyState(model, record.base_price, why, record.holdback_mode)
         self.cache.put(property_id, state)
         return state
 
@@ -229,7 +230,7 @@ class ScoringService:
             configured_base=state.base_price,
             fallback_reason=state.why_no_model,
             exploration_rate=0.0 if synthetic else self.settings.exploration_rate_for(property_id),
-            holdback_rate=0.0 if synthetic else self.settings.holdback_rate_for(property_id),
+            holdback_rate=0.0 if synthetic else self.settings.holdback_rate_for(property_id, state.holdback_mode),
         )
         if synthetic:
             return Scored(quote, result)
