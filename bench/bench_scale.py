@@ -37,7 +37,6 @@ import json
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -52,6 +51,7 @@ sys.path[:0] = [str(ROOT / "layers" / "shared"), str(ROOT)]
 import yaml  # noqa: E402
 
 from local import prometheus_stack  # noqa: E402
+from local.services import ManagedProcess, free_port  # noqa: E402
 from pricing.observability.exposition import CONTENT_TYPE  # noqa: E402
 from pricing.observability.metrics import PricingMetrics  # noqa: E402
 from pricing.observability.push import MetricsPusher, choose_pushgateway, prune_stale_groups  # noqa: E402
@@ -140,60 +140,31 @@ def fleet(size: int, shards: list[str], seed: int = 13) -> list[Container]:
 # ------------------------------------------------------------------------------ processes
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http_get(url: str, timeout: float = 30.0) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return resp.read()
 
 
-class Proc:
-    def __init__(self, name: str, args: list[str], ready_url: str, log: Path):
-        self.name, self.args, self.ready_url, self.log = name, args, ready_url, log
-        self.p: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 120.0) -> "Proc":
-        with open(self.log, "ab") as log:
-            self.p = subprocess.Popen(self.args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.p.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.log.read_text()[-2000:]}")
-            try:
-                http_get(self.ready_url, timeout=1)
-                return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"{self.name} not ready in {timeout:.0f} s")
-
-    def stop(self) -> None:
-        if self.p is not None and self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(60)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(10)
-        self.p = None
+def _process(name: str, argv: list[str], ready_url: str, log: Path, ready_timeout: float) -> ManagedProcess:
+    # Up to a minute to stop: a checked Pushgateway writes its whole persistence file at SIGTERM.
+    proc = ManagedProcess(argv, ready_url, log_path=log, ready_timeout=ready_timeout, stop_timeout=60.0)
+    proc.name = name
+    return proc
 
 
-def pushgateway(work: Path, port: int, checked: bool, persistence: Path | None = None) -> Proc:
+def pushgateway(work: Path, port: int, checked: bool, persistence: Path | None = None,
+                ready_timeout: float = 120.0) -> ManagedProcess:
     args = [prometheus_stack.require(prometheus_stack.PUSHGATEWAY), f"--web.listen-address=127.0.0.1:{port}",
             f"--persistence.file={persistence or ''}", "--log.level=warn"]
     if persistence:
         args.append("--persistence.interval=24h")  # written at shutdown, not while measuring
     if not checked:
         args += list(prometheus_stack.PUSHGATEWAY_FLAGS)
-    return Proc(f"Pushgateway :{port}", args, f"http://127.0.0.1:{port}/-/ready", work / f"pushgateway-{port}.log")
+    return _process(f"Pushgateway :{port}", args, f"http://127.0.0.1:{port}/-/ready", work / f"pushgateway-{port}.log",
+                    ready_timeout)
 
 
-def prometheus(work: Path, port: int, shards: list[str], rule_files: list[Path]) -> Proc:
+def prometheus(work: Path, port: int, shards: list[str], rule_files: list[Path]) -> ManagedProcess:
     config = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())
     config.pop("alerting", None)
     config.pop("remote_write", None)
@@ -207,10 +178,10 @@ def prometheus(work: Path, port: int, shards: list[str], rule_files: list[Path])
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     data = work / "prometheus-data"
     shutil.rmtree(data, ignore_errors=True)
-    return Proc("Prometheus", [prometheus_stack.require(prometheus_stack.PROMETHEUS), f"--config.file={path}",
-                               f"--storage.tsdb.path={data}", f"--web.listen-address=127.0.0.1:{port}",
-                               "--log.level=warn", *prometheus_stack.PROMETHEUS_FLAGS],
-                f"http://127.0.0.1:{port}/-/ready", work / "prometheus.log")
+    return _process("Prometheus", [prometheus_stack.require(prometheus_stack.PROMETHEUS), f"--config.file={path}",
+                                   f"--storage.tsdb.path={data}", f"--web.listen-address=127.0.0.1:{port}",
+                                   "--log.level=warn", *prometheus_stack.PROMETHEUS_FLAGS],
+                    f"http://127.0.0.1:{port}/-/ready", work / "prometheus.log", 120.0)
 
 
 # ------------------------------------------------------------------------------ measuring
@@ -493,7 +464,7 @@ def run_before(size: int, args, base: bytes, prop: bytes) -> dict:
         cut = refill_live(containers, base, prop)
     finally:
         pg.stop()
-    pg = pushgateway(work, port, checked=True, persistence=persistence).start(timeout=300)
+    pg = pushgateway(work, port, checked=True, persistence=persistence, ready_timeout=300).start()
     prom_port = free_port()
     prom = prometheus(work, prom_port, [shard], [BASELINE / "prometheus_recording_rules.yml",
                                                  BASELINE / "prometheus_alerts.yml"])

@@ -75,13 +75,17 @@ class ManagedProcess:
     name = "service"
 
     def __init__(self, argv: Sequence[str], ready_url: str, *, log_path: Path | None = None,
-                 env: dict[str, str] | None = None, cwd: Path | None = None, ready_timeout: float = 30.0) -> None:
+                 env: dict[str, str] | None = None, cwd: Path | None = None, ready_timeout: float = 30.0,
+                 stop_timeout: float = 5.0) -> None:
+        """``stop_timeout``: how long SIGTERM is given before SIGKILL (a Pushgateway writing a
+        large persistence file at shutdown needs far more than the default)."""
         self.argv = list(argv)
         self.ready_url = ready_url
         self.log_path = log_path
         self.env = env
         self.cwd = cwd
         self.ready_timeout = ready_timeout
+        self.stop_timeout = stop_timeout
         self.process: subprocess.Popen | None = None
         self._log_file: IO[bytes] | None = None
 
@@ -110,7 +114,7 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             try:
-                process.wait(timeout=5)
+                process.wait(timeout=self.stop_timeout)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
