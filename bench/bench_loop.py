@@ -70,7 +70,8 @@ class Day:
     retrain_reason: str = ""
     drift: bool = False
     live_version: str | None = None
-    guard: dict | None = None
+    guard: dict | None = None  # the drift guard's figures, when it judged the live model
+    holdback_guard: dict | None = None  # the holdback's arms and the share decided that night
 
     @property
     def rolled_back(self) -> bool:
@@ -275,6 +276,7 @@ def run_curve(curve, *, days: int, quotes_per_day: int, held_out: int, seed: int
         record.retrain, record.retrain_reason = r["status"], r["reason"]
         record.drift = bool(r.get("drift") and r["drift"].get("detected"))
         record.guard = (r.get("evaluation") or {}).get("rollback_guard")
+        record.holdback_guard = (r.get("evaluation") or {}).get("holdback_guard")
         record.live_version = loop.live_version(property_id)
         run.days.append(record)
     return run
