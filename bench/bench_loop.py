@@ -70,7 +70,8 @@ class Day:
     retrain_reason: str = ""
     drift: bool = False
     live_version: str | None = None
-    guard: dict | None = None
+    guard: dict | None = None  # the drift guard's figures, when it judged the live model
+    holdback_guard: dict | None = None  # the holdback's arms and the share decided that night
 
     @property
     def rolled_back(self) -> bool:
@@ -275,6 +276,7 @@ def run_curve(curve, *, days: int, quotes_per_day: int, held_out: int, seed: int
         record.retrain, record.retrain_reason = r["status"], r["reason"]
         record.drift = bool(r.get("drift") and r["drift"].get("detected"))
         record.guard = (r.get("evaluation") or {}).get("rollback_guard")
+        record.holdback_guard = (r.get("evaluation") or {}).get("holdback_guard")
         record.live_version = loop.live_version(property_id)
         run.days.append(record)
     return run
@@ -289,13 +291,13 @@ def verdicts(runs: list[CurveRun]) -> list[tuple[str, bool, str]]:
                     f"days below: {bad}" if bad else "every day"))
         last = run.last()
         if run.representable:
-            # The learning loop's own share: what was quoted, exploration included, the rules
-            # holdback's quotes valued at the model's price (the holdback is the operator's
-            # monitoring arm, HOLDBACK_RATE; its cost is reported beside it).
+            # As quoted: exploration and the rules holdback included (the learning share, with
+            # the holdback's quotes valued at the model's price, is printed beside it).
             learning = last["loop"] + last["holdback_cost"]
-            out.append((f"{run.curve}: last 3 days >= {REQUIRED_SHARE:.0%} of the oracle (holdback at the model's price)",
-                        learning >= REQUIRED_SHARE,
-                        f"{learning:.1%}; as quoted, with the holdback's {last['holdback_cost']:.2%}: {last['loop']:.1%}"))
+            out.append((f"{run.curve}: last 3 days >= {REQUIRED_SHARE:.0%} of the oracle as quoted",
+                        last["loop"] >= REQUIRED_SHARE,
+                        f"{last['loop']:.1%} (holdback cost {last['holdback_cost']:.2%}; "
+                        f"{learning:.1%} with the holdback at the model's price)"))
         out.append((f"{run.curve}: last 3 days beat rules", last["loop"] > last["rules"],
                     f"{last['loop']:.1%} vs {last['rules']:.1%}"))
         if run.shift_day is not None:

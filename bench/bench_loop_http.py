@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 import logging
 import os
 import sys
@@ -166,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     (OUT / "loop-http.json").write_text(json.dumps({
         "days": args.days, "quotes_per_day": args.quotes, "seed": args.seed, "via": "http",
         "curves": [{"curve": r.curve, "last3": r.last(), "first_deploy_night": r.first_deploy_night,
-                    "drift_night": r.drift_night, "recovery_days": r.recovery_days} for r in runs],
+                    "drift_night": r.drift_night, "recovery_days": r.recovery_days,
+                    "days": [asdict(d) for d in r.days]} for r in runs],
         "verdicts": [{"target": w, "met": m, "detail": d} for w, m, d in verdicts(runs)],
     }, indent=2))
     plot(runs, args.png)

@@ -13,7 +13,14 @@ from pricing.domain import holdback
 from pricing.domain.conversion_model import ConversionModel
 from pricing.domain.experiments import Assignment
 from pricing.domain.exploration import parse_quote_id
-from pricing.domain.holdback import MIN_HOLDBACK_BOOKINGS, MIN_HOLDBACK_QUOTES, compare_arms, held_back, is_holdback
+from pricing.domain.holdback import (
+    MIN_EXACT_HOLDBACK_QUOTES,
+    MIN_HOLDBACK_BOOKINGS,
+    MIN_HOLDBACK_QUOTES,
+    compare_arms,
+    held_back,
+    is_holdback,
+)
 from pricing.domain.pricing import ML, RULES, recommend
 from pricing.domain.quote import CompetitorSnapshot, Quote, Toggles
 from pricing.settings import ConfigurationError, Settings
@@ -181,12 +188,29 @@ def test_rules_that_sell_nothing_lose_to_the_model_on_the_exact_bound():
     assert not c.enough and c.exact_win and c.model_wins and holdback.next_mode(None, c) == holdback.MAINTENANCE
     # Booking rate 2/55, exact 97.5% upper bound about 0.125: at most 15 a quote against the model's 45.
     assert 0.10 < holdback.booking_rate_upper(2, 55) < 0.14
-    # Below the holdback quote minimum, or without prices, no exact win either.
-    few = compare_arms(model, held[:MIN_HOLDBACK_QUOTES - 1], [120.0] * (MIN_HOLDBACK_QUOTES - 1))
+    # The exact bound needs no normal approximation, so it decides on fewer holdback quotes than
+    # the normal one, but not on a night's handful; without prices there is no exact win.
+    sooner = compare_arms(model, held[:MIN_EXACT_HOLDBACK_QUOTES], [120.0] * MIN_EXACT_HOLDBACK_QUOTES)
+    assert sooner.holdback_quotes < MIN_HOLDBACK_QUOTES and sooner.exact_win and sooner.model_wins
+    few = compare_arms(model, held[:MIN_EXACT_HOLDBACK_QUOTES - 1], [120.0] * (MIN_EXACT_HOLDBACK_QUOTES - 1))
     assert few.exact_win and not few.model_wins
     assert not compare_arms(model, held).exact_win
     # A model earning about what the bound allows does not win on it.
     assert not compare_arms(arm(rng, 900, 30.0, 0.5), held, [120.0] * 55).model_wins
+
+
+def test_the_exact_win_on_few_holdback_quotes_rarely_crowns_a_model_that_earns_no_more():
+    # Checked nightly from MIN_EXACT_HOLDBACK_QUOTES on: where rules earn as much per quote as the
+    # model (here both 30 a quote, rules at a higher price that books less), the model must rarely
+    # be taken for a winner on any of those looks.
+    rng = random.Random(11)
+    crowned = 0
+    for _ in range(200):
+        model = arm(rng, 600, 60.0, 0.5)
+        held = arm(rng, MIN_HOLDBACK_QUOTES, 120.0, 0.25)
+        crowned += any(compare_arms(model, held[:n], [120.0] * n).model_wins
+                       for n in range(MIN_EXACT_HOLDBACK_QUOTES, MIN_HOLDBACK_QUOTES + 1, 4))
+    assert crowned / 200 < 0.05
 
 
 def test_the_exact_booking_bound_covers_the_true_rate():

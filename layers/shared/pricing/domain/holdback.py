@@ -27,9 +27,10 @@ Once the evidence says the model wins, the share for that model drops to a maint
 that turns to losing; a newly deployed model starts again at the full rate. The decision is the
 nightly guard's, stored on the live pointer the scorer reads anyway.
 
-The model wins when, on at least ``MIN_HOLDBACK_QUOTES`` holdback quotes, either the one-sided
-95% *lower* bound of the difference is above zero with the booking minimum met (the mirror of
-the loss), or an exact bound says so. The exact bound is for where rules are bad: rules that
+The model wins when, on at least ``MIN_HOLDBACK_QUOTES`` holdback quotes, the one-sided 95%
+*lower* bound of the difference is above zero with the booking minimum met (the mirror of the
+loss), or, from ``MIN_EXACT_HOLDBACK_QUOTES`` on, an exact bound says so (it needs no normal
+approximation on the holdback, so it can decide sooner). The exact bound is for where rules are bad: rules that
 price a property out of its market book a few of the holdback's quotes, too few for the normal
 approximation, and that is where the holdback costs most. The holdback's revenue per quote is at
 most its highest quoted price times its booking rate, and the booking rate's exact
@@ -65,6 +66,8 @@ TAG = ".hb"
 MIN_HOLDBACK_QUOTES = 50
 #: ... with at least this many bookings among them.
 MIN_HOLDBACK_BOOKINGS = 10
+#: The exact win needs no normal approximation on the holdback, so it may decide sooner.
+MIN_EXACT_HOLDBACK_QUOTES = 20
 #: One-sided 95%.
 HOLDBACK_Z = 1.645
 #: One-sided 97.5%: each of the two bounds of the exact win (Bonferroni, 95% together).
@@ -117,9 +120,11 @@ class ArmComparison:
     @property
     def model_wins(self) -> bool:
         """The model earns more than rules with 95% confidence: the holdback can shrink."""
-        if self.holdback_quotes < MIN_HOLDBACK_QUOTES or self.model_quotes <= 1:
+        if self.model_quotes <= 1:
             return False
-        return (self.enough and self.lower > 0) or self.exact_win
+        if self.exact_win and self.holdback_quotes >= MIN_EXACT_HOLDBACK_QUOTES:
+            return True
+        return self.enough and self.lower > 0
 
     @property
     def relative(self) -> float:
