@@ -473,9 +473,14 @@ def test_the_lambda_handler_runs_the_service(stack, monkeypatch):
 
     monkeypatch.setattr(retrain_app, "_service", stack.service)
 
-    answer = retrain_app.handler({"detail": {"property_ids": ["handler-1"], "force": False}}, LambdaContext())
+    context = LambdaContext()
+    answer = retrain_app.handler({"detail": {"property_ids": ["handler-1"], "force": False}}, context)
 
     assert answer["results"][0]["status"] == "deployed"
+    # Its log lines and Sentry events carry the invocation's id (here the Lambda request id).
+    from pricing.observability.context import current_request_id
+
+    assert current_request_id() == context.aws_request_id
 
 
 def test_the_holdback_guard_drops_the_share_for_a_model_that_beats_rules_and_a_new_model_starts_full(stack, monkeypatch):

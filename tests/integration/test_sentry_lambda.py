@@ -149,9 +149,9 @@ def build_api(settings: Settings) -> Any:
 def retrain_handler(event: dict, context: Any) -> dict:
     """Wired like the retrain function: the EventBridge event id is the request id, the property
     being trained is tagged, the scheduled run checks in with the cron monitor."""
-    from pricing.observability.context import bind_request_id, logger
+    from pricing.observability.context import bind_request_id, invocation_request_id, logger
 
-    request_id = event.get("id") or context.aws_request_id
+    request_id = invocation_request_id(event, context)
     bind_request_id(request_id)
     sentry.set_request_context(request_id, additional_tags={"endpoint": "retrain", "method": "schedule"})
     trained = []

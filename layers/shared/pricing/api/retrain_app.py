@@ -27,7 +27,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from pricing.observability import metrics
-from pricing.observability.context import logger, set_service_name
+from pricing.observability.context import bind_request_id, invocation_request_id, logger, set_service_name
 from pricing.observability.push import pushes_metrics
 from pricing.observability.sentry import init_from_settings, report_once, retrain_monitor
 from pricing.services.retraining import InvalidRetrainEvent, RetrainingService, parse_request, worth_retrying
@@ -106,4 +106,6 @@ def retrain_messages(retraining: RetrainingService, event: dict[str, Any], conte
 @pushes_metrics(settings=settings, function="retrain")
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    # The schedule's event id (else the Lambda request id) on every log line and Sentry event.
+    bind_request_id(invocation_request_id(event, context))
     return dispatch(service(), event, context)
