@@ -5,20 +5,12 @@ Sentry at import (Sentry's Lambda integration must wrap the handler before the f
 invocation); the service and its storage are built on first use and live as long as the
 container. No FastAPI here: the retrain function never pays for importing it.
 
-``dispatch`` takes three kinds of event:
-
-* the daily EventBridge schedule (``{"detail": {"force": false}}``) or a manual invoke without
-  ``property_ids``: every property with outcomes, fanned out to the queue as batches of
-  ``RETRAIN_BATCH_SIZE`` (inline without a queue), checked in with Sentry's cron monitor;
-* an SQS batch from that queue, through Powertools' ``BatchProcessor``: each message
-  ``{"property_ids": [...], "force": bool}`` is retrained, and ``batchItemFailures`` names the
-  messages to retry (malformed ones, which end in the dead-letter queue, and those whose store
-  was unavailable);
-* a manual invoke naming properties (``{"property_ids": [...], "force": true}``, bare or under
-  ``detail``): those properties now, with the per-property results in the answer.
-
-Any of them may carry ``as_of`` (``pricing.services.retraining.parse_request``). Why the fan-out
-goes through SQS: docs/pricing-loop.md.
+``dispatch`` takes the daily schedule or a manual invoke without ``property_ids`` (every property,
+fanned out to the queue in batches, under Sentry's cron monitor), an SQS batch of those (each
+message retrained through Powertools' ``BatchProcessor``; ``batchItemFailures`` names the
+malformed ones and those whose store was unavailable), or a manual invoke naming properties
+(``{"property_ids": [...], "force": true}``, bare or under ``detail``, answered with the results).
+Why SQS, and the steps per property: docs/pricing-loop.md ("Retraining, step by step").
 """
 
 from __future__ import annotations

@@ -8,13 +8,10 @@ group whose push failed is owed and carried again; SIGTERM flushes what is still
 pushes to the one :func:`choose_pushgateway` picks. Why, with the measurements: docs/metrics.md.
 
 Configuration: the ``PUSHGATEWAY_*`` settings, ``PROMETHEUS_URL`` (pruning) and the Lambda
-function name, memory and runtime API (``pricing.settings``, passed in by the app module).
-
-Example::
+function name, memory and runtime API (``pricing.settings``, passed in by the app module)::
 
     @pushes_metrics(settings=settings, function="score")
-    def handler(event, context):
-        ...
+    def handler(event, context): ...
 """
 
 from __future__ import annotations
