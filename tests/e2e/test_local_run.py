@@ -77,6 +77,24 @@ def test_every_route_event_is_answered_without_a_server_error(function):
             assert answer["statusCode"] == 200 or json.loads(answer["body"])["detail"], (name, answer)
 
 
+def test_the_built_retrain_function_answers_an_sqs_batch_with_its_failed_messages():
+    """Powertools' batch processor inside the sam-built layer, on the Lambda runtime's packages."""
+    from support.local_stack import lambda_containers, moto_resources
+
+    def record(message_id: str, body: str) -> dict:
+        return {"messageId": message_id, "receiptHandle": f"rh-{message_id}", "body": body, "attributes": {},
+                "messageAttributes": {}, "eventSource": "aws:sqs", "awsRegion": "us-east-1"}
+
+    batch = {"Records": [record("m-malformed", "{not json"),
+                         record("m-ok", json.dumps({"property_ids": ["no-outcomes-yet"], "force": False})),
+                         record("m-bad-ids", json.dumps({"property_ids": ["not ok!"]}))]}
+    with moto_resources() as aws, lambda_containers("RetrainFunction", env=aws.env()) as containers:
+        result = containers.invoke(batch)
+    assert not result.function_error, result.payload[:500]
+    assert json.loads(result.payload) == {"batchItemFailures": [{"itemIdentifier": "m-malformed"},
+                                                                {"itemIdentifier": "m-bad-ids"}]}
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The test process's environment without the suite's refusing AWS endpoint."""
     env = {k: v for k, v in os.environ.items()
