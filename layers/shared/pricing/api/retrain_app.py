@@ -67,8 +67,8 @@ def retrain_messages(retraining: RetrainingService, event: dict[str, Any], conte
     """An SQS batch: each message retrained in turn; the failed ones listed in ``batchItemFailures``."""
     if not event["Records"]:
         return {"batchItemFailures": []}
-    # Imported here: Powertools' batch package loads a data class for every event source (65-110 ms
-    # measured), which the scheduled run and manual invokes have no use for.
+    # Imported here: Powertools' batch package loads a data class for every event source (a median
+    # 37 ms after the rest of the app, 7 runs), which the scheduled run and manual invokes have no use for.
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
     remaining = getattr(context, "get_remaining_time_in_millis", None)
