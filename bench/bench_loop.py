@@ -10,8 +10,8 @@ outside it, one shifting halfway) the loop runs as in production, on a simulated
 2. the market books the quoted price with its true probability;
 3. at the end of the day the outcomes, with their quote ids, go through the real ingestion
    service (``IngestionService.ingest``, the /learn validation);
-4. every night the real retraining service runs its scheduled path (``RetrainingService.handle``
-   with the cron event): drift, the fit, the revenue judgement against what prices now, the
+4. every night the real retraining service runs its scheduled path (``RetrainingService.scheduled_run``,
+   as the cron event runs it): drift, the fit, the revenue judgement against what prices now, the
    conditional deploy.
 
 Stores are in memory (``bench.memory_storage``); everything above them is the service's code.
@@ -182,7 +182,7 @@ class InProcess:
 
     def retrain(self, property_id: str) -> dict:
         """The nightly retrain, as the cron event runs it; this property's result."""
-        answer = self.retraining.handle({"detail": {"force": False}})
+        answer = self.retraining.scheduled_run(force=False)
         (r,) = [x for x in answer["results"] if x["property_id"] == property_id]
         return r
 

@@ -1,33 +1,10 @@
 """The local API Gateway: HTTP requests in, REST API (payload 1.0) proxy events to Lambda, back out.
 
-What it reproduces of a deployed REST API with Lambda proxy integrations:
-
-- the event: ``resource``, ``path``, ``httpMethod``, ``headers`` (the last value of a repeated
-  header) and ``multiValueHeaders``, ``queryStringParameters`` and their multi-value twin,
-  ``pathParameters``, ``body`` (base64 with ``isBase64Encoded`` when it is not UTF-8 text), and a
-  ``requestContext`` with a new ``requestId`` per request, the ``stage`` and ``resourcePath``;
-- the response: ``statusCode``, ``headers`` merged with ``multiValueHeaders`` (API Gateway keeps
-  the multi-value one when both name a header), base64 bodies decoded; a function error, a
-  timeout or a result that is not a proxy response is a 502 ``{"message": "Internal server error"}``;
-- request bodies over 6 MB get 413 before any function runs (API Gateway itself takes 10 MB, but
-  Lambda refuses a synchronous payload over 6 MB, so that is the limit a caller meets);
-- API keys only when asked (``require_api_key``), as ``sam local start-api`` does not check them.
-  Routes of the operator API (``OPERATOR_API``: POST /ab/...) take only ``operator_api_key``;
-  once any key is asked for, they refuse every other key (the pricing callers' included) with
-  403, and with no operator key configured they refuse everyone -- as in AWS, where that API
-  has its own usage plan.
-  When asked, the key is checked before routing, as API Gateway does: without the right key
-  every path and method is a 403, so a caller without a key learns nothing of the routes. A
-  request with more than one ``x-api-key`` header is a 403 whatever their values: which one a
-  gateway would check is not something a caller should depend on, so ambiguous credentials are
-  never accepted;
-- framing: a ``Content-Length`` that is not one decimal number (negative, signed, several
-  differing values) is a 400 at once, the connection closed, as it cannot be framed.
-
-Differences on purpose: with the right key (or none required), an unknown path is a 404 and a
-known path with the wrong method a 405 (API Gateway answers both with 403 "Missing
-Authentication Token", which misleads more than it helps locally); more than ``max_containers``
-concurrent requests wait for a container instead of being throttled at once.
+The proxy event and response as a deployed REST API with Lambda proxy integrations has them; a
+function error, a timeout or a result that is not a proxy response is a 502; bodies over 6 MB
+get 413; API keys (and the operator API's own key) are checked before routing, only when asked
+for. What it reproduces and where it differs on purpose (404/405 instead of 403, waiting instead
+of throttling): docs/local-lambda.md ("The API Gateway in front").
 """
 
 from __future__ import annotations

@@ -1,44 +1,12 @@
 """A local Lambda container: one long-lived ``python -m awslambdaric <handler>`` process.
 
-The process is the real runtime interface client, talking to its own Runtime API emulator
-(``local.runtime_api``), with the directory layout and environment of a Lambda sandbox:
-
-- ``/var/task`` is the function's ``sam build`` output and the working directory;
-- ``/opt/python`` (and ``/opt/python/lib/python3.11/site-packages``) of every layer follow it on
-  ``PYTHONPATH``, in that order, as in Lambda;
-- the runtime's own packages (boto3 and its dependencies, awslambdaric) come last.
-
-By default the runtime's packages are *only* those: the interpreter runs with ``-S`` (no
-site-packages) and gets a directory of links to exactly the packages the Lambda Python runtime
-ships, so a dependency missing from the layer fails here as it would in AWS instead of being
-quietly found in the development virtualenv. ``runtime_packages="venv"`` puts the whole
-virtualenv there instead.
-
-Before the runtime, every executable in a layer's ``extensions/`` folder is started (Lambda
-starts them from ``/opt/extensions``; a later layer's file of the same name wins) and must
-register with the Extensions API and ask for its first event within the init timeout; one that
-exits or never registers fails the container's init (``Extension.Crash``), as in Lambda.
-
-The container keeps its module state across invocations (warm reuse), serves one invocation at
-a time, and is killed when an invocation overruns the function's timeout -- the next invocation
-needs a new container, as in Lambda. Its stdout/stderr plus START/END/REPORT lines go to a log
-file per container (and, when asked, to a stream with the container id as prefix).
-
-**Retirement** (``retire()``, and ``stop()``, which is the same) shuts the container down the
-way Lambda shuts down an execution environment it reaps: it takes no new invocation and waits
-for a running one; then the runtime process gets SIGTERM -- only when an extension has
-registered, exactly as in Lambda, where a function without extensions is killed unwarned --
-and every extension's ``event/next`` answers SHUTDOWN; whatever is still running when the
-shutdown budget is spent (``LOCAL_SHUTDOWN_BUDGET_MS``, 500 ms: what the runtime should plan
-for; Lambda's whole phase is 2,000 ms with external extensions) is SIGKILLed, process group and
-all. The runtime's ``invocation/next`` stays unanswered meanwhile, as in Lambda, so a runtime
-blocked there sees nothing but the signal (see ``local.runtime_api``). The log records it::
-
-    SHUTDOWN Reason: spindown	Budget: 500 ms
-    SHUTDOWN Duration: 212.40 ms	Runtime: exited with status 0 (after SIGTERM)	Extension pricing-shutdown: exited with status 0
-
-A timeout or a crash shuts the container down at once instead (runtime SIGKILLed, extensions
-told ``timeout``/``failure``).
+The real runtime interface client against its own Runtime API emulator (``local.runtime_api``),
+with a Lambda sandbox's layout (``/var/task``, the layers' ``/opt/python``, then only the Lambda
+runtime's own packages unless ``runtime_packages="venv"``), its layers' extensions started first,
+warm across invocations, killed on a timeout. ``retire()`` (and ``stop()``) shuts it down as
+Lambda reaps an execution environment: no new invocation, SIGTERM to the runtime when an
+extension registered, SHUTDOWN to the extensions, SIGKILL after ``LOCAL_SHUTDOWN_BUDGET_MS``.
+Why, and the log lines it writes: docs/local-lambda.md ("Lifecycle").
 """
 
 from __future__ import annotations

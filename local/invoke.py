@@ -2,25 +2,14 @@
 
     python -m local.invoke ScoreFunction events/score.json [--env-vars env.json]
 
-The function's result JSON is printed on stdout and nothing else (logs, including the
-container's, go to stderr), so the output can be piped; the exit status is 1 when the function
-failed (its error document is still printed), 2 for a usage error.
-
-The container is then retired as Lambda retires one (SIGTERM to the runtime, SHUTDOWN to its
-extensions, SIGKILL after ``LOCAL_SHUTDOWN_BUDGET_MS``, 500 ms), so whatever the function still
-owes at shutdown (metrics) is sent before the command returns.
-
-Which AWS endpoint the function talks to:
-
-1. ``AWS_ENDPOINT_URL`` from the ``--env-vars`` file or the environment, as is;
-2. else the services of a ``make run`` that is up (its ``.run/state.json``): the same moto,
-   Pushgateway and everything ``make run`` gave its functions;
-3. else a moto server started for this call, with the template's bucket, tables and queues.
+The result JSON on stdout and nothing else (logs on stderr); exit status 1 when the function
+failed (its error document still printed), 2 for a usage error. The container is retired the
+Lambda way before the command returns. The AWS endpoint: ``AWS_ENDPOINT_URL``, else a running
+``make run``'s services, else a moto server of its own (docs/local-lambda.md).
 
 Environment: ``LOCAL_BUILD_DIR`` (.aws-sam/build), ``LOCAL_RUN_DIR`` (.run),
 ``LOCAL_RUNTIME_PACKAGES`` (lambda|venv), ``LOCAL_SHUTDOWN_BUDGET_MS`` (500), ``AWS_REGION``
-(us-east-1), and
-``local.environment.FORWARDED_ENV`` passed on to the function.
+(us-east-1), and ``local.environment.FORWARDED_ENV`` passed on to the function.
 """
 
 from __future__ import annotations

@@ -1,19 +1,9 @@
 """Warm containers of one function, scaled the way Lambda scales them.
 
-An invocation takes an idle warm container when there is one (the most recently used, so the
-rest can go cold); when every container is busy it starts a new one -- a cold start, as Lambda
-does -- until ``max_containers`` exist. Past that an invocation waits for a container to become
-free (Lambda would throttle; locally waiting is more useful) and gives up with ``Throttled``
-after ``max_wait`` seconds. Containers that died (a timeout, a crash) are dropped and replaced
-on demand.
-
-Lambda promises no later invocation of a container: one left idle is eventually shut down. With
-``idle_seconds`` set, a container idle that long is taken out of the pool -- under the pool's
-lock, so no invocation can take it any more; a busy container is never a candidate -- and
-retired (``LambdaContainer.retire``: SIGTERM to the runtime when an extension registered,
-SHUTDOWN to the extensions, SIGKILL after the shutdown budget); the next invocation then finds
-a new, cold container. ``close()`` retires every container the same way, all at once, after
-letting running invocations finish for up to ``drain`` seconds.
+An idle warm container when there is one (the most recently used), else a new one (a cold
+start) up to ``max_containers``; past that an invocation waits, giving up with ``Throttled``
+after ``max_wait`` seconds. A container idle ``idle_seconds`` is taken out under the pool's lock
+and retired; ``close()`` retires all after a ``drain``. Why: docs/local-lambda.md ("Lifecycle").
 """
 
 from __future__ import annotations

@@ -1,27 +1,10 @@
-"""An emulator of the Lambda Runtime API, one per local container, on 127.0.0.1.
+"""An emulator of the Lambda Runtime API and Extensions API, one per local container, on 127.0.0.1.
 
-The runtime interface client (``awslambdaric``) in a container long-polls
-``GET /2018-06-01/runtime/invocation/next`` for its next event and answers it with
-``POST /2018-06-01/runtime/invocation/{id}/response`` or ``.../{id}/error``; a handler that cannot
-even be imported is reported with ``POST /2018-06-01/runtime/init/error``.
-
-External extensions (executables in a layer's ``extensions/``, which Lambda starts from
-``/opt/extensions``) speak the Extensions API on the same address:
-``POST /2020-01-01/extension/register`` (header ``Lambda-Extension-Name``, body
-``{"events": [...]}``; answers the ``Lambda-Extension-Identifier`` header) and the long poll
-``GET /2020-01-01/extension/event/next``, which blocks until the container shuts down and then
-answers ``{"eventType": "SHUTDOWN", "shutdownReason": ..., "deadlineMs": ...}``. ``INVOKE``
-subscriptions are accepted but no ``INVOKE`` events are sent (the one extension here does not
-ask for them). ``.../init/error`` and ``.../exit/error`` are recorded. The Telemetry and Logs
-APIs are not emulated.
-
-While a container shuts down, the runtime's own ``invocation/next`` stays unanswered, as in
-Lambda: a runtime blocked in it sees only the signals it is sent.
-
-Each container gets its own emulator (its own port), exactly as each Lambda sandbox talks to its
-own Runtime API: the client's paths carry no container identity, so sharing one server between
-containers could not tell them apart. The client is libcurl underneath and needs HTTP/1.1 with
-``Content-Length`` on every response, hence ``protocol_version = "HTTP/1.1"`` below.
+The runtime client long-polls ``invocation/next`` and posts a response, an error or an init
+error; extensions register and long-poll ``event/next``, answered SHUTDOWN when the container
+shuts down (``INVOKE`` events, the Telemetry and Logs APIs are not emulated). One emulator per
+container because the client's paths carry no container identity; HTTP/1.1 with
+``Content-Length`` on every response because the client is libcurl. docs/local-lambda.md.
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """The whole local deployment, as ``make run`` starts it and end-to-end tests reuse it.
 
-``LocalStack.start()`` brings up, in order:
-
-1. the AWS endpoint: a given ``AWS_ENDPOINT_URL`` as is, else a moto server with the template's
-   bucket, tables and queues;
-2. the metrics stack: a given ``PUSHGATEWAY_URL`` as is, else (when the pinned stack's binaries are
-   installed and ``metrics`` is on) a Pushgateway and a Prometheus scraping it;
-3. a pool of warm containers per function, with the Lambda, template and local environment
-   (a container idle for ``idle_seconds`` is retired, as Lambda reaps idle ones);
-4. the API on ``host:port``, routes from the template's ``Api`` events;
-5. the template's event sources: ``rate(...)`` schedules and SQS queues (``local.events``).
-
-``close()`` stops everything in reverse order (the containers retired the Lambda way, all at
-once: see ``local.pool``). With ``state_file`` set the running stack is
-described there (``make invoke`` reads it to use the same services).
+``LocalStack.start()`` brings up the AWS endpoint (a given ``AWS_ENDPOINT_URL``, else moto with
+the template's resources), the metrics stack (a given ``PUSHGATEWAY_URL``, else a Pushgateway and
+a Prometheus when installed), a pool of warm containers per function, the API on ``host:port``,
+and the template's event sources; ``close()`` stops them in reverse order. With ``state_file``
+set the running stack is described there (``make invoke`` reads it). docs/local-lambda.md.
 """
 
 from __future__ import annotations

@@ -13,18 +13,16 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 import requests
 
 from local.services import free_port
 from support.local_stack import PROJECT_ROOT, built_artifacts, local_api, require_function_build, unavailable
+from support.stub_http import Reply, StubServer
 
 pytestmark = pytest.mark.e2e
 
@@ -77,6 +75,24 @@ def test_every_route_event_is_answered_without_a_server_error(function):
             # An empty store: 200 for lists and creation, 404 for the demo property and experiment.
             assert answer["statusCode"] in (200, 404), (name, answer)
             assert answer["statusCode"] == 200 or json.loads(answer["body"])["detail"], (name, answer)
+
+
+def test_the_built_retrain_function_answers_an_sqs_batch_with_its_failed_messages():
+    """Powertools' batch processor inside the sam-built layer, on the Lambda runtime's packages."""
+    from support.local_stack import lambda_containers, moto_resources
+
+    def record(message_id: str, body: str) -> dict:
+        return {"messageId": message_id, "receiptHandle": f"rh-{message_id}", "body": body, "attributes": {},
+                "messageAttributes": {}, "eventSource": "aws:sqs", "awsRegion": "us-east-1"}
+
+    batch = {"Records": [record("m-malformed", "{not json"),
+                         record("m-ok", json.dumps({"property_ids": ["no-outcomes-yet"], "force": False})),
+                         record("m-bad-ids", json.dumps({"property_ids": ["not ok!"]}))]}
+    with moto_resources() as aws, lambda_containers("RetrainFunction", env=aws.env()) as containers:
+        result = containers.invoke(batch)
+    assert not result.function_error, result.payload[:500]
+    assert json.loads(result.payload) == {"batchItemFailures": [{"itemIdentifier": "m-malformed"},
+                                                                {"itemIdentifier": "m-bad-ids"}]}
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -180,41 +196,23 @@ def test_concurrent_clients_are_served_by_several_containers(stack, caplog):
     assert stack.pools["ScoreFunction"].size <= 8
 
 
-class _Backend(BaseHTTPRequestHandler):
-    seen: ClassVar[list] = []
-
-    def do_GET(self):
-        type(self).seen.append((self.path, self.headers.get("X-API-Key")))
-        body = json.dumps({"success": True, "data": {"priceP10": 80.0, "priceP50": 100.0, "priceP90": 130.0,
-                                                     "competitorCount": 7, "source": "e2e-backend",
-                                                     "updatedAt": "2026-11-26T11:00:00Z"}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+#: The competitor-data backend's answer in test_variables_given_to_run_reach_the_functions.
+BACKEND_ANSWER = {"success": True, "data": {"priceP10": 80.0, "priceP50": 100.0, "priceP90": 130.0, "competitorCount": 7,
+                                            "source": "e2e-backend", "updatedAt": "2026-11-26T11:00:00Z"}}
 
 
 def test_variables_given_to_run_reach_the_functions():
     """BACKEND_API_URL/BACKEND_API_KEY given to `make run` are what the function calls."""
     build_dir = built_artifacts()
     require_function_build(build_dir, "ScoreFunction")
-    backend = ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
-    threading.Thread(target=backend.serve_forever, daemon=True).start()
-    _Backend.seen = []
-    try:
-        env = {"BACKEND_API_URL": f"http://127.0.0.1:{backend.server_address[1]}", "BACKEND_API_KEY": "e2e-key"}
+    with StubServer(Reply(200, BACKEND_ANSWER)) as backend:
+        env = {"BACKEND_API_URL": backend.url, "BACKEND_API_KEY": "e2e-key"}
         with local_api(build_dir=build_dir, env=env, max_containers=1) as running:
             body = {k: v for k, v in SCORE_EXAMPLE.items() if k != "market"}
             quote = requests.post(f"{running.url}/score", json=body, timeout=60).json()
-    finally:
-        backend.shutdown()
-        backend.server_close()
     property_id = SCORE_EXAMPLE["entity"]["propertyId"]
-    assert (f"/api/competitor-data/{property_id}/2026-12-24", "e2e-key") in _Backend.seen
+    seen = [(r.target, r.header("X-API-Key")) for r in backend.requests]
+    assert (f"/api/competitor-data/{property_id}/2026-12-24", "e2e-key") in seen
     assert quote["safety"]["competitor_data"]["source"] == "e2e-backend"
 
 

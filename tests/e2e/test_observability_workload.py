@@ -42,7 +42,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -55,6 +54,7 @@ from pricing.domain.simulator import CURVES, simulate_outcomes
 from pricing.settings import Settings
 from pricing.storage import Storage
 from support.local_stack import PROJECT_ROOT, built_artifacts, local_api, require_function_build
+from support.stub_http import Reply, Request, StubServer
 from support.obs_stack import ENVIRONMENT, observability_stack, panels_without_data, render_dashboard
 
 pytestmark = pytest.mark.e2e
@@ -78,53 +78,39 @@ FLOOD = 600  # invalid outcomes: over a tenth of everything /learn will have rec
 # --- the competitor-data backend ---------------------------------------------------------------
 
 
-class CompetitorBackend:
+class CompetitorBackend(StubServer):
     """spec/API.md's competitor-data backend: ``ok`` properties answer, ``flaky`` ones fail every
     other request with a 500, ``down`` ones always fail, unknown ones are a 404."""
 
     def __init__(self, api_key: str) -> None:
+        super().__init__(self._answer_request)
+        self.api_key = api_key
         self.answered: list[tuple[str, int]] = []  # (property, HTTP status), in order
         self.lock = threading.Lock()
-        backend = self
+        self.start()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # http.server's naming
-                parts = self.path.strip("/").split("/")
-                if self.headers.get("X-API-Key") != api_key:
-                    return self._answer(401, {"success": False})
-                if len(parts) != 4 or parts[:2] != ["api", "competitor-data"]:
-                    return self._answer(404, {"success": False})
-                property_id = parts[2]
-                mode = BACKEND_ANSWERS.get(property_id)
-                with backend.lock:
-                    seen = sum(1 for p, _ in backend.answered if p == property_id)
-                if mode == "down" or (mode == "flaky" and seen % 2 == 1):
-                    status, body = 500, {"success": False, "error": "upstream unavailable"}
-                elif mode is None:
-                    status, body = 404, {"success": False}
-                else:
-                    updated = datetime.now(timezone.utc) - timedelta(hours=2)
-                    status, body = 200, {"success": True, "data": {
-                        "priceP10": 95.0, "priceP50": 125.0, "priceP90": 160.0, "competitorCount": 7,
-                        "source": "e2e-backend", "updatedAt": updated.strftime("%Y-%m-%dT%H:%M:%SZ")}}
-                with backend.lock:
-                    backend.answered.append((property_id, status))
-                self._answer(status, body)
-
-            def _answer(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer_request(self, request: Request) -> Reply:
+        parts = request.path.strip("/").split("/")
+        if request.header("X-API-Key") != self.api_key:
+            return Reply(401, {"success": False})
+        if len(parts) != 4 or parts[:2] != ["api", "competitor-data"]:
+            return Reply(404, {"success": False})
+        property_id = parts[2]
+        mode = BACKEND_ANSWERS.get(property_id)
+        with self.lock:
+            seen = sum(1 for p, _ in self.answered if p == property_id)
+        if mode == "down" or (mode == "flaky" and seen % 2 == 1):
+            reply = Reply(500, {"success": False, "error": "upstream unavailable"})
+        elif mode is None:
+            reply = Reply(404, {"success": False})
+        else:
+            updated = datetime.now(timezone.utc) - timedelta(hours=2)
+            reply = Reply(200, {"success": True, "data": {
+                "priceP10": 95.0, "priceP50": 125.0, "priceP90": 160.0, "competitorCount": 7,
+                "source": "e2e-backend", "updatedAt": updated.strftime("%Y-%m-%dT%H:%M:%SZ")}})
+        with self.lock:
+            self.answered.append((property_id, reply.status))
+        return reply
 
     def statuses(self) -> Counter:
         """What the service must have counted: pricing_competitor_fetches_total's status label."""
@@ -133,8 +119,7 @@ class CompetitorBackend:
             return Counter(names.get(status, "error") for _, status in self.answered)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.stop()
 
 
 # --- the workload ------------------------------------------------------------------------------

@@ -122,8 +122,7 @@ def kill(service: Service) -> None:
 
 def notifications(webhook: WebhookReceiver, environment: str) -> list[dict]:
     """Every notification that carried a firing ServiceDown of ``environment``."""
-    with webhook.lock:
-        notes = [n for notes in webhook.received.values() for n in notes]
+    notes = [n for notes in webhook.received.values() for n in notes]  # a snapshot
     return [n for n in notes if any(a["status"] == "firing" and a["labels"].get("alertname") == "ServiceDown"
                                     and a["labels"].get("environment") == environment for a in n["alerts"])]
 

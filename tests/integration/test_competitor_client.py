@@ -30,7 +30,7 @@ def test_success_parses_the_snapshot_and_sends_key_and_request_id(backend):
     assert (snap.p10, snap.p50, snap.p90, snap.count, snap.source) == (
         data["priceP10"], data["priceP50"], data["priceP90"], data["competitorCount"], data["source"])
     assert snap.staleness_seconds > 0
-    path, headers = backend.requests[0]
+    path, headers = backend.requests[0].target, backend.requests[0].headers
     assert path == "/api/competitor-data/prop%2F1/2026-12-24"
     assert headers["X-API-Key"] == "secret-key-123" and headers["X-Request-ID"] == "rid-9"
 

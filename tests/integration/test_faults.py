@@ -179,7 +179,7 @@ def test_a_failing_competitor_backend_never_fails_the_quote(proxy, score):
             assert out["safety"]["competitor_data"] is None, mode
             assert out["price"] >= 0.01
             assert competitor_fetches(status) == before + 1, mode
-            assert backend.requests and backend.requests[0][1].get("X-API-Key") == "backend-key"
+            assert backend.requests and backend.requests[0].header("X-API-Key") == "backend-key"
 
 
 def test_everything_down_at_once_still_prices(proxy, score):

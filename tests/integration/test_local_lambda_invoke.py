@@ -7,12 +7,11 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from support.local_stack import PROJECT_ROOT, moto_resources
+from support.stub_http import Reply, StubServer
 
 TEMPLATE = """
     Transform: AWS::Serverless-2016-10-31
@@ -112,36 +111,20 @@ def test_function_name_event_from_stdin_and_failures(app):
     assert unknown.returncode == 2 and unknown.stdout == "" and "ProbeFunction" in unknown.stderr
 
 
-class _Answer(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(404)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.mark.services
 def test_uses_the_services_of_a_running_make_run(app):
-    fake_api = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
-    threading.Thread(target=fake_api.serve_forever, daemon=True).start()
-    try:
-        with moto_resources() as aws:
-            (app / "run").mkdir()
-            write(app / "run" / "state.json", {
-                "pid": os.getpid(), "api_url": f"http://127.0.0.1:{fake_api.server_address[1]}",
-                "aws_endpoint_url": aws.endpoint_url,
-                "function_env": {"AWS_ENDPOINT_URL": aws.endpoint_url, "EXTRA": "from-make-run"},
-            })
-            done = run_invoke(app, "ProbeFunction", write(app / "event.json", {}))
-        assert done.returncode == 0, done.stderr
-        result = json.loads(done.stdout)
-        assert result["endpoint"] == aws.endpoint_url and result["extra"] == "from-make-run"
-        assert "using the services of make run" in done.stderr
-    finally:
-        fake_api.shutdown()
-        fake_api.server_close()
+    with StubServer(Reply(404)) as fake_api, moto_resources() as aws:
+        (app / "run").mkdir()
+        write(app / "run" / "state.json", {
+            "pid": os.getpid(), "api_url": fake_api.url,
+            "aws_endpoint_url": aws.endpoint_url,
+            "function_env": {"AWS_ENDPOINT_URL": aws.endpoint_url, "EXTRA": "from-make-run"},
+        })
+        done = run_invoke(app, "ProbeFunction", write(app / "event.json", {}))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["endpoint"] == aws.endpoint_url and result["extra"] == "from-make-run"
+    assert "using the services of make run" in done.stderr
 
 
 @pytest.mark.parametrize("args, why", [

@@ -15,6 +15,7 @@ import pytest
 from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures; puts local/ on the path
 
 from local.lambda_context import FakeContext
+from pricing.api.retrain_app import dispatch
 from pricing.api.schemas import ScoreRequest
 from pricing.competitors import CompetitorClient
 from pricing.domain.conversion_model import ConversionModel
@@ -134,7 +135,7 @@ def test_a_first_model_deployed_after_a_no_model_quote_prices_within_the_negativ
     assert any("no model deployed" in r for r in first["reasons"]), first["reasons"]
 
     learn(stack, CITY, 1200, seed=3, property_id="hotel-first")
-    (result,) = stack.service.handle({"property_ids": ["hotel-first"]}, LambdaContext())["results"]
+    (result,) = dispatch(stack.service, {"property_ids": ["hotel-first"]}, LambdaContext())["results"]
     assert result["status"] == "deployed", result
     deployed_at = time.monotonic()
     while quote_response(*scoring.score(request.to_quote(), "req-poll"))["safety"]["pricing_method"] != "ml_elasticity":
@@ -146,7 +147,7 @@ def test_a_first_model_deployed_after_a_no_model_quote_prices_within_the_negativ
 def test_first_model_is_deployed_and_scoring_prices_with_it(stack):
     learn(stack, CITY, 1200, seed=3, property_id="hotel-a")
 
-    answer = stack.service.handle({"property_ids": ["hotel-a"]}, LambdaContext())
+    answer = dispatch(stack.service, {"property_ids": ["hotel-a"]}, LambdaContext())
 
     (result,) = answer["results"]
     assert result["status"] == "deployed", result
@@ -169,14 +170,14 @@ def test_first_model_is_deployed_and_scoring_prices_with_it(stack):
 def test_drifted_data_retrains_and_deploys_without_force(stack):
     old = simulate_outcomes(CITY, 1000, seed=3, now=NOW - timedelta(days=40), property_id="hotel-b", occupancy=(0.0, 0.5))
     stack.ingest(old)
-    first = stack.service.handle({"property_ids": ["hotel-b"]}, LambdaContext())["results"][0]
+    first = dispatch(stack.service, {"property_ids": ["hotel-b"]}, LambdaContext())["results"][0]
     assert first["status"] == "deployed"
 
     # The market moves: the property fills up and guests become less price-sensitive.
     moved = replace(CITY, name="city-hotel-moved", intercept=1.2, price_effect=-1.6)
     stack.ingest(simulate_outcomes(moved, 700, seed=4, now=NOW, property_id="hotel-b", history_days=35,
                                    occupancy=(0.6, 1.0)))
-    second = stack.service.handle({"property_ids": ["hotel-b"], "force": False}, LambdaContext())["results"][0]
+    second = dispatch(stack.service, {"property_ids": ["hotel-b"], "force": False}, LambdaContext())["results"][0]
 
     assert second["status"] == "deployed", second
     assert second["drift"]["detected"] is True
@@ -201,14 +202,14 @@ def test_drifted_data_retrains_and_deploys_without_force(stack):
 
 def test_late_reported_outcomes_count_as_unseen_for_drift(stack):
     learn(stack, CITY, 1000, seed=3, property_id="hotel-late", occupancy=(0.0, 0.5))
-    assert stack.service.handle({"property_ids": ["hotel-late"]}, LambdaContext())["results"][0]["status"] == "deployed"
+    assert dispatch(stack.service, {"property_ids": ["hotel-late"]}, LambdaContext())["results"][0]["status"] == "deployed"
     stack.clock.advance(minutes=5)
 
     # Quoted before the model's data ends, reported only now, from a market that has filled up.
     moved = replace(CITY, name="city-hotel-late", intercept=1.2, price_effect=-1.6)
     stack.ingest(simulate_outcomes(moved, 600, seed=8, now=NOW - timedelta(days=1), property_id="hotel-late",
                                    history_days=30, occupancy=(0.6, 1.0)))
-    result = stack.service.handle({"property_ids": ["hotel-late"]}, LambdaContext())["results"][0]
+    result = dispatch(stack.service, {"property_ids": ["hotel-late"]}, LambdaContext())["results"][0]
 
     assert result["drift"]["sample_size"] == 600
     assert result["drift"]["detected"] is True
@@ -246,7 +247,7 @@ def test_the_holdback_guard_rolls_back_a_model_that_earns_less_than_rules_in_rea
     rollbacks = []
     monkeypatch.setattr(retraining.metrics, "track_rollback", lambda property_id: rollbacks.append(property_id))
 
-    result = stack.service.handle({"property_ids": ["hb-loser"]}, LambdaContext())["results"][0]
+    result = dispatch(stack.service, {"property_ids": ["hb-loser"]}, LambdaContext())["results"][0]
 
     guard = result["evaluation"]["holdback_guard"]
     assert guard["enough"] and guard["model_loses"], guard
@@ -270,7 +271,7 @@ def test_the_holdback_guard_keeps_a_model_that_does_not_lose_or_cannot_be_judged
     stack.storage.swap_live_model("hb-keep", "v-keep", key, expected_version=None, deployed_at=deployed.isoformat())
     stack.ingest(arms_since(deployed, n, model=model_arm, rules=(100.0, 0.5), property_id="hb-keep", seed=2))
 
-    result = stack.service.handle({"property_ids": ["hb-keep"]}, LambdaContext())["results"][0]
+    result = dispatch(stack.service, {"property_ids": ["hb-keep"]}, LambdaContext())["results"][0]
 
     guard = result["evaluation"]["holdback_guard"]
     assert not guard["model_loses"], guard
@@ -288,7 +289,7 @@ def test_a_retrain_as_of_a_past_moment_sees_only_what_was_quoted_by_then(stack):
     learn(stack, CITY, 1000, property_id="as-of")
     as_of = NOW - timedelta(days=HISTORY_DAYS / 2)
 
-    answer = stack.service.handle({"detail": {"property_ids": ["as-of"], "as_of": as_of.strftime("%Y-%m-%dT%H:%M:%SZ")}},
+    answer = dispatch(stack.service, {"detail": {"property_ids": ["as-of"], "as_of": as_of.strftime("%Y-%m-%dT%H:%M:%SZ")}},
                                   LambdaContext())
 
     (result,) = answer["results"]
@@ -299,16 +300,16 @@ def test_a_retrain_as_of_a_past_moment_sees_only_what_was_quoted_by_then(stack):
         assert model.trained_at.startswith(as_of.strftime("%Y-%m-%dT%H:%M:%S"))
         assert model.training["data_end"] <= as_of.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     with pytest.raises(retraining.InvalidRetrainEvent):
-        stack.service.handle({"detail": {"as_of": (NOW + timedelta(hours=1)).isoformat()}}, LambdaContext())
+        dispatch(stack.service, {"detail": {"as_of": (NOW + timedelta(hours=1)).isoformat()}}, LambdaContext())
     with pytest.raises(retraining.InvalidRetrainEvent):
-        stack.service.handle({"detail": {"as_of": "2026-11-25T03:00:00"}}, LambdaContext())  # no time zone
+        dispatch(stack.service, {"detail": {"as_of": "2026-11-25T03:00:00"}}, LambdaContext())  # no time zone
 
 
 def test_without_drift_or_new_data_the_property_is_skipped(stack):
     learn(stack, CITY, 1200, seed=2, property_id="hotel-c")
-    assert stack.service.handle({"property_ids": ["hotel-c"]}, LambdaContext())["results"][0]["status"] == "deployed"
+    assert dispatch(stack.service, {"property_ids": ["hotel-c"]}, LambdaContext())["results"][0]["status"] == "deployed"
 
-    again = stack.service.handle({"property_ids": ["hotel-c"]}, LambdaContext())["results"][0]
+    again = dispatch(stack.service, {"property_ids": ["hotel-c"]}, LambdaContext())["results"][0]
 
     assert again["status"] == "skipped"
     assert "no drift" in again["reason"]
@@ -322,7 +323,7 @@ def test_worse_candidate_is_rejected_and_the_incumbent_keeps_serving(stack):
     stack.ingest(simulate_outcomes(CITY, 640, seed=5, now=NOW - timedelta(days=20), property_id="lodge"))
     learn(stack, SKI, 160, property_id="lodge", history_days=19)
 
-    result = stack.service.handle({"property_ids": ["lodge"], "force": True}, LambdaContext())["results"][0]
+    result = dispatch(stack.service, {"property_ids": ["lodge"], "force": True}, LambdaContext())["results"][0]
 
     assert result["status"] == "rejected", result
     assert "not better than incumbent v-true" in result["reason"]
@@ -340,7 +341,7 @@ def test_a_model_whose_demand_rises_with_price_is_rejected(stack):
     perverse = DemandCurve("perverse", 100.0, -2.5, 1.5, 0.0, 0.0, 0.0)
     learn(stack, perverse, 500, property_id="odd")
 
-    result = stack.service.handle({"property_ids": ["odd"]}, LambdaContext())["results"][0]
+    result = dispatch(stack.service, {"property_ids": ["odd"]}, LambdaContext())["results"][0]
 
     assert result["status"] == "rejected"
     assert "demand does not fall with price" in result["reason"]
@@ -351,7 +352,7 @@ def test_a_model_whose_demand_rises_with_price_is_rejected(stack):
 
 def test_too_little_data_is_skipped(stack):
     learn(stack, CITY, 120, property_id="tiny")
-    result = stack.service.handle({"property_ids": ["tiny"], "force": True}, LambdaContext())["results"][0]
+    result = dispatch(stack.service, {"property_ids": ["tiny"], "force": True}, LambdaContext())["results"][0]
     assert result["status"] == "skipped"
     assert result["reason"] == "not enough data: 120 outcomes, at least 200 needed"
 
@@ -376,7 +377,7 @@ def test_a_crash_mid_run_leaves_the_registry_pointing_at_a_loadable_model(stack,
         monkeypatch.setattr(Storage, crash_in, crash)
 
     with pytest.raises(Crash):
-        stack.service.handle({"property_ids": ["resort"], "force": True}, LambdaContext())
+        dispatch(stack.service, {"property_ids": ["resort"], "force": True}, LambdaContext())
 
     pointer = live(stack, "resort")
     model = live_model(stack, "resort")  # loads: the pointer never names a missing artifact
@@ -388,7 +389,7 @@ def test_a_crash_mid_run_leaves_the_registry_pointing_at_a_loadable_model(stack,
     assert score(stack, "resort")["safety"]["model_version"] == pointer["version"]
 
     monkeypatch.setattr(Storage, crash_in, real)  # the next run works from whatever state it left
-    after = stack.service.handle({"property_ids": ["resort"], "force": True}, LambdaContext())["results"][0]
+    after = dispatch(stack.service, {"property_ids": ["resort"], "force": True}, LambdaContext())["results"][0]
     assert after["status"] in ("deployed", "rejected")
 
 
@@ -403,12 +404,12 @@ def test_one_property_failing_does_not_stop_the_others(stack, monkeypatch):
         return real(self, property_id, since, limit)
 
     monkeypatch.setattr(Storage, "read_outcomes", failing_for_b)
-    answer = stack.service.handle({"property_ids": ["p-a", "p-b", "p-c"]}, LambdaContext())
+    answer = dispatch(stack.service, {"property_ids": ["p-a", "p-b", "p-c"]}, LambdaContext())
 
     assert [r["status"] for r in answer["results"]] == ["deployed", "failed", "deployed"]
     assert "ProvisionedThroughputExceeded" in answer["results"][1]["reason"]
 
-    sqs_answer = stack.service.handle(
+    sqs_answer = dispatch(stack.service,
         {"Records": [{"messageId": "m-1", "body": json.dumps({"property_ids": ["p-b"], "force": True})}]},
         LambdaContext(),
     )
@@ -423,7 +424,7 @@ def test_scheduled_run_fans_out_batches_to_the_queue_and_each_batch_retrains(sta
         replace(stack.settings, retrain_queue_url=queue_url, retrain_batch_size=2), stack.storage, clock=stack.clock
     )
 
-    answer = service.handle({"detail": {"force": False}}, LambdaContext())
+    answer = dispatch(service, {"detail": {"force": False}}, LambdaContext())
 
     assert answer == {"mode": "fan_out", "properties": 3, "batches": 2}
     sqs = stack.aws.client("sqs")
@@ -437,7 +438,7 @@ def test_scheduled_run_fans_out_batches_to_the_queue_and_each_batch_retrains(sta
         {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"], "eventSource": "aws:sqs"}
         for m in messages
     ]}
-    assert service.handle(event, LambdaContext()) == {"batchItemFailures": []}
+    assert dispatch(service, event, LambdaContext()) == {"batchItemFailures": []}
     assert all(live(stack, pid) is not None for pid in ("f-1", "f-2", "f-3"))
 
 
@@ -445,7 +446,7 @@ def test_scheduled_run_without_a_queue_retrains_inline(stack):
     learn(stack, CITY, 1200, seed=3, property_id="inline-1")
     learn(stack, CITY, 50, seed=2, property_id="inline-2")
 
-    answer = stack.service.handle({"detail": {}}, LambdaContext())
+    answer = dispatch(stack.service, {"detail": {}}, LambdaContext())
 
     assert answer["mode"] == "inline" and answer["properties"] == 2
     assert answer["summary"] == {"deployed": 1, "rejected": 0, "skipped": 1, "failed": 0}
@@ -453,17 +454,17 @@ def test_scheduled_run_without_a_queue_retrains_inline(stack):
 
 def test_out_of_time_properties_are_not_started(stack):
     learn(stack, CITY, 300, property_id="late-1")
-    answer = stack.service.handle({"property_ids": ["late-1", "late-2"]}, LambdaContext(remaining_ms=30_000))
+    answer = dispatch(stack.service, {"property_ids": ["late-1", "late-2"]}, LambdaContext(remaining_ms=30_000))
     assert answer["results"] == [] and answer["not_started"] == ["late-1", "late-2"]
 
 
 def test_malformed_events(stack):
-    answer = stack.service.handle({"Records": [{"messageId": "bad", "body": "{not json"}]}, LambdaContext())
+    answer = dispatch(stack.service, {"Records": [{"messageId": "bad", "body": "{not json"}]}, LambdaContext())
     assert answer == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
     with pytest.raises(retraining.InvalidRetrainEvent):
-        stack.service.handle({"property_ids": ["ok", "not ok!"]}, LambdaContext())
+        dispatch(stack.service, {"property_ids": ["ok", "not ok!"]}, LambdaContext())
     with pytest.raises(retraining.InvalidRetrainEvent):
-        stack.service.handle({"detail": {"force": "yes"}}, LambdaContext())
+        dispatch(stack.service, {"detail": {"force": "yes"}}, LambdaContext())
 
 
 def test_the_lambda_handler_runs_the_service(stack, monkeypatch):
@@ -472,9 +473,14 @@ def test_the_lambda_handler_runs_the_service(stack, monkeypatch):
 
     monkeypatch.setattr(retrain_app, "_service", stack.service)
 
-    answer = retrain_app.handler({"detail": {"property_ids": ["handler-1"], "force": False}}, LambdaContext())
+    context = LambdaContext()
+    answer = retrain_app.handler({"detail": {"property_ids": ["handler-1"], "force": False}}, context)
 
     assert answer["results"][0]["status"] == "deployed"
+    # Its log lines and Sentry events carry the invocation's id (here the Lambda request id).
+    from pricing.observability.context import current_request_id
+
+    assert current_request_id() == context.aws_request_id
 
 
 def test_the_holdback_guard_drops_the_share_for_a_model_that_beats_rules_and_a_new_model_starts_full(stack, monkeypatch):
@@ -488,7 +494,7 @@ def test_the_holdback_guard_drops_the_share_for_a_model_that_beats_rules_and_a_n
     real = stack.storage.set_holdback_mode
     monkeypatch.setattr(stack.storage, "set_holdback_mode", lambda *a: (writes.append(a), real(*a))[1])
 
-    result = stack.service.handle({"property_ids": ["hb-win"]}, LambdaContext())["results"][0]
+    result = dispatch(stack.service, {"property_ids": ["hb-win"]}, LambdaContext())["results"][0]
 
     guard = result["evaluation"]["holdback_guard"]
     assert guard["enough"] and guard["model_wins"] and not guard["model_loses"], guard
@@ -531,9 +537,39 @@ def test_after_the_drop_the_holdback_guard_compares_by_period_and_still_rolls_ba
     # The model loses clearly on both sides of the drop (12 against 50 a quote).
     stack.ingest(arms_since(deployed, 1500, model=(150.0, 0.08), rules=(100.0, 0.5), property_id="hb-turn", seed=4))
 
-    result = stack.service.handle({"property_ids": ["hb-turn"]}, LambdaContext())["results"][0]
+    result = dispatch(stack.service, {"property_ids": ["hb-turn"]}, LambdaContext())["results"][0]
 
     guard = result["evaluation"]["holdback_guard"]
     assert guard["model_loses"] and guard["upper"] < 0, guard
     assert result["reason"].startswith("rolled back to rule-based pricing: live model v-turn earned")
     assert live(stack, "hb-turn").get("holdback_mode") is None  # rules now: no model, no holdback
+
+
+def test_an_sqs_batch_names_exactly_the_messages_to_retry(stack, monkeypatch):
+    learn(stack, CITY, 1200, seed=12, property_id="q-good")
+    learn(stack, CITY, 1200, seed=2, property_id="q-down")
+    real = Storage.read_outcomes
+
+    def failing_for_down(self, property_id, since, limit=None):
+        if property_id == "q-down":
+            raise StorageUnavailable("dynamodb.query: ThrottlingException")
+        return real(self, property_id, since, limit)
+
+    monkeypatch.setattr(Storage, "read_outcomes", failing_for_down)
+    reported = []
+    monkeypatch.setattr("pricing.api.retrain_app.report_once", lambda cause, error, **tags: reported.append(cause))
+    future = (NOW + timedelta(days=1)).isoformat()
+    event = {"Records": [
+        {"messageId": "good", "body": json.dumps({"property_ids": ["q-good"], "force": True})},
+        {"messageId": "not-json", "body": "{not json"},
+        {"messageId": "down", "body": json.dumps({"property_ids": ["q-down"], "force": True})},
+        {"messageId": "bad-ids", "body": json.dumps({"property_ids": ["not ok!"]})},
+        {"messageId": "future", "body": json.dumps({"property_ids": ["q-good"], "as_of": future})},
+    ]}
+
+    answer = dispatch(stack.service, event, LambdaContext())
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": m} for m in ("not-json", "down", "bad-ids", "future")]}
+    assert live(stack, "q-good") is not None  # the good message's work is done, not retried
+    assert reported == ["retrain_message_malformed"] * 3
+    assert dispatch(stack.service, {"Records": []}, LambdaContext()) == {"batchItemFailures": []}

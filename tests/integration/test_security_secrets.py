@@ -126,7 +126,7 @@ def test_the_built_function_uses_the_fetched_key_and_credentials(secrets, tmp_pa
             assert result.ok, result.payload[:500]
             answer = json.loads(result.json()["body"])
             assert answer["safety"]["competitor_data"]["source"] == "scraper"
-            assert backend.requests[0][1]["X-API-Key"] == BACKEND_KEY
+            assert backend.requests[0].header("X-API-Key") == BACKEND_KEY
             # The push is written at the end of the invocation and not waited for: poll for it.
             deadline = time.monotonic() + 10
             while pgw.sum("pricing_requests_total", endpoint="/score", status_code="200") != 1:

@@ -23,6 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import urlsplit
 
+from support.stub_http import Reply, StubServer
+
 COMPETITOR_ANSWER = {
     "success": True,
     "data": {"priceP10": 95.0, "priceP50": 118.0, "priceP90": 160.0, "competitorCount": 9, "source": "scraper",
@@ -30,62 +32,24 @@ COMPETITOR_ANSWER = {
 }
 
 
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+#: What the backend answers in each mode ("hang": nothing, until the test ends).
+COMPETITOR_MODES = {
+    "ok": Reply(200, COMPETITOR_ANSWER),
+    "not_found": Reply(404, {"success": False}),
+    "error": Reply(500, "internal error", {"Content-Type": "application/json"}),
+    "garbage": Reply(200, b'{"success": true, "data": {"priceP50": 1', {"Content-Type": "application/json"}),
+    "huge": Reply(200, {"success": True, "data": {"priceP50": 1.7e308}}),
+    "hang": Reply(delay=30, drop=True),
+}
 
-    def handle_error(self, request, client_address) -> None:
-        pass  # clients hanging up on a hung answer are the point of these servers
 
-
-class CompetitorBackend:
-    """A stand-in competitor-data backend (``GET /api/competitor-data/{property}/{night}``)."""
+class CompetitorBackend(StubServer):
+    """A stand-in competitor-data backend (``GET /api/competitor-data/{property}/{night}``)
+    answering as ``mode`` says; ``requests`` records each request."""
 
     def __init__(self, mode: str = "ok") -> None:
+        super().__init__(lambda request: COMPETITOR_MODES[self.mode])
         self.mode = mode
-        self.requests: list[tuple[str, dict[str, str]]] = []
-        self._release = threading.Event()
-        backend = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:  # http.server's naming
-                backend.requests.append((self.path, dict(self.headers)))
-                mode = backend.mode
-                if mode == "hang":
-                    backend._release.wait(30)
-                    return
-                status, body = {
-                    "ok": (200, json.dumps(COMPETITOR_ANSWER)),
-                    "not_found": (404, '{"success": false}'),
-                    "error": (500, "internal error"),
-                    "garbage": (200, '{"success": true, "data": {"priceP50": 1'),
-                    "huge": (200, json.dumps({"success": True, "data": {"priceP50": 1.7e308}})),
-                }[mode]
-                data = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._server = _QuietServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-
-    def __enter__(self) -> "CompetitorBackend":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._release.set()
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def aws_service_of(headers: dict[str, str], path: str) -> str:
@@ -111,6 +75,14 @@ _THROTTLED = {
     "s3": (503, "application/xml", "<Error><Code>SlowDown</Code><Message>Please reduce your request rate."
                                    "</Message></Error>"),
 }
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # clients hanging up on a hung answer are the point of these servers
 
 
 class FaultProxy:

@@ -38,14 +38,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -53,6 +51,7 @@ import pytest
 import yaml
 
 from local import prometheus_stack
+from support.stub_http import Reply, StubServer
 
 ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY = ROOT / "observability"
@@ -123,46 +122,34 @@ class Service:
             return ""
 
 
-class WebhookReceiver:
+class WebhookReceiver(StubServer):
     """Alertmanager's webhook notifications, kept by path (= receiver name)."""
 
     def __init__(self, prefix: str):
-        self.received: dict[str, list[dict]] = defaultdict(list)
-        self.lock = threading.Lock()
-        receiver = self
+        # "ok" as Slack's webhooks answer (Alertmanager checks a Slack answer's body).
+        super().__init__(lambda request: Reply(200, "ok") if request.path.startswith(prefix + "/") else Reply(404))
+        self.prefix = prefix
+        self.start()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if not self.path.startswith(prefix + "/"):
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                with receiver.lock:
-                    receiver.received[self.path[len(prefix):].strip("/")].append(json.loads(body))
-                # "ok" as Slack's webhooks answer (Alertmanager checks a Slack answer's body).
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.prefix}"
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{prefix}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    @property
+    def received(self) -> dict[str, list[dict]]:
+        """Each receiver's notifications, in delivery order."""
+        notes: dict[str, list[dict]] = defaultdict(list)
+        for request in self.requests_to():
+            if request.method == "POST" and request.path.startswith(self.prefix + "/"):
+                notes[request.path[len(self.prefix):].strip("/")].append(request.json())
+        return notes
 
     def alerts(self, receiver: str) -> list[dict]:
         """Every alert delivered to ``receiver``, in delivery order."""
-        with self.lock:
-            return [alert for note in self.received.get(receiver, []) for alert in note["alerts"]]
+        return [alert for note in self.received.get(receiver, []) for alert in note["alerts"]]
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.stop()
 
 
 @dataclass

@@ -25,8 +25,9 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
+
+from support.stub_http import Reply, Request, StubServer
 
 try:  # the SDK compresses with brotli when the module is importable
     import brotli  # type: ignore[import-not-found]
@@ -104,7 +105,8 @@ def _decode(body: bytes, encoding: str) -> bytes:
 
 
 class SentryReceiver:
-    """Sentry's envelope endpoint on a free 127.0.0.1 port, served by a background thread."""
+    """Sentry's envelope endpoint on a free 127.0.0.1 port (a ``StubServer`` that parses what it
+    records), or with ``answer=False`` a socket that accepts and never answers."""
 
     def __init__(self, *, answer: bool = True, project: str = "42") -> None:
         self.answer = answer
@@ -112,7 +114,7 @@ class SentryReceiver:
         self.envelopes: list[Envelope] = []
         self.rejected: list[str] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: StubServer | None = None
         self._silent: socket.socket | None = None
         self._held: list[socket.socket] = []
         self._thread: threading.Thread | None = None
@@ -123,25 +125,22 @@ class SentryReceiver:
 
     def start(self) -> "SentryReceiver":
         if self.answer:
-            self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-            self._server.daemon_threads = True
-            self.port = self._server.server_address[1]
-            self._thread = threading.Thread(target=self._server.serve_forever, name="sentry-receiver", daemon=True)
-        else:
-            self._silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self._silent.bind(("127.0.0.1", 0))
-            self._silent.listen(64)
-            self._silent.settimeout(0.2)
-            self.port = self._silent.getsockname()[1]
-            self._thread = threading.Thread(target=self._hold_connections, name="sentry-blackhole", daemon=True)
+            self._server = StubServer(self._reply).start()
+            self.port = self._server.port
+            return self
+        self._silent = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._silent.bind(("127.0.0.1", 0))
+        self._silent.listen(64)
+        self._silent.settimeout(0.2)
+        self.port = self._silent.getsockname()[1]
+        self._thread = threading.Thread(target=self._hold_connections, name="sentry-blackhole", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stopping.set()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
         for conn in self._held:
@@ -215,30 +214,10 @@ class SentryReceiver:
             self.envelopes.append(envelope)
         return 200
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # the SDK keeps its connection alive
-            # Headers and body go out in separate writes; with Nagle on, the body waits for the
-            # client's delayed ACK (~40 ms) and every flush in a test looks that much slower.
-            disable_nagle_algorithm = True
-
-            def do_POST(self) -> None:  # http.server's naming
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                status = receiver._record(self.path, self.headers.get("Content-Encoding", ""), body)
-                answer = b'{"id":"00000000000000000000000000000000"}' if status == 200 else b"{}"
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
-                return
-
-        return Handler
+    def _reply(self, request: Request) -> Reply:
+        status = self._record(request.target, request.header("Content-Encoding") or "", request.body)
+        answer = b'{"id":"00000000000000000000000000000000"}' if status == 200 else b"{}"
+        return Reply(status, answer, {"Content-Type": "application/json"})
 
     def _hold_connections(self) -> None:
         # Accept and keep every connection open without reading or answering: the client's send

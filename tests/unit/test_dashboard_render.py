@@ -11,13 +11,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-import threading
 import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+from support.stub_http import Reply, Request, StubServer
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("render_dashboard", ROOT / "observability" / "render_dashboard.py")
@@ -28,47 +27,30 @@ _spec.loader.exec_module(render_dashboard)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-class FakePrometheus:
-    """Answers /api/v1/query_range from ``answer(query) -> (status, body)``; records queries."""
+#: Prometheus's /api/v1/alerts answer: one alert firing, one pending.
+ALERTS = {"status": "success", "data": {"alerts": [
+    {"state": "firing", "labels": {"alertname": "HighInvalidOutcomesRate"}},
+    {"state": "pending", "labels": {"alertname": "SlowScoreLatency"}}]}}
+
+
+class FakePrometheus(StubServer):
+    """Answers /api/v1/query_range from ``answer(query) -> (status, body)``; ``queries`` are the
+    parameters of each range query it was sent."""
 
     def __init__(self, answer):
-        self.queries: list[dict] = []
-        fake = self
+        super().__init__(self._route)
+        self._answer_query = answer
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # http.server's naming
-                url = urllib.parse.urlsplit(self.path)
-                params = dict(urllib.parse.parse_qsl(url.query))
-                if url.path == "/api/v1/query_range":
-                    fake.queries.append(params)
-                    status, body = answer(params["query"])
-                elif url.path == "/api/v1/alerts":
-                    status, body = 200, {"status": "success", "data": {"alerts": [
-                        {"state": "firing", "labels": {"alertname": "HighInvalidOutcomesRate"}},
-                        {"state": "pending", "labels": {"alertname": "SlowScoreLatency"}}]}}
-                else:
-                    status, body = 404, {"status": "error", "error": "not found"}
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    def _route(self, request: Request) -> Reply:
+        if request.path == "/api/v1/query_range":
+            return Reply(*self._answer_query(request.query["query"]))
+        if request.path == "/api/v1/alerts":
+            return Reply(200, ALERTS)
+        return Reply(404, {"status": "error", "error": "not found"})
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+    @property
+    def queries(self) -> list[dict]:
+        return [r.query for r in self.requests_to("/api/v1/query_range")]
 
 
 def matrix(*series):

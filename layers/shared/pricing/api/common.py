@@ -20,7 +20,9 @@ from starlette.routing import Match
 
 from pricing import __version__
 from pricing.observability import metrics
-from pricing.observability.context import bind_request_id, current_request_id, logger, resolve_request_id
+from pricing.observability.context import (
+    api_gateway_request_id, bind_request_id, current_request_id, logger, resolve_request_id,
+)
 from pricing.observability.sentry import set_request_context
 from pricing.settings import Settings
 
@@ -127,9 +129,7 @@ class RequestMiddleware:
             return
         started = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        event = scope.get("aws.event") or {}
-        gateway_id = (event.get("requestContext") or {}).get("requestId")
-        request_id = resolve_request_id(headers.get("x-request-id"), gateway_id)
+        request_id = resolve_request_id(headers.get("x-request-id"), api_gateway_request_id(scope.get("aws.event")))
         bind_request_id(request_id)
         method, endpoint = scope["method"], endpoint_of(self.fastapi_app, scope)
         set_request_context(request_id, additional_tags={"endpoint": endpoint, "method": method})

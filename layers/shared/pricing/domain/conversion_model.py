@@ -1,21 +1,12 @@
 """The per-property conversion model: P(book | price, features), a logistic regression.
 
-The fitted model travels as a plain JSON artifact: named coefficients over named features, the
-scale the price feature is measured against, the prices the model saw in training (it is never
-trusted far outside them), and the training statistics drift detection compares against.
-Scoring evaluates it in pure Python, so the latency path needs neither numpy nor scikit-learn.
-
-Two artifact formats, both loadable:
-
-* ``conversion-logit/v1`` (market-blind): the price feature is ``price / reference_price`` with
-  a fixed reference (the median quoted price), and the model is trusted on a fixed price range.
-* ``conversion-logit/v2`` (market-aware, what training writes now): the price feature is the
-  price *relative to the market* -- ``price / competitor median`` when the quote has one, else
-  ``price / market_reference`` (the typical competitor median the model was trained on) with the
-  ``no_market`` indicator set -- and its slope varies with lead time, weekend and occupancy
-  (``price_x_lead``, ``price_x_weekend``, ``price_x_occupancy``: elasticity changes as the stay
-  approaches). It is trusted on a range of price-to-market *ratios*, so a market at 50 and one at
-  300 give different prices.
+The fitted model is a plain JSON artifact (named coefficients over named features, the price
+scale, the price-to-market ratios it is trusted on, the training statistics drift compares
+against), evaluated in pure Python so scoring needs neither numpy nor scikit-learn. Artifacts
+``conversion-logit/v2`` price relative to the market (``price / competitor median``, else the
+typical median trained on with ``no_market`` set), with a slope that varies with lead time,
+weekend and occupancy; ``conversion-logit/v1`` (market-blind) still loads. The model and why:
+docs/pricing-loop.md ("A demand model that sees the market").
 
 >>> m = ConversionModel.from_artifact({"format": "conversion-logit/v1", "property_id": "p",
 ...     "version": "v1", "reference_price": 100.0, "price_range": [50.0, 200.0],

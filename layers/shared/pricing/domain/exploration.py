@@ -1,24 +1,11 @@
 """Bounded, logged price exploration: the loop must sometimes quote a price near its optimum.
 
-A pricing loop that always quotes its current optimum only ever observes demand at the prices it
-already believes in; the next model learns nothing about the others, and a wrong belief is never
-corrected. So, with a small probability ``rate`` (epsilon-greedy), a quote is priced at a
-neighbour of the policy's price instead:
-
-* without an allowed grid, one of ``ARMS`` -- the policy price times ``(1 + LADDER_STEP) ** k``
-  for k in -2, -1, +1, +2 (about -14%, -7%, +8%, +17%) -- each rounded to cents and kept only
-  when it lies inside min/max (a clamped neighbour would be a different arm in disguise);
-* with an allowed grid, the grid members one and two places either side of the policy's price.
-
-Every admissible neighbour is equally likely, so each quote's propensity -- the probability the
-logging policy had of quoting exactly that price given the policy price -- is known exactly:
-``1 - rate`` for the policy's own price, ``rate / arms`` for each neighbour. It travels in the
-quote id (``<token>.x<arm>p<propensity>[b<policy price>]``, before any experiment attribution),
-so an outcome sent to /learn with its quote id carries it back to retraining without a write per
-quote, and the deploy decision can weigh logged outcomes by it (``policy_evaluation``).
-
-Exploration never leaves the guardrails: every arm is an admissible price. The draw is a stable
-hash of the quote id, so it is deterministic per quote and needs no random state.
+With probability ``rate`` (epsilon-greedy) a quote is priced at a neighbour of the policy's
+price: one of ``ARMS`` (the price times ``(1 + LADDER_STEP) ** k``, k = -2, -1, +1, +2) inside
+min/max, or the allowed grid's prices one and two places away. Every neighbour is equally likely,
+so the propensity is exact (``1 - rate`` for the policy price, ``rate / arms`` for a neighbour)
+and travels in the quote id (``<token>.x<arm>p<propensity>[b<policy price>]``). The draw is a
+stable hash of the quote id. Why: docs/pricing-loop.md ("Exploration inside the guardrails").
 
 >>> price, e = explore(100.0, Guardrails(), 0.1, "q-1")
 >>> e.arm, e.propensity, price

@@ -1,50 +1,14 @@
 """A rules holdback: a small share of a modelled property's quotes priced by rules, to measure
 in realised revenue whether the live model still earns more than what it replaced.
 
-The deploy decision (``policy_evaluation``) judges a model before it prices, through models of
-the data; after it prices, the question is answered by the bookings themselves. With
-probability ``rate`` a quote that the live model would price is priced by rules instead (no
-exploration on it: the holdback is the rules arm as callers would get it). The draw is a stable
-hash of the quote id, independent of the exploration draw, and the quote id carries the tag
-``.hb`` on its token (before any ``~experiment~variant``), so the outcome sent to /learn with its
-quote id says which arm priced it, with no write per quote. A holdback quote carries no
-exploration tag, so the off-policy check never mistakes it for the model's policy.
-
-The statistic (``compare_arms``): the realised revenue per quote (price if booked, else 0) of
-the model's quotes against the holdback's, since the model went live. Both arms are random
-shares of the same quote stream, so the difference of their means is an unbiased estimate of
-what the model earns over rules per quote; its standard error is Welch's, ``sqrt(s_m^2/n_m +
-s_h^2/n_h)``. The model loses when the one-sided 95% upper bound of the difference is below
-zero, on at least ``MIN_HOLDBACK_QUOTES`` holdback quotes with ``MIN_HOLDBACK_BOOKINGS``
-bookings among them (revenue per quote is a price or nothing, so the normal approximation needs
-that much). At 5% of 160 quotes a day the minimum takes about a week: the holdback catches a
-model that prices a property out of its market, not a 2% loss.
-
-The share adapts (``holdback_share``, ``next_mode``): the holdback exists to find a model that
-loses to rules, and every holdback quote forgoes the model's revenue, most where rules are bad.
-Once the evidence says the model wins, the share for that model drops to a maintenance rate
-(``HOLDBACK_MAINTENANCE_RATE``, 1% by default) that keeps measuring and still rolls back a model
-that turns to losing; a newly deployed model starts again at the full rate. The decision is the
-nightly guard's, stored on the live pointer the scorer reads anyway.
-
-The model wins when, on at least ``MIN_HOLDBACK_QUOTES`` holdback quotes, the one-sided 95%
-*lower* bound of the difference is above zero with the booking minimum met (the mirror of the
-loss), or, from ``MIN_EXACT_HOLDBACK_QUOTES`` on, an exact bound says so (it needs no normal
-approximation on the holdback, so it can decide sooner). The exact bound is for where rules are bad: rules that
-price a property out of its market book a few of the holdback's quotes, too few for the normal
-approximation, and that is where the holdback costs most. The holdback's revenue per quote is at
-most its highest quoted price times its booking rate, and the booking rate's exact
-(Clopper-Pearson) one-sided 97.5% upper bound bounds that; against the model arm's one-sided
-97.5% lower bound (normal, on an arm with at least ``MIN_HOLDBACK_BOOKINGS`` bookings), the two
-hold together with at least 95% (Bonferroni).
-
-A varying share changes only how many quotes each arm gets, not what either arm's mean
-estimates: the draw is a hash of a random quote token, independent of the quote. It does change
-the arms' mix over time (after the drop the holdback is mostly the full-rate days, the model arm
-mostly the later ones), which would bias a pooled difference when revenue per quote moves over
-time. So the comparison is stratified by the periods of constant share (``compare_strata``): the
-difference within each period, weighted by that period's quotes, the variances combined the
-same way. The win is only asked before the drop, on one period.
+A quote is held back with probability ``rate`` by a stable hash of its quote id, and its token
+is tagged ``.hb`` so its outcome says which arm priced it. ``compare_arms`` (and, over periods
+of constant share, ``compare_strata``) compares the arms' realised revenue per quote: Welch's
+standard error, a one-sided 95% bound, at least ``MIN_HOLDBACK_QUOTES`` holdback quotes with
+``MIN_HOLDBACK_BOOKINGS`` bookings; a win may also be shown, from ``MIN_EXACT_HOLDBACK_QUOTES``
+holdback quotes on, by an exact Clopper-Pearson bound. ``holdback_share``/``next_mode`` drop the
+share to the maintenance rate once the model wins. Why each choice: docs/pricing-loop.md ("Two
+guards that roll back a model that loses").
 
 >>> held_back("q-1", 0.0), tag_quote_id("abc~exp~ctl"), is_holdback("abc.hb~exp~ctl")
 (False, 'abc.hb~exp~ctl', True)

@@ -1,22 +1,11 @@
 """What a value must be to be stored: the stores' limits, checked here, in the pure domain.
 
-Validation is the one gate. Anything it lets through must be representable by DynamoDB and S3
-exactly as the storage module will write it, so that no valid-looking item can fail a write (a
-5xx for a whole batch) or be refused by the store on every retry (a 503 that can never succeed).
-
-* **Numbers.** A DynamoDB number holds at most 38 significant digits, with a magnitude of 0 or
-  from 1E-130 up to (not including) 1E126. The domain reads every number of an outcome as an
-  IEEE-754 double, as JSON parsers do, and storage writes the double's shortest round-tripping
-  decimal (``repr``): at most 17 significant digits. So precision never refuses a value -- a
-  literal with more digits is rounded to the nearest double, once, before anything is stored or
-  hashed -- and only the magnitude is checked (``storable_number``).
-* **Keys.** A partition key holds at most 2,048 bytes of UTF-8, a sort key 1,024. Outcome keys
-  are ``q:<quote_id>`` or ``h:<40 hex digits>``, so a quote id may take 1,022 bytes.
-* **Ids as key and path parts.** Property ids end up in S3 keys (``models/<property>/...``) and
-  in URL paths, where ``.`` and ``..`` are dot segments that clients and proxies resolve: an id
-  made only of dots is refused, so every id is a plain segment by construction.
-* **Items.** DynamoDB's item limit is 400 KB; an outcome's fields are bounded (ids, 4 KB of
-  context) so that its stored item stays under 16 KB (``MAX_OUTCOME_ITEM_BYTES``).
+Validation is the one gate: anything it lets through is representable by DynamoDB and S3 exactly
+as storage writes it. Numbers are IEEE-754 doubles written as their shortest decimal (at most 17
+significant digits), so only the magnitude is checked (0, or 1E-130 up to below 1E126:
+``storable_number``); keys keep to 2,048 (partition) and 1,024 (sort) bytes of UTF-8, so a quote
+id may take 1,022; an id made only of dots is refused (a dot segment in S3 keys and URLs); an
+outcome's item stays under ``MAX_OUTCOME_ITEM_BYTES``. Why: README.md ("POST /learn").
 """
 
 from __future__ import annotations

@@ -1,17 +1,10 @@
 """Booking outcomes: what /learn accepts, how one is checked, keyed and turned into model features.
 
-An outcome says whether a quoted price was accepted. Each item of a /learn batch is checked on
-its own and either becomes an ``Outcome`` or is refused with exactly one reason from
-``INVALID_REASONS`` (the first failing check, in the order of that table), so the caller can fix
-the item and the metrics can count data-quality problems by cause.
-
-Every value an ``Outcome`` holds is storable as it is (``pricing.domain.limits``): numbers within
-DynamoDB's range, keys within its byte limits, ids that are plain path segments. So an item is
-either refused here with its reason or stored; it never fails the store's write.
-
-Idempotency: an outcome's storage key is its ``quote_id`` when it has one (the quote was answered
-once, so it can be booked once), else a SHA-256 of its normalised content. Re-sending a batch, or
-one outcome, therefore lands on the same keys and stores nothing twice.
+Each item of a batch becomes an ``Outcome`` or is refused with exactly one reason from
+``INVALID_REASONS`` (the first failing check, in that table's order); every value an ``Outcome``
+holds is storable as it is (``pricing.domain.limits``). Its key is its ``quote_id`` when it has
+one, else a SHA-256 of its normalised content, so a re-sent batch stores nothing twice. The
+contract: README.md ("POST /learn").
 
 >>> from datetime import datetime, timezone
 >>> now = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)

@@ -1,37 +1,17 @@
 """Judging a candidate model by the revenue its prices would earn, against what prices now.
 
-A conversion model that predicts bookings a little better than a constant can still set prices
-that sell nothing, so the deploy decision is taken in revenue, against the policy the candidate
-would replace -- rule-based pricing for a property without a model, else the live model -- on
-held-out logged quotes (the newest ones, which the candidate was not fitted on):
+On held-out logged quotes (the newest, which the candidate was not fitted on), against the
+policy it would replace (rules for a property without a model, else the live model):
 
-1. **Revenue lift with parameter uncertainty.** Each held-out quote is priced by the candidate
-   (its optimum over its trusted grid) and by the incumbent policy (the rules, or the live
-   model's optimum, recomputed for that quote). The expected revenue of both price sets is
-   computed under the candidate's Laplace posterior -- coefficients drawn from
-   ``N(w, H^-1)``, ``H`` the Hessian of the penalised, recency-weighted log-likelihood -- and the
-   relative lift ``sum(c_i P(c_i)) / sum(p0_i P(p0_i)) - 1`` must have its 5th percentile
-   (``LIFT_QUANTILE``) above zero. The uncertainty grows with the distance between the two
-   price sets and shrinks with data, so a model that extrapolates far from the prices it saw, or
-   was fitted on too little, cannot pass on its point estimate alone.
-2. **Calibration on the held-out outcomes.** The candidate's predicted bookings at the quoted
-   prices must match the bookings that happened: ``z = (sum y - sum p) / sqrt(sum p(1-p))``
-   within ``CALIBRATION_Z``, or off by at most ``CALIBRATION_TOLERANCE`` of the predicted count
-   (with thousands of quotes a harmless 3% miss is "significant"). A model whose level is wrong on the newest data (a market that moved,
-   a misspecified form) is not trusted to set prices.
-3. **Off-policy check with the logged propensities.** Where quotes carry their exploration tag
-   (``pricing.domain.exploration``), the candidate's price is projected onto the logging
-   policy's arms (the nearest of the policy price and its neighbours) and inverse-propensity
-   weighting estimates, model-free, the revenue difference between the projected candidate and
-   the logging policy: ``d_i = r_i * (1[arm_i = candidate arm] - 1[arm_i = 0]) / propensity_i``.
-   When the one-sided 95% upper bound of its mean is below zero -- the logged bookings
-   themselves say the candidate loses -- the candidate is refused whatever its model says.
+1. **Revenue lift** under the candidate's Laplace posterior ``N(w, H^-1)``: the 5th percentile
+   (``LIFT_QUANTILE``) of ``sum(c_i P(c_i)) / sum(p0_i P(p0_i)) - 1`` must be above zero;
+2. **Calibration**: ``z = (sum y - sum p) / sqrt(sum p(1-p))`` within ``CALIBRATION_Z``, or a miss
+   of at most ``CALIBRATION_TOLERANCE`` of the predicted count;
+3. **Off-policy check**: inverse-propensity weighting over the exploration arms; a one-sided 95%
+   upper bound below zero refuses the candidate whatever its model says.
 
-Why not IPS alone: with a 10% exploration rate over four arms a neighbour is quoted with
-probability 0.025, so a booked quote there weighs 40 times its revenue; detecting a 5% revenue
-lift at 95% confidence takes of the order of 10^4 quotes per property. The model-based bound
-(1) has the power to decide with days of data; IPS (3) guards it against a wrong model form with
-the evidence the logs do have.
+Why these three and not IPS alone: docs/pricing-loop.md ("A model never replaces what prices
+now unless it earns more").
 """
 
 from __future__ import annotations

@@ -1,26 +1,11 @@
 """Fitting and judging conversion models: L2-regularised logistic regression by Newton's method.
 
-Pure numpy and deterministic: the same outcomes give the same coefficients, bit for bit, on every
-run, so a retrain can be reproduced and two runs over unchanged data cannot flip a deployment.
-
-The design matrix is built row by row with ``conversion_model.design_row`` -- the very function
-the scorer evaluates -- so a feature can never mean one thing in training and another in scoring.
-
-Decisions:
-
-* **Newton/IRLS with an L2 penalty** (not plain maximum likelihood): hotel data often has a
-  feature that never varies (no refundable rates, no stay dates), which makes the Hessian
-  singular; the penalty keeps such a coefficient at zero. The intercept is not penalised.
-* **Price relative to the market** (artifact v2): the price feature is ``price / competitor
-  median`` (or the median competitor price trained on, when a quote has none), so the
-  coefficients are comparable across properties and the model moves with its market.
-* **Trusted ratios = 1st..99th percentile of price / market**: a model is only asked about
-  prices it has seen relative to the market (plus a margin, ``ConversionModel.trusted_prices``);
-  one mistyped price must not widen that range tenfold.
-* **Recency weights** once the data allow (``recency_weights``): markets move.
-* **Time-ordered holdout, judged in revenue**: the newest 20% of outcomes judge the candidate,
-  because the model will price the future, not a random sample of the past -- and it is judged
-  by the revenue of its prices against what prices now (``policy_evaluation``), not by log loss.
+Pure numpy and deterministic (the same outcomes give the same coefficients, bit for bit). The
+design matrix is built with ``conversion_model.design_row``, the function the scorer evaluates;
+the price feature is the price relative to the market (artifact v2), trusted on the 1st..99th
+percentile of those ratios; outcomes are weighted by recency once the data allow
+(``recency_weights``); the newest 20% judge the candidate, in revenue (``policy_evaluation``).
+Why each: docs/pricing-loop.md ("A demand model that sees the market").
 """
 
 from __future__ import annotations

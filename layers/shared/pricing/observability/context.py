@@ -84,6 +84,27 @@ def current_request_id() -> str | None:
     return _request_id.get()
 
 
+def invocation_request_id(event: object, lambda_context: object = None) -> str:
+    """The id one invocation is known by, read from its event: for an API Gateway request, the
+    caller's ``X-Request-ID`` or the gateway's own id (``resolve_request_id``); for an
+    EventBridge event, its ``id``; otherwise the Lambda request id (a new id without a context).
+
+    The HTTP apps' middleware resolves the same id from the ASGI scope; this is for code that only
+    has the event: the metrics push and the retrain function. (Powertools' ``correlation_id_path``
+    cannot stand in: its JMESPath picks one value, sane or not, and sets only the log key.)
+    """
+    if isinstance(event, dict):
+        headers = event.get("headers")
+        caller = next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == "x-request-id"),
+                      None) if isinstance(headers, dict) else None
+        gateway = api_gateway_request_id(event)
+        if caller is not None or gateway is not None:
+            return resolve_request_id(caller, gateway)
+        if "detail-type" in event and is_sane_request_id(event.get("id")):
+            return event["id"]
+    return resolve_request_id(None, getattr(lambda_context, "aws_request_id", None))
+
+
 def api_gateway_request_id(event: object) -> str | None:
     """``requestContext.requestId`` of an API Gateway proxy event (Mangum exposes the event as the
     ASGI scope's ``"aws.event"``), or None for any other shape."""

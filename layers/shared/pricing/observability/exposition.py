@@ -1,15 +1,9 @@
 """prometheus_client's collected metrics in the Prometheus protobuf exposition format.
 
-The body is a sequence of varint-delimited ``io.prometheus.client.MetricFamily`` messages
-(client_model's ``metrics.proto``), the format a Pushgateway accepts under :data:`CONTENT_TYPE`.
-It is used instead of the text format because only protobuf carries a counter's or histogram's
-*created timestamp*, which lets Prometheus count a series' first pushed value (see
-``docs/metrics.md``). The text format's ``_created`` lines do not do that.
-
-Only the messages and fields the service emits are encoded: counters and classic histograms
-with their created timestamps, gauges, and info metrics as gauges. The encoder is written out
-here rather than taken from the ``protobuf`` package, whose import alone costs every cold start
-about 26 ms (``docs/metrics.md``); its output is checked against that package in the tests.
+Varint-delimited ``io.prometheus.client.MetricFamily`` messages (:data:`CONTENT_TYPE`), with each
+counter's and histogram's created timestamp, which only protobuf carries; encoded here rather
+than with the ``protobuf`` package (26 ms of cold start) and checked against it in the tests.
+Why: docs/metrics.md ("First pushes count").
 
 Example::
 

@@ -1,15 +1,9 @@
 """Every Prometheus metric of the service, defined once, in registries of its own.
 
-The families, names, types and labels are those of ``spec/OBSERVABILITY.md`` plus the few
-self-metrics the alert rules need (push failures, synthetic check, container memory). They live
-in dedicated :class:`~prometheus_client.CollectorRegistry` objects, never the library's global
-one, so nothing a dependency registers there is pushed with them.
-
-The registries follow the Pushgateway groups they are pushed to: one *base* registry for the
-families of fixed size, and one small registry per property label for the families labelled by
-``property_id`` (the label itself travels in the group's grouping key, so those families are
-defined here without it). A push renders a group straight from its registry's ``collect()``,
-and its size does not depend on how many properties the container served before.
+The families of ``spec/OBSERVABILITY.md`` plus the self-metrics the alert rules need, in one
+*base* registry and one small registry per ``property_id`` value (the label travels in the
+Pushgateway grouping key), never the library's global one; a container keeps at most
+``METRICS_MAX_PROPERTY_LABELS`` values, later ones count as ``__other__``. Why: docs/metrics.md.
 
 Example::
 
@@ -19,11 +13,6 @@ Example::
     1.0
     >>> [m.property_label(p) for p in ("a", "b", "c")]
     ['a', 'b', '__other__']
-
-Label cardinality: ``property_id`` is the only open-ended label. Each container keeps at most
-``METRICS_MAX_PROPERTY_LABELS`` distinct values (its app module sets the cap of :data:`METRICS`
-from its settings, with ``cap_property_labels``); later properties are counted under
-``property_id="__other__"`` so no event is lost, only its attribution.
 """
 
 from __future__ import annotations

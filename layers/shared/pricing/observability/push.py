@@ -1,47 +1,17 @@
 """Pushing the container's metrics to a Prometheus Pushgateway from every invocation.
 
-Lambda has nothing long-running to scrape and promises no later invocation of a container, so
-every invocation's counts leave with that invocation: the push that carries them is written
-to the Pushgateway before the handler returns. In short (the reasoning and the measurements are
-in ``docs/metrics.md``):
+Each container owns its groups (``job="pricing-<function>"``, ``instance=<id drawn at cold
+start>``, one sub-group per property) and PUTs their cumulative state in the protobuf format;
+the push is written before the handler returns and its answers are read by the next push; a
+group whose push failed is owed and carried again; SIGTERM flushes what is still owed within
+:data:`SHUTDOWN_FLUSH_SECONDS`; with several Pushgateways (``PUSHGATEWAY_URLS``) a container
+pushes to the one :func:`choose_pushgateway` picks. Why, with the measurements: docs/metrics.md.
 
-- **One writer per group.** Each container owns its groups (``job="pricing-<function>"``,
-  ``instance=<random id drawn at cold start>``) and PUTs their complete cumulative state;
-  the fleet's total is ``sum()`` over groups. Families labelled by ``property_id`` go to one
-  sub-group per property, and an invocation pushes the base group and only the property groups
-  it changed, so a push's size does not grow with the properties a container served.
-- **First pushes count.** Bodies are in the protobuf format with each counter's and histogram's
-  created timestamp (``pricing.observability.exposition``); a Prometheus scraping the
-  Pushgateway in protobuf with ``created-timestamp-zero-ingestion`` stores a zero at that time,
-  so a new series' first value is an increase like any other. Nothing is held back.
-- **Written, not waited for.** The requests go on one kept-alive connection and the invocation
-  returns; their answers are read by the next push (or at shutdown), without blocking
-  (``pricing.observability.wire``). Several pushes may be in flight; answers come in order.
-- **Failures cost nothing but a retry.** A group whose push failed or went unanswered is owed:
-  the next push carries it again with its newer totals. Each failure is counted in
-  ``pricing_metrics_push_failures_total{reason}`` and logged with the request id of the
-  invocation that sent the push. After a timeout, pushes pause for a growing back-off.
-- **Shutdown.** With the layer's extension registered, Lambda sends the runtime SIGTERM before
-  it retires the container; the handler installed here reads the last answers and pushes
-  whatever is still owed within :data:`SHUTDOWN_FLUSH_SECONDS`.
-
-- **Shards.** With several Pushgateways (``PUSHGATEWAY_URLS``) each container pushes all its
-  groups to the one :func:`choose_pushgateway` picks by a stable hash of its instance id, so
-  every group still has one writer on one gateway; Prometheus scrapes them all.
-
-Configuration (``pricing.settings``, passed in by the app module): ``PUSHGATEWAY_URL`` or ``PUSHGATEWAY_URLS`` (empty: no push),
-``PROMETHEUS_URL`` (pruning asks it for stale groups),
-``PUSHGATEWAY_TIMEOUT_SECONDS``, ``PUSHGATEWAY_USERNAME``/``PUSHGATEWAY_PASSWORD`` or
-``PUSHGATEWAY_BEARER_TOKEN``, ``PUSHGATEWAY_GROUP_TTL_SECONDS``, ``AWS_LAMBDA_FUNCTION_NAME``,
-``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``, ``AWS_LAMBDA_RUNTIME_API``.
-
-Example::
-
-    from pricing.observability.push import pushes_metrics
+Configuration: the ``PUSHGATEWAY_*`` settings, ``PROMETHEUS_URL`` (pruning) and the Lambda
+function name, memory and runtime API (``pricing.settings``, passed in by the app module)::
 
     @pushes_metrics(settings=settings, function="score")
-    def handler(event, context):
-        ...
+    def handler(event, context): ...
 """
 
 from __future__ import annotations
@@ -519,16 +489,11 @@ def last_push_stats() -> dict[str, Any]:
 
 
 def _invocation_request_id(event: Any, context: Any) -> str | None:
-    if isinstance(event, dict):
-        headers = event.get("headers") or {}
-        if isinstance(headers, dict):
-            for name, value in headers.items():
-                if isinstance(name, str) and name.lower() == "x-request-id" and value:
-                    return str(value)
-        rc = event.get("requestContext")
-        if isinstance(rc, dict) and rc.get("requestId"):
-            return str(rc["requestId"])
-    return getattr(context, "aws_request_id", None)
+    try:
+        from pricing.observability.context import invocation_request_id
+    except Exception:  # noqa: BLE001 - the logging context is optional here
+        return getattr(context, "aws_request_id", None)
+    return invocation_request_id(event, context)
 
 
 def pushes_metrics(*, settings: Settings, function: str | None = None) -> Callable[[Callable], Callable]:

@@ -2,41 +2,16 @@
 
 ``init_from_settings(settings)`` runs once per container, in the app module at import, so the
 AWS Lambda integration can wrap the handler before the first invocation. Without ``SENTRY_DSN``
-nothing is initialised and every function here is a cheap no-op: Sentry is optional, never a
-reason for the service to fail.
+nothing is initialised and every function here is a cheap no-op.
+
+One event per failure, one transaction per request (the ASGI one under Mangum), no events for
+health checks, 404s and 422s, events scrubbed of credentials and the configured secrets, at
+most one request to Sentry per invocation, and a bounded flush that backs off during an
+outage. Why each: docs/metrics.md ("Errors beside the metrics: Sentry").
 
 Environment (through ``pricing.settings``): ``SENTRY_DSN``, ``ENVIRONMENT``, ``RELEASE``,
 ``SENTRY_TRACES_SAMPLE_RATE``; the secrets that must never leave in an event are
 ``BACKEND_API_KEY``, ``PUSHGATEWAY_PASSWORD`` and ``PUSHGATEWAY_BEARER_TOKEN``.
-
-Decisions this module makes, and why:
-
-- **One event per failure.** Under Mangum an exception becomes a 500 inside the ASGI app, so the
-  Lambda integration never sees it; the FastAPI/Starlette integrations report it (5xx only).
-  Log records are breadcrumbs, never events (``event_level=None``): the app's error handler and
-  Mangum both log the exception they have already seen reported, and a second event per failure
-  would double every error count in Sentry.
-- **One transaction per request.** Under Mangum each request yields a ``function.aws`` transaction
-  (Lambda integration) around an ``http.server`` one (ASGI integration). The ``http.server`` one is
-  kept: it is named by the route, carries the HTTP status, and is the one that finishes inside the
-  request's scope, where ``set_request_context`` put the tags. The traces sampler never samples the
-  ``function.aws`` transaction of an API Gateway invocation (and ``before_send_transaction`` drops
-  one that slips through); for the retrain function (EventBridge) it is the only transaction and
-  is kept.
-- **Noise filtered.** Health checks, 404s and validation failures (422) are the caller's or the
-  prober's business, not ours: no event, no transaction.
-- **Scrubbing.** ``send_default_pii=False``, no request bodies, no stack locals
-  (``include_local_variables=False``: they hold the ASGI scope, headers and all), an
-  ``EventScrubber`` whose deny-list adds our own key names, and a last pass over every string of
-  the event that removes header values, ``Bearer``/``Basic`` credentials, the configured secrets
-  and whatever value a sensitive header had.
-- **One request to Sentry per invocation at most.** No release-health sessions and no client
-  reports: the Lambda integration flushes after every invocation, and each would add its own
-  envelope to nearly every flush.
-- **Bounded flush.** The Lambda integration flushes before returning each result; the flush waits
-  at most ``FLUSH_TIMEOUT_SECONDS`` and one send at most ``SEND_TIMEOUT_SECONDS``, so an unreachable
-  Sentry costs an invocation a bounded delay, never its timeout; and after a flush has timed out,
-  the container stops waiting for a while (``_BoundedHttpTransport``).
 """
 
 from __future__ import annotations
@@ -466,7 +441,7 @@ def before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] |
 
 
 def before_send_transaction(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
-    """Keep one transaction per request (see the module docstring); drop health checks, 404s and
+    """Keep one transaction per request (see docs/metrics.md); drop health checks, 404s and
     422s; scrub the rest."""
     trace = (event.get("contexts") or {}).get("trace") or {}
     request = event.get("request") or {}

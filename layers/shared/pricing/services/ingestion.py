@@ -1,26 +1,11 @@
 """The /learn use case: check a batch of booking outcomes item by item and store the valid ones once.
 
-Contract (spec/API.md): valid outcomes are stored, invalid ones are counted under a reason and
-reported by index, duplicates are stored once and counted. What this module adds:
-
-* **Nothing acknowledged that was not stored.** The batch is stored as a whole before anything is
-  reported; if the store fails, ``StorageUnavailable`` propagates (the app answers 503 with
-  ``Retry-After``) and no count is claimed in the answer. The caller's retry stores the rest and
-  reports what the failed attempt had already stored as duplicates -- never a second copy.
-* **Counts from the writes themselves.** A BatchGetItem pass sorts out the keys stored already
-  (cheap reads instead of failed writes for a retried batch); every other outcome is one
-  conditional write, and only the writes that succeeded are reported as ``processed`` and
-  counted in ``pricing_outcomes_ingested_total``. Of eight concurrent senders of one batch,
-  each outcome is ``processed`` in exactly one answer and a duplicate in the seven others, and
-  the metric rises by the number of items stored. Writes that succeeded before the store
-  failed are counted in the metric too (they are stored), though the 503 answer claims none.
-* **Only the store being unavailable is a 503.** Validation (``pricing.domain.outcomes``) lets
-  through only what the store can hold; should the store still refuse an item, that one item
-  is reported as ``unstorable`` rather than failing the batch, which a retry could never fix.
-* **A/B attribution** comes from the quote id (``experiment_id``/``variant`` in the stored
-  record), so conversion per variant can be read from the table; the live counter
-  ``pricing_ab_outcomes_total`` counts newly stored attributed outcomes only, so a retried batch
-  does not count a booking twice.
+The batch is stored as a whole before anything is reported (a store failure propagates as
+``StorageUnavailable``, answered 503, and claims nothing); keys stored already are sorted out by
+one BatchGetItem pass, every other outcome is one conditional write, and only the writes that
+succeeded count as ``processed`` and in ``pricing_outcomes_ingested_total``; an item the store
+still refuses is reported ``unstorable`` instead of failing the batch; A/B attribution comes from
+the quote id. The contract and why: README.md ("POST /learn").
 """
 
 from __future__ import annotations

@@ -1,48 +1,10 @@
 """Retraining: per property, measure drift, fit a candidate, and deploy it only if it is better.
 
-RetrainFunction's handler (``pricing.api.retrain_app``) takes three kinds of event:
-
-* the daily EventBridge schedule (``{"detail": {"force": false}}``) or a manual invoke without
-  ``property_ids``: list every property that has outcomes and fan the work out as SQS messages
-  of ``RETRAIN_BATCH_SIZE`` properties each (``RETRAIN_QUEUE_URL``); without a queue (locally)
-  the properties are retrained in this invocation;
-* an SQS batch from that queue: each message ``{"property_ids": [...], "force": bool}`` is
-  retrained; the answer lists ``batchItemFailures`` for messages to retry;
-* a manual invoke naming properties (``{"property_ids": [...], "force": true}``, bare or under
-  ``detail``): those properties now, with the per-property results in the answer.
-
-Any of them may carry ``as_of`` (ISO 8601 with a time zone): the retrain runs as of that moment
-(``parse_request``).
-
-Why SQS for the fan-out (not asynchronous self-invocation or Step Functions): a message per
-batch gets retries, a dead-letter queue and concurrency control from the event source mapping
-for free, and 10,000 properties are 100 messages of 100 -- each invocation well inside the
-15-minute limit -- with nothing to orchestrate.
-
-Per property (``retrain_property``), the steps and their outcomes:
-
-1. read the live model (registry ``LIVE`` -> artifact) and the last ``WINDOW_DAYS`` of outcomes;
-2. too few outcomes or bookings (``training.MIN_*``): **skipped**;
-3. with a live model, the rules holdback guard first: its quotes' realised revenue since it went
-   live against the holdback's (``pricing.domain.holdback``); a significant loss rolls it back to
-   rules (**deployed**, ``LIVE`` = ``rules-since-<deploy>``); a shown win drops its holdback to
-   the maintenance share (``holdback_mode`` on ``LIVE``, read by the scorer);
-   then drift of the outcomes since the live model's training data (``pricing.domain.drift``);
-   retrain when forced, when there is no usable live model, on drift, or when new outcomes
-   worth ``NEW_OUTCOMES_SHARE`` of its training sample have arrived; otherwise **skipped**;
-4. fit and judge on a time-ordered holdout (``training.train_and_judge``): in *revenue*,
-   against what prices the property now (rule-based pricing from the configured base price,
-   or the live model), with the posterior's uncertainty; after detected drift the candidate
-   is fitted with a short memory (``DRIFT_HALF_LIFE_DAYS``); after a rollback, or a shift found
-   inside the window of a property on rules, it learns from the shift's onset on with a prior of
-   the outcomes before it (``training.prior_from``), as do its later refits; every candidate's
-   artifact (``models/<property>/<version>.json``) and ``MODEL#<version>`` record are written;
-5. a losing candidate is **rejected**; a winning one is **deployed** by one conditional write of
-   the ``LIVE`` pointer (expected incumbent version, or none): the artifact exists before the
-   pointer names it, so a crash at any step leaves the registry pointing at a loadable model;
-6. any exception: **failed**, with the error as reason; the other properties carry on.
-
-Scoring containers pick the new model up when their cache entry expires
+``RetrainingService.retrain_property`` is one property's run, ending **deployed**, **rejected**,
+**skipped** or **failed**; ``scheduled_run``, ``retrain_now`` and ``retrain_batch`` run many
+(the function's entry point, ``pricing.api.retrain_app``, picks one per event). The steps, the
+guards and why a candidate must win in revenue: docs/pricing-loop.md ("Retraining, step by
+step"). Scoring containers pick a new model up when their cache entry expires
 (``MODEL_CACHE_TTL_SECONDS``).
 
 Environment (through ``pricing.settings``): ``RETRAIN_QUEUE_URL``, ``RETRAIN_BATCH_SIZE``, the
@@ -52,7 +14,6 @@ bucket and table names.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 from collections import Counter
@@ -72,7 +33,7 @@ from pricing.domain.training import (
 )
 from pricing.observability import metrics
 from pricing.observability.context import logger
-from pricing.observability.sentry import report_once, retrain_monitor
+from pricing.observability.sentry import report_once
 from pricing.settings import Settings
 from pricing.storage import ConditionFailed, PropertyRecord, Storage, StorageUnavailable
 
@@ -662,7 +623,9 @@ class RetrainingService:
         self.storage.enqueue_messages(self.settings.retrain_queue_url, bodies)
         return len(bodies)
 
-    def _run_or_defer(self, ids: Sequence[str], force: bool, remaining_ms) -> dict:
+    def retrain_now(self, ids: Sequence[str], force: bool, remaining_ms=None) -> dict:
+        """Retrain ``ids`` in this invocation, with the per-property results; what time did not
+        allow goes to the queue (when there is one) and is listed as ``not_started``."""
         results, deferred = self.run(ids, force, remaining_ms)
         answer: dict[str, Any] = {"results": [r.as_dict() for r in results], "summary": summarise(results)}
         if deferred:
@@ -678,50 +641,22 @@ class RetrainingService:
             batches = self.fan_out(property_ids, force)
             logger.info("retrain fanned out", extra={"properties": len(property_ids), "batches": batches})
             return {"mode": "fan_out", "properties": len(property_ids), "batches": batches}
-        return {"mode": "inline", "properties": len(property_ids), **self._run_or_defer(property_ids, force, remaining_ms)}
+        return {"mode": "inline", "properties": len(property_ids), **self.retrain_now(property_ids, force, remaining_ms)}
 
-    def handle_sqs(self, records: list[dict], remaining_ms=None) -> dict:
-        """Retrain each message's properties; failed messages go back to the queue.
+    def retrain_batch(self, request: RetrainRequest, remaining_ms=None) -> list[PropertyResult]:
+        """One queued batch: its properties retrained until time runs low, the rest queued again
+        as a new batch (this one is then done). Whether the batch is worth retrying:
+        ``worth_retrying``."""
+        ids = list(request.property_ids or ())
+        results, deferred = self.run(ids, request.force, remaining_ms)
+        if deferred:
+            self.fan_out(deferred, request.force)
+        logger.info("retrain batch done", extra={"properties": len(ids), "deferred": len(deferred), **summarise(results)})
+        return results
 
-        A message is retried when its body is unusable (after ``maxReceiveCount`` it rests in the
-        dead-letter queue for inspection) or when a property failed because a store was
-        unavailable. Properties deployed before the retry come out "skipped" on it (no drift
-        against a model trained moments ago), so a retry is harmless.
-        """
-        failures = []
-        for record in records:
-            message_id = record.get("messageId", "")
-            try:
-                request = parse_request(json.loads(record.get("body") or ""))
-            except (ValueError, InvalidRetrainEvent) as exc:
-                report_once("retrain_message_malformed", f"malformed retrain message: {exc}")
-                logger.error("malformed retrain message", extra={"message_id": message_id, "error": str(exc)})
-                failures.append({"itemIdentifier": message_id})
-                continue
-            ids = list(request.property_ids or ())
-            try:
-                at = self.as_of(request.as_of)
-            except InvalidRetrainEvent as exc:
-                report_once("retrain_message_malformed", f"malformed retrain message: {exc}")
-                failures.append({"itemIdentifier": message_id})
-                continue
-            results, deferred = at.run(ids, request.force, remaining_ms)
-            if deferred:
-                # Out of time: the rest goes back as a new message; this one is done.
-                at.fan_out(deferred, request.force)
-            logger.info("retrain batch done", extra={"message_id": message_id, **summarise(results)})
-            if any(r.status == FAILED and r.transient for r in results):
-                failures.append({"itemIdentifier": message_id})
-        return {"batchItemFailures": failures}
 
-    def handle(self, event: Any, context: Any = None) -> dict:
-        """Dispatch one invocation (see the module docstring). Raises ``InvalidRetrainEvent``."""
-        remaining = getattr(context, "get_remaining_time_in_millis", None)
-        if isinstance(event, dict) and isinstance(event.get("Records"), list):
-            return self.handle_sqs(event["Records"], remaining)
-        request = parse_request(event)
-        at = self.as_of(request.as_of)
-        if request.property_ids is None:
-            with retrain_monitor():
-                return at.scheduled_run(request.force, remaining)
-        return at._run_or_defer(list(request.property_ids), request.force, remaining)
+def worth_retrying(results: Sequence[PropertyResult]) -> bool:
+    """True when a property failed because a store was unavailable: the store may recover, and a
+    retry is harmless (properties deployed meanwhile come out "skipped", with no drift against a
+    model trained moments ago)."""
+    return any(r.status == FAILED and r.transient for r in results)
