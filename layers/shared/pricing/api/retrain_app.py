@@ -17,9 +17,15 @@ from pricing.observability.push import pushes_metrics
 from pricing.observability.sentry import init_from_settings
 from pricing.services.retraining import RetrainingService
 from pricing.settings import Settings
-from pricing.storage import Storage, resolve_secrets
+from pricing.storage.artifacts import ArtifactStore
+from pricing.storage.aws import AwsClients
+from pricing.storage.outcomes import OutcomeStore
+from pricing.storage.queue import MessageQueue
+from pricing.storage.registry import Registry
+from pricing.storage.secrets import resolve_secrets
 
-settings = resolve_secrets(Settings.from_env())  # once per container: the secrets its ARNs name
+_aws = AwsClients()
+settings = resolve_secrets(Settings.from_env(), _aws)  # once per container: the secrets its ARNs name
 set_service_name(settings.service_name)
 metrics.METRICS.cap_property_labels(settings.metrics_max_property_labels)
 init_from_settings(settings)
@@ -31,7 +37,9 @@ def service() -> RetrainingService:
     """The container's service, built on first use (its clients live as long as the container)."""
     global _service
     if _service is None:
-        _service = RetrainingService(settings, Storage(settings))
+        _service = RetrainingService(settings, Registry(_aws, settings.registry_table),
+                                     ArtifactStore(_aws, settings.artifacts_bucket),
+                                     OutcomeStore(_aws, settings.outcomes_table), MessageQueue(_aws))
     return _service
 
 
