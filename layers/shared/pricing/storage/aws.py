@@ -26,6 +26,10 @@ Page = tuple[list[Item], "Item | None"]  # a page of items and the key to the ne
 
 def _translate(exc: Exception, service: str, operation: str, key: Any = None) -> Exception:
     """botocore's exception as the stores' own. ``exc`` must be a ClientError or BotoCoreError."""
+    from botocore.exceptions import ParamValidationError
+
+    if isinstance(exc, ParamValidationError):  # refused before sending (a forged page cursor): as the store would
+        return StoreRefused(f"{service}.{operation}: {type(exc).__name__}")
     response = getattr(exc, "response", None)
     if response is None:  # BotoCoreError: no answer at all (connection, timeout, credentials)
         return StorageUnavailable(f"{service}.{operation}: {type(exc).__name__}")
