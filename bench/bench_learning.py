@@ -68,13 +68,13 @@ def ingest_rate(stack: AwsStack, rounds: int = 3) -> list[Figure]:
         from ingest_handler import handler
     except ImportError as exc:
         return [Figure.waiting("ingest_rate", "5. ingest, 10,000-outcome batch", f"no ingest handler: {exc}")]
-    from pricing import storage as storage_module
+    from pricing.storage import outcomes as outcome_store
 
-    storage = stack.storage()
+    outcomes = stack.stores().outcomes
     tags = _Counter()
     # Every new outcome is one conditional PutItem, and moto's server takes a few hundred a second:
     # the deadlines are widened so the figure measures the rate, not a 503.
-    storage_module.OUTCOME_IO_BUDGET_SECONDS = 600.0
+    outcome_store.OUTCOME_IO_BUDGET_SECONDS = 600.0
 
     def full() -> float:
         body = {"batch": simulated_batch(tags.next(), INGEST_BATCH, INGEST_PROPERTIES)}
@@ -90,7 +90,7 @@ def ingest_rate(stack: AwsStack, rounds: int = 3) -> list[Figure]:
     def store_only() -> float:
         records = stored_records(simulated_batch(tags.next(), INGEST_BATCH, INGEST_PROPERTIES))
         started = time.perf_counter()
-        storage.put_new_outcomes(records, write_id=tags.next())
+        outcomes.put_new_outcomes(records, write_id=tags.next())
         return len(records) / (time.perf_counter() - started)
 
     runs = interleaved({"ingest": full, "store": store_only}, rounds)
@@ -113,7 +113,7 @@ class MemoryStore:
         self.records: dict[tuple[str, str], dict] = {}
 
     def get_property_record(self, property_id: str):
-        from pricing.storage import PropertyRecord
+        from pricing.storage.registry import PropertyRecord
 
         live = self.records.get((property_id, "LIVE"), {})
         return PropertyRecord(property_id, None, live.get("version"), live.get("artifact_key"))
@@ -153,7 +153,8 @@ def retrain_scaling(stack: AwsStack, repeats: dict[int, int] | None = None) -> l
         for r in range(repeats[n]):
             property_id = f"bench-retrain-{n}-{r}"
             records = [{**rec, "property_id": property_id} for rec in stored_records(simulated_batch(property_id, n))]
-            service = RetrainingService(Settings.from_env(), MemoryStore({property_id: records}))
+            store = MemoryStore({property_id: records})
+            service = RetrainingService(Settings.from_env(), store, store, store, store)
             started = time.perf_counter()
             result = service.retrain_property(property_id, force=True)
             seconds.setdefault(n, []).append(time.perf_counter() - started)
@@ -178,9 +179,9 @@ def retrain_scaling(stack: AwsStack, repeats: dict[int, int] | None = None) -> l
 
 
 def _moto_read_seconds(stack: AwsStack, n: int) -> float:
-    storage = stack.storage()
+    outcomes = stack.stores().outcomes
     property_id = f"bench-read-{time.time_ns() % 10**9}"
-    storage.write_outcomes([{**r, "property_id": property_id} for r in stored_records(simulated_batch(property_id, n))])
+    outcomes.write_outcomes([{**r, "property_id": property_id} for r in stored_records(simulated_batch(property_id, n))])
     started = time.perf_counter()
-    storage.read_outcomes(property_id, "2000-01-01T00:00:00Z")
+    outcomes.read_outcomes(property_id, "2000-01-01T00:00:00Z")
     return time.perf_counter() - started

@@ -155,14 +155,14 @@ class InProcess:
         settings = Settings(model_cache_ttl_seconds=300, exploration_rate=exploration_rate, holdback_rate=holdback_rate,
                             holdback_maintenance_rate=holdback_maintenance_rate)
         tokens = iter(range(10**9))
-        self.scoring = ScoringService(settings, self.storage, CompetitorClient("", "", 0.3),
+        self.scoring = ScoringService(settings, self.storage, self.storage, self.storage, CompetitorClient("", "", 0.3),
                                       clock=lambda: self.now.timestamp(),
                                       new_token=lambda: f"{curve.name}-{seed}-{next(tokens):07d}")
         # What the model's policy would have quoted where the holdback priced by rules.
         self.pure = ScoringService(replace(settings, exploration_rate=0.0, holdback_rate=0.0), self.storage,
-                                   CompetitorClient("", "", 0.3), clock=lambda: self.now.timestamp())
+                                   self.storage, self.storage, CompetitorClient("", "", 0.3), clock=lambda: self.now.timestamp())
         self.ingestion = IngestionService(self.storage, clock=clock)
-        self.retraining = RetrainingService(settings, self.storage, clock=clock)
+        self.retraining = RetrainingService(settings, self.storage, self.storage, self.storage, self.storage, clock=clock)
 
     def configure(self, property_id: str, base_price: float) -> None:
         self.storage.put_property_config(property_id, base_price)

@@ -57,18 +57,19 @@ class Http:
         from pricing.competitors import CompetitorClient
         from pricing.services.scoring import ScoringService
         from pricing.settings import Settings
-        from pricing.storage import Storage
+        from pricing.storage.stores import Stores
 
         self.api = api_url.rstrip("/")
         self.run_dir, self.build_dir, self.env_vars = run_dir, build_dir, env_vars
         self.now = START
         self.session = requests.Session()
         settings = Settings.from_env(function_env)
-        self.storage = Storage(settings)
+        self.stores = Stores.build(settings)
         # The model's own policy for a held-back quote: no exploration, no holdback, no cache.
         self.pure = ScoringService(
             Settings.from_env({**function_env, "EXPLORATION_RATE": "0", "HOLDBACK_RATE": "0",
-                               "MODEL_CACHE_TTL_SECONDS": "0"}), self.storage, CompetitorClient("", "", 0.3))
+                               "MODEL_CACHE_TTL_SECONDS": "0"}),
+            self.stores.registry, self.stores.artifacts, self.stores.experiments, CompetitorClient("", "", 0.3))
         self.calls = 0
         self.seconds = 0.0
 
@@ -82,7 +83,7 @@ class Http:
         return answer.json()
 
     def configure(self, property_id: str, base_price: float) -> None:
-        self.storage.put_property_config(property_id, base_price)
+        self.stores.registry.put_property_config(property_id, base_price)
 
     def score(self, body: dict) -> dict:
         return self._post("/score", body)
@@ -108,7 +109,7 @@ class Http:
         return r
 
     def live_version(self, property_id: str) -> str | None:
-        return self.storage.get_property_record(property_id).live_version
+        return self.stores.registry.get_property_record(property_id).live_version
 
 
 def main(argv: list[str] | None = None) -> int:

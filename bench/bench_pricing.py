@@ -76,17 +76,17 @@ def run(n_outcomes: int, n_quotes: int, n_held_out: int) -> int:
     from pricing.domain.simulator import CURVES, assess_policies, format_report, simulate_outcomes
     from pricing.api import retrain_app
     from pricing.services.scoring import ScoringService
-    from pricing.storage import Storage
+    from pricing.storage.stores import Stores
 
     settings = ingest_app.settings
-    storage = Storage(settings)
-    scoring = ScoringService(settings, storage, CompetitorClient("", "", 0.3))
+    stores = Stores.build(settings)
+    scoring = ScoringService(settings, stores.registry, stores.artifacts, stores.experiments, CompetitorClient("", "", 0.3))
     now = datetime.now(timezone.utc)
     reports, timings = [], {}
 
     for curve in CURVES:
         property_id = f"bench-{curve.name}"
-        storage.put_property_config(property_id, curve.base_price)
+        stores.registry.put_property_config(property_id, curve.base_price)
         outcomes = simulate_outcomes(curve, n_outcomes, seed=1, now=now, property_id=property_id)
 
         started = time.perf_counter()

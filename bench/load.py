@@ -162,21 +162,21 @@ def start_stack(args: argparse.Namespace, run_dir: Path) -> LocalStack:
 def seed_models(stack: LocalStack) -> None:
     """A live model for MODEL_PROPERTIES and a base price for every property, straight into moto."""
     from pricing.settings import Settings
-    from pricing.storage import Storage
+    from pricing.storage.stores import Stores
 
     env = {**stack.template.globals_environment(), "AWS_ENDPOINT_URL": stack.aws_endpoint_url}
     aws = {"AWS_ENDPOINT_URL": stack.aws_endpoint_url, "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
            "AWS_REGION": stack.options.region, "AWS_DEFAULT_REGION": stack.options.region}
     with patched_environ(aws):
-        storage = Storage(Settings.from_env(env))
+        stores = Stores.build(Settings.from_env(env))
         for prop in MODEL_PROPERTIES + RULE_PROPERTIES:
-            storage.put_property_config(prop, 125.0)
+            stores.registry.put_property_config(prop, 125.0)
         for prop in MODEL_PROPERTIES:
             key = f"models/{prop}/load-v1.json"
             artifact = {**BENCH_MODEL.to_artifact(), "property_id": prop, "version": "load-v1"}
-            storage.put_artifact(key, artifact)
-            storage.swap_live_model(prop, "load-v1", key, expected_version=None,
+            stores.artifacts.put_artifact(key, artifact)
+            stores.registry.swap_live_model(prop, "load-v1", key, expected_version=None,
                                     deployed_at=datetime.now(timezone.utc).isoformat())
 
 

@@ -1,5 +1,6 @@
-"""An in-memory stand-in for ``pricing.storage.Storage``: the methods scoring, ingestion and
-retraining call, with the same semantics (conditional live-pointer swap, immutable versions,
+"""An in-memory stand-in for ``pricing.storage``'s registry, artifact, experiment and outcome
+stores in one object (passed as each of them): the methods scoring, ingestion and retraining
+call, with the same semantics (conditional live-pointer swap, immutable versions,
 idempotent outcome keys), on a simulated clock.
 
 The closed-loop benchmark runs thousands of quotes and a dozen nightly retrains per curve; moto
@@ -13,7 +14,8 @@ import copy
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from pricing.storage import ConditionFailed, PropertyRecord
+from pricing.storage import ConditionFailed
+from pricing.storage.registry import PropertyRecord
 
 
 def _utc(dt: datetime) -> str:
@@ -57,8 +59,8 @@ class MemoryStorage:
             self.outcomes.setdefault(record["property_id"], {})[record["outcome_key"]] = {**record, "ingested_at": now}
 
     def put_new_outcomes(self, records: list[dict], *, write_id: str, **_: Any) -> list[str]:
-        """Each record stored unless its key is (``Storage.put_new_outcomes``' statuses)."""
-        from pricing.storage import DUPLICATE, STORED
+        """Each record stored unless its key is (``OutcomeStore.put_new_outcomes``' statuses)."""
+        from pricing.storage.outcomes import DUPLICATE, STORED
 
         now = _utc(self._clock())
         statuses = []

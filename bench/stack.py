@@ -18,7 +18,7 @@ from local.services import MotoServer, create_resources
 from local.template import SamTemplate
 from pricing.domain.conversion_model import ConversionModel
 from pricing.settings import Settings
-from pricing.storage import Storage
+from pricing.storage.stores import Stores
 
 REGION = "us-east-1"
 BENCH_PROPERTY = "bench-prop-1"
@@ -116,9 +116,9 @@ class AwsStack:
     def settings(self) -> Settings:
         return Settings.from_env(self.env())
 
-    def storage(self) -> Storage:
-        """A storage on this stack; needs ``AWS_ENDPOINT_URL`` etc. in ``os.environ`` (``use()``)."""
-        return Storage(self.settings())
+    def stores(self) -> Stores:
+        """The stores on this stack; need ``AWS_ENDPOINT_URL`` etc. in ``os.environ`` (``use()``)."""
+        return Stores.build(self.settings())
 
     @contextlib.contextmanager
     def use(self) -> Iterator["AwsStack"]:
@@ -129,11 +129,11 @@ class AwsStack:
     def deploy_model(self, model: ConversionModel = BENCH_MODEL, base_price: float = 120.0) -> None:
         """The registry layout scoring reads: CONFIG (base price), the artifact in S3, then LIVE."""
         with self.use():
-            storage = self.storage()
-            storage.put_property_config(model.property_id, base_price)
+            stores = self.stores()
+            stores.registry.put_property_config(model.property_id, base_price)
             key = f"models/{model.property_id}/{model.version}.json"
-            storage.put_artifact(key, model.to_artifact())
-            storage.swap_live_model(model.property_id, model.version, key, None,
+            stores.artifacts.put_artifact(key, model.to_artifact())
+            stores.registry.swap_live_model(model.property_id, model.version, key, None,
                                     datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 

@@ -225,7 +225,8 @@ def put_experiment(state: dict, region: str) -> None:
     from unittest import mock
 
     from pricing.settings import Settings
-    from pricing.storage import Storage
+    from pricing.storage.aws import AwsClients
+    from pricing.storage.experiments import ExperimentStore
 
     template = SamTemplate(template_for(Path(state["build_dir"])), region=region,
                            endpoint_url=state["aws_endpoint_url"])
@@ -233,7 +234,7 @@ def put_experiment(state: dict, region: str) -> None:
     credentials = {"AWS_ENDPOINT_URL": state["aws_endpoint_url"], "AWS_ACCESS_KEY_ID": "testing",
                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": region, "AWS_DEFAULT_REGION": region}
     with mock.patch.dict(os.environ, credentials):
-        Storage(Settings.from_env(env)).put_experiment(EXPERIMENT)
+        ExperimentStore(AwsClients(), Settings.from_env(env).experiments_table).put_experiment(EXPERIMENT)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,8 +64,8 @@ def _post_learn(api_url: str, batch: list[dict]) -> dict:
         return json.loads(response.read())
 
 
-def learn(outcomes: list[dict], api_url: str | None, storage=None) -> tuple[int, int, str]:
-    """Send ``outcomes`` to /learn (or, without ``api_url``, store them through ``storage``);
+def learn(outcomes: list[dict], api_url: str | None, stores=None) -> tuple[int, int, str]:
+    """Send ``outcomes`` to /learn (or, without ``api_url``, store them through ``stores``);
     returns (stored, duplicates, how)."""
     stored = duplicates = 0
     how = "POST /learn" if api_url else "in-process"
@@ -81,9 +81,10 @@ def learn(outcomes: list[dict], api_url: str | None, storage=None) -> tuple[int,
         if answer is None:
             from pricing.services.ingestion import IngestionService
             from pricing.settings import Settings
-            from pricing.storage import Storage
+            from pricing.storage.stores import Stores
 
-            answer = IngestionService(storage or Storage(Settings.from_env())).ingest(batch).to_response()
+            stores = stores or Stores.build(Settings.from_env())
+            answer = IngestionService(stores.outcomes).ingest(batch).to_response()
         if answer.get("invalid"):
             raise RuntimeError(f"/learn refused simulated outcomes: {answer['errors'][:3]}")
         stored += answer["processed"]
@@ -114,28 +115,28 @@ def retrain(property_ids: list[str], api_url: str | None) -> list[dict]:
     return retrain_app.handler(event, _Context())["results"]
 
 
-def seed(n_outcomes: int = DEFAULT_OUTCOMES, api_url: str | None = None, storage=None) -> list[dict]:
-    """Seed every demo property (through ``storage``, default: the environment's stores);
-    returns one summary per property."""
+def seed(n_outcomes: int = DEFAULT_OUTCOMES, api_url: str | None = None, stores=None) -> list[dict]:
+    """Seed every demo property (through ``stores``, a ``pricing.storage.stores.Stores``; default:
+    the environment's); returns one summary per property."""
     from pricing.settings import Settings
-    from pricing.storage import Storage
+    from pricing.storage.stores import Stores
 
-    storage = storage or Storage(Settings.from_env())
+    stores = stores or Stores.build(Settings.from_env())
     curves: dict[str, DemandCurve] = {c.name: c for c in CURVES}
     now = datetime.now(timezone.utc)
     learned = {}
     for property_id, curve_name in DEMO_PROPERTIES.items():
         curve = curves[curve_name]
         base_price = DEMO_BASE_PRICES.get(property_id, curve.base_price)
-        storage.put_property_config(property_id, base_price)
+        stores.registry.put_property_config(property_id, base_price)
         outcomes = simulate_outcomes(curve, n_outcomes, seed=2026, now=now, property_id=property_id)
-        learned[property_id] = learn(outcomes, api_url, storage)
+        learned[property_id] = learn(outcomes, api_url, stores)
     results = {r["property_id"]: r for r in retrain(list(DEMO_PROPERTIES), api_url)}
     summaries = []
     for property_id, curve_name in DEMO_PROPERTIES.items():
         stored, duplicates, how = learned[property_id]
         result = results.get(property_id, {"status": "failed", "reason": "no result"})
-        live = storage.get_property_record(property_id).live_version
+        live = stores.registry.get_property_record(property_id).live_version
         summaries.append({
             "property_id": property_id, "curve": curve_name,
             "base_price": DEMO_BASE_PRICES.get(property_id, curves[curve_name].base_price),

@@ -48,7 +48,10 @@ from pricing.domain.conversion_model import ConversionModel
 from pricing.domain.outcomes import INVALID_REASONS
 from pricing.domain.simulator import CURVES, DemandCurve, simulate_outcomes
 from pricing.services.retraining import artifact_key
-from pricing.storage import LIVE_RECORD, MODEL_RECORD_PREFIX, OUTCOME_LISTING_KEY, Storage
+from pricing.storage.aws import from_wire
+from pricing.storage.outcomes import OUTCOME_LISTING_KEY
+from pricing.storage.registry import LIVE_RECORD, MODEL_RECORD_PREFIX
+from pricing.storage.stores import Stores
 
 pytestmark = pytest.mark.e2e
 
@@ -218,7 +221,7 @@ TEMPLATE = load_template(PROJECT_ROOT / "template.yaml")
 class Loop:
     url: str
     proxy: StoreProxy
-    storage: Storage  # in-process, straight to moto: to set up incumbents and read the registry
+    stores: Stores  # in-process, straight to moto: to set up incumbents and read the registry
     aws: object  # support.moto_stack.AwsStack
     retrain_pool: object  # local.pool.FunctionPool of RetrainFunction
     retrain_env: dict
@@ -293,19 +296,19 @@ class Loop:
             Key={"property_id": {"S": property_id}, "record": {"S": LIVE_RECORD}},
             ConsistentRead=True,
         ).get("Item")
-        return None if item is None else self.storage._de(item)
+        return None if item is None else from_wire(item)
 
     def live_model(self, property_id: str) -> ConversionModel:
         """The model LIVE points at, loaded as the scorer loads it (fails if the artifact is missing)."""
         pointer = self.live(property_id)
         assert pointer is not None, f"{property_id} has no LIVE record"
-        return ConversionModel.from_artifact(self.storage.load_artifact(pointer["artifact_key"]))
+        return ConversionModel.from_artifact(self.stores.artifacts.load_artifact(pointer["artifact_key"]))
 
     def deploy_true_model(self, curve: DemandCurve, property_id: str, version: str) -> None:
         """The curve itself as the live model: the best incumbent a retrain can face."""
         key = artifact_key(property_id, version)
-        self.storage.put_artifact(key, curve.true_model(property_id, version).to_artifact())
-        self.storage.swap_live_model(property_id, version, key, expected_version=None, deployed_at=NOW.isoformat())
+        self.stores.artifacts.put_artifact(key, curve.true_model(property_id, version).to_artifact())
+        self.stores.registry.swap_live_model(property_id, version, key, expected_version=None, deployed_at=NOW.isoformat())
 
 
 @pytest.fixture(scope="module")
@@ -324,8 +327,8 @@ def loop(tmp_path_factory) -> Iterator[Loop]:
         api = stack.enter_context(local_api(build_dir=build_dir, env=env, env_vars_file=env_vars,
                                             max_containers=2, run_dir=run_dir))
         patch = stack.enter_context(pytest.MonkeyPatch.context())
-        patch.setenv("AWS_ENDPOINT_URL", aws.endpoint_url)  # the in-process Storage goes straight to moto
-        yield Loop(api.url, proxy, Storage(aws.settings()), aws, api.pools["RetrainFunction"], env)
+        patch.setenv("AWS_ENDPOINT_URL", aws.endpoint_url)  # the in-process stores go straight to moto
+        yield Loop(api.url, proxy, Stores.build(aws.settings()), aws, api.pools["RetrainFunction"], env)
 
 
 # --- /learn: counts, idempotency, storage down ------------------------------------------------------
@@ -576,10 +579,10 @@ def test_a_retrain_killed_mid_deploy_leaves_the_registry_pointing_at_a_loadable_
     pointer = loop.live(pid)
     assert pointer["version"] == "v-old"
     assert loop.live_model(pid).version == "v-old"  # LIVE names an artifact that exists and loads
-    versions = {r["version"]: r for r in loop.storage.list_model_records(pid)}
+    versions = {r["version"]: r for r in loop.stores.registry.list_model_records(pid)}
     (candidate,) = versions.values()  # the crashed run's candidate: recorded, never deployed
     assert candidate["status"] == "pending"
-    assert loop.storage.load_artifact(candidate["artifact_key"])["version"] == candidate["version"]
+    assert loop.stores.artifacts.load_artifact(candidate["artifact_key"])["version"] == candidate["version"]
     quote = loop.score(pid)
     assert priced_by(quote) in {("ml_elasticity", "v-old"), ("holdback", "v-old")}
 
@@ -588,7 +591,7 @@ def test_a_retrain_killed_mid_deploy_leaves_the_registry_pointing_at_a_loadable_
     assert after["status"] == "deployed", after
     assert loop.live_model(pid).version == after["version"] == loop.live(pid)["version"]
     assert priced_by(loop.score(pid)) in {("ml_elasticity", after["version"]), ("holdback", after["version"])}
-    assert {r["record"] for r in loop.storage.list_model_records(pid)} == {
+    assert {r["record"] for r in loop.stores.registry.list_model_records(pid)} == {
         MODEL_RECORD_PREFIX + candidate["version"], MODEL_RECORD_PREFIX + after["version"]}
 
 

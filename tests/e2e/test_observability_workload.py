@@ -52,7 +52,7 @@ import requests
 from local.seed import DEMO_PROPERTIES, learn
 from pricing.domain.simulator import CURVES, simulate_outcomes
 from pricing.settings import Settings
-from pricing.storage import Storage
+from pricing.storage.stores import Stores
 from support.local_stack import PROJECT_ROOT, built_artifacts, local_api, require_function_build
 from support.stub_http import Reply, Request, StubServer
 from support.obs_stack import ENVIRONMENT, observability_stack, panels_without_data, render_dashboard
@@ -181,12 +181,12 @@ def score_body(property_id: str, user_id: str, stay_date: date, with_market: boo
 def seed_stores(api) -> None:
     """Experiment and base prices, written as an operator would (the functions only read them)."""
     env = {**api.template.globals_environment(), "AWS_ENDPOINT_URL": api.aws_endpoint_url}
-    storage = Storage(Settings.from_env(env))
+    stores = Stores.build(Settings.from_env(env))
     # boto3 reads the endpoint from the environment, which the suite points at a refusing port.
     with mock.patch.dict(os.environ, {"AWS_ENDPOINT_URL": api.aws_endpoint_url}):
-        storage.put_experiment(EXPERIMENT)
+        stores.experiments.put_experiment(EXPERIMENT)
         for property_id, curve in DEMO_PROPERTIES.items():
-            storage.put_property_config(property_id, CURVES_BY_NAME[curve].base_price)
+            stores.registry.put_property_config(property_id, CURVES_BY_NAME[curve].base_price)
 
 
 def run_workload(api, backend: CompetitorBackend) -> Traffic:

@@ -19,7 +19,7 @@ import requests
 
 from pricing.domain.simulator import CURVES
 from pricing.services.retraining import artifact_key
-from pricing.storage import Storage
+from pricing.storage.stores import Stores
 from support.local_stack import built_artifacts, local_api, moto_resources, require_function_build
 
 pytestmark = pytest.mark.e2e
@@ -74,15 +74,15 @@ def api(tmp_path_factory) -> Iterator[Api]:
                                                       "EXPLORATION_RATE": "0"}}))
     with contextlib.ExitStack() as stack:
         aws = stack.enter_context(moto_resources())
-        storage = Storage(aws.settings())
+        stores = Stores.build(aws.settings())
         stack.enter_context(pytest.MonkeyPatch.context()).setenv("AWS_ENDPOINT_URL", aws.endpoint_url)
         model = CURVES[0].true_model(MODELLED, VERSION)
         key = artifact_key(MODELLED, VERSION)
-        storage.put_artifact(key, model.to_artifact())
-        storage.put_model_record(MODELLED, VERSION, {"artifact_key": key, "status": "deployed", "outcomes": 1234,
-                                                     "created_at": "2026-11-01T00:00:00+00:00",
-                                                     "evaluation": {"holdout_log_loss": 0.61}})
-        storage.swap_live_model(MODELLED, VERSION, key, expected_version=None, deployed_at="2026-11-01T00:00:00+00:00")
+        stores.artifacts.put_artifact(key, model.to_artifact())
+        stores.registry.put_model_record(MODELLED, VERSION, {"artifact_key": key, "status": "deployed", "outcomes": 1234,
+                                                             "created_at": "2026-11-01T00:00:00+00:00",
+                                                             "evaluation": {"holdout_log_loss": 0.61}})
+        stores.registry.swap_live_model(MODELLED, VERSION, key, expected_version=None, deployed_at="2026-11-01T00:00:00+00:00")
         running = stack.enter_context(local_api(
             build_dir=build_dir, env={"AWS_ENDPOINT_URL": aws.endpoint_url}, env_vars_file=env_vars,
             max_containers=2, run_dir=run_dir, require_api_key=PRICING_KEY, operator_api_key=OPERATOR_KEY))

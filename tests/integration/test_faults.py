@@ -28,7 +28,10 @@ from pricing.observability.metrics import METRICS
 from pricing.services.ingestion import IngestionService
 from pricing.services.retraining import RetrainingService, artifact_key
 from pricing.services.scoring import ScoringService
-from pricing.storage import LIVE_RECORD, OUTCOME_LISTING_KEY, Storage
+from pricing.storage.aws import from_wire
+from pricing.storage.outcomes import OUTCOME_LISTING_KEY
+from pricing.storage.registry import LIVE_RECORD
+from pricing.storage.stores import Stores
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 PROPERTY = "hotel-faults"
@@ -46,25 +49,25 @@ def quote(property_id: str = PROPERTY, **extra) -> dict:
     }
 
 
-def seed_live_model(storage: Storage, property_id: str = PROPERTY, artifact: bytes | dict | None = None,
+def seed_live_model(stores: Stores, property_id: str = PROPERTY, artifact: bytes | dict | None = None,
                     version: str = "v-live") -> str:
     """Registry CONFIG (base price 130) and LIVE pointing at ``artifact`` (default: a usable model)."""
-    storage.put_property_config(property_id, 130.0)
+    stores.registry.put_property_config(property_id, 130.0)
     key = artifact_key(property_id, version)
     if isinstance(artifact, bytes):
-        storage._call("s3", "put_object", Bucket=storage.settings.artifacts_bucket, Key=key, Body=artifact)
+        stores.artifacts.put_bytes(key, artifact)
     else:
-        storage.put_artifact(key, artifact if artifact is not None else MODEL.to_artifact())
-    storage.swap_live_model(property_id, version, key, expected_version=None, deployed_at=NOW.isoformat())
+        stores.artifacts.put_artifact(key, artifact if artifact is not None else MODEL.to_artifact())
+    stores.registry.swap_live_model(property_id, version, key, expected_version=None, deployed_at=NOW.isoformat())
     return key
 
 
 @pytest.fixture
 def proxy(aws, monkeypatch):  # noqa: F811
     """A fault proxy in front of the test's moto server; functions' AWS calls go through it."""
-    direct = Storage(aws.settings())  # straight to moto, for seeding and checking
+    direct = Stores.build(aws.settings())  # straight to moto, for seeding and checking
     for service in ("dynamodb", "s3"):
-        direct._client(service)  # bound to moto's endpoint now, before it points at the proxy
+        direct.aws.client(service)  # bound to moto's endpoint now, before it points at the proxy
     with FaultProxy(aws.endpoint_url, delay=2.0) as p:
         monkeypatch.setenv("AWS_ENDPOINT_URL", p.url)
         p.aws, p.direct = aws, direct
@@ -78,7 +81,8 @@ def score(proxy, monkeypatch):
     from score_handler import handler
 
     def install(competitors: CompetitorClient | None = None) -> ScoringService:
-        service = ScoringService(proxy.aws.settings(), Storage(proxy.aws.settings(), latency_critical=True),
+        stores = Stores.build(proxy.aws.settings(), latency_critical=True)
+        service = ScoringService(proxy.aws.settings(), stores.registry, stores.artifacts, stores.experiments,
                                  competitors or CompetitorClient("", "", 0.3))
         monkeypatch.setattr(score_app, "service", service)
         return service
@@ -158,8 +162,8 @@ def test_a_corrupt_or_incompatible_artifact_prices_by_rules(proxy, score):
 
 
 def test_a_live_pointer_to_a_missing_artifact_prices_by_rules(proxy, score):
-    proxy.direct.put_property_config(PROPERTY, 130.0)
-    proxy.direct.swap_live_model(PROPERTY, "v-gone", "models/hotel-faults/v-gone.json", None, NOW.isoformat())
+    proxy.direct.registry.put_property_config(PROPERTY, 130.0)
+    proxy.direct.registry.swap_live_model(PROPERTY, "v-gone", "models/hotel-faults/v-gone.json", None, NOW.isoformat())
     out = score(quote())
     assert out["safety"]["pricing_method"] == "rule_based"
     assert any(FELL_BACK in r for r in out["reasons"]), out["reasons"]
@@ -221,7 +225,7 @@ def learn(proxy, monkeypatch):
     from pricing.api import ingest_app
     from ingest_handler import handler
 
-    monkeypatch.setattr(ingest_app, "service", IngestionService(impatient(Storage(proxy.aws.settings()))))
+    monkeypatch.setattr(ingest_app, "service", IngestionService(impatient(Stores.build(proxy.aws.settings())).outcomes))
 
     def post(batch: list[dict]) -> tuple[int, dict, dict]:
         return invoke(handler, rest_event("POST", "/learn", {"batch": batch}))
@@ -288,14 +292,14 @@ def live_pointer(proxy, property_id: str) -> dict | None:
     item = proxy.aws.client("dynamodb").get_item(
         TableName=proxy.aws.names["ModelRegistryTable"],
         Key={"property_id": {"S": property_id}, "record": {"S": LIVE_RECORD}}).get("Item")
-    return None if item is None else proxy.direct._de(item)
+    return None if item is None else from_wire(item)
 
 
 def assert_registry_valid(proxy, property_id: str) -> ConversionModel | None:
     pointer = live_pointer(proxy, property_id)
     if pointer is None:
         return None
-    model = ConversionModel.from_artifact(proxy.direct.load_artifact(pointer["artifact_key"]))
+    model = ConversionModel.from_artifact(proxy.direct.artifacts.load_artifact(pointer["artifact_key"]))
     assert model.version == pointer["version"]
     return model
 
@@ -308,11 +312,12 @@ def assert_registry_valid(proxy, property_id: str) -> ConversionModel | None:
 ])
 def test_a_retrain_failing_at_any_step_leaves_the_registry_valid_and_a_rerun_deploys(proxy, service, target, mode):
     curve = CURVES[0]
-    IngestionService(proxy.direct).ingest(simulate_outcomes(curve, 300, seed=3, now=NOW, property_id=PROPERTY))
+    IngestionService(proxy.direct.outcomes).ingest(simulate_outcomes(curve, 300, seed=3, now=NOW, property_id=PROPERTY))
     # A poor incumbent (demand barely reacting to price): any fitted candidate beats it.
     poor = ConversionModel(PROPERTY, "v-poor", {"intercept": 0.0, "price_ratio": -0.05}, 100.0, (50.0, 250.0))
     seed_live_model(proxy.direct, artifact=poor.to_artifact(), version="v-poor")
-    retrain = RetrainingService(proxy.aws.settings(), impatient(Storage(proxy.aws.settings())))
+    stores = impatient(Stores.build(proxy.aws.settings()))
+    retrain = RetrainingService(proxy.aws.settings(), stores.registry, stores.artifacts, stores.outcomes, stores.queue)
 
     proxy.rule = lambda s, t, n: mode if s == service and t.startswith(target) else None
     (failed,), _ = retrain.run([PROPERTY], force=True)
@@ -333,9 +338,11 @@ def test_extreme_but_valid_prices_in_the_outcomes_never_deploy_an_unusable_model
     batch = simulate_outcomes(curve, 600, seed=5, now=NOW, property_id=PROPERTY)
     for i, price in enumerate((1e9, 1e-2, 5e8, 0.02)):
         batch.append({**batch[i], "quote_id": f"extreme-{i}", "quoted_price": price})
-    result = IngestionService(proxy.direct).ingest(batch)
+    result = IngestionService(proxy.direct.outcomes).ingest(batch)
     assert result.invalid == 0
-    RetrainingService(proxy.aws.settings(), proxy.direct).retrain_property(PROPERTY, force=True)
+    direct = proxy.direct
+    retrain = RetrainingService(proxy.aws.settings(), direct.registry, direct.artifacts, direct.outcomes, direct.queue)
+    retrain.retrain_property(PROPERTY, force=True)
     model = assert_registry_valid(proxy, PROPERTY)
     if model is not None:
         assert all(abs(c) < 1e6 for c in model.coefficients.values())

@@ -31,7 +31,8 @@ from support.apigw_events import invoke, rest_event
 from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures
 
 from pricing.services.ingestion import IngestionService
-from pricing.storage import Storage
+from pricing.storage.aws import AwsClients
+from pricing.storage.outcomes import OutcomeStore
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "60"))
 
@@ -140,7 +141,7 @@ def test_health_never_answers_5xx(score_handler, score_schema):
 def learn_handler(aws, monkeypatch):  # noqa: F811
     from pricing.api import ingest_app
 
-    monkeypatch.setattr(ingest_app, "service", IngestionService(Storage(aws.settings())))
+    monkeypatch.setattr(ingest_app, "service", IngestionService(OutcomeStore(AwsClients(), aws.settings().outcomes_table)))
     from ingest_handler import handler
 
     return handler

@@ -26,7 +26,7 @@ from pricing.observability.metrics import METRICS, OTHER_PROPERTY, UNKNOWN_PROPE
 from pricing.observability.push import MetricsPusher
 from pricing.services.scoring import ScoringService
 from pricing.settings import Settings
-from pricing.storage import PropertyRecord
+from pricing.storage.registry import PropertyRecord
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 RNG = random.Random(7)
@@ -84,7 +84,7 @@ def score_handler():
 
     with CompetitorBackend("not_found") as backend:
         original = score_app.service
-        score_app.service = ScoringService(Settings(), NoModels(),
+        score_app.service = ScoringService(Settings(), NoModels(), NoModels(), NoModels(),
                                            CompetitorClient(backend.url, "backend-key", timeout=1.0))
         try:
             yield handler

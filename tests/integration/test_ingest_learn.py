@@ -16,8 +16,11 @@ from local.lambda_context import FakeContext
 from local.template import ApiRoute
 from pricing.domain.outcomes import INVALID_REASONS
 from pricing.services.ingestion import IngestionService
-from pricing import storage as storage_module
-from pricing.storage import OUTCOME_LISTING_KEY, Storage, StorageUnavailable
+from pricing.storage import StorageUnavailable
+from pricing.storage import outcomes as outcome_store
+from pricing.storage.aws import AwsClients
+from pricing.storage.outcomes import OUTCOME_LISTING_KEY
+from pricing.storage.stores import Stores
 
 ROUTE = ApiRoute("IngestFunction", "POST", "/learn")
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -80,8 +83,8 @@ def body_with(items: list) -> bytes:
 def ingest(aws, monkeypatch):  # noqa: F811
     from pricing.api import ingest_app
 
-    storage = Storage(aws.settings())
-    monkeypatch.setattr(ingest_app, "service", IngestionService(storage))
+    stores = Stores.build(aws.settings())
+    monkeypatch.setattr(ingest_app, "service", IngestionService(stores.outcomes))
 
     def post(body, headers=()) -> tuple[int, dict, dict]:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -93,7 +96,7 @@ def ingest(aws, monkeypatch):  # noqa: F811
         headers_out = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
         return response["statusCode"], json.loads(response["body"]), headers_out
 
-    post.storage = storage
+    post.stores = stores
     post.aws = aws
     post.app_module = ingest_app
     return post
@@ -179,7 +182,7 @@ def test_ab_attribution_is_stored_from_the_quote_id(ingest):
 
 def test_properties_with_outcomes_are_listed_for_retraining(ingest):
     ingest({"batch": [outcome(1), outcome(2, property_id="prop-2"), outcome(3, property_id="prop-3")]})
-    assert ingest.storage.list_outcome_properties() == ["prop-1", "prop-2", "prop-3"]
+    assert ingest.stores.outcomes.list_outcome_properties() == ["prop-1", "prop-2", "prop-3"]
 
 
 @pytest.mark.parametrize(
@@ -210,8 +213,8 @@ def test_store_down_is_a_503_with_retry_after_and_claims_nothing(ingest):
 
 def test_store_failing_mid_batch_loses_nothing_when_the_batch_is_retried(ingest, monkeypatch):
     batch = [outcome(i) for i in range(300)]  # 300 conditional PutItem calls
-    storage = ingest.storage
-    real_call = Storage._call
+    stores = ingest.stores
+    real_call = AwsClients.call
     writes = {"n": 0}
     counted_before = ingested_counted("prop-1")
 
@@ -222,26 +225,26 @@ def test_store_failing_mid_batch_loses_nothing_when_the_batch_is_retried(ingest,
                 raise StorageUnavailable("dynamodb.put_item: ServiceUnavailable")
         return real_call(self, service, operation, **kwargs)
 
-    monkeypatch.setattr(Storage, "_call", flaky_call)
+    monkeypatch.setattr(AwsClients, "call", flaky_call)
     status, _, headers = ingest({"batch": batch})
     assert status == 503 and headers["retry-after"] == "5"
     partially = len(stored_outcomes(ingest.aws))
     assert 0 < partially < 300
 
-    monkeypatch.setattr(Storage, "_call", real_call)  # the store recovers
+    monkeypatch.setattr(AwsClients, "call", real_call)  # the store recovers
     status, body, _ = ingest({"batch": batch})
 
     assert status == 200
     assert body["processed"] + body["duplicates"] == 300
     assert body["duplicates"] == partially
     assert len(stored_outcomes(ingest.aws)) == 300
-    assert storage.list_outcome_properties() == ["prop-1"]
+    assert stores.outcomes.list_outcome_properties() == ["prop-1"]
     # What the failed attempt wrote is in the metric though its answer claimed none of it.
     assert ingested_counted("prop-1") - counted_before == 300
 
 
 def test_unprocessed_items_are_retried_until_stored(ingest, monkeypatch):
-    real_call = Storage._call
+    real_call = AwsClients.call
     throttled = {"n": 0, "gets": 0}
 
     def throttling_call(self, service, operation, **kwargs):
@@ -259,19 +262,19 @@ def test_unprocessed_items_are_retried_until_stored(ingest, monkeypatch):
             return {**done, "UnprocessedKeys": {table: {**spec, "Keys": spec["Keys"][3:]}}}
         return real_call(self, service, operation, **kwargs)
 
-    monkeypatch.setattr(Storage, "_call", throttling_call)
+    monkeypatch.setattr(AwsClients, "call", throttling_call)
     status, body, _ = ingest({"batch": [outcome(i, property_id=f"prop-{i % 4}") for i in range(40)]})
 
     assert status == 200 and body["processed"] == 40
     assert (throttled["n"], throttled["gets"]) == (3, 1)
     assert len(stored_outcomes(ingest.aws)) == 40
-    assert ingest.storage.list_outcome_properties() == ["prop-0", "prop-1", "prop-2", "prop-3"]
+    assert ingest.stores.outcomes.list_outcome_properties() == ["prop-0", "prop-1", "prop-2", "prop-3"]
 
 
 def test_ten_thousand_outcomes_in_one_batch(ingest, capsys, monkeypatch):
     # Each new outcome is one conditional PutItem: moto's server takes a few hundred a second on
     # this machine (DynamoDB takes thousands from one Lambda), so the deadlines are widened here.
-    monkeypatch.setattr(storage_module, "OUTCOME_IO_BUDGET_SECONDS", 240.0)
+    monkeypatch.setattr(outcome_store, "OUTCOME_IO_BUDGET_SECONDS", 240.0)
     monkeypatch.setitem(REMAINING_MS, "ms", 300_000)
     batch = [outcome(i % 5000, quote_id=f"big-{i}", property_id=f"prop-{i % 7}") for i in range(10_000)]
 
@@ -351,14 +354,14 @@ def test_a_quote_id_over_the_key_limit_and_an_underflowing_price_are_refused_not
 def test_an_item_the_store_refuses_is_reported_unstorable_and_the_rest_is_stored(ingest, monkeypatch):
     from pricing.storage import StoreRefused
 
-    real_call = Storage._call
+    real_call = AwsClients.call
 
     def refusing_call(self, service, operation, **kwargs):
         if operation == "put_item" and kwargs["Item"]["outcome_key"]["S"] == "q:q00002":
             raise StoreRefused("dynamodb.put_item: ValidationException")
         return real_call(self, service, operation, **kwargs)
 
-    monkeypatch.setattr(Storage, "_call", refusing_call)
+    monkeypatch.setattr(AwsClients, "call", refusing_call)
     status, body, _ = ingest({"batch": [outcome(i) for i in range(5)]})
 
     assert status == 200, body

@@ -1,7 +1,7 @@
 """Eight simultaneous senders of one /learn batch against moto's server: the counts stay honest.
 
-Each sender is its own ``IngestionService`` over its own ``Storage`` (its own boto3 clients), as
-eight Lambda containers would be, started together behind a barrier. Every one of them finds the
+Each sender is its own ``IngestionService`` over its own ``OutcomeStore`` (its own boto3
+clients), as eight Lambda containers would be, started together behind a barrier. Every one of them finds the
 batch's keys absent in its first read, so all of them race to write every outcome: only the
 conditional writes can tell who stored what.
 """
@@ -13,10 +13,10 @@ from datetime import datetime, timedelta, timezone
 
 from support.moto_stack import aws, moto_server, outcomes_in_table  # noqa: F401 - fixtures
 
-from pricing import storage as storage_module
+from pricing.storage import outcomes as outcome_store
 from pricing.observability import metrics
 from pricing.services.ingestion import IngestionService
-from pricing.storage import Storage
+from pricing.storage.stores import Stores
 
 SENDERS = 8
 OUTCOMES = 1000
@@ -34,13 +34,13 @@ def ingested_counted() -> float:
 def test_eight_simultaneous_senders_of_one_batch_store_and_count_each_outcome_once(aws, monkeypatch, capsys):  # noqa: F811
     # Moto's server takes a few hundred conditional writes a second here, and all eight senders
     # write every outcome at once: the stores' deadline is widened (DynamoDB is far faster).
-    monkeypatch.setattr(storage_module, "OUTCOME_IO_BUDGET_SECONDS", 300.0)
+    monkeypatch.setattr(outcome_store, "OUTCOME_IO_BUDGET_SECONDS", 300.0)
     batch = [
         {"property_id": PROPERTY, "timestamp": (NOW - timedelta(minutes=i + 1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
          "quoted_price": 100.0 + i % 50, "accepted": i % 3 == 0, "quote_id": f"conc-{i:04d}"}
         for i in range(OUTCOMES)
     ]
-    services = [IngestionService(Storage(aws.settings())) for _ in range(SENDERS)]
+    services = [IngestionService(Stores.build(aws.settings()).outcomes) for _ in range(SENDERS)]
     start = threading.Barrier(SENDERS)
     answers: list[dict | None] = [None] * SENDERS
     failures: list[BaseException] = []

@@ -30,7 +30,8 @@ from support.outcome_strategies import batches, to_json
 
 from pricing.domain.outcomes import INVALID_REASONS, STORE_REASONS, Outcome, validate_outcome
 from pricing.observability import metrics
-from pricing.storage import OUTCOME_LISTING_KEY, Storage
+from pricing.storage.aws import AwsClients
+from pricing.storage.outcomes import OUTCOME_LISTING_KEY, OutcomeStore
 
 LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "2000" if LONG else "40"))
@@ -55,7 +56,7 @@ def test_any_batch_is_stored_or_refused_item_by_item_and_the_counts_add_up(aws, 
     from pricing.api import ingest_app
     from pricing.services.ingestion import IngestionService
 
-    monkeypatch.setattr(ingest_app, "service", IngestionService(Storage(aws.settings())))
+    monkeypatch.setattr(ingest_app, "service", IngestionService(OutcomeStore(AwsClients(), aws.settings().outcomes_table)))
     ddb = aws.client("dynamodb")
     table = aws.names["OutcomesTable"]
     tally = Counter()

@@ -16,25 +16,26 @@ from pricing.domain.experiments import CONTROL, TREATMENT, Assignment, quote_id_
 from pricing.services.catalog import BadParameter, ModelCatalog, NotFound, OutcomeCatalog
 from pricing.services.experiment_admin import ExperimentAdmin, ExperimentRequest
 from pricing.services.ingestion import IngestionService
-from pricing.storage import Storage
+from pricing.services.catalog import encode_token
+from pricing.storage.stores import Stores
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 
-def catalog(storage: Storage) -> ModelCatalog:
-    return ModelCatalog(storage, service="pricing-service", version="test", loaded=dict)
+def catalog(stores: Stores) -> ModelCatalog:
+    return ModelCatalog(stores.registry, stores.artifacts, service="pricing-service", version="test", loaded=dict)
 
 
 def test_model_versions_page_newest_first_and_the_pages_add_up(aws):  # noqa: F811 - the aws fixture
-    storage = Storage(aws.settings())
+    stores = Stores.build(aws.settings())
     versions = [f"2026110{i}T000000Z-abcdef0{i}" for i in range(1, 6)]
     for v in versions:
-        storage.put_model_record("p1", v, {"artifact_key": f"models/p1/{v}.json", "status": "rejected",
+        stores.registry.put_model_record("p1", v, {"artifact_key": f"models/p1/{v}.json", "status": "rejected",
                                            "created_at": v, "outcomes": 10})
-    storage.swap_live_model("p1", versions[2], f"models/p1/{versions[2]}.json", None, NOW.isoformat())
+    stores.registry.swap_live_model("p1", versions[2], f"models/p1/{versions[2]}.json", None, NOW.isoformat())
     seen, token = [], None
     for _ in range(10):
-        page = catalog(storage).model_list("p1", 2, token)
+        page = catalog(stores).model_list("p1", 2, token)
         assert page["count"] <= 2
         seen += page["models"]
         token = page["next_token"]
@@ -43,22 +44,39 @@ def test_model_versions_page_newest_first_and_the_pages_add_up(aws):  # noqa: F8
     assert [m["version"] for m in seen] == versions[::-1]
     assert [m["is_live"] for m in seen] == [v == versions[2] for v in versions[::-1]]
     with pytest.raises(NotFound):
-        catalog(storage).model_list("no-such-property", 2, None)
+        catalog(stores).model_list("no-such-property", 2, None)
     # A token of another list is refused by the store: a bad parameter, not a 500.
-    other = catalog(storage).model_list("p1", 1, None)["next_token"]
+    other = catalog(stores).model_list("p1", 1, None)["next_token"]
     with pytest.raises(BadParameter):
-        catalog(storage).model_list(None, 5, other)
+        catalog(stores).model_list(None, 5, other)
+    # ... and so is a token of another property's list, which DynamoDB itself would accept.
+    stores.registry.put_model_record("p2", versions[0], {"status": "rejected", "created_at": versions[0]})
+    with pytest.raises(BadParameter):
+        catalog(stores).model_list("p2", 5, other)
+
+
+def test_forged_page_tokens_are_bad_parameters_not_errors(aws):  # noqa: F811 - the aws fixture
+    stores = Stores.build(aws.settings())
+    admin = ExperimentAdmin(stores.experiments, stores.outcomes)
+    for forged in ({"experiment_id": "x"}, {"property_id": {"S": "p"}}, {"experiment_id": {"S": "e"}, "extra": {"S": "x"}}):
+        with pytest.raises(BadParameter):
+            admin.list(False, 5, encode_token(forged))
+    for forged in ({"s": "03"}, {"s": 99}, {"s": 1, "k": "not-a-key"}, {"s": 1, "k": {"property_id": 7}}):
+        with pytest.raises(BadParameter):
+            OutcomeCatalog(stores.outcomes).properties(5, encode_token(forged))
+    with pytest.raises(BadParameter):
+        catalog(stores).model_list(None, 5, encode_token({"property_id": {"S": "p"}, "record": {"N": "1"}}))
 
 
 def test_outcome_properties_page_across_the_listing_shards(aws):  # noqa: F811 - the aws fixture
-    storage = Storage(aws.settings())
-    ingestion = IngestionService(storage)
+    stores = Stores.build(aws.settings())
+    ingestion = IngestionService(stores.outcomes)
     ids = [f"prop-{i:02d}" for i in range(37)]
     ingestion.ingest([{"property_id": p, "timestamp": NOW.isoformat(), "quoted_price": 100.0, "accepted": True}
                       for p in ids])
     seen, token, pages = [], None, 0
     while True:
-        page = OutcomeCatalog(storage).properties(5, token)
+        page = OutcomeCatalog(stores.outcomes).properties(5, token)
         pages += 1
         assert page["count"] <= 5
         seen += page["properties"]
@@ -69,8 +87,8 @@ def test_outcome_properties_page_across_the_listing_shards(aws):  # noqa: F811 -
 
 
 def test_the_readout_counts_exactly_the_attributed_outcomes(aws):  # noqa: F811 - the aws fixture
-    storage = Storage(aws.settings())
-    admin = ExperimentAdmin(storage)
+    stores = Stores.build(aws.settings())
+    admin = ExperimentAdmin(stores.experiments, stores.outcomes)
     eid = admin.create(ExperimentRequest(name="ml-vs-rules", ml_traffic_percentage=50))["experiment_id"]
     other = admin.create(ExperimentRequest(name="other"))["experiment_id"]
     batch, expected = [], {CONTROL: [0, 0, 0.0], TREATMENT: [0, 0, 0.0]}
@@ -89,7 +107,7 @@ def test_the_readout_counts_exactly_the_attributed_outcomes(aws):  # noqa: F811 
                "quote_id": quote_id_for(f"o{i}", Assignment(other, TREATMENT))} for i in range(7)]
     batch += [{"property_id": "p0", "timestamp": NOW.isoformat(), "quoted_price": 60.0 + i, "accepted": True}
               for i in range(5)]
-    assert IngestionService(storage).ingest(batch).processed == len(batch)
+    assert IngestionService(stores.outcomes).ingest(batch).processed == len(batch)
 
     results = admin.results(eid)["results"]
     for arm, variant in (("ml", TREATMENT), ("rule_based", CONTROL)):
@@ -106,17 +124,17 @@ def test_the_readout_counts_exactly_the_attributed_outcomes(aws):  # noqa: F811 
 
 
 def test_stats_of_a_property(aws):  # noqa: F811 - the aws fixture
-    storage = Storage(aws.settings())
-    IngestionService(storage).ingest([
+    stores = Stores.build(aws.settings())
+    IngestionService(stores.outcomes).ingest([
         {"property_id": "s1", "timestamp": (NOW - timedelta(days=d)).isoformat(), "quoted_price": 100.0 + d,
          "accepted": d == 0, "final_price": 90.0 if d == 0 else None, "comp_p50": 120.0 if d < 2 else None,
          "quote_id": f"s1-{d}" if d % 2 else None} for d in range(4)])
-    stats = OutcomeCatalog(storage).stats("s1")["stats"]
+    stats = OutcomeCatalog(stores.outcomes).stats("s1")["stats"]
     assert stats["total_records"] == 4 and stats["complete"] and stats["acceptance_rate"] == 0.25
     assert stats["avg_quoted_price"] == 101.5 and stats["avg_final_price"] == 90.0
     assert stats["data_quality"] == {"missing_final_price": 3, "missing_comp_bands": 2, "missing_context": 4}
     with pytest.raises(NotFound):
-        OutcomeCatalog(storage).stats("s2")
+        OutcomeCatalog(stores.outcomes).stats("s2")
 
 
 # -- through the handler, with no store reachable (the suite's refusing AWS endpoint) --------------

@@ -15,7 +15,7 @@ from pricing.api import retrain_app
 from pricing.services.retraining import RetrainingService
 from pricing.api.schemas import quote_response
 from pricing.services.scoring import ScoringService
-from pricing.storage import Storage
+from pricing.storage.stores import Stores
 
 
 @pytest.fixture
@@ -23,24 +23,25 @@ def seeded_env(aws, monkeypatch):  # noqa: F811
     import local.seed as seed_module
 
     settings = aws.settings()
-    storage = Storage(settings)
+    stores = Stores.build(settings)
     # The seed retrains through the handler's service: point it at this test's resources.
-    monkeypatch.setattr(retrain_app, "_service", RetrainingService(settings, storage))
-    return seed_module, settings, storage
+    monkeypatch.setattr(retrain_app, "_service",
+                        RetrainingService(settings, stores.registry, stores.artifacts, stores.outcomes, stores.queue))
+    return seed_module, settings, stores
 
 
 def test_demo_properties_price_with_their_own_model_and_reseeding_is_harmless(seeded_env):
-    seed_module, settings, storage = seeded_env
+    seed_module, settings, stores = seeded_env
 
-    first = seed_module.seed(n_outcomes=1500, api_url=None, storage=storage)
-    again = seed_module.seed(n_outcomes=1500, api_url=None, storage=storage)
+    first = seed_module.seed(n_outcomes=1500, api_url=None, stores=stores)
+    again = seed_module.seed(n_outcomes=1500, api_url=None, stores=stores)
 
     assert [s["property_id"] for s in first] == ["demo-hotel-1", "demo-hotel-2", "demo-loft-1"]
     assert all(s["retrain"] == "deployed" and s["stored"] == 1500 for s in first), first
     assert all(s["retrain"] == "skipped" and s["duplicates"] == 1500 for s in again), again
     assert [s["live_version"] for s in again] == [s["live_version"] for s in first]
 
-    scoring = ScoringService(settings, storage, CompetitorClient("", "", 0.3))
+    scoring = ScoringService(settings, stores.registry, stores.artifacts, stores.experiments, CompetitorClient("", "", 0.3))
     now = datetime.now(timezone.utc)
     for summary in first:
         request = ScoreRequest.model_validate({

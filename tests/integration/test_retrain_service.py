@@ -25,7 +25,11 @@ from pricing.services.ingestion import IngestionService
 from pricing.services.retraining import RetrainingService, artifact_key
 from pricing.api.schemas import quote_response
 from pricing.services.scoring import ScoringService
-from pricing.storage import LIVE_RECORD, ConditionFailed, Storage, StorageUnavailable
+from pricing.storage import ConditionFailed, StorageUnavailable
+from pricing.storage.aws import from_wire
+from pricing.storage.outcomes import OutcomeStore
+from pricing.storage.registry import LIVE_RECORD, Registry
+from pricing.storage.stores import Stores
 
 #: Every timestamp here is fixed: the simulated outcomes' weekdays move demand, so data drawn
 #: around the real date made the revenue gate's figures change from day to day (a lower bound of
@@ -58,19 +62,27 @@ class Crash(BaseException):
     """The process dying mid-run (not an Exception: nothing in the service may catch it)."""
 
 
+def retraining_service(settings, stores: Stores, clock) -> RetrainingService:
+    return RetrainingService(settings, stores.registry, stores.artifacts, stores.outcomes, stores.queue, clock=clock)
+
+
+def scoring_service(settings, stores: Stores) -> ScoringService:
+    return ScoringService(settings, stores.registry, stores.artifacts, stores.experiments, CompetitorClient("", "", 0.3))
+
+
 @pytest.fixture
 def stack(aws):  # noqa: F811
     settings = aws.settings()
     clock = Clock(NOW)
-    storage = Storage(settings, clock=clock)
+    stores = Stores.build(settings, clock=clock)
 
     class Stack:
         pass
 
     s = Stack()
-    s.aws, s.settings, s.storage, s.clock = aws, settings, storage, clock
-    s.service = RetrainingService(settings, storage, clock=clock)
-    s.ingest = lambda outcomes: IngestionService(storage, clock=clock).ingest(outcomes)
+    s.aws, s.settings, s.stores, s.clock = aws, settings, stores, clock
+    s.service = retraining_service(settings, stores, clock)
+    s.ingest = lambda outcomes: IngestionService(stores.outcomes, clock=clock).ingest(outcomes)
     return s
 
 
@@ -84,17 +96,17 @@ def live(stack, property_id: str) -> dict | None:
     item = stack.aws.client("dynamodb").get_item(
         TableName=stack.settings.registry_table, Key={"property_id": {"S": property_id}, "record": {"S": LIVE_RECORD}}
     ).get("Item")
-    return None if item is None else stack.storage._de(item)
+    return None if item is None else from_wire(item)
 
 
 def model_record(stack, property_id: str, version: str) -> dict:
-    records = {r["version"]: r for r in stack.storage.list_model_records(property_id)}
+    records = {r["version"]: r for r in stack.stores.registry.list_model_records(property_id)}
     return records[version]
 
 
 def live_model(stack, property_id: str) -> ConversionModel:
     pointer = live(stack, property_id)
-    return ConversionModel.from_artifact(stack.storage.load_artifact(pointer["artifact_key"]))
+    return ConversionModel.from_artifact(stack.stores.artifacts.load_artifact(pointer["artifact_key"]))
 
 
 def score_request(property_id: str) -> ScoreRequest:
@@ -110,21 +122,21 @@ def score_request(property_id: str) -> ScoreRequest:
 
 
 def score(stack, property_id: str) -> dict:
-    scoring = ScoringService(stack.settings, stack.storage, CompetitorClient("", "", 0.3))
+    scoring = scoring_service(stack.settings, stack.stores)
     return quote_response(*scoring.score(score_request(property_id).to_quote(), "req-score"))
 
 
 def deploy_true_model(stack, curve: DemandCurve, property_id: str, version: str = "v-true") -> None:
     key = artifact_key(property_id, version)
-    stack.storage.put_artifact(key, curve.true_model(property_id, version).to_artifact())
-    stack.storage.swap_live_model(property_id, version, key, expected_version=None, deployed_at=NOW.isoformat())
+    stack.stores.artifacts.put_artifact(key, curve.true_model(property_id, version).to_artifact())
+    stack.stores.registry.swap_live_model(property_id, version, key, expected_version=None, deployed_at=NOW.isoformat())
 
 
 def test_a_first_model_deployed_after_a_no_model_quote_prices_within_the_negative_ttl(stack):
     """A warm container that quoted a property before its first model must not keep pricing it
     by rules for MODEL_CACHE_TTL_SECONDS: "no model" is cached only MODEL_CACHE_NEGATIVE_TTL_SECONDS."""
     settings = replace(stack.settings, model_cache_ttl_seconds=300, model_cache_negative_ttl_seconds=2)
-    scoring = ScoringService(settings, stack.storage, CompetitorClient("", "", 0.3))
+    scoring = scoring_service(settings, stack.stores)
     request = ScoreRequest.model_validate({
         "entity": {"userId": "u-1", "propertyId": "hotel-first"},
         "stay_date": (NOW + timedelta(days=20)).date().isoformat(), "quote_time": NOW.isoformat(),
@@ -186,7 +198,7 @@ def test_drifted_data_retrains_and_deploys_without_force(stack):
     assert any("PSI" in t for t in second["triggers"])
     # The live model now misses the bookings and, judged by a model of the newest data, earns less
     # than rules: it is replaced -- by a model of the new market if one beats rules, else by rules.
-    guard = stack.storage.list_model_records("hotel-b")
+    guard = stack.stores.registry.list_model_records("hotel-b")
     assert first["version"] in {r["version"] for r in guard}  # every version is kept
     assert live(stack, "hotel-b")["version"] == second["version"] != first["version"]
     assert live(stack, "hotel-b")["previous_version"] == first["version"]
@@ -240,8 +252,8 @@ def arms_since(deployed: datetime, n: int, *, model: tuple[float, float], rules:
 def test_the_holdback_guard_rolls_back_a_model_that_earns_less_than_rules_in_realised_revenue(stack, monkeypatch):
     deployed = NOW - timedelta(days=10)
     key = artifact_key("hb-loser", "v-loser")
-    stack.storage.put_artifact(key, CITY.true_model("hb-loser", "v-loser").to_artifact())
-    stack.storage.swap_live_model("hb-loser", "v-loser", key, expected_version=None, deployed_at=deployed.isoformat())
+    stack.stores.artifacts.put_artifact(key, CITY.true_model("hb-loser", "v-loser").to_artifact())
+    stack.stores.registry.swap_live_model("hb-loser", "v-loser", key, expected_version=None, deployed_at=deployed.isoformat())
     # The model's quotes earn 0.08 x 150 = 12 a quote, the holdback's 0.5 x 100 = 50.
     stack.ingest(arms_since(deployed, 1500, model=(150.0, 0.08), rules=(100.0, 0.5), property_id="hb-loser"))
     rollbacks = []
@@ -267,8 +279,8 @@ def test_the_holdback_guard_rolls_back_a_model_that_earns_less_than_rules_in_rea
 def test_the_holdback_guard_keeps_a_model_that_does_not_lose_or_cannot_be_judged_yet(stack, model_arm, n):
     deployed = NOW - timedelta(days=10)
     key = artifact_key("hb-keep", "v-keep")
-    stack.storage.put_artifact(key, CITY.true_model("hb-keep", "v-keep").to_artifact())
-    stack.storage.swap_live_model("hb-keep", "v-keep", key, expected_version=None, deployed_at=deployed.isoformat())
+    stack.stores.artifacts.put_artifact(key, CITY.true_model("hb-keep", "v-keep").to_artifact())
+    stack.stores.registry.swap_live_model("hb-keep", "v-keep", key, expected_version=None, deployed_at=deployed.isoformat())
     stack.ingest(arms_since(deployed, n, model=model_arm, rules=(100.0, 0.5), property_id="hb-keep", seed=2))
 
     result = dispatch(stack.service, {"property_ids": ["hb-keep"]}, LambdaContext())["results"][0]
@@ -281,7 +293,7 @@ def test_the_holdback_guard_keeps_a_model_that_does_not_lose_or_cannot_be_judged
 
 
 def model_record_status(stack, property_id: str, version: str) -> str | None:
-    records = stack.storage.list_model_records(property_id)
+    records = stack.stores.registry.list_model_records(property_id)
     return next((r.get("status") for r in records if str(r.get("record", "")).endswith("#" + version)), None)
 
 
@@ -333,7 +345,7 @@ def test_worse_candidate_is_rejected_and_the_incumbent_keeps_serving(stack):
     record = model_record(stack, "lodge", result["version"])
     assert record["status"] == "rejected" and record["reason"] == result["reason"]
     # The rejected candidate is kept for the record, never served.
-    assert stack.storage.load_artifact(record["artifact_key"])["version"] == result["version"]
+    assert stack.stores.artifacts.load_artifact(record["artifact_key"])["version"] == result["version"]
     assert score(stack, "lodge")["safety"]["model_version"] == "v-true"
 
 
@@ -366,15 +378,15 @@ def test_a_crash_mid_run_leaves_the_registry_pointing_at_a_loadable_model(stack,
     def crash(*args, **kwargs):
         raise Crash(crash_in)
 
-    real = getattr(Storage, crash_in)
+    real = getattr(Registry, crash_in)
     if crash_in == "set_model_status":
         def crash_after_swap(self, property_id, version, status, reason):
             if status == "deployed":
                 raise Crash(crash_in)
             return real(self, property_id, version, status, reason)
-        monkeypatch.setattr(Storage, crash_in, crash_after_swap)
+        monkeypatch.setattr(Registry, crash_in, crash_after_swap)
     else:
-        monkeypatch.setattr(Storage, crash_in, crash)
+        monkeypatch.setattr(Registry, crash_in, crash)
 
     with pytest.raises(Crash):
         dispatch(stack.service, {"property_ids": ["resort"], "force": True}, LambdaContext())
@@ -388,7 +400,7 @@ def test_a_crash_mid_run_leaves_the_registry_pointing_at_a_loadable_model(stack,
         assert pointer["version"] != "v-old"
     assert score(stack, "resort")["safety"]["model_version"] == pointer["version"]
 
-    monkeypatch.setattr(Storage, crash_in, real)  # the next run works from whatever state it left
+    monkeypatch.setattr(Registry, crash_in, real)  # the next run works from whatever state it left
     after = dispatch(stack.service, {"property_ids": ["resort"], "force": True}, LambdaContext())["results"][0]
     assert after["status"] in ("deployed", "rejected")
 
@@ -396,14 +408,14 @@ def test_a_crash_mid_run_leaves_the_registry_pointing_at_a_loadable_model(stack,
 def test_one_property_failing_does_not_stop_the_others(stack, monkeypatch):
     for seed, n, pid in ((2, 1200, "p-a"), (11, 300, "p-b"), (12, 1200, "p-c")):
         learn(stack, CITY, n, seed=seed, property_id=pid)
-    real = Storage.read_outcomes
+    real = OutcomeStore.read_outcomes
 
     def failing_for_b(self, property_id, since, limit=None):
         if property_id == "p-b":
             raise StorageUnavailable("dynamodb.query: ProvisionedThroughputExceededException")
         return real(self, property_id, since, limit)
 
-    monkeypatch.setattr(Storage, "read_outcomes", failing_for_b)
+    monkeypatch.setattr(OutcomeStore, "read_outcomes", failing_for_b)
     answer = dispatch(stack.service, {"property_ids": ["p-a", "p-b", "p-c"]}, LambdaContext())
 
     assert [r["status"] for r in answer["results"]] == ["deployed", "failed", "deployed"]
@@ -420,9 +432,8 @@ def test_scheduled_run_fans_out_batches_to_the_queue_and_each_batch_retrains(sta
     for seed, pid in zip((2, 3, 12), ("f-1", "f-2", "f-3")):
         learn(stack, CITY, 1200, seed=seed, property_id=pid)
     queue_url = stack.aws.queue_urls["RetrainQueue"]
-    service = RetrainingService(
-        replace(stack.settings, retrain_queue_url=queue_url, retrain_batch_size=2), stack.storage, clock=stack.clock
-    )
+    service = retraining_service(replace(stack.settings, retrain_queue_url=queue_url, retrain_batch_size=2), stack.stores,
+                                 stack.clock)
 
     answer = dispatch(service, {"detail": {"force": False}}, LambdaContext())
 
@@ -486,13 +497,13 @@ def test_the_lambda_handler_runs_the_service(stack, monkeypatch):
 def test_the_holdback_guard_drops_the_share_for_a_model_that_beats_rules_and_a_new_model_starts_full(stack, monkeypatch):
     deployed = NOW - timedelta(days=10)
     key = artifact_key("hb-win", "v-win")
-    stack.storage.put_artifact(key, CITY.true_model("hb-win", "v-win").to_artifact())
-    stack.storage.swap_live_model("hb-win", "v-win", key, expected_version=None, deployed_at=deployed.isoformat())
+    stack.stores.artifacts.put_artifact(key, CITY.true_model("hb-win", "v-win").to_artifact())
+    stack.stores.registry.swap_live_model("hb-win", "v-win", key, expected_version=None, deployed_at=deployed.isoformat())
     # The model's quotes earn 0.5 x 150 = 75 a quote, the holdback's 0.3 x 100 = 30.
     stack.ingest(arms_since(deployed, 1500, model=(150.0, 0.5), rules=(100.0, 0.3), property_id="hb-win", seed=3))
     writes = []
-    real = stack.storage.set_holdback_mode
-    monkeypatch.setattr(stack.storage, "set_holdback_mode", lambda *a: (writes.append(a), real(*a))[1])
+    real = stack.stores.registry.set_holdback_mode
+    monkeypatch.setattr(stack.stores.registry, "set_holdback_mode", lambda *a: (writes.append(a), real(*a))[1])
 
     result = dispatch(stack.service, {"property_ids": ["hb-win"]}, LambdaContext())["results"][0]
 
@@ -506,34 +517,34 @@ def test_the_holdback_guard_drops_the_share_for_a_model_that_beats_rules_and_a_n
     assert pointer.get("holdback_mode") == ("maintenance" if pointer["version"] == "v-win" else None)
 
     # Through the real registry to the scorer: a model in maintenance holds back ~1%, a new one 5%.
-    stack.storage.swap_live_model("hb-win", "v-a", key, expected_version=pointer["version"], deployed_at=NOW.isoformat())
-    stack.storage.set_holdback_mode("hb-win", "v-a", "maintenance", NOW.isoformat())
-    assert stack.storage.get_property_record("hb-win").holdback_mode == "maintenance"
+    stack.stores.registry.swap_live_model("hb-win", "v-a", key, expected_version=pointer["version"], deployed_at=NOW.isoformat())
+    stack.stores.registry.set_holdback_mode("hb-win", "v-a", "maintenance", NOW.isoformat())
+    assert stack.stores.registry.get_property_record("hb-win").holdback_mode == "maintenance"
 
     def share() -> float:
         # The suite runs with the holdback off (conftest); here it is on at the defaults.
         settings = replace(stack.settings, holdback_rate=0.05, holdback_maintenance_rate=0.01)
-        scoring = ScoringService(settings, stack.storage, CompetitorClient("", "", 0.3))
+        scoring = scoring_service(settings, stack.stores)
         assert scoring.property_state("hb-win").model is not None
         n = 3000
         return sum(quote_response(*scoring.score(score_request("hb-win").to_quote()))["safety"]["holdback"]
                    for _ in range(n)) / n
 
     assert 0.004 < share() < 0.018
-    stack.storage.swap_live_model("hb-win", "v-b", key, expected_version="v-a", deployed_at=NOW.isoformat())
-    assert stack.storage.get_property_record("hb-win").holdback_mode is None
+    stack.stores.registry.swap_live_model("hb-win", "v-b", key, expected_version="v-a", deployed_at=NOW.isoformat())
+    assert stack.stores.registry.get_property_record("hb-win").holdback_mode is None
     assert 0.035 < share() < 0.065
     with pytest.raises(ConditionFailed):  # a stale version cannot write the decision
-        stack.storage.set_holdback_mode("hb-win", "v-a", "maintenance", NOW.isoformat())
-    assert stack.storage.get_property_record("hb-win").holdback_mode is None
+        stack.stores.registry.set_holdback_mode("hb-win", "v-a", "maintenance", NOW.isoformat())
+    assert stack.stores.registry.get_property_record("hb-win").holdback_mode is None
 
 
 def test_after_the_drop_the_holdback_guard_compares_by_period_and_still_rolls_back_a_loser(stack):
     deployed, dropped = NOW - timedelta(days=10), NOW - timedelta(days=5)
     key = artifact_key("hb-turn", "v-turn")
-    stack.storage.put_artifact(key, CITY.true_model("hb-turn", "v-turn").to_artifact())
-    stack.storage.swap_live_model("hb-turn", "v-turn", key, expected_version=None, deployed_at=deployed.isoformat())
-    stack.storage.set_holdback_mode("hb-turn", "v-turn", "maintenance", dropped.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    stack.stores.artifacts.put_artifact(key, CITY.true_model("hb-turn", "v-turn").to_artifact())
+    stack.stores.registry.swap_live_model("hb-turn", "v-turn", key, expected_version=None, deployed_at=deployed.isoformat())
+    stack.stores.registry.set_holdback_mode("hb-turn", "v-turn", "maintenance", dropped.strftime("%Y-%m-%dT%H:%M:%SZ"))
     # The model loses clearly on both sides of the drop (12 against 50 a quote).
     stack.ingest(arms_since(deployed, 1500, model=(150.0, 0.08), rules=(100.0, 0.5), property_id="hb-turn", seed=4))
 
@@ -548,14 +559,14 @@ def test_after_the_drop_the_holdback_guard_compares_by_period_and_still_rolls_ba
 def test_an_sqs_batch_names_exactly_the_messages_to_retry(stack, monkeypatch):
     learn(stack, CITY, 1200, seed=12, property_id="q-good")
     learn(stack, CITY, 1200, seed=2, property_id="q-down")
-    real = Storage.read_outcomes
+    real = OutcomeStore.read_outcomes
 
     def failing_for_down(self, property_id, since, limit=None):
         if property_id == "q-down":
             raise StorageUnavailable("dynamodb.query: ThrottlingException")
         return real(self, property_id, since, limit)
 
-    monkeypatch.setattr(Storage, "read_outcomes", failing_for_down)
+    monkeypatch.setattr(OutcomeStore, "read_outcomes", failing_for_down)
     reported = []
     monkeypatch.setattr("pricing.api.retrain_app.report_once", lambda cause, error, **tags: reported.append(cause))
     future = (NOW + timedelta(days=1)).isoformat()

@@ -2,7 +2,7 @@
 
 The template passes only ARNs (``BACKEND_API_KEY_SECRET_ARN``, ``PUSHGATEWAY_CREDENTIALS_SECRET_ARN``);
 each app module fetches the secrets as it builds its configuration, through
-``pricing.storage.resolve_secrets``; reading the environment (``Settings.from_env``) never does.
+``pricing.storage.secrets.resolve_secrets``; reading the environment (``Settings.from_env``) never does.
 The last test runs the built ScoreFunction in a local Lambda container and checks the fetched key
 reaches the competitor backend and the fetched credentials open a secured Pushgateway.
 """
@@ -21,7 +21,7 @@ from support.moto_stack import moto_server  # noqa: F401 - fixture
 
 from local.services import aws_client
 from pricing.settings import Settings
-from pricing.storage import resolve_secrets
+from pricing.storage.secrets import resolve_secrets
 
 BACKEND_KEY = "bk-3f9a0c6e1d7b4c2a"
 PUSH_USER, PUSH_PASSWORD = "pricing-pusher", "pw-8e2d1b7c5a"

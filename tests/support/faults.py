@@ -216,8 +216,8 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval:
         time.sleep(interval)
 
 
-def impatient(storage, attempts: int = 2):
-    """``storage`` (a ``pricing.storage.Storage``) with AWS clients that give up after ``attempts``.
+def impatient(stores, attempts: int = 2):
+    """``stores`` (a ``pricing.storage.stores.Stores``) with AWS clients that give up after ``attempts``.
 
     For fault tests only: production's five attempts with botocore's jittered back-off make each
     injected failure cost several seconds, and what is under test is what the service does once
@@ -230,5 +230,5 @@ def impatient(storage, attempts: int = 2):
     config = Config(connect_timeout=1, read_timeout=2, retries={"total_max_attempts": attempts, "mode": "standard"})
     session = boto3.session.Session()
     for service in ("dynamodb", "s3", "sqs"):
-        storage._clients[service] = session.client(service, config=config)  # test seam
-    return storage
+        stores.aws._clients[service] = session.client(service, config=config)  # test seam
+    return stores

@@ -102,7 +102,7 @@ def aws(moto_server, monkeypatch) -> AwsStack:
 def outcomes_in_table(aws) -> int:
     """Outcome items in the outcomes table (the per-property listing items left out); ``aws`` is
     any stack with ``client()`` and ``names`` (this module's ``aws``, ``local_stack.moto_resources``)."""
-    from pricing.storage import OUTCOME_LISTING_KEY
+    from pricing.storage.outcomes import OUTCOME_LISTING_KEY
 
     ddb = aws.client("dynamodb")
     count, kwargs = 0, {"TableName": aws.names["OutcomesTable"]}

@@ -123,6 +123,49 @@ def test_services_take_domain_values_not_the_http_models():
     assert not any(t.startswith("pricing.api") for m in graph if m.startswith("pricing.services") for t in graph[m])
 
 
+#: The storage core every store is built on; the stores themselves, one concern each.
+STORAGE_CORE = {"pricing.storage", "pricing.storage.errors", "pricing.storage.aws"}
+STORES = {"pricing.storage.registry", "pricing.storage.artifacts", "pricing.storage.experiments",
+          "pricing.storage.outcomes", "pricing.storage.queue"}
+
+
+def aws_sdk_imports(root: Path = PACKAGE) -> list[str]:
+    """Modules outside ``pricing.storage`` that import boto3 or botocore (lazily or not)."""
+    found = []
+    for path in root.rglob("*.py"):
+        name = module_name(path, root)
+        if name == "pricing.storage" or name.startswith("pricing.storage."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{name} imports {m}" for m in modules if m.split(".")[0] in ("boto3", "botocore")]
+    return sorted(found)
+
+
+def test_only_storage_touches_the_aws_sdk():
+    assert aws_sdk_imports() == []
+
+
+def test_each_store_stands_on_the_core_alone():
+    # A store that reached into another would make the narrow interfaces wide again.
+    graph = import_graph()
+    assert set(graph) >= STORES
+    for store in STORES:
+        assert graph[store] <= STORAGE_CORE, (store, graph[store] - STORAGE_CORE)
+
+
+def test_services_and_apps_take_stores_not_the_client_core():
+    # Services get the stores they use; building clients (``aws``) and bundling every store
+    # (``stores``, for seeding and tests) is the composition roots' business, not theirs.
+    graph = import_graph()
+    for module, targets in graph.items():
+        if module.startswith("pricing.services"):
+            assert not targets & {"pricing.storage.aws", "pricing.storage.stores", "pricing.storage.secrets"}, module
+        if module.startswith("pricing."):
+            assert "pricing.storage.stores" not in targets or module.startswith("pricing.storage"), module
+
+
 @pytest.mark.parametrize(
     ("graph", "upward", "cyclic"),
     [
@@ -208,3 +251,12 @@ def test_the_environment_checks_catch_what_they_are_for(tmp_path):
         "METRICS = build(Settings.from_env())\n\ndef later():\n    return Settings.from_env()\n")
     assert environment_reads(package) == ["pricing.observability.metrics:3 os.environ"]
     assert settings_read_at_import(package) == ["pricing.observability.metrics:4"]
+
+
+def test_the_sdk_check_catches_what_it_is_for(tmp_path):
+    package = tmp_path / "pricing"
+    (package / "storage").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "storage" / "aws.py").write_text("import boto3\n")
+    (package / "scoring.py").write_text("def later():\n    from botocore.config import Config\n    return Config\n")
+    assert aws_sdk_imports(package) == ["pricing.scoring imports botocore.config"]

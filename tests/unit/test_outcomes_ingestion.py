@@ -9,7 +9,8 @@ import pytest
 
 from pricing.observability import metrics
 from pricing.services.ingestion import IngestionService
-from pricing.storage import DUPLICATE, STORED, StorageUnavailable
+from pricing.storage import StorageUnavailable
+from pricing.storage.outcomes import DUPLICATE, STORED
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
 

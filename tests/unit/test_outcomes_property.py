@@ -14,7 +14,6 @@ import os
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from boto3.dynamodb.types import TypeSerializer
 from hypothesis import HealthCheck, given, settings
 
 from support.outcome_strategies import items, to_json
@@ -27,11 +26,10 @@ from pricing.domain.limits import (
     MAX_SORT_KEY_BYTES,
 )
 from pricing.domain.outcomes import INVALID_REASONS, Invalid, Outcome, validate_outcome
-from pricing.storage import _dynamo
+from pricing.storage.aws import to_wire
 
 LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "2000" if LONG else "40")) * 10
-SERIALIZER = TypeSerializer()
 
 
 def _numbers(wire):
@@ -58,7 +56,7 @@ def test_validation_never_raises_and_what_it_accepts_is_storable(item):
         return
     assert isinstance(result, Outcome)
     record = {**result.to_record(), "ingested_at": "2026-11-26T12:00:00.000000Z", "write_id": "0" * 32}
-    wire = {k: SERIALIZER.serialize(v) for k, v in _dynamo(record).items()}  # raises on what DynamoDB refuses
+    wire = to_wire(record)  # raises on what DynamoDB refuses
     for number in _numbers({"M": wire}):
         assert number == 0 or DYNAMODB_MIN_MAGNITUDE <= abs(number) < DYNAMODB_MAX_MAGNITUDE, number
         assert len(number.as_tuple().digits) <= 38

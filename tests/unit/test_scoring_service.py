@@ -12,7 +12,8 @@ from pricing.domain.conversion_model import ConversionModel
 from pricing.domain.quote import CompetitorSnapshot
 from pricing.services.scoring import FAILURE_BACKOFF_SECONDS, PropertyCache, PropertyState, ScoringService
 from pricing.settings import Settings
-from pricing.storage import PropertyRecord, StorageUnavailable
+from pricing.storage import StorageUnavailable
+from pricing.storage.registry import PropertyRecord
 
 MODEL = ConversionModel("p1", "v000007", {"intercept": 4.0, "price_ratio": -4.0}, 100.0, (50.0, 250.0))
 
@@ -26,6 +27,8 @@ class Clock:
 
 
 class FakeStorage:
+    """The registry, the artifact store and the experiment store in one (passed as each)."""
+
     def __init__(self):
         self.records = {"p1": PropertyRecord("p1", 120.0, "v000007", "models/p1/v000007.json")}
         self.artifacts = {"models/p1/v000007.json": MODEL.to_artifact()}
@@ -81,7 +84,8 @@ def score(service: ScoringService, req: ScoreRequest, request_id: str | None = N
 @pytest.fixture
 def world():
     clock, storage, comps = Clock(), FakeStorage(), FakeCompetitors()
-    service = ScoringService(Settings(model_cache_ttl_seconds=300), storage, comps, clock=clock, new_token=lambda: "tok")
+    service = ScoringService(Settings(model_cache_ttl_seconds=300), storage, storage, storage, comps, clock=clock,
+                             new_token=lambda: "tok")
     return service, storage, comps, clock
 
 
@@ -238,7 +242,7 @@ def test_the_holdback_share_follows_the_guards_decision_on_the_live_record():
     storage.records["p1"] = PropertyRecord("p1", 120.0, "v000007", "models/p1/v000007.json", "2026-11-01T00:00:00Z",
                                            "maintenance", "2026-11-08T00:00:00Z")
     storage.records["p2"] = PropertyRecord("p2", 120.0, "v000007", "models/p1/v000007.json", "2026-11-20T00:00:00Z")
-    service = ScoringService(Settings(model_cache_ttl_seconds=300), storage, FakeCompetitors(), clock=Clock(),
+    service = ScoringService(Settings(model_cache_ttl_seconds=300), storage, storage, storage, FakeCompetitors(), clock=Clock(),
                              new_token=lambda: f"t{next(tokens)}")
     n = 4000
     shares = {p: sum(score(service, request(p))["safety"]["holdback"] for _ in range(n)) / n for p in ("p1", "p2")}

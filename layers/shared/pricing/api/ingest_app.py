@@ -1,8 +1,8 @@
 """IngestFunction's app: POST /learn, booking outcomes for the learning loop, and the outcome
 statistics routes (GET /learn/outcomes/...).
 
-The function's composition root: settings, metrics, logging, Sentry, storage and the service are
-built here at import, so a warm container reuses the app and its DynamoDB client.
+The function's composition root: settings, metrics, logging, Sentry, the outcome store and the
+service are built here at import, so a warm container reuses the app and its DynamoDB client.
 
 The request is checked in two layers: the envelope (JSON, a ``batch`` list of 1-10,000 items)
 by Pydantic, where a failure is a 422 for the whole request; then each outcome on its own by
@@ -29,20 +29,24 @@ from pricing.observability.push import pushes_metrics
 from pricing.observability.sentry import init_from_settings, set_request_context
 from pricing.services.ingestion import IngestionService
 from pricing.settings import Settings
-from pricing.storage import Storage, StorageUnavailable, resolve_secrets
+from pricing.storage import StorageUnavailable
+from pricing.storage.aws import AwsClients
+from pricing.storage.outcomes import OutcomeStore
+from pricing.storage.secrets import resolve_secrets
 
 #: How long a caller should wait before re-sending a batch the store could not take.
 RETRY_AFTER_SECONDS = 5
 #: Time kept back from the invocation's deadline to answer and push metrics.
 ANSWER_MARGIN_SECONDS = 1.5
 
-settings = resolve_secrets(Settings.from_env())  # once per container: the secrets its ARNs name
+_aws = AwsClients()
+settings = resolve_secrets(Settings.from_env(), _aws)  # once per container: the secrets its ARNs name
 set_service_name(settings.service_name)
 metrics.METRICS.cap_property_labels(settings.metrics_max_property_labels)
 init_from_settings(settings)
 metrics.set_service_info(version=settings.release, environment=settings.environment, service="ingest")
 
-service = IngestionService(Storage(settings))
+service = IngestionService(OutcomeStore(_aws, settings.outcomes_table))
 # Storing runs here so the request can stop waiting at its deadline: a hung store would otherwise
 # hold the invocation until Lambda kills it, and the caller would get a gateway error instead of a
 # 503 with Retry-After. A batch given up on may still finish storing in the background; its retry
@@ -105,7 +109,7 @@ def learn(request: LearnRequest, http: Request) -> dict:
 def _outcome_catalog():
     from pricing.services.catalog import OutcomeCatalog
 
-    return OutcomeCatalog(Storage(settings))
+    return OutcomeCatalog(OutcomeStore(_aws, settings.outcomes_table))
 
 
 add_outcome_routes(app, lazy(_outcome_catalog))

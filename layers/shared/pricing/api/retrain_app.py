@@ -24,12 +24,18 @@ from pricing.observability.push import pushes_metrics
 from pricing.observability.sentry import init_from_settings, report_once, retrain_monitor
 from pricing.services.retraining import InvalidRetrainEvent, RetrainingService, parse_request, worth_retrying
 from pricing.settings import Settings
-from pricing.storage import Storage, resolve_secrets
+from pricing.storage.artifacts import ArtifactStore
+from pricing.storage.aws import AwsClients
+from pricing.storage.outcomes import OutcomeStore
+from pricing.storage.queue import MessageQueue
+from pricing.storage.registry import Registry
+from pricing.storage.secrets import resolve_secrets
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-settings = resolve_secrets(Settings.from_env())  # once per container: the secrets its ARNs name
+_aws = AwsClients()
+settings = resolve_secrets(Settings.from_env(), _aws)  # once per container: the secrets its ARNs name
 set_service_name(settings.service_name)
 metrics.METRICS.cap_property_labels(settings.metrics_max_property_labels)
 init_from_settings(settings)
@@ -41,7 +47,9 @@ def service() -> RetrainingService:
     """The container's service, built on first use (its clients live as long as the container)."""
     global _service
     if _service is None:
-        _service = RetrainingService(settings, Storage(settings))
+        _service = RetrainingService(settings, Registry(_aws, settings.registry_table),
+                                     ArtifactStore(_aws, settings.artifacts_bucket),
+                                     OutcomeStore(_aws, settings.outcomes_table), MessageQueue(_aws))
     return _service
 
 

@@ -2,7 +2,7 @@
 scheduled synthetic check.
 
 The function's composition root: it reads the settings, configures metrics, logging and Sentry,
-and builds the storage, the competitor client and the service, all at import, so a warm
+and builds the stores, the competitor client and the service, all at import, so a warm
 container reuses the app, its caches and its clients.
 """
 
@@ -28,10 +28,15 @@ from pricing.observability.context import current_request_id, logger, set_servic
 from pricing.observability.push import prune_stale_groups, pushes_metrics  # noqa: E402
 from pricing.observability.sentry import init_from_settings  # noqa: E402
 from pricing.services.scoring import ScoringService  # noqa: E402
-from pricing.storage import Storage, resolve_secrets  # noqa: E402
+from pricing.storage.artifacts import ArtifactStore  # noqa: E402
+from pricing.storage.aws import AwsClients  # noqa: E402
+from pricing.storage.experiments import ExperimentStore  # noqa: E402
+from pricing.storage.registry import Registry  # noqa: E402
+from pricing.storage.secrets import resolve_secrets  # noqa: E402
 
 _STARTED = time.monotonic()  # /health's uptime_seconds: this container's age
-settings = resolve_secrets(settings)  # once per container: the secrets its ARNs name
+_aws = AwsClients(latency_critical=True)
+settings = resolve_secrets(settings, _aws)  # once per container: the secrets its ARNs name
 set_service_name(settings.service_name)
 metrics.METRICS.cap_property_labels(settings.metrics_max_property_labels)
 init_from_settings(settings)
@@ -39,7 +44,9 @@ metrics.set_service_info(version=settings.release, environment=settings.environm
 
 service = ScoringService(
     settings,
-    Storage(settings, latency_critical=True),
+    Registry(_aws, settings.registry_table),
+    ArtifactStore(_aws, settings.artifacts_bucket),
+    ExperimentStore(_aws, settings.experiments_table),
     CompetitorClient(settings.backend_api_url, settings.backend_api_key, settings.competitor_timeout_seconds),
 )
 
@@ -57,22 +64,27 @@ def health() -> dict:
 
 
 # Registered after /score, which the middleware's route lookup thus still finds first. Their
-# services are built on first use, with a storage client of their own that may take its time
-# (the scorer's gives up within a second, as it has rules to fall back on).
-_operations_storage = lazy(lambda: Storage(settings))
+# services are built on first use, with AWS clients of their own that may take their time
+# (the scorer's give up within a second, as it has rules to fall back on).
+_operations_aws = lazy(AwsClients)
 
 
 def _catalog():
     from pricing.services.catalog import ModelCatalog
 
-    return ModelCatalog(_operations_storage(), service="pricing-service", version=settings.release,
+    aws = _operations_aws()
+    return ModelCatalog(Registry(aws, settings.registry_table), ArtifactStore(aws, settings.artifacts_bucket),
+                        service="pricing-service", version=settings.release,
                         loaded=service.cache.models)
 
 
 def _experiments():
     from pricing.services.experiment_admin import ExperimentAdmin
+    from pricing.storage.outcomes import OutcomeStore
 
-    return ExperimentAdmin(_operations_storage(), on_change=service.forget_experiments)
+    aws = _operations_aws()
+    return ExperimentAdmin(ExperimentStore(aws, settings.experiments_table), OutcomeStore(aws, settings.outcomes_table),
+                           on_change=service.forget_experiments)
 
 
 add_model_routes(app, lazy(_catalog))

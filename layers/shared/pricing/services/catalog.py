@@ -23,7 +23,10 @@ from typing import Any, Callable
 from pricing.domain.conversion_model import ARTIFACT_FORMAT, FEATURE_NAMES, ConversionModel, ModelFormatError
 from pricing.domain.guardrails import MAX_PRICE, MIN_PRICE
 from pricing.domain.rules import DEFAULT_BASE_PRICE
-from pricing.storage import LIVE_RECORD, MODEL_RECORD_PREFIX, Storage, StoreRefused
+from pricing.storage import StoreRefused
+from pricing.storage.artifacts import ArtifactStore
+from pricing.storage.outcomes import OutcomeStore
+from pricing.storage.registry import MODEL_RECORD_PREFIX, Registry
 
 MODEL_TYPE = "conversion"  # the one model kind: P(book | price, features)
 DEFAULT_PAGE, MAX_PAGE = 50, 500
@@ -63,21 +66,6 @@ def decode_token(token: str | None) -> dict | None:
     return value
 
 
-def registry_key(start: dict | None, *, property_id: str | None = None, record: str | None = None) -> dict | None:
-    """A registry page token checked against the list it is used for: DynamoDB refuses a start
-    key of another list, but not every store does, and a page of the wrong list is no answer."""
-    if start is None:
-        return None
-    try:
-        pid, rec = start["property_id"]["S"], start["record"]["S"]
-    except (KeyError, TypeError):
-        raise BadParameter("next_token", "next_token is not a token of this list") from None
-    if (property_id is not None and pid != property_id) or (record is not None and rec != record) or (
-            property_id is not None and not rec.startswith(MODEL_RECORD_PREFIX)):
-        raise BadParameter("next_token", "next_token is not a token of this list")
-    return start
-
-
 def page_size(limit: int | None) -> int:
     if limit is None:
         return DEFAULT_PAGE
@@ -87,7 +75,8 @@ def page_size(limit: int | None) -> int:
 
 
 def paged(storage_call: Callable[..., Any], *args: Any) -> Any:
-    """Run a paged storage call; a forged or stale token the store refuses is a bad parameter."""
+    """Run a paged storage call; a forged or stale token the store refuses (each store checks the
+    cursors of its lists) is a bad parameter."""
     try:
         return storage_call(*args)
     except StoreRefused:
@@ -100,10 +89,11 @@ class ModelCatalog:
     ``loaded`` returns this container's cached models (property id -> (model, loaded_at)).
     """
 
-    def __init__(self, storage: Storage, *, service: str, version: str,
+    def __init__(self, registry: Registry, artifacts: ArtifactStore, *, service: str, version: str,
                  loaded: Callable[[], dict[str, tuple[ConversionModel, float]]],
                  clock: Callable[[], float] = time.monotonic):
-        self.storage = storage
+        self.registry = registry
+        self.artifacts = artifacts
         self.service = service
         self.version = version
         self._loaded = loaded
@@ -122,7 +112,7 @@ class ModelCatalog:
                 return self._summary[1]
         versions, rolled_back, start = [], 0, None
         while True:
-            items, start = self.storage.live_records_page(1000, start)
+            items, start = self.registry.live_records_page(1000, start)
             for item in items:
                 if item.get("artifact_key") and item.get("version"):
                     versions.append((item["property_id"], item["version"]))
@@ -131,7 +121,7 @@ class ModelCatalog:
             if not start:
                 break
         summary = {"live": len(versions), "rolled_back": rolled_back,
-                   "training_outcomes": self.storage.training_outcomes(versions)}
+                   "training_outcomes": self.registry.training_outcomes(versions)}
         with self._lock:
             self._summary = (self._clock() + SUMMARY_TTL_SECONDS, summary)
         return summary
@@ -154,12 +144,11 @@ class ModelCatalog:
         size, start = page_size(limit), decode_token(token)
         if property_id is None:
             # Every property's live model: the newest version of each that prices now.
-            items, last = paged(self.storage.live_records_page, size, registry_key(start, record=LIVE_RECORD))
+            items, last = paged(self.registry.live_records_page, size, start)
             models = [self._live_view(item) for item in items if item.get("artifact_key")]
         else:
-            items, last = paged(self.storage.model_records_page, property_id, size,
-                                registry_key(start, property_id=property_id))
-            live = self.storage.get_property_record(property_id).live_version
+            items, last = paged(self.registry.model_records_page, property_id, size, start)
+            live = self.registry.get_property_record(property_id).live_version
             if not items and start is None and live is None:
                 raise NotFound(f"no model stored for property {property_id}")
             models = [self._version_view(item, live) for item in items]
@@ -198,12 +187,12 @@ class ModelCatalog:
     def model_metrics(self, property_id: str, model_type: str) -> dict:
         if model_type != MODEL_TYPE:
             raise BadParameter("model_type", f"model_type must be {MODEL_TYPE!r}: the only model this service trains")
-        record = self.storage.get_property_record(property_id)
+        record = self.registry.get_property_record(property_id)
         if record.artifact_key is None or record.live_version is None:
             raise NotFound(f"property {property_id} has no live model")
-        version = self.storage.get_model_record(property_id, record.live_version) or {}
+        version = self.registry.get_model_record(property_id, record.live_version) or {}
         try:
-            document = self.storage.load_artifact(record.artifact_key)
+            document = self.artifacts.load_artifact(record.artifact_key)
             model = ConversionModel.from_artifact(document)
         except (KeyError, ValueError, ModelFormatError):
             raise NotFound(f"the live model of property {property_id} has no readable artifact") from None
@@ -230,24 +219,21 @@ class ModelCatalog:
 class OutcomeCatalog:
     """``/learn/outcomes/properties`` and ``/learn/outcomes/{id}/stats`` (IngestFunction)."""
 
-    def __init__(self, storage: Storage):
-        self.storage = storage
+    def __init__(self, outcomes: OutcomeStore):
+        self.outcomes = outcomes
 
     def properties(self, limit: int | None, token: str | None) -> dict:
         size = page_size(limit)
-        cursor = decode_token(token)
-        if cursor is not None and not (isinstance(cursor.get("s"), int) and 0 <= cursor["s"] < 100):
-            raise BadParameter("next_token", "next_token is not a token this service issued")
-        ids, last = paged(self.storage.outcome_properties_page, size, cursor)
+        ids, last = paged(self.outcomes.outcome_properties_page, size, decode_token(token))
         return {"success": True, "count": len(ids), "properties": ids, "next_token": encode_token(last)}
 
     def stats(self, property_id: str) -> dict:
-        if not self.storage.has_outcome_listing(property_id):
+        if not self.outcomes.has_outcome_listing(property_id):
             raise NotFound(f"no outcomes stored for property {property_id}")
         n = accepted = finals = missing_final = missing_comp = missing_context = 0
         quoted_sum = final_sum = 0.0
         first = last = None
-        for item in self.storage.outcome_stats_pages(property_id, STATS_MAX_OUTCOMES):
+        for item in self.outcomes.outcome_stats_pages(property_id, STATS_MAX_OUTCOMES):
             n += 1
             accepted += bool(item.get("accepted"))
             quoted_sum += float(item.get("quoted_price") or 0.0)

@@ -22,7 +22,9 @@ from pricing.domain.experiments import (CONTROL, QUOTE_ID_SEPARATOR, TREATMENT, 
                                         parse_instant, readout)
 from pricing.domain.limits import is_property_id
 from pricing.services.catalog import BadParameter, NotFound, decode_token, encode_token, page_size, paged
-from pricing.storage import ConditionFailed, Storage
+from pricing.storage import ConditionFailed
+from pricing.storage.experiments import ExperimentStore
+from pricing.storage.outcomes import OutcomeStore
 
 DEFAULT_METRICS = ("conversion_rate", "adr", "revpar")
 MAX_PROPERTIES_PER_EXPERIMENT = 1000
@@ -66,10 +68,11 @@ class ExperimentRequest(BaseModel):
 
 
 class ExperimentAdmin:
-    def __init__(self, storage: Storage, *, on_change: Callable[[], None] = lambda: None,
+    def __init__(self, experiments: ExperimentStore, outcomes: OutcomeStore, *, on_change: Callable[[], None] = lambda: None,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  new_id: Callable[[], str] = lambda: "exp-" + uuid.uuid4().hex[:12]):
-        self.storage = storage
+        self.experiments = experiments
+        self.outcomes = outcomes
         self._on_change = on_change  # the scorer's cache in this container forgets its experiments
         self._clock = clock
         self._new_id = new_id
@@ -91,7 +94,7 @@ class ExperimentAdmin:
             "metrics": list(DEFAULT_METRICS),
             "created_at": now.isoformat(),
         }
-        self.storage.create_experiment(record)
+        self.experiments.create_experiment(record)
         self._on_change()
         return {"success": True, "experiment_id": experiment_id,
                 "message": f"Experiment {request.name!r} created: {request.ml_traffic_percentage:g}% of "
@@ -114,7 +117,7 @@ class ExperimentAdmin:
         }
 
     def list(self, active_only: bool, limit: int | None, token: str | None) -> dict:
-        items, last = paged(self.storage.experiments_page, page_size(limit), decode_token(token))
+        items, last = paged(self.experiments.experiments_page, page_size(limit), decode_token(token))
         views = []
         for item in items:
             try:
@@ -129,7 +132,7 @@ class ExperimentAdmin:
     def _record(self, experiment_id: str) -> dict:
         if not experiment_id or len(experiment_id) > 256:
             raise BadParameter("experiment_id", "experiment id must be 1-256 characters")
-        record = self.storage.get_experiment(experiment_id)
+        record = self.experiments.get_experiment(experiment_id)
         if record is None:
             raise NotFound(f"no experiment {experiment_id}")
         return record
@@ -137,7 +140,7 @@ class ExperimentAdmin:
     def stop(self, experiment_id: str) -> dict:
         record = self._record(experiment_id)
         try:
-            self.storage.stop_experiment(experiment_id, self._clock().isoformat())
+            self.experiments.stop_experiment(experiment_id, self._clock().isoformat())
         except ConditionFailed:
             raise NotFound(f"no experiment {experiment_id}") from None
         self._on_change()
@@ -149,7 +152,7 @@ class ExperimentAdmin:
         record = self._record(experiment_id)
         experiment = experiment_from_record(record)
         arms = {CONTROL: ArmTally(), TREATMENT: ArmTally()}
-        for outcome in self.storage.experiment_outcomes(experiment_id):
+        for outcome in self.outcomes.experiment_outcomes(experiment_id):
             arm = arms.get(str(outcome.get("variant")))
             if arm is None:
                 continue  # a caller-supplied variant that is neither arm

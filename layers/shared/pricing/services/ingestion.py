@@ -21,7 +21,7 @@ from pricing.domain.experiments import CONTROL, TREATMENT
 from pricing.domain.outcomes import UNSTORABLE, Invalid, check_batch
 from pricing.observability import metrics
 from pricing.observability.context import logger
-from pricing.storage import DUPLICATE, REFUSED, STORED, OutcomeWriteInterrupted, Storage
+from pricing.storage.outcomes import DUPLICATE, REFUSED, STORED, OutcomeStore, OutcomeWriteInterrupted
 
 # Experiment ids become metric label values: only well-formed ones are counted there (the stored
 # record keeps whatever the caller sent).
@@ -56,23 +56,23 @@ class IngestResult:
 class IngestionService:
     """Checks and stores /learn batches.
 
-    ``storage`` needs ``existing_outcome_keys(keys)`` and ``put_new_outcomes(records, write_id=)``
-    (see ``pricing.storage.Storage``); both raise ``StorageUnavailable``, which ``ingest`` lets
-    through.
+    ``outcomes`` needs ``existing_outcome_keys(keys)`` and ``put_new_outcomes(records, write_id=)``
+    (see ``pricing.storage.outcomes.OutcomeStore``); both raise ``StorageUnavailable``, which
+    ``ingest`` lets through.
     """
 
-    def __init__(self, storage: Storage, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
-        self.storage = storage
+    def __init__(self, outcomes: OutcomeStore, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+        self.outcomes = outcomes
         self._clock = clock
 
     def ingest(self, batch: list[Any]) -> IngestResult:
         """Store the batch's valid, new outcomes; raises ``StorageUnavailable`` (nothing claimed)."""
         checked = check_batch(batch, self._clock())
         keys = [(o.property_id, o.key) for _, o in checked.outcomes]
-        existing = self.storage.existing_outcome_keys(keys) if keys else set()
+        existing = self.outcomes.existing_outcome_keys(keys) if keys else set()
         new = [(i, o) for i, o in checked.outcomes if (o.property_id, o.key) not in existing]
         try:
-            statuses = self.storage.put_new_outcomes([o.to_record() for _, o in new], write_id=uuid.uuid4().hex)
+            statuses = self.outcomes.put_new_outcomes([o.to_record() for _, o in new], write_id=uuid.uuid4().hex)
         except OutcomeWriteInterrupted as exc:
             # Claimed to no one (the answer is a 503), but stored: the metric counts them.
             self._count_stored([o for (_, o), status in zip(new, exc.statuses) if status == STORED])

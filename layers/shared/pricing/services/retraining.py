@@ -35,7 +35,11 @@ from pricing.observability import metrics
 from pricing.observability.context import logger
 from pricing.observability.sentry import report_once
 from pricing.settings import Settings
-from pricing.storage import ConditionFailed, PropertyRecord, Storage, StorageUnavailable
+from pricing.storage import ConditionFailed, StorageUnavailable
+from pricing.storage.artifacts import ArtifactStore
+from pricing.storage.outcomes import OutcomeStore
+from pricing.storage.queue import MessageQueue
+from pricing.storage.registry import PropertyRecord, Registry
 
 DEPLOYED, REJECTED, SKIPPED, FAILED = "deployed", "rejected", "skipped", "failed"
 MODEL_TYPE = "conversion"
@@ -230,16 +234,23 @@ def drift_onset(model: ConversionModel, recent: Sequence[Outcome], overall: floa
 
 
 class RetrainingService:
-    """Retrains properties against ``storage`` (see ``pricing.storage.Storage`` for the methods)."""
+    """Retrains properties: reads their outcomes, writes artifacts and registry records, and fans
+    batches out to the queue (``pricing.storage``'s stores, or anything with their methods)."""
 
     def __init__(
         self,
         settings: Settings,
-        storage: Storage,
+        registry: Registry,
+        artifacts: ArtifactStore,
+        outcomes: OutcomeStore,
+        queue: MessageQueue,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ):
         self.settings = settings
-        self.storage = storage
+        self.registry = registry
+        self.artifacts = artifacts
+        self.outcomes = outcomes
+        self.queue = queue
         self._clock = clock
         self._as_of: datetime | None = None
 
@@ -250,7 +261,7 @@ class RetrainingService:
             return self
         if moment > self._clock() + FUTURE_SKEW:
             raise InvalidRetrainEvent("as_of lies in the future")
-        view = RetrainingService(self.settings, self.storage, clock=lambda: moment)
+        view = RetrainingService(self.settings, self.registry, self.artifacts, self.outcomes, self.queue, clock=lambda: moment)
         view._as_of = moment
         return view
 
@@ -258,11 +269,11 @@ class RetrainingService:
 
     def _live_model(self, property_id: str) -> tuple[PropertyRecord, ConversionModel | None, str | None]:
         """(the registry's record, the live model if usable, why it is not usable)."""
-        record = self.storage.get_property_record(property_id)
+        record = self.registry.get_property_record(property_id)
         if record.artifact_key is None:
             return record, None, None
         try:
-            model = ConversionModel.from_artifact(self.storage.load_artifact(record.artifact_key))
+            model = ConversionModel.from_artifact(self.artifacts.load_artifact(record.artifact_key))
         except (KeyError, ValueError, ModelFormatError) as exc:
             return record, None, f"live model {record.live_version} unusable: {exc}"
         return record, model, None
@@ -299,7 +310,7 @@ class RetrainingService:
         if mode == live.holdback_mode or mode != MAINTENANCE or live.live_version is None:
             return
         try:
-            self.storage.set_holdback_mode(live.property_id, live.live_version, mode, _utc(now))
+            self.registry.set_holdback_mode(live.property_id, live.live_version, mode, _utc(now))
         except ConditionFailed:
             # A deploy meanwhile: the new model starts at the full share.
             guard["share"] = "full"
@@ -316,7 +327,7 @@ class RetrainingService:
         outcomes stored since): it is dropped, and the quote time alone says what a model saw.
         """
         since, until = _utc(now - timedelta(days=WINDOW_DAYS)), _utc(now)
-        records = self.storage.read_outcomes(property_id, since)
+        records = self.outcomes.read_outcomes(property_id, since)
         outcomes, unreadable = [], 0
         for record in records:
             try:
@@ -477,7 +488,7 @@ class RetrainingService:
         key = artifact_key(property_id, version)
         # Written before any pointer can name it: a crash from here on leaves an orphan file at
         # worst, never a LIVE record pointing at nothing.
-        self.storage.put_artifact(key, judgement.candidate.to_artifact())
+        self.artifacts.put_artifact(key, judgement.candidate.to_artifact())
         record = {
             "artifact_key": key,
             "status": "pending" if judgement.deploy else REJECTED,
@@ -490,22 +501,22 @@ class RetrainingService:
             "outcomes": len(outcomes),
             "positives": result.positives,
         }
-        self.storage.put_model_record(property_id, version, _storable(record))
+        self.registry.put_model_record(property_id, version, _storable(record))
         if not judgement.deploy and lost is not None:
-            self.storage.set_model_status(property_id, version, REJECTED, judgement.reason)
+            self.registry.set_model_status(property_id, version, REJECTED, judgement.reason)
             return self._roll_back(result, incumbent, recent, now, onset, *lost,
                                    replacement=f"candidate {version} {judgement.reason}")
         if not judgement.deploy:
             result.status, result.reason = REJECTED, judgement.reason
             return result
         try:
-            self.storage.swap_live_model(property_id, version, key, expected_version=live_version, deployed_at=_utc(now))
+            self.registry.swap_live_model(property_id, version, key, expected_version=live_version, deployed_at=_utc(now))
         except ConditionFailed:
             reason = "the live model changed during this run (a concurrent retrain deployed first)"
-            self.storage.set_model_status(property_id, version, "superseded", reason)
+            self.registry.set_model_status(property_id, version, "superseded", reason)
             result.reason = reason
             return result
-        self.storage.set_model_status(property_id, version, DEPLOYED, judgement.reason)
+        self.registry.set_model_status(property_id, version, DEPLOYED, judgement.reason)
         result.status, result.reason = DEPLOYED, judgement.reason
         return result
 
@@ -566,12 +577,12 @@ class RetrainingService:
         property_id = result.property_id
         version = ROLLBACK_PREFIX + since.strftime(_ROLLBACK_STAMP)
         try:
-            self.storage.swap_live_model(property_id, version, None, expected_version=result.live_version,
+            self.registry.swap_live_model(property_id, version, None, expected_version=result.live_version,
                                          deployed_at=_utc(now))
         except ConditionFailed:
             result.reason = "the live model changed during this run (a concurrent retrain deployed first)"
             return result
-        self.storage.set_model_status(property_id, incumbent.version, "rolled_back", reason)
+        self.registry.set_model_status(property_id, incumbent.version, "rolled_back", reason)
         metrics.track_rollback(property_id=property_id)
         logger.warning("model rolled back", extra={"property_id": property_id, "version": incumbent.version})
         result.status, result.reason, result.version = DEPLOYED, reason, version
@@ -620,7 +631,7 @@ class RetrainingService:
             {"property_ids": list(property_ids[i : i + size]), "force": force, **extra}
             for i in range(0, len(property_ids), size)
         ]
-        self.storage.enqueue_messages(self.settings.retrain_queue_url, bodies)
+        self.queue.enqueue_messages(self.settings.retrain_queue_url, bodies)
         return len(bodies)
 
     def retrain_now(self, ids: Sequence[str], force: bool, remaining_ms=None) -> dict:
@@ -636,7 +647,7 @@ class RetrainingService:
 
     def scheduled_run(self, force: bool, remaining_ms=None) -> dict:
         """Every property with outcomes: fanned out to the queue, or inline without one."""
-        property_ids = self.storage.list_outcome_properties()
+        property_ids = self.outcomes.list_outcome_properties()
         if self.settings.retrain_queue_url:
             batches = self.fan_out(property_ids, force)
             logger.info("retrain fanned out", extra={"properties": len(property_ids), "batches": batches})

@@ -34,7 +34,10 @@ from pricing.observability import metrics
 from pricing.observability.context import logger
 from pricing.observability.sentry import report_once, set_request_context
 from pricing.settings import Settings
-from pricing.storage import Storage, StorageUnavailable
+from pricing.storage import StorageUnavailable
+from pricing.storage.artifacts import ArtifactStore
+from pricing.storage.experiments import ExperimentStore
+from pricing.storage.registry import Registry
 
 #: After a store failure, the same property is not retried for this long (rules price meanwhile).
 FAILURE_BACKOFF_SECONDS = 5.0
@@ -111,13 +114,17 @@ class ScoringService:
     def __init__(
         self,
         settings: Settings,
-        storage: Storage,
+        registry: Registry,
+        artifacts: ArtifactStore,
+        experiments: ExperimentStore,
         competitors: CompetitorClient,
         clock: Callable[[], float] = time.monotonic,
         new_token: Callable[[], str] = lambda: uuid.uuid4().hex,
     ):
         self.settings = settings
-        self.storage = storage
+        self.registry = registry
+        self.artifacts = artifacts
+        self.experiment_store = experiments
         self.competitors = competitors
         self.cache = PropertyCache(settings.model_cache_ttl_seconds, clock, settings.model_cache_negative_ttl_seconds)
         self._clock = clock
@@ -131,7 +138,7 @@ class ScoringService:
         if expires > self._clock():
             return current
         try:
-            records = self.storage.list_experiments()
+            records = self.experiment_store.list_experiments()
             parsed = []
             for record in records:
                 try:
@@ -161,7 +168,7 @@ class ScoringService:
             return cached
         metrics.track_cache_miss()
         try:
-            record = self.storage.get_property_record(property_id)
+            record = self.registry.get_property_record(property_id)
         except StorageUnavailable as exc:
             report_once("model_store_unavailable", exc)
             logger.warning("model store unavailable", extra={"property_id": property_id, "error": str(exc)})
@@ -175,7 +182,7 @@ class ScoringService:
             why = "no model deployed for this property"
         else:
             try:
-                model = ConversionModel.from_artifact(self.storage.load_artifact(record.artifact_key))
+                model = ConversionModel.from_artifact(self.artifacts.load_artifact(record.artifact_key))
             except StorageUnavailable as exc:
                 report_once("model_store_unavailable", exc)
                 state = PropertyState(None, record.base_price, "model store unavailable")
