@@ -46,8 +46,9 @@ build: .aws-sam/build/template.yaml ## sam build (no Docker needed), only when s
 
 # pyproject.toml configures ruff and mypy. `ruff format --check` joins them once the tree has had
 # its formatting pass (see pyproject.toml).
-lint: $(VENV)/.installed ## ruff check, mypy (strict on pricing.domain), cfn-lint on template.yaml
+lint: $(VENV)/.installed ## ruff check and ruff format --check, mypy (strict on pricing.domain), cfn-lint on template.yaml
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/cfn-lint template.yaml
 

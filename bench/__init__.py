@@ -16,8 +16,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-_PATHS = (ROOT / "layers" / "shared", ROOT / "functions" / "score", ROOT / "functions" / "ingest",
-          ROOT / "functions" / "retrain", ROOT / "tests", ROOT)
+_PATHS = (
+    ROOT / "layers" / "shared",
+    ROOT / "functions" / "score",
+    ROOT / "functions" / "ingest",
+    ROOT / "functions" / "retrain",
+    ROOT / "tests",
+    ROOT,
+)
 for _path in reversed(_PATHS):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))

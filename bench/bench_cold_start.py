@@ -57,9 +57,23 @@ def build_score_function(build_dir: Path = BUILD_DIR) -> tuple[Path | None, str]
     env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
     try:
         out = subprocess.run(
-            [str(sam), "build", FUNCTION_ID, "--region", REGION, "--build-dir", str(build_dir),
-             "--cache-dir", str(build_dir.parent / "build-cache"), "--cached"],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+            [
+                str(sam),
+                "build",
+                FUNCTION_ID,
+                "--region",
+                REGION,
+                "--build-dir",
+                str(build_dir),
+                "--cache-dir",
+                str(build_dir.parent / "build-cache"),
+                "--cached",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         return None, f"sam build failed: {exc}"
@@ -101,15 +115,26 @@ def functions(stack: AwsStack, *, precompiled: bool = False) -> tuple[LambdaFunc
         template = SamTemplate(build_dir / "template.yaml", region=REGION, endpoint_url=stack.url)
         score = template.function(FUNCTION_ID, build_dir)
         packages = "lambda"
-        note = ("sam build output with bytecode compiled ahead" if precompiled
-                else "sam build output as built (the layer ships bytecode; the function's own module compiles at start)")
+        note = (
+            "sam build output with bytecode compiled ahead"
+            if precompiled
+            else "sam build output as built (the layer ships bytecode; the function's own module compiles at start)"
+        )
         note += ", Lambda runtime packages only"
     if template_path is None:
         floor_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / "bench" / "floor_handler.py", floor_dir / "floor_handler.py")
-    floor = LambdaFunction(name="pricing-floor-bench", handler="floor_handler.handler", code_dir=floor_dir,
-                           layer_dirs=score.layer_dirs, timeout=score.timeout, memory_mb=score.memory_mb,
-                           environment=dict(score.environment), logical_id="Floor", runtime=score.runtime)
+    floor = LambdaFunction(
+        name="pricing-floor-bench",
+        handler="floor_handler.handler",
+        code_dir=floor_dir,
+        layer_dirs=score.layer_dirs,
+        timeout=score.timeout,
+        memory_mb=score.memory_mb,
+        environment=dict(score.environment),
+        logical_id="Floor",
+        runtime=score.runtime,
+    )
     return score, floor, packages, note
 
 
@@ -117,8 +142,12 @@ def _compiled_copy(build_dir: Path) -> Path:
     target = build_dir.parent / "build-compiled"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(build_dir, target, symlinks=True)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
-                    str(target)], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash", str(target)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return target
 
 
@@ -146,8 +175,7 @@ class ColdStart:
 
     def __call__(self) -> float:
         event = rest_event("POST", "/score", score_body())
-        container = LambdaContainer(self.function, self.env, region=REGION, runtime_packages=self.packages,
-                                    log_dir=LOG_DIR / "containers")
+        container = LambdaContainer(self.function, self.env, region=REGION, runtime_packages=self.packages, log_dir=LOG_DIR / "containers")
         try:
             started = time.perf_counter()
             result = container.invoke(event)
@@ -170,8 +198,7 @@ class ColdStart:
         return wall_ms
 
 
-def cold_start(stack: AwsStack, rounds: int = 7, *, precompiled: bool = False,
-               with_services: bool = False) -> list[Figure]:
+def cold_start(stack: AwsStack, rounds: int = 7, *, precompiled: bool = False, with_services: bool = False) -> list[Figure]:
     """Figure 3, as ``sam build`` packages the code, Sentry and push off.
 
     Variants, each against its own floor in the same run: ``precompiled`` (bytecode shipped with
@@ -186,8 +213,13 @@ def cold_start(stack: AwsStack, rounds: int = 7, *, precompiled: bool = False,
             from support.sentry_receiver import SentryReceiver
 
             if not pushgateway_available():
-                return [Figure.waiting("cold_start_services", "3. cold start, Sentry + push on",
-                                       "the pinned prometheus-pushgateway is not installed (make setup)")]
+                return [
+                    Figure.waiting(
+                        "cold_start_services",
+                        "3. cold start, Sentry + push on",
+                        "the pinned prometheus-pushgateway is not installed (make setup)",
+                    )
+                ]
             receiver = services.enter_context(SentryReceiver())
             gateway = services.enter_context(pushgateway())
             extra = {"SENTRY_DSN": receiver.dsn, "PUSHGATEWAY_URL": gateway.url, "SENTRY_TRACES_SAMPLE_RATE": "0.1"}
@@ -198,22 +230,34 @@ def cold_start(stack: AwsStack, rounds: int = 7, *, precompiled: bool = False,
         floor.init_ms.clear()
         runs = interleaved({"score": score, "floor": floor}, rounds)
     figure = Figure(
-        key="cold_start", title="3. cold start to first /score", unit="ms",
-        value=median(runs["score"]), baseline=median(runs["floor"]), baseline_name="floor",
-        ratio=median(paired_ratios(runs["score"], runs["floor"])), target=COLD_TARGET, runs=rounds,
-        note=(f"new awslambdaric process to its first response, incl. the model load from moto (S3 + DynamoDB); "
-              f"{note}; init (import) median {median(score.init_ms):.0f} ms vs floor {median(floor.init_ms):.0f} ms; "
-              f"Sentry and push off"),
+        key="cold_start",
+        title="3. cold start to first /score",
+        unit="ms",
+        value=median(runs["score"]),
+        baseline=median(runs["floor"]),
+        baseline_name="floor",
+        ratio=median(paired_ratios(runs["score"], runs["floor"])),
+        target=COLD_TARGET,
+        runs=rounds,
+        note=(
+            f"new awslambdaric process to its first response, incl. the model load from moto (S3 + DynamoDB); "
+            f"{note}; init (import) median {median(score.init_ms):.0f} ms vs floor {median(floor.init_ms):.0f} ms; "
+            f"Sentry and push off"
+        ),
     )
     if precompiled:
         # Same target: without the compile time both sides share, the service's own overhead shows.
         figure.key, figure.title = "cold_start_precompiled", "3. cold start, bytecode shipped"
-        figure.note = (f"the same build with every module compiled ahead (compileall, unchecked-hash), as a build "
-                       f"step could ship it; init median {median(score.init_ms):.0f} ms vs floor "
-                       f"{median(floor.init_ms):.0f} ms")
+        figure.note = (
+            f"the same build with every module compiled ahead (compileall, unchecked-hash), as a build "
+            f"step could ship it; init median {median(score.init_ms):.0f} ms vs floor "
+            f"{median(floor.init_ms):.0f} ms"
+        )
     elif with_services:
         figure.key, figure.title, figure.target = "cold_start_services", "3. cold start, Sentry + push on", None
         figure.baseline_name = "bare floor"
-        figure.note = (f"as deployed: Sentry initialised with a DSN (local envelope receiver), the first push to a "
-                       f"Pushgateway; init median {median(score.init_ms):.0f} ms")
+        figure.note = (
+            f"as deployed: Sentry initialised with a DSN (local envelope receiver), the first push to a "
+            f"Pushgateway; init median {median(score.init_ms):.0f} ms"
+        )
     return [figure]

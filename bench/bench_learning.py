@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from bench.report import Figure
@@ -32,7 +32,7 @@ def simulated_batch(tag: str, n: int, properties: int = 1) -> list[dict]:
     """``n`` fresh /learn outcomes spread over ``properties`` simulated properties."""
     from pricing.domain.simulator import CURVES, simulate_outcomes
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     per = n // properties
     batch: list[dict] = []
     for k in range(properties):
@@ -47,7 +47,7 @@ def stored_records(batch: list[dict]) -> list[dict]:
     """What /learn would store for ``batch`` (validated outside any clock)."""
     from pricing.domain.outcomes import check_batch
 
-    checked = check_batch(batch, datetime.now(timezone.utc))
+    checked = check_batch(batch, datetime.now(UTC))
     if checked.invalid:
         raise RuntimeError(f"simulated outcomes refused: {checked.invalid[:3]}")
     return [o.to_record() for _, o in checked.outcomes]
@@ -94,14 +94,23 @@ def ingest_rate(stack: AwsStack, rounds: int = 3) -> list[Figure]:
         return len(records) / (time.perf_counter() - started)
 
     runs = interleaved({"ingest": full, "store": store_only}, rounds)
-    return [Figure(
-        key="ingest_rate", title="5. ingest, 10,000-outcome batch", unit="outcomes/s",
-        value=median(runs["ingest"]), baseline=median(runs["store"]), baseline_name="writes alone",
-        ratio=median(paired_ratios(runs["ingest"], runs["store"])), runs=rounds,
-        note=(f"POST /learn through the handler, {INGEST_PROPERTIES} properties per batch, DynamoDB on moto "
-              "(so absolute rates are moto's); baseline: Storage.put_new_outcomes (one conditional write each) "
-              "of as many validated outcomes"),
-    )]
+    return [
+        Figure(
+            key="ingest_rate",
+            title="5. ingest, 10,000-outcome batch",
+            unit="outcomes/s",
+            value=median(runs["ingest"]),
+            baseline=median(runs["store"]),
+            baseline_name="writes alone",
+            ratio=median(paired_ratios(runs["ingest"], runs["store"])),
+            runs=rounds,
+            note=(
+                f"POST /learn through the handler, {INGEST_PROPERTIES} properties per batch, DynamoDB on moto "
+                "(so absolute rates are moto's); baseline: Storage.put_new_outcomes (one conditional write each) "
+                "of as many validated outcomes"
+            ),
+        )
+    ]
 
 
 class MemoryStore:
@@ -167,14 +176,24 @@ def retrain_scaling(stack: AwsStack, repeats: dict[int, int] | None = None) -> l
     for n in RETRAIN_SIZES:
         value = median(seconds[n])
         first = n == RETRAIN_SIZES[0]
-        figures.append(Figure(
-            key=f"retrain_{n}", title=f"6. retrain, {n:,} outcomes", unit="s/property", value=value,
-            baseline=None if first else base, baseline_name="" if first else "1,000 outcomes",
-            ratio=None if first else value / base, runs=repeats[n],
-            note=(f"RetrainingService.retrain_property(force=True) on outcomes served from memory; linear growth "
-                  f"would be 10x and 100x; reading 5,000 outcomes from moto alone takes {moto_read:.1f} s")
-            if first else "",
-        ))
+        figures.append(
+            Figure(
+                key=f"retrain_{n}",
+                title=f"6. retrain, {n:,} outcomes",
+                unit="s/property",
+                value=value,
+                baseline=None if first else base,
+                baseline_name="" if first else "1,000 outcomes",
+                ratio=None if first else value / base,
+                runs=repeats[n],
+                note=(
+                    f"RetrainingService.retrain_property(force=True) on outcomes served from memory; linear growth "
+                    f"would be 10x and 100x; reading 5,000 outcomes from moto alone takes {moto_read:.1f} s"
+                )
+                if first
+                else "",
+            )
+        )
     return figures
 
 

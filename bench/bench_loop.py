@@ -36,7 +36,7 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import median
 
@@ -48,7 +48,7 @@ REQUIRED_SHARE = 0.95
 TOLERANCE = 0.002
 #: Day 1 of the simulated clock. Fixed, so a seed gives the same figures on any date (the
 #: weekdays of the stays move demand); in the past, so the HTTP loop's /learn accepts it.
-START = datetime(2026, 11, 17, tzinfo=timezone.utc)
+START = datetime(2026, 11, 17, tzinfo=UTC)
 
 
 @dataclass
@@ -107,8 +107,7 @@ class CurveRun:
     def drift_night(self) -> int | None:
         if self.shift_day is None:
             return None
-        return next((d.day for d in self.days if d.day >= self.shift_day and (d.drift or d.rolled_back or d.relearned)),
-                    None)
+        return next((d.day for d in self.days if d.day >= self.shift_day and (d.drift or d.rolled_back or d.relearned)), None)
 
     @property
     def recovery_days(self) -> int | None:
@@ -129,8 +128,7 @@ def _request(property_id: str, q, use_ml: bool) -> dict:
         "quote_time": q.quote_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "product": {"los": q.los},
         "inventory": {"capacity": 100, "remaining": q.remaining},
-        "market": {"comp_price_p10": round(q.market * 0.85, 2), "comp_price_p50": q.market,
-                   "comp_price_p90": round(q.market * 1.2, 2)},
+        "market": {"comp_price_p10": round(q.market * 0.85, 2), "comp_price_p50": q.market, "comp_price_p90": round(q.market * 1.2, 2)},
         "costs": {"min_price": lo, "max_price": hi},
         "toggles": {"use_ml": use_ml},
     }
@@ -140,8 +138,9 @@ class InProcess:
     """The loop's services in this process on the simulated clock, stores in memory
     (``bench.memory_storage``). ``bench.bench_loop_http.Http`` is the same over ``make run``."""
 
-    def __init__(self, curve, seed: int, start: datetime, exploration_rate: float, holdback_rate: float,
-                 holdback_maintenance_rate: float = 0.01):
+    def __init__(
+        self, curve, seed: int, start: datetime, exploration_rate: float, holdback_rate: float, holdback_maintenance_rate: float = 0.01
+    ):
         from bench.memory_storage import MemoryStorage
         from pricing.competitors import CompetitorClient
         from pricing.services.ingestion import IngestionService
@@ -152,15 +151,31 @@ class InProcess:
         self.now = start
         clock = lambda: self.now  # noqa: E731
         self.storage = MemoryStorage(clock)
-        settings = Settings(model_cache_ttl_seconds=300, exploration_rate=exploration_rate, holdback_rate=holdback_rate,
-                            holdback_maintenance_rate=holdback_maintenance_rate)
+        settings = Settings(
+            model_cache_ttl_seconds=300,
+            exploration_rate=exploration_rate,
+            holdback_rate=holdback_rate,
+            holdback_maintenance_rate=holdback_maintenance_rate,
+        )
         tokens = iter(range(10**9))
-        self.scoring = ScoringService(settings, self.storage, self.storage, self.storage, CompetitorClient("", "", 0.3),
-                                      clock=lambda: self.now.timestamp(),
-                                      new_token=lambda: f"{curve.name}-{seed}-{next(tokens):07d}")
+        self.scoring = ScoringService(
+            settings,
+            self.storage,
+            self.storage,
+            self.storage,
+            CompetitorClient("", "", 0.3),
+            clock=lambda: self.now.timestamp(),
+            new_token=lambda: f"{curve.name}-{seed}-{next(tokens):07d}",
+        )
         # What the model's policy would have quoted where the holdback priced by rules.
-        self.pure = ScoringService(replace(settings, exploration_rate=0.0, holdback_rate=0.0), self.storage,
-                                   self.storage, self.storage, CompetitorClient("", "", 0.3), clock=lambda: self.now.timestamp())
+        self.pure = ScoringService(
+            replace(settings, exploration_rate=0.0, holdback_rate=0.0),
+            self.storage,
+            self.storage,
+            self.storage,
+            CompetitorClient("", "", 0.3),
+            clock=lambda: self.now.timestamp(),
+        )
         self.ingestion = IngestionService(self.storage, clock=clock)
         self.retraining = RetrainingService(settings, self.storage, self.storage, self.storage, self.storage, clock=clock)
 
@@ -190,9 +205,19 @@ class InProcess:
         return self.storage.get_property_record(property_id).live_version
 
 
-def run_curve(curve, *, days: int, quotes_per_day: int, held_out: int, seed: int, start: datetime,
-              exploration_rate: float = 0.1, holdback_rate: float = 0.05, services=None,
-              holdback_maintenance_rate: float = 0.01) -> CurveRun:
+def run_curve(
+    curve,
+    *,
+    days: int,
+    quotes_per_day: int,
+    held_out: int,
+    seed: int,
+    start: datetime,
+    exploration_rate: float = 0.1,
+    holdback_rate: float = 0.05,
+    services=None,
+    holdback_maintenance_rate: float = 0.01,
+) -> CurveRun:
     """One property's loop, day by day, through ``services`` (``InProcess`` unless given)."""
     from bench.loop_market import Market
 
@@ -228,16 +253,20 @@ def run_curve(curve, *, days: int, quotes_per_day: int, held_out: int, seed: int
             totals["oracle"] += oracle_price * market.probability(q, oracle_price, day + 1)
             ml += safety["pricing_method"] == "ml_elasticity"
             explored += safety["exploration"]["explored"]
-            outcomes.append({
-                "property_id": property_id,
-                "timestamp": q.quote_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "quoted_price": price,
-                "accepted": booking_rng.random() < p_book,
-                "quote_id": safety["quote_id"],
-                "stay_date": q.stay_date.isoformat(),
-                "comp_p10": round(q.market * 0.85, 2), "comp_p50": q.market, "comp_p90": round(q.market * 1.2, 2),
-                "context": {"occupancy": q.occupancy, "day_of_week": q.stay_date.weekday(), "los": q.los},
-            })
+            outcomes.append(
+                {
+                    "property_id": property_id,
+                    "timestamp": q.quote_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "quoted_price": price,
+                    "accepted": booking_rng.random() < p_book,
+                    "quote_id": safety["quote_id"],
+                    "stay_date": q.stay_date.isoformat(),
+                    "comp_p10": round(q.market * 0.85, 2),
+                    "comp_p50": q.market,
+                    "comp_p90": round(q.market * 1.2, 2),
+                    "context": {"occupancy": q.occupancy, "day_of_week": q.stay_date.weekday(), "los": q.los},
+                }
+            )
         loop.now = day_start + timedelta(hours=23)
         result = loop.learn(outcomes)
         if result["invalid"]:
@@ -260,14 +289,20 @@ def run_curve(curve, *, days: int, quotes_per_day: int, held_out: int, seed: int
 
         oracle = totals["oracle"] or 1.0
         record = Day(
-            day=day + 1, quotes=quotes_per_day, ml_share=ml / quotes_per_day, explored_share=explored / quotes_per_day,
-            loop=totals["loop"] / oracle, rules=totals["rules"] / oracle, policy=totals["policy"] / oracle,
+            day=day + 1,
+            quotes=quotes_per_day,
+            ml_share=ml / quotes_per_day,
+            explored_share=explored / quotes_per_day,
+            loop=totals["loop"] / oracle,
+            rules=totals["rules"] / oracle,
+            policy=totals["policy"] / oracle,
             # policy = loop + exploration cost + holdback cost: the holdback quotes forwent what
             # the model's price would have earned on them.
             exploration_cost=(totals["policy"] - totals["loop"] - totals["held_model"] + totals["held"]) / oracle,
             holdback_share=held / quotes_per_day,
             holdback_cost=(totals["held_model"] - totals["held"]) / oracle,
-            pdr=decreases / unbooked if unbooked else 0.0, pir=increases / len(regrets) if regrets else 0.0,
+            pdr=decreases / unbooked if unbooked else 0.0,
+            pir=increases / len(regrets) if regrets else 0.0,
             regret=median(regrets) if regrets else 0.0,
         )
         # The nightly retrain, as the cron event runs it.
@@ -287,24 +322,32 @@ def verdicts(runs: list[CurveRun]) -> list[tuple[str, bool, str]]:
     out = []
     for run in runs:
         bad = [d.day for d in run.days if not d.within_exploration_cost]
-        out.append((f"{run.curve}: never below rules by more than the exploration cost", not bad,
-                    f"days below: {bad}" if bad else "every day"))
+        out.append(
+            (f"{run.curve}: never below rules by more than the exploration cost", not bad, f"days below: {bad}" if bad else "every day")
+        )
         last = run.last()
         if run.representable:
             # As quoted: exploration and the rules holdback included (the learning share, with
             # the holdback's quotes valued at the model's price, is printed beside it).
             learning = last["loop"] + last["holdback_cost"]
-            out.append((f"{run.curve}: last 3 days >= {REQUIRED_SHARE:.0%} of the oracle as quoted",
-                        last["loop"] >= REQUIRED_SHARE,
-                        f"{last['loop']:.1%} (holdback cost {last['holdback_cost']:.2%}; "
-                        f"{learning:.1%} with the holdback at the model's price)"))
-        out.append((f"{run.curve}: last 3 days beat rules", last["loop"] > last["rules"],
-                    f"{last['loop']:.1%} vs {last['rules']:.1%}"))
+            out.append(
+                (
+                    f"{run.curve}: last 3 days >= {REQUIRED_SHARE:.0%} of the oracle as quoted",
+                    last["loop"] >= REQUIRED_SHARE,
+                    f"{last['loop']:.1%} (holdback cost {last['holdback_cost']:.2%}; "
+                    f"{learning:.1%} with the holdback at the model's price)",
+                )
+            )
+        out.append((f"{run.curve}: last 3 days beat rules", last["loop"] > last["rules"], f"{last['loop']:.1%} vs {last['rules']:.1%}"))
         if run.shift_day is not None:
             rec = run.recovery_days
-            out.append((f"{run.curve}: shift on day {run.shift_day} detected and recovered from",
-                        run.drift_night is not None and rec is not None,
-                        f"drift detected on night {run.drift_night}, recovered {rec} day(s) after the shift"))
+            out.append(
+                (
+                    f"{run.curve}: shift on day {run.shift_day} detected and recovered from",
+                    run.drift_night is not None and rec is not None,
+                    f"drift detected on night {run.drift_night}, recovered {rec} day(s) after the shift",
+                )
+            )
     return out
 
 
@@ -314,31 +357,39 @@ def format_report(runs: list[CurveRun], seconds: float) -> str:
         form = "model's form" if run.representable else "outside the model's form"
         shift = f", demand shift on day {run.shift_day}" if run.shift_day else ""
         lines.append(f"{run.curve} ({form}{shift})")
-        lines.append(f"  {'day':>3} {'ML':>5} {'expl':>5} {'hold':>5} {'loop':>7} {'rules':>7} {'policy':>7} {'x-cost':>7} "
-                     f"{'h-cost':>7} {'ok':>3} {'PDR':>5} {'PIR':>5} {'regret':>6}  night's retrain")
+        lines.append(
+            f"  {'day':>3} {'ML':>5} {'expl':>5} {'hold':>5} {'loop':>7} {'rules':>7} {'policy':>7} {'x-cost':>7} "
+            f"{'h-cost':>7} {'ok':>3} {'PDR':>5} {'PIR':>5} {'regret':>6}  night's retrain"
+        )
         for d in run.days:
             lines.append(
                 f"  {d.day:>3} {d.ml_share:>5.0%} {d.explored_share:>5.0%} {d.holdback_share:>5.0%} {d.loop:>7.1%} "
                 f"{d.rules:>7.1%} {d.policy:>7.1%} {d.exploration_cost:>7.2%} {d.holdback_cost:>7.2%} "
                 f"{'yes' if d.within_exploration_cost else 'NO':>3} {d.pdr:>5.2f} {d.pir:>5.2f} "
                 f"{d.regret:>6.3f}  {'rolled back' if d.rolled_back else d.retrain}{' (drift)' if d.drift else ''}: "
-                f"{d.retrain_reason[:110]}")
+                f"{d.retrain_reason[:110]}"
+            )
         lines.append("")
     lines.append("Summary (last three days)")
     lines.append(f"  {'curve':<17} {'form':<8} {'loop':>7} {'rules':>7} {'x-cost':>7} {'h-cost':>7} {'1st deploy':>10}  shift")
     for run in runs:
         last = run.last()
-        shift = "-" if run.shift_day is None else (
-            f"drift on night {run.drift_night}, recovered in {run.recovery_days} day(s)")
-        lines.append(f"  {run.curve:<17} {'model' if run.representable else 'outside':<8} {last['loop']:>7.1%} "
-                     f"{last['rules']:>7.1%} {last['exploration_cost']:>7.2%} {last['holdback_cost']:>7.2%} "
-                     f"{run.first_deploy_night or '-'!s:>10}  {shift}")
-    lines += ["", "loop: what was quoted (exploration and holdback included); rules: use_ml=false on the same quotes;",
-              "policy: the model's policy on every quote (no exploration, no holdback); hold: share of quotes priced",
-              "by rules as the holdback; x-cost, h-cost: what exploration and the holdback cost (policy - loop =",
-              "x-cost + h-cost); ok: loop >= rules - x-cost. PDR/PIR/regret: Ye et al.,",
-              "KDD 2018, of the day's policy on held-out outcomes at random prices. 1st deploy: the night the first",
-              f"model went live. {seconds:.0f} s.", ""]
+        shift = "-" if run.shift_day is None else (f"drift on night {run.drift_night}, recovered in {run.recovery_days} day(s)")
+        lines.append(
+            f"  {run.curve:<17} {'model' if run.representable else 'outside':<8} {last['loop']:>7.1%} "
+            f"{last['rules']:>7.1%} {last['exploration_cost']:>7.2%} {last['holdback_cost']:>7.2%} "
+            f"{run.first_deploy_night or '-'!s:>10}  {shift}"
+        )
+    lines += [
+        "",
+        "loop: what was quoted (exploration and holdback included); rules: use_ml=false on the same quotes;",
+        "policy: the model's policy on every quote (no exploration, no holdback); hold: share of quotes priced",
+        "by rules as the holdback; x-cost, h-cost: what exploration and the holdback cost (policy - loop =",
+        "x-cost + h-cost); ok: loop >= rules - x-cost. PDR/PIR/regret: Ye et al.,",
+        "KDD 2018, of the day's policy on held-out outcomes at random prices. 1st deploy: the night the first",
+        f"model went live. {seconds:.0f} s.",
+        "",
+    ]
     for what, met, detail in verdicts(runs):
         lines.append(f"{'PASS' if met else 'FAIL'}  {what}: {detail}")
     return "\n".join(lines)
@@ -362,8 +413,7 @@ def plot(runs: list[CurveRun], path: Path) -> None:
         for d in run.days:
             if d.retrain == "deployed":
                 rollback = d.rolled_back
-                ax.axvline(d.day + 0.5, color="tab:red" if rollback else "grey", lw=1.0, ls=":" if rollback else "-",
-                           alpha=0.7)
+                ax.axvline(d.day + 0.5, color="tab:red" if rollback else "grey", lw=1.0, ls=":" if rollback else "-", alpha=0.7)
         if run.shift_day:
             ax.axvline(run.shift_day - 0.5, color="black", lw=1.5, ls="-.", label="demand shift")
         ax.axhline(95, color="grey", lw=0.6, ls="--")
@@ -381,7 +431,7 @@ def plot(runs: list[CurveRun], path: Path) -> None:
     cost.set_xlabel("simulated day", fontsize=8)
     cost.legend(fontsize=7)
     cost.grid(alpha=0.3)
-    for ax in flat[len(runs) + 1:]:
+    for ax in flat[len(runs) + 1 :]:
         ax.axis("off")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -389,25 +439,61 @@ def plot(runs: list[CurveRun], path: Path) -> None:
     plt.close(fig)
 
 
-def run(days: int, quotes: int, held_out: int, seed: int, png: Path, curves=None,
-        holdback_rate: float = 0.05, holdback_maintenance_rate: float = 0.01) -> tuple[list[CurveRun], str]:
+def run(
+    days: int,
+    quotes: int,
+    held_out: int,
+    seed: int,
+    png: Path,
+    curves=None,
+    holdback_rate: float = 0.05,
+    holdback_maintenance_rate: float = 0.01,
+) -> tuple[list[CurveRun], str]:
     from bench.loop_market import CURVES
 
     started = time.perf_counter()
     start = START
-    runs = [run_curve(c, days=days, quotes_per_day=quotes, held_out=held_out, seed=seed, start=start,
-                      holdback_rate=holdback_rate, holdback_maintenance_rate=holdback_maintenance_rate)
-            for c in (curves or CURVES)]
+    runs = [
+        run_curve(
+            c,
+            days=days,
+            quotes_per_day=quotes,
+            held_out=held_out,
+            seed=seed,
+            start=start,
+            holdback_rate=holdback_rate,
+            holdback_maintenance_rate=holdback_maintenance_rate,
+        )
+        for c in (curves or CURVES)
+    ]
     text = format_report(runs, time.perf_counter() - started)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "loop.json").write_text(json.dumps({
-        "days": days, "quotes_per_day": quotes, "seed": seed, "holdback_rate": holdback_rate,
-        "holdback_maintenance_rate": holdback_maintenance_rate,
-        "curves": [{"curve": r.curve, "representable": r.representable, "shift_day": r.shift_day,
-                    "last3": r.last(), "first_deploy_night": r.first_deploy_night, "drift_night": r.drift_night,
-                    "recovery_days": r.recovery_days, "days": [asdict(d) for d in r.days]} for r in runs],
-        "verdicts": [{"target": w, "met": m, "detail": d} for w, m, d in verdicts(runs)],
-    }, indent=2))
+    (OUT / "loop.json").write_text(
+        json.dumps(
+            {
+                "days": days,
+                "quotes_per_day": quotes,
+                "seed": seed,
+                "holdback_rate": holdback_rate,
+                "holdback_maintenance_rate": holdback_maintenance_rate,
+                "curves": [
+                    {
+                        "curve": r.curve,
+                        "representable": r.representable,
+                        "shift_day": r.shift_day,
+                        "last3": r.last(),
+                        "first_deploy_night": r.first_deploy_night,
+                        "drift_night": r.drift_night,
+                        "recovery_days": r.recovery_days,
+                        "days": [asdict(d) for d in r.days],
+                    }
+                    for r in runs
+                ],
+                "verdicts": [{"target": w, "met": m, "detail": d} for w, m, d in verdicts(runs)],
+            },
+            indent=2,
+        )
+    )
     plot(runs, png)
     return runs, text
 
@@ -419,15 +505,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held-out", type=int, default=150, help="held-out outcomes per day for the offline metrics")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--holdback", type=float, default=0.05, help="rules holdback share of modelled quotes")
-    parser.add_argument("--holdback-maintenance", type=float, default=0.01,
-                        help="the holdback share once the guard has shown the model beats rules")
+    parser.add_argument(
+        "--holdback-maintenance", type=float, default=0.01, help="the holdback share once the guard has shown the model beats rules"
+    )
     parser.add_argument("--png", type=Path, default=OUT / "loop.png")
     args = parser.parse_args(argv)
     for name in ("PUSHGATEWAY_URL", "SENTRY_DSN"):
         os.environ.pop(name, None)
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    runs, text = run(args.days, args.quotes, args.held_out, args.seed, args.png, holdback_rate=args.holdback,
-                     holdback_maintenance_rate=args.holdback_maintenance)
+    runs, text = run(
+        args.days,
+        args.quotes,
+        args.held_out,
+        args.seed,
+        args.png,
+        holdback_rate=args.holdback,
+        holdback_maintenance_rate=args.holdback_maintenance,
+    )
     print(text)
     print(f"\nfigures: {OUT / 'loop.json'}, learning curves: {args.png}")
     return 0 if all(met for _, met, _ in verdicts(runs)) else 1

@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 import logging
 import os
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import requests
@@ -67,9 +67,12 @@ class Http:
         self.stores = Stores.build(settings)
         # The model's own policy for a held-back quote: no exploration, no holdback, no cache.
         self.pure = ScoringService(
-            Settings.from_env({**function_env, "EXPLORATION_RATE": "0", "HOLDBACK_RATE": "0",
-                               "MODEL_CACHE_TTL_SECONDS": "0"}),
-            self.stores.registry, self.stores.artifacts, self.stores.experiments, CompetitorClient("", "", 0.3))
+            Settings.from_env({**function_env, "EXPLORATION_RATE": "0", "HOLDBACK_RATE": "0", "MODEL_CACHE_TTL_SECONDS": "0"}),
+            self.stores.registry,
+            self.stores.artifacts,
+            self.stores.experiments,
+            CompetitorClient("", "", 0.3),
+        )
         self.calls = 0
         self.seconds = 0.0
 
@@ -101,8 +104,14 @@ class Http:
 
         as_of = self.now.strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {"detail": {"property_ids": [property_id], "force": False, "as_of": as_of}}
-        result = invoke("RetrainFunction", json.dumps(event).encode(), build_dir=self.build_dir, run_dir=self.run_dir,
-                        env_vars_file=self.env_vars, echo=False)
+        result = invoke(
+            "RetrainFunction",
+            json.dumps(event).encode(),
+            build_dir=self.build_dir,
+            run_dir=self.run_dir,
+            env_vars_file=self.env_vars,
+            echo=False,
+        )
         if not result.ok:
             raise SystemExit(f"RetrainFunction failed ({result.outcome}): {result.payload[:500]!r}")
         (r,) = result.json()["results"]
@@ -137,8 +146,14 @@ def main(argv: list[str] | None = None) -> int:
         # The scorer's model cache counts real seconds; the simulated night is a few of them.
         env_vars.write_text(json.dumps({"Parameters": {"MODEL_CACHE_TTL_SECONDS": "0"}}))
         env = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "PUSHGATEWAY_URL", "SENTRY_DSN")}
-        env.update(LOCAL_RUN_DIR=str(run_dir), LOCAL_BUILD_DIR=str(build_dir), PORT=str(_free_port()),
-                   LOCAL_EVENT_SOURCES="0", LOCAL_METRICS="0", ENV_VARS=str(env_vars))
+        env.update(
+            LOCAL_RUN_DIR=str(run_dir),
+            LOCAL_BUILD_DIR=str(build_dir),
+            PORT=str(_free_port()),
+            LOCAL_EVENT_SOURCES="0",
+            LOCAL_METRICS="0",
+            ENV_VARS=str(env_vars),
+        )
         stack = LocalStack(StackOptions.from_env(env))
         started = time.perf_counter()
         stack.start()
@@ -147,16 +162,31 @@ def main(argv: list[str] | None = None) -> int:
             # local.seed does: the functions' endpoint, region and moto's credentials.
             function_env = {**stack.template.globals_environment(), **stack.service_env}
             os.environ.update(function_env)
-            os.environ.update({"AWS_REGION": stack.options.region, "AWS_DEFAULT_REGION": stack.options.region,
-                               "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                               "AWS_SESSION_TOKEN": "testing"})
+            os.environ.update(
+                {
+                    "AWS_REGION": stack.options.region,
+                    "AWS_DEFAULT_REGION": stack.options.region,
+                    "AWS_ACCESS_KEY_ID": "testing",
+                    "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_SESSION_TOKEN": "testing",
+                }
+            )
             loop = Http(stack.url, function_env, run_dir, build_dir, env_vars)
             print(f"make run stack up at {stack.url} in {time.perf_counter() - started:.0f} s", flush=True)
             runs = []
             for curve in curves:
                 loop.now = START
-                runs.append(run_curve(curve, days=args.days, quotes_per_day=args.quotes, held_out=args.held_out,
-                                      seed=args.seed, start=START, services=loop))
+                runs.append(
+                    run_curve(
+                        curve,
+                        days=args.days,
+                        quotes_per_day=args.quotes,
+                        held_out=args.held_out,
+                        seed=args.seed,
+                        start=START,
+                        services=loop,
+                    )
+                )
                 print(f"  {curve.name}: {args.days} days done", flush=True)
         finally:
             stack.close()
@@ -165,13 +195,29 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     print(f"\n{loop.calls} HTTP calls, {1000 * loop.seconds / max(loop.calls, 1):.1f} ms each on average")
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "loop-http.json").write_text(json.dumps({
-        "days": args.days, "quotes_per_day": args.quotes, "seed": args.seed, "via": "http",
-        "curves": [{"curve": r.curve, "last3": r.last(), "first_deploy_night": r.first_deploy_night,
-                    "drift_night": r.drift_night, "recovery_days": r.recovery_days,
-                    "days": [asdict(d) for d in r.days]} for r in runs],
-        "verdicts": [{"target": w, "met": m, "detail": d} for w, m, d in verdicts(runs)],
-    }, indent=2))
+    (OUT / "loop-http.json").write_text(
+        json.dumps(
+            {
+                "days": args.days,
+                "quotes_per_day": args.quotes,
+                "seed": args.seed,
+                "via": "http",
+                "curves": [
+                    {
+                        "curve": r.curve,
+                        "last3": r.last(),
+                        "first_deploy_night": r.first_deploy_night,
+                        "drift_night": r.drift_night,
+                        "recovery_days": r.recovery_days,
+                        "days": [asdict(d) for d in r.days],
+                    }
+                    for r in runs
+                ],
+                "verdicts": [{"target": w, "met": m, "detail": d} for w, m, d in verdicts(runs)],
+            },
+            indent=2,
+        )
+    )
     plot(runs, args.png)
     print(f"figures: {OUT / 'loop-http.json'}, learning curves: {args.png}")
     return 0 if all(met for _, met, _ in verdicts(runs)) else 1

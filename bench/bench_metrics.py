@@ -84,13 +84,21 @@ def overhead(url: str, pause: float = 0.0) -> tuple[dict[str, tuple[float, float
         if pause:
             time.sleep(pause)
     pusher.flush(5.0)
-    failures = sum(m.get_sample_value("pricing_metrics_push_failures_total", {"reason": r}) or 0
-                   for r in ("timeout", "connection", "http_4xx", "http_5xx", "backoff"))
-    counts = {"invocations": TIMED, "written": pusher.pushes - written_before - 1,  # - the flush's
-              "unwritten": pusher.unwritten - unwritten_before, "failed": int(failures)}
+    failures = sum(
+        m.get_sample_value("pricing_metrics_push_failures_total", {"reason": r}) or 0
+        for r in ("timeout", "connection", "http_4xx", "http_5xx", "backoff")
+    )
+    counts = {
+        "invocations": TIMED,
+        "written": pusher.pushes - written_before - 1,  # - the flush's
+        "unwritten": pusher.unwritten - unwritten_before,
+        "failed": int(failures),
+    }
     pusher.close()
-    rows = {name: (pct(v, 0.5), pct(v, 0.99)) for name, v in
-            (("invocation, push off", off), ("invocation, push on", on), ("push alone", push_only))}
+    rows = {
+        name: (pct(v, 0.5), pct(v, 0.99))
+        for name, v in (("invocation, push off", off), ("invocation, push on", on), ("push alone", push_only))
+    }
     return rows, counts
 
 
@@ -109,8 +117,7 @@ def bytes_after(url: str, cap: int, send: bool) -> tuple[float, float, int, floa
     settings = Settings(pushgateway_url=url, function_name="score", metrics_max_property_labels=cap)
     m = PricingMetrics(max_property_labels=cap)
     # Waiting for each push's answers: the push times below are the Pushgateway's too.
-    pusher = MetricsPusher(m, settings, instance=f"bench-bytes-{cap}", wait_for_answers=True,
-                           transport=None if send else Rendered())
+    pusher = MetricsPusher(m, settings, instance=f"bench-bytes-{cap}", wait_for_answers=True, transport=None if send else Rendered())
     invocation(m, "prop-0")
     first = pusher.push().bytes
     for i in range(1, PROPERTIES - 1):
@@ -169,8 +176,10 @@ def main() -> int:
         naive_one, naive_many, naive_time = naive(pgw.url)
 
     ok = True
-    print(f"\nPush overhead per invocation ({TIMED} invocations over 50 properties, keep-alive connection,"
-          " real Pushgateway; unchecked: run with --push.disable-consistency-check)")
+    print(
+        f"\nPush overhead per invocation ({TIMED} invocations over 50 properties, keep-alive connection,"
+        " real Pushgateway; unchecked: run with --push.disable-consistency-check)"
+    )
     print(f"  {'':34} {'p50 ms':>8} {'p99 ms':>8} {'push p50':>9} {'written':>8} {'unwritten':>9} {'failed':>7}")
     for (pacing, gateway), (rows, counts) in overheads.items():
         p50 = rows["invocation, push on"][0] - rows["invocation, push off"][0]
@@ -178,24 +187,32 @@ def main() -> int:
         every = counts["written"] == counts["invocations"] and not counts["unwritten"] and not counts["failed"]
         if gateway == "unchecked":  # as production runs it (README "Deploy")
             ok &= p50 * 1e3 <= PUSH_P50_TARGET_MS and every
-        print(f"  {'added, ' + pacing + ', ' + gateway:34} {p50 * 1e3:8.3f} {p99 * 1e3:8.3f} "
-              f"{rows['push alone'][0] * 1e3:9.3f} {counts['written']:8d} {counts['unwritten']:9d} "
-              f"{counts['failed']:7d}")
-    print(f"  target (unchecked, as production runs it): added p50 <= {PUSH_P50_TARGET_MS} ms with every push"
-          " written and none failed; checked: informative (back to back, its consistency check cannot answer"
-          " pushes as fast as they come, and the timed-out ones are counted)")
+        print(
+            f"  {'added, ' + pacing + ', ' + gateway:34} {p50 * 1e3:8.3f} {p99 * 1e3:8.3f} "
+            f"{rows['push alone'][0] * 1e3:9.3f} {counts['written']:8d} {counts['unwritten']:9d} "
+            f"{counts['failed']:7d}"
+        )
+    print(
+        f"  target (unchecked, as production runs it): added p50 <= {PUSH_P50_TARGET_MS} ms with every push"
+        " written and none failed; checked: informative (back to back, its consistency check cannot answer"
+        " pushes as fast as they come, and the timed-out ones are counted)"
+    )
 
     print(f"\nPush bytes per invocation after 1 and after {PROPERTIES:,} distinct properties served")
     print(f"  {'':38} {'after 1':>9} {'after 5k':>9} {'ratio':>7} {'labels':>7} {'push p50 ms':>12}")
-    for name, (one, many, labels, seconds) in (("per-property groups, cap 200", capped),
-                                               ("  same, Pushgateway unchecked", capped_unchecked),
-                                               ("per-property groups, cap 10,000 *", uncapped)):
+    for name, (one, many, labels, seconds) in (
+        ("per-property groups, cap 200", capped),
+        ("  same, Pushgateway unchecked", capped_unchecked),
+        ("per-property groups, cap 10,000 *", uncapped),
+    ):
         ratio = many / one
         ok &= ratio <= RATIO_LIMIT
         when = f"{'-':>12}" if name.endswith("*") else f"{seconds * 1e3:12.2f}"
         print(f"  {name:38} {one:9.0f} {many:9.0f} {ratio:7.2f} {labels:7d} {when}")
-    print(f"  {'naive: whole registry, one group':38} {naive_one:9d} {naive_many:9d} "
-          f"{naive_many / naive_one:7.1f} {'-':>7} {naive_time * 1e3:12.1f}")
+    print(
+        f"  {'naive: whole registry, one group':38} {naive_one:9d} {naive_many:9d} "
+        f"{naive_many / naive_one:7.1f} {'-':>7} {naive_time * 1e3:12.1f}"
+    )
     print("  * rendered, not sent: 5,000 groups of per-property series make every push slow, because the")
     print("    Pushgateway checks each push against all it holds; the cap keeps that bounded.")
     print(f"\nratio limit {RATIO_LIMIT} and push overhead target: {'met' if ok else 'MISSED'}")

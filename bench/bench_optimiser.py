@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from bench.report import Figure
 from bench.stack import BENCH_MODEL
@@ -53,10 +53,19 @@ def optimiser_rate(rounds: int = 9) -> list[Figure]:
     for run in variants.values():
         run()
     runs = interleaved(variants, rounds)
-    return [Figure(
-        key="optimiser_rate", title=f"4. optimiser, {GRID_POINTS}-point grid", unit="prices/s",
-        value=median(runs["optimise"]), baseline=median(runs["bare logistic"]), baseline_name="bare logistic",
-        ratio=median(paired_ratios(runs["optimise"], runs["bare logistic"])), runs=rounds,
-        note=("optimise(): model probability, revenue, tie-break and 97% band per grid; the baseline "
-              "is a bare sigmoid(a + b*price) list comprehension over the same prices"),
-    )]
+    return [
+        Figure(
+            key="optimiser_rate",
+            title=f"4. optimiser, {GRID_POINTS}-point grid",
+            unit="prices/s",
+            value=median(runs["optimise"]),
+            baseline=median(runs["bare logistic"]),
+            baseline_name="bare logistic",
+            ratio=median(paired_ratios(runs["optimise"], runs["bare logistic"])),
+            runs=rounds,
+            note=(
+                "optimise(): model probability, revenue, tie-break and 97% band per grid; the baseline "
+                "is a bare sigmoid(a + b*price) list comprehension over the same prices"
+            ),
+        )
+    ]

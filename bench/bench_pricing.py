@@ -26,7 +26,7 @@ import os
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bench import ROOT  # puts the layer, tests/ and local/ on sys.path
 from bench.stack import AwsStack
@@ -48,9 +48,13 @@ def _learn_event(batch: list[dict]) -> dict:
     from local.template import ApiRoute
 
     return build_event(
-        method="POST", raw_path="/learn", headers=[("Content-Type", "application/json")],
-        body=json.dumps({"batch": batch}).encode(), route=ApiRoute("IngestFunction", "POST", "/learn"),
-        path_parameters=None, stage="bench",
+        method="POST",
+        raw_path="/learn",
+        headers=[("Content-Type", "application/json")],
+        body=json.dumps({"batch": batch}).encode(),
+        route=ApiRoute("IngestFunction", "POST", "/learn"),
+        path_parameters=None,
+        stage="bench",
     )
 
 
@@ -70,18 +74,17 @@ def _score_request(quote, use_ml: bool):
 
 def run(n_outcomes: int, n_quotes: int, n_held_out: int) -> int:
     # Imported here: the handler modules read their settings from the environment at import.
-    from pricing.api import ingest_app
+    from pricing.api import ingest_app, retrain_app
     from pricing.api.schemas import quote_response
     from pricing.competitors import CompetitorClient
     from pricing.domain.simulator import CURVES, assess_policies, format_report, simulate_outcomes
-    from pricing.api import retrain_app
     from pricing.services.scoring import ScoringService
     from pricing.storage.stores import Stores
 
     settings = ingest_app.settings
     stores = Stores.build(settings)
     scoring = ScoringService(settings, stores.registry, stores.artifacts, stores.experiments, CompetitorClient("", "", 0.3))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     reports, timings = [], {}
 
     for curve in CURVES:
@@ -114,14 +117,21 @@ def run(n_outcomes: int, n_quotes: int, n_held_out: int) -> int:
                 if response["safety"]["pricing_method"] != expect:
                     raise SystemExit(f"{curve.name}: /score answered {response['safety']['pricing_method']}")
                 return response["price"]
+
             return price
 
         policies = {"rule_based": through_scoring(False, "rule_based")}
         if result["status"] == "deployed":
             policies = {"ml_elasticity": through_scoring(True, "ml_elasticity"), **policies}
         report = assess_policies(
-            curve, policies, training_outcomes=n_outcomes, model_version=result["version"],
-            property_id=property_id, now=now, n_quotes=n_quotes, n_held_out=n_held_out,
+            curve,
+            policies,
+            training_outcomes=n_outcomes,
+            model_version=result["version"],
+            property_id=property_id,
+            now=now,
+            n_quotes=n_quotes,
+            n_held_out=n_held_out,
         )
         reports.append(report)
         timings[curve.name] = {
@@ -135,28 +145,43 @@ def run(n_outcomes: int, n_quotes: int, n_held_out: int) -> int:
 
     print(format_report(reports))
     print()
-    print(f"Per curve: {n_outcomes} outcomes through /learn (batches of {LEARN_BATCH}), one retrain, "
-          f"{n_quotes} quotes and {n_held_out} held-out outcomes through the scoring service (moto, in-process).")
+    print(
+        f"Per curve: {n_outcomes} outcomes through /learn (batches of {LEARN_BATCH}), one retrain, "
+        f"{n_quotes} quotes and {n_held_out} held-out outcomes through the scoring service (moto, in-process)."
+    )
     for name, t in timings.items():
-        print(f"  {name:<14} learn {t['learn_seconds']:>5.2f} s ({t['learn_outcomes_per_second']}/s)   "
-              f"retrain {t['retrain_seconds']:>5.2f} s ({t['retrain_status']})   score p50 {t['score_ms_median']:.2f} ms")
-    passed = [r.curve.name for r in reports
-              if any(p.policy == "ml_elasticity" and p.revenue_share >= REQUIRED_SHARE for p in r.policies)]
+        print(
+            f"  {name:<14} learn {t['learn_seconds']:>5.2f} s ({t['learn_outcomes_per_second']}/s)   "
+            f"retrain {t['retrain_seconds']:>5.2f} s ({t['retrain_status']})   score p50 {t['score_ms_median']:.2f} ms"
+        )
+    passed = [r.curve.name for r in reports if any(p.policy == "ml_elasticity" and p.revenue_share >= REQUIRED_SHARE for p in r.policies)]
     verdict = "PASS" if len(passed) >= REQUIRED_CURVES else "FAIL"
-    print(f"\n{verdict}: ML pricing earns >= {REQUIRED_SHARE:.0%} of the oracle on {len(passed)} of {len(reports)} "
-          f"curves ({', '.join(passed) or 'none'}); {REQUIRED_CURVES} required.")
+    print(
+        f"\n{verdict}: ML pricing earns >= {REQUIRED_SHARE:.0%} of the oracle on {len(passed)} of {len(reports)} "
+        f"curves ({', '.join(passed) or 'none'}); {REQUIRED_CURVES} required."
+    )
 
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({
-        "measured_at": now.isoformat(),
-        "outcomes_per_curve": n_outcomes,
-        "curves": [
-            {"curve": r.curve.name, "log_price": r.curve.log_price, "model_version": r.model_version,
-             "policies": [p.as_dict() for p in r.policies], **timings[r.curve.name]}
-            for r in reports
-        ],
-        "verdict": verdict,
-    }, indent=2))
+    OUT.write_text(
+        json.dumps(
+            {
+                "measured_at": now.isoformat(),
+                "outcomes_per_curve": n_outcomes,
+                "curves": [
+                    {
+                        "curve": r.curve.name,
+                        "log_price": r.curve.log_price,
+                        "model_version": r.model_version,
+                        "policies": [p.as_dict() for p in r.policies],
+                        **timings[r.curve.name],
+                    }
+                    for r in reports
+                ],
+                "verdict": verdict,
+            },
+            indent=2,
+        )
+    )
     return 0 if verdict == "PASS" else 1
 
 

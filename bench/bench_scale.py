@@ -107,8 +107,7 @@ def push_bodies() -> tuple[bytes, bytes]:
     """The base group's and the property group's body of a /score container's push."""
     capture = _Capture()
     m = PricingMetrics()
-    pusher = MetricsPusher(m, Settings(pushgateway_url="http://unused", function_name="score"),
-                           instance="bench", transport=capture)
+    pusher = MetricsPusher(m, Settings(pushgateway_url="http://unused", function_name="score"), instance="bench", transport=capture)
     invocation(m, "prop-0")
     pusher.push()
     (_, base_path, base), (_, prop_path, prop) = capture.requests
@@ -124,8 +123,7 @@ class Container:
 
     def requests(self, base: bytes, prop: bytes) -> list[tuple[str, str, bytes]]:
         labels = [("job", JOB), ("instance", self.instance)]
-        return [("PUT", grouping_path(labels), base),
-                ("PUT", grouping_path([*labels, ("property_id", self.property_id)]), prop)]
+        return [("PUT", grouping_path(labels), base), ("PUT", grouping_path([*labels, ("property_id", self.property_id)]), prop)]
 
 
 def fleet(size: int, shards: list[str], seed: int = 13) -> list[Container]:
@@ -152,16 +150,18 @@ def _process(name: str, argv: list[str], ready_url: str, log: Path, ready_timeou
     return proc
 
 
-def pushgateway(work: Path, port: int, checked: bool, persistence: Path | None = None,
-                ready_timeout: float = 120.0) -> ManagedProcess:
-    args = [prometheus_stack.require(prometheus_stack.PUSHGATEWAY), f"--web.listen-address=127.0.0.1:{port}",
-            f"--persistence.file={persistence or ''}", "--log.level=warn"]
+def pushgateway(work: Path, port: int, checked: bool, persistence: Path | None = None, ready_timeout: float = 120.0) -> ManagedProcess:
+    args = [
+        prometheus_stack.require(prometheus_stack.PUSHGATEWAY),
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--persistence.file={persistence or ''}",
+        "--log.level=warn",
+    ]
     if persistence:
         args.append("--persistence.interval=24h")  # written at shutdown, not while measuring
     if not checked:
         args += list(prometheus_stack.PUSHGATEWAY_FLAGS)
-    return _process(f"Pushgateway :{port}", args, f"http://127.0.0.1:{port}/-/ready", work / f"pushgateway-{port}.log",
-                    ready_timeout)
+    return _process(f"Pushgateway :{port}", args, f"http://127.0.0.1:{port}/-/ready", work / f"pushgateway-{port}.log", ready_timeout)
 
 
 def prometheus(work: Path, port: int, shards: list[str], rule_files: list[Path]) -> ManagedProcess:
@@ -178,10 +178,20 @@ def prometheus(work: Path, port: int, shards: list[str], rule_files: list[Path])
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     data = work / "prometheus-data"
     shutil.rmtree(data, ignore_errors=True)
-    return _process("Prometheus", [prometheus_stack.require(prometheus_stack.PROMETHEUS), f"--config.file={path}",
-                                   f"--storage.tsdb.path={data}", f"--web.listen-address=127.0.0.1:{port}",
-                                   "--log.level=warn", *prometheus_stack.PROMETHEUS_FLAGS],
-                    f"http://127.0.0.1:{port}/-/ready", work / "prometheus.log", 120.0)
+    return _process(
+        "Prometheus",
+        [
+            prometheus_stack.require(prometheus_stack.PROMETHEUS),
+            f"--config.file={path}",
+            f"--storage.tsdb.path={data}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+            *prometheus_stack.PROMETHEUS_FLAGS,
+        ],
+        f"http://127.0.0.1:{port}/-/ready",
+        work / "prometheus.log",
+        120.0,
+    )
 
 
 # ------------------------------------------------------------------------------ measuring
@@ -200,7 +210,7 @@ def fill(containers: list[Container], base: bytes, prop: bytes, threads: int = 8
         for shard, requests in by_shard.items():
             conn = conns.setdefault(shard, Connection(shard, {"Content-Type": CONTENT_TYPE}))
             for i in range(0, len(requests), 100):
-                batch = requests[i:i + 100]
+                batch = requests[i : i + 100]
                 conn.send(batch, time.monotonic() + 600)
                 answers = conn.poll(time.monotonic() + 600)
                 bad = [a.status for a in answers if a.status >= 300]
@@ -239,8 +249,9 @@ class PushResult:
         return self.in_window / self.seconds if self.seconds else 0.0
 
 
-def push_load(containers: list[Container], base: bytes, prop: bytes, pushers: int, seconds: float,
-              rate: float | None = None, grace: float = 30.0) -> PushResult:
+def push_load(
+    containers: list[Container], base: bytes, prop: bytes, pushers: int, seconds: float, rate: float | None = None, grace: float = 30.0
+) -> PushResult:
     """``pushers`` concurrent pushers, each pushing its own containers (one writer per group),
     one push in flight each, for ``seconds``.
 
@@ -348,8 +359,12 @@ def prom_self(prom: str) -> dict[str, list[tuple[dict, float]]]:
     """Prometheus' own /metrics, the few families read here."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    wanted = {"prometheus_tsdb_head_series", "prometheus_rule_group_last_duration_seconds",
-              "prometheus_rule_group_iterations_missed_total", "prometheus_rule_group_iterations_total"}
+    wanted = {
+        "prometheus_tsdb_head_series",
+        "prometheus_rule_group_last_duration_seconds",
+        "prometheus_rule_group_iterations_missed_total",
+        "prometheus_rule_group_iterations_total",
+    }
     out: dict[str, list] = {}
     for family in text_string_to_metric_families(http_get(prom + "/metrics").decode()):
         for s in family.samples:
@@ -382,10 +397,11 @@ def wait_for_prometheus(prom: str, groups: int, timeout: float) -> dict:
             if iters and all(iters[g] - iterations0.get(g, 0) >= 2 for g in iters):
                 break
     stats = prom_self(prom)
-    scrape = {r["metric"]["instance"]: float(r["value"][1]) for r in
-              prom_query(prom, 'max_over_time(scrape_duration_seconds{job="pushgateway"}[2m])')}
-    up = {r["metric"]["instance"]: float(r["value"][1]) for r in
-          prom_query(prom, 'min_over_time(up{job="pushgateway"}[2m])')}
+    scrape = {
+        r["metric"]["instance"]: float(r["value"][1])
+        for r in prom_query(prom, 'max_over_time(scrape_duration_seconds{job="pushgateway"}[2m])')
+    }
+    up = {r["metric"]["instance"]: float(r["value"][1]) for r in prom_query(prom, 'min_over_time(up{job="pushgateway"}[2m])')}
     durations = {labels["rule_group"].split(";")[-1]: v for labels, v in stats["prometheus_rule_group_last_duration_seconds"]}
     return {
         "scraped_all": seen_all_at is not None,
@@ -432,8 +448,13 @@ def prune_dead(prom: str | None, containers: list[Container], cut: float, settin
         left = sum(pricing_groups(s) for s in sorted({c.shard for c in containers}))
     except OSError:  # a checked Pushgateway of 20,000 groups may not even list them in 120 s
         left = -1
-    return {"pruned": pruned, "dead_groups": 2 * (len(containers) - len(live)), "prune_seconds": seconds,
-            "left_after_prune": left, "live_groups": 2 * len(live)}
+    return {
+        "pruned": pruned,
+        "dead_groups": 2 * (len(containers) - len(live)),
+        "prune_seconds": seconds,
+        "left_after_prune": left,
+        "live_groups": 2 * len(live),
+    }
 
 
 def pricing_groups(shard: str) -> int:
@@ -466,8 +487,7 @@ def run_before(size: int, args, base: bytes, prop: bytes) -> dict:
         pg.stop()
     pg = pushgateway(work, port, checked=True, persistence=persistence, ready_timeout=300).start()
     prom_port = free_port()
-    prom = prometheus(work, prom_port, [shard], [BASELINE / "prometheus_recording_rules.yml",
-                                                 BASELINE / "prometheus_alerts.yml"])
+    prom = prometheus(work, prom_port, [shard], [BASELINE / "prometheus_recording_rules.yml", BASELINE / "prometheus_alerts.yml"])
     try:
         if pricing_groups(shard) != 2 * size:
             raise RuntimeError("the checked Pushgateway did not load every group from its file")
@@ -491,13 +511,17 @@ def run_after(size: int, args, base: bytes, prop: bytes) -> dict:
     ports = [free_port() for _ in range(n_shards)]
     shards = [f"http://127.0.0.1:{p}" for p in ports]
     containers = fleet(size, shards)
-    out: dict = {"layout": "after", "containers": size, "groups": 2 * size, "shards": n_shards,
-                 "per_shard_containers": {s: sum(c.shard == s for c in containers) for s in shards}}
+    out: dict = {
+        "layout": "after",
+        "containers": size,
+        "groups": 2 * size,
+        "shards": n_shards,
+        "per_shard_containers": {s: sum(c.shard == s for c in containers) for s in shards},
+    }
     pgs = [pushgateway(work, p, checked=False) for p in ports]
     prom_port = free_port()
     prom_url = f"http://127.0.0.1:{prom_port}"
-    prom = prometheus(work, prom_port, shards, [OBSERVABILITY / "prometheus_recording_rules.yml",
-                                                OBSERVABILITY / "prometheus_alerts.yml"])
+    prom = prometheus(work, prom_port, shards, [OBSERVABILITY / "prometheus_recording_rules.yml", OBSERVABILITY / "prometheus_alerts.yml"])
     try:
         for pg in pgs:
             pg.start()
@@ -509,8 +533,14 @@ def run_after(size: int, args, base: bytes, prop: bytes) -> dict:
         cut = refill_live(containers, base, prop)
         out["get_metrics_seconds"] = {s: get_metrics_seconds(s) for s in shards}
         out.update(wait_for_prometheus(prom_url, 2 * size, args.wait_timeout))
-        out.update(prune_dead(prom_url, containers, cut, Settings(
-            pushgateway_urls=tuple(shards), prometheus_url=prom_url, pushgateway_group_ttl_seconds=TTL)))
+        out.update(
+            prune_dead(
+                prom_url,
+                containers,
+                cut,
+                Settings(pushgateway_urls=tuple(shards), prometheus_url=prom_url, pushgateway_group_ttl_seconds=TTL),
+            )
+        )
     finally:
         prom.stop()
         for pg in pgs:
@@ -543,21 +573,35 @@ def row(r: dict) -> list[str]:
     scrape = max(r["scrape_seconds"].values()) if r["scrape_seconds"] else float("nan")
     down = sum(1 for v in r["up"].values() if v < 1)
     return [
-        f"{r['layout']} ({r['shards']} PG)", f"{r['groups']:,} ({r['containers']:,})",
-        f"{pushes[0][0]} / {pushes[0][1]}", f"{pushes[1][0]} / {pushes[1][1]}",
-        f"{pushes[0][2]} / {pushes[1][2]}", f"{get:.2f} s",
+        f"{r['layout']} ({r['shards']} PG)",
+        f"{r['groups']:,} ({r['containers']:,})",
+        f"{pushes[0][0]} / {pushes[0][1]}",
+        f"{pushes[1][0]} / {pushes[1][1]}",
+        f"{pushes[0][2]} / {pushes[1][2]}",
+        f"{get:.2f} s",
         f"{scrape:.2f} s" + (f" ({down} failed)" if down else ""),
-        f"{r['head_series']:,.0f}", f"{r['rules_cycle_seconds']:.2f} s (max {r.get('rules_cycle_max_seconds', 0):.2f}, "
-        f"largest group {max(r['rule_groups'].values()):.2f})" + (
-            f", {r['missed_iterations']:.0f} missed" if r["missed_iterations"] else ""),
+        f"{r['head_series']:,.0f}",
+        f"{r['rules_cycle_seconds']:.2f} s (max {r.get('rules_cycle_max_seconds', 0):.2f}, "
+        f"largest group {max(r['rule_groups'].values()):.2f})"
+        + (f", {r['missed_iterations']:.0f} missed" if r["missed_iterations"] else ""),
         f"{r['prune_seconds']:.2f} s ({r['pruned']:,} of {r['dead_groups']:,} dead"
-        + (f"; {r['left_after_prune'] - r['live_groups']:+,} left vs live" if r['left_after_prune'] != r['live_groups'] else "") + ")",
+        + (f"; {r['left_after_prune'] - r['live_groups']:+,} left vs live" if r["left_after_prune"] != r["live_groups"] else "")
+        + ")",
     ]
 
 
-HEADER = ["layout", "groups (containers)", "push p50 / p99 ms at the paced rate, checked", "same, unchecked",
-          "pushes/s checked / unchecked", "PG GET /metrics", "scrape (max shard)", "head series",
-          "rules per cycle, median (max; largest group) s", "prune the dead half"]
+HEADER = [
+    "layout",
+    "groups (containers)",
+    "push p50 / p99 ms at the paced rate, checked",
+    "same, unchecked",
+    "pushes/s checked / unchecked",
+    "PG GET /metrics",
+    "scrape (max shard)",
+    "head series",
+    "rules per cycle, median (max; largest group) s",
+    "prune the dead half",
+]
 
 
 def table(results: list[dict]) -> str:
@@ -573,12 +617,16 @@ def verdict(results: list[dict]) -> list[str]:
             continue
         p99 = r["push_unchecked"].pct(0.99) * 1e3
         scrape = max(r["scrape_seconds"].values())
-        checks = [("push p99 <= 50 ms", p99 <= TARGET_PUSH_P99_MS, f"{p99:.1f} ms"),
-                  ("scrape of each shard <= 5 s", scrape <= TARGET_SCRAPE_S, f"{scrape:.2f} s"),
-                  ("rules per cycle <= 5 s", r["rules_cycle_seconds"] <= TARGET_RULES_S, f"{r['rules_cycle_seconds']:.2f} s"),
-                  (f"prune of {r['dead_groups']:,} dead groups <= 10 s, live ones kept",
-                   r["prune_seconds"] <= TARGET_PRUNE_S and r["pruned"] == r["dead_groups"]
-                   and r["left_after_prune"] == r["live_groups"], f"{r['prune_seconds']:.2f} s")]
+        checks = [
+            ("push p99 <= 50 ms", p99 <= TARGET_PUSH_P99_MS, f"{p99:.1f} ms"),
+            ("scrape of each shard <= 5 s", scrape <= TARGET_SCRAPE_S, f"{scrape:.2f} s"),
+            ("rules per cycle <= 5 s", r["rules_cycle_seconds"] <= TARGET_RULES_S, f"{r['rules_cycle_seconds']:.2f} s"),
+            (
+                f"prune of {r['dead_groups']:,} dead groups <= 10 s, live ones kept",
+                r["prune_seconds"] <= TARGET_PRUNE_S and r["pruned"] == r["dead_groups"] and r["left_after_prune"] == r["live_groups"],
+                f"{r['prune_seconds']:.2f} s",
+            ),
+        ]
         for name, ok, value in checks:
             out.append(f"  {r['containers']:,} containers: {name}: {value} {'met' if ok else 'MISSED'}")
     return out
@@ -587,12 +635,12 @@ def verdict(results: list[dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="50,500,2500,10000", help="containers, comma separated")
-    parser.add_argument("--shards", type=int, default=0,
-                        help=f"Pushgateways of the after layout (default: one per {CONTAINERS_PER_SHARD:,} containers)")
+    parser.add_argument(
+        "--shards", type=int, default=0, help=f"Pushgateways of the after layout (default: one per {CONTAINERS_PER_SHARD:,} containers)"
+    )
     parser.add_argument("--pushers", type=int, default=64)
     parser.add_argument("--push-seconds", type=float, default=10.0)
-    parser.add_argument("--push-rate", type=float, default=500.0,
-                        help="pushes/s offered by all pushers together for the latency figures")
+    parser.add_argument("--push-rate", type=float, default=500.0, help="pushes/s offered by all pushers together for the latency figures")
     parser.add_argument("--wait-timeout", type=float, default=240.0)
     parser.add_argument("--layouts", default="before,after")
     args = parser.parse_args(argv)
@@ -610,18 +658,35 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             r = (run_before if layout == "before" else run_after)(size, args, base, prop)
             results.append(r)
-            print(f"{layout} {size:,} containers done in {time.monotonic() - started:.0f} s: "
-                  + " | ".join(row(r)[2:]), flush=True)
-            (RUN_DIR / "results.json").write_text(json.dumps(
-                [{k: (v.__dict__ | {"p50": v.pct(0.5), "p99": v.pct(0.99), "rate": v.rate, "latencies": len(v.latencies)}
-                      if isinstance(v, PushResult) else v) for k, v in x.items()} for x in results], indent=1, default=str))
-    print(f"\nMetrics path at scale: {args.pushers} concurrent pushers for {args.push_seconds:g} s, latency at "
-          f"{args.push_rate:g} pushes/s offered (2 PUTs each), max pushes/s closed loop; after = "
-          f"{args.shards or f'one per {CONTAINERS_PER_SHARD:,} containers'} unchecked shards, "
-          "recorded burn-rate windows, pruning from Prometheus; 15 s scrape and evaluation\n")
+            print(f"{layout} {size:,} containers done in {time.monotonic() - started:.0f} s: " + " | ".join(row(r)[2:]), flush=True)
+            (RUN_DIR / "results.json").write_text(
+                json.dumps(
+                    [
+                        {
+                            k: (
+                                v.__dict__ | {"p50": v.pct(0.5), "p99": v.pct(0.99), "rate": v.rate, "latencies": len(v.latencies)}
+                                if isinstance(v, PushResult)
+                                else v
+                            )
+                            for k, v in x.items()
+                        }
+                        for x in results
+                    ],
+                    indent=1,
+                    default=str,
+                )
+            )
+    print(
+        f"\nMetrics path at scale: {args.pushers} concurrent pushers for {args.push_seconds:g} s, latency at "
+        f"{args.push_rate:g} pushes/s offered (2 PUTs each), max pushes/s closed loop; after = "
+        f"{args.shards or f'one per {CONTAINERS_PER_SHARD:,} containers'} unchecked shards, "
+        "recorded burn-rate windows, pruning from Prometheus; 15 s scrape and evaluation\n"
+    )
     print(table(results))
-    print(f"\nnproc {os.cpu_count()}, load average at start {load_start[0]:.1f} / {load_start[1]:.1f} / {load_start[2]:.1f}, "
-          f"at end {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min); one run per figure")
+    print(
+        f"\nnproc {os.cpu_count()}, load average at start {load_start[0]:.1f} / {load_start[1]:.1f} / {load_start[2]:.1f}, "
+        f"at end {' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min); one run per figure"
+    )
     lines = verdict(results)
     if lines:
         print("\nTargets at 10,000 containers (after):")

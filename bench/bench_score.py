@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from bench.report import Figure, Target
 from bench.stack import AwsStack, pushgateway, pushgateway_available, score_body
@@ -86,14 +86,26 @@ def warm_score(handler: Callable, rounds: int = 9, block: int = 250) -> list[Fig
     for q, target in ((50, WARM_TARGET), (99, None)):
         full = [percentile(ts, q) * 1000 for ts in runs["score"]]
         floor = [percentile(ts, q) * 1000 for ts in runs["floor"]]
-        figures.append(Figure(
-            key=f"warm_score_p{q}", title=f"1. warm /score p{q}", unit="ms",
-            value=median(full), baseline=median(floor), baseline_name="floor",
-            ratio=median(paired_ratios(full, floor)), target=target, runs=rounds,
-            note=(f"full handler path (event, Mangum, FastAPI, pricing by model, metrics; push off) "
-                  f"vs bare FastAPI+Mangum returning a constant quote; {rounds} interleaved blocks "
-                  f"of {block} invocations") if q == 50 else "",
-        ))
+        figures.append(
+            Figure(
+                key=f"warm_score_p{q}",
+                title=f"1. warm /score p{q}",
+                unit="ms",
+                value=median(full),
+                baseline=median(floor),
+                baseline_name="floor",
+                ratio=median(paired_ratios(full, floor)),
+                target=target,
+                runs=rounds,
+                note=(
+                    f"full handler path (event, Mangum, FastAPI, pricing by model, metrics; push off) "
+                    f"vs bare FastAPI+Mangum returning a constant quote; {rounds} interleaved blocks "
+                    f"of {block} invocations"
+                )
+                if q == 50
+                else "",
+            )
+        )
     return figures
 
 
@@ -114,11 +126,16 @@ def push_overhead(handler: Callable, rounds: int = 9, block: int = 200, *, check
     key = "push_overhead_checked" if checked else "push_overhead"
     suffix = " (gateway checked)" if checked else ""
     if not pushgateway_available():
-        return [Figure.waiting(f"{key}_p50", f"2. push overhead p50{suffix}",
-                               "the pinned prometheus-pushgateway is not installed (make setup)",
-                               None if checked else PUSH_TARGET)]
-    from pricing.observability.metrics import METRICS, PUSH_FAILURE_REASONS
+        return [
+            Figure.waiting(
+                f"{key}_p50",
+                f"2. push overhead p50{suffix}",
+                "the pinned prometheus-pushgateway is not installed (make setup)",
+                None if checked else PUSH_TARGET,
+            )
+        ]
     from pricing.api import score_app
+    from pricing.observability.metrics import METRICS, PUSH_FAILURE_REASONS
     from pricing.observability.push import last_push_stats, push_invocation_metrics
 
     inner = handler.__wrapped__
@@ -127,8 +144,11 @@ def push_overhead(handler: Callable, rounds: int = 9, block: int = 200, *, check
     off = score_app.settings  # the container's own: push off
 
     def failures() -> float:
-        return sum(METRICS.get_sample_value("pricing_metrics_push_failures_total", {"reason": r}) or 0
-                   for r in PUSH_FAILURE_REASONS if r != "prune")
+        return sum(
+            METRICS.get_sample_value("pricing_metrics_push_failures_total", {"reason": r}) or 0
+            for r in PUSH_FAILURE_REASONS
+            if r != "prune"
+        )
 
     with pushgateway([] if checked else [UNCHECKED]) as gateway:
         on = dataclasses.replace(off, pushgateway_url=gateway.url)
@@ -138,8 +158,8 @@ def push_overhead(handler: Callable, rounds: int = 9, block: int = 200, *, check
                 try:
                     return inner(event, context)
                 finally:
-                    push_invocation_metrics(request_id=event["requestContext"]["requestId"],
-                                            settings=settings, function="score")
+                    push_invocation_metrics(request_id=event["requestContext"]["requestId"], settings=settings, function="score")
+
             return call
 
         variants = {
@@ -164,19 +184,29 @@ def push_overhead(handler: Callable, rounds: int = 9, block: int = 200, *, check
         overhead = [a - b for a, b in zip(pushed, plain)]
         note = ""
         if q == 50:
-            note = (f"value = p{q}(push on) - p{q}(push off) per block, back to back; pushes written "
-                    f"{written} of {rounds * block}, not written {unwritten}, failed {failed:.0f}; "
-                    f"{stats['requests']} PUTs, {stats['bytes']} bytes per push over one kept-alive connection")
-            note += "; Pushgateway with its default consistency check" if checked else \
-                "; Pushgateway run with " + UNCHECKED
+            note = (
+                f"value = p{q}(push on) - p{q}(push off) per block, back to back; pushes written "
+                f"{written} of {rounds * block}, not written {unwritten}, failed {failed:.0f}; "
+                f"{stats['requests']} PUTs, {stats['bytes']} bytes per push over one kept-alive connection"
+            )
+            note += "; Pushgateway with its default consistency check" if checked else "; Pushgateway run with " + UNCHECKED
         value = median(overhead)
         if target is not None and not every:
             value = float("inf")  # a skipped or failed push is no measurement of the overhead
-        figures.append(Figure(
-            key=f"{key}_p{q}", title=f"2. push overhead p{q}{suffix}", unit="ms",
-            value=value, baseline=median(plain), baseline_name="push off",
-            ratio=median(paired_ratios(pushed, plain)), target=target, runs=rounds, note=note,
-        ))
+        figures.append(
+            Figure(
+                key=f"{key}_p{q}",
+                title=f"2. push overhead p{q}{suffix}",
+                unit="ms",
+                value=value,
+                baseline=median(plain),
+                baseline_name="push off",
+                ratio=median(paired_ratios(pushed, plain)),
+                target=target,
+                runs=rounds,
+                note=note,
+            )
+        )
     return figures
 
 
@@ -192,15 +222,25 @@ def push_size() -> list[Figure]:
 
     key, title = "push_bytes", f"7. push bytes after {bench_metrics.PROPERTIES:,} properties"
     if not pushgateway_available():
-        return [Figure.waiting(key, title, "the pinned prometheus-pushgateway is not installed (make setup)",
-                               PUSH_SIZE_TARGET)]
+        return [Figure.waiting(key, title, "the pinned prometheus-pushgateway is not installed (make setup)", PUSH_SIZE_TARGET)]
     cap = Settings.from_env().metrics_max_property_labels
     with pushgateway() as gateway:
         first, largest, labels, seconds = bench_metrics.bytes_after(gateway.url, cap, send=True)
-    return [Figure(
-        key=key, title=title, unit="B", value=largest, baseline=first, baseline_name="after 1",
-        ratio=largest / first, target=PUSH_SIZE_TARGET, runs=1,
-        note=(f"bench_metrics.bytes_after: one push per invocation, the largest push after {bench_metrics.PROPERTIES:,} "
-              f"properties vs the first; {labels} property labels kept (cap {cap}, the rest count as __other__); "
-              f"push p50 then {seconds * 1000:.2f} ms"),
-    )]
+    return [
+        Figure(
+            key=key,
+            title=title,
+            unit="B",
+            value=largest,
+            baseline=first,
+            baseline_name="after 1",
+            ratio=largest / first,
+            target=PUSH_SIZE_TARGET,
+            runs=1,
+            note=(
+                f"bench_metrics.bytes_after: one push per invocation, the largest push after {bench_metrics.PROPERTIES:,} "
+                f"properties vs the first; {labels} property labels kept (cap {cap}, the rest count as __other__); "
+                f"push p50 then {seconds * 1000:.2f} ms"
+            ),
+        )
+    ]

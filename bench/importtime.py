@@ -78,12 +78,24 @@ def probe(function, env: dict[str, str], packages: str, event: str) -> tuple[dic
         import site
 
         runtime_dir = Path(site.getsitepackages()[0])
-    full_env = lambda_environment(function, runtime_api="127.0.0.1:9", log_stream="bench",
-                                  python_path=paths + [runtime_dir], runtime_dir=runtime_dir, region=REGION,
-                                  overrides=env)
+    full_env = lambda_environment(
+        function,
+        runtime_api="127.0.0.1:9",
+        log_stream="bench",
+        python_path=paths + [runtime_dir],
+        runtime_dir=runtime_dir,
+        region=REGION,
+        overrides=env,
+    )
     flags = ["-S"] if packages == "lambda" else []
-    out = subprocess.run([sys.executable, *flags, "-X", "importtime", "-c", _PROBE, function.handler, event],
-                         cwd=function.code_dir, env=full_env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, *flags, "-X", "importtime", "-c", _PROBE, function.handler, event],
+        cwd=function.code_dir,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{function.handler} failed: {out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
@@ -124,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     for title, during in (("at import", False), ("during the first invocation", True)):
         score_t, floor_t = results["score"][1], results["floor"][1]
         packages_seen = {p for p, d in (*score_t, *floor_t) if d == during}
-        rows = sorted(((score_t.get((p, during), 0), floor_t.get((p, during), 0), p) for p in packages_seen),
-                      key=lambda r: -(r[0] - r[1]))
+        rows = sorted(((score_t.get((p, during), 0), floor_t.get((p, during), 0), p) for p in packages_seen), key=lambda r: -(r[0] - r[1]))
         total_s, total_f = sum(r[0] for r in rows), sum(r[1] for r in rows)
         print(f"\n{title}: score {total_s / 1000:.0f} ms, floor {total_f / 1000:.0f} ms (self time per package)")
         print(f"  {'score':>8} {'floor':>8}  package")

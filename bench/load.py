@@ -38,16 +38,15 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import requests  # after bench's path set-up, like the other benches
 
 from bench import ROOT
 from bench.stack import BENCH_MODEL, patched_environ
 from bench.stats import percentile
-
-import requests  # after bench's path set-up, like the other benches
-
 from local.stack import DEFAULT_BUILD_DIR, LocalStack, StackOptions
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -73,31 +72,39 @@ class Plan:
     items: list[tuple[str, dict]] = field(default_factory=list)
 
     @classmethod
-    def build(cls, n: int, learn_share: float, batch: int, seed: int = 20261126) -> "Plan":
+    def build(cls, n: int, learn_share: float, batch: int, seed: int = 20261126) -> Plan:
         rng = random.Random(seed)
-        now = datetime.now(timezone.utc).replace(microsecond=0)
+        now = datetime.now(UTC).replace(microsecond=0)
         run = uuid.UUID(int=rng.getrandbits(128)).hex[:8]
         plan = cls()
         for i in range(n):
             prop = rng.choice(MODEL_PROPERTIES + RULE_PROPERTIES)
             if rng.random() < learn_share:
-                outcomes = [{
-                    "property_id": prop,
-                    "timestamp": (now - timedelta(minutes=rng.randint(1, 60 * 24 * 30))).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "quoted_price": round(rng.uniform(60, 260), 2),
-                    "accepted": rng.random() < 0.3,
-                    "quote_id": f"load-{run}-{i}-{j}",
-                } for j in range(batch)]
+                outcomes = [
+                    {
+                        "property_id": prop,
+                        "timestamp": (now - timedelta(minutes=rng.randint(1, 60 * 24 * 30))).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "quoted_price": round(rng.uniform(60, 260), 2),
+                        "accepted": rng.random() < 0.3,
+                        "quote_id": f"load-{run}-{i}-{j}",
+                    }
+                    for j in range(batch)
+                ]
                 plan.items.append(("/learn", {"batch": outcomes}))
             else:
-                plan.items.append(("/score", {
-                    "entity": {"userId": f"user-{rng.randint(1, 500)}", "propertyId": prop},
-                    "stay_date": (now.date() + timedelta(days=rng.randint(0, 180))).isoformat(),
-                    "quote_time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "inventory": {"capacity": 40, "remaining": rng.randint(0, 40)},
-                    "market": {"comp_price_p50": round(rng.uniform(80, 200), 2)} if rng.random() < 0.5 else None,
-                    "toggles": {"use_competitors": True},
-                }))
+                plan.items.append(
+                    (
+                        "/score",
+                        {
+                            "entity": {"userId": f"user-{rng.randint(1, 500)}", "propertyId": prop},
+                            "stay_date": (now.date() + timedelta(days=rng.randint(0, 180))).isoformat(),
+                            "quote_time": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            "inventory": {"capacity": 40, "remaining": rng.randint(0, 40)},
+                            "market": {"comp_price_p50": round(rng.uniform(80, 200), 2)} if rng.random() < 0.5 else None,
+                            "toggles": {"use_competitors": True},
+                        },
+                    )
+                )
         return plan
 
 
@@ -134,7 +141,7 @@ class MemorySampler:
         while not self._stop.wait(self.interval):
             self.sample_once()
 
-    def start(self) -> "MemorySampler":
+    def start(self) -> MemorySampler:
         self.sample_once()
         self._thread.start()
         return self
@@ -147,14 +154,29 @@ class MemorySampler:
 
 def start_stack(args: argparse.Namespace, run_dir: Path) -> LocalStack:
     env_vars = run_dir / "load-env.json"
-    env_vars.write_text(json.dumps({"Parameters": {
-        "PUSHGATEWAY_TIMEOUT_SECONDS": "2",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-    }}))
+    env_vars.write_text(
+        json.dumps(
+            {
+                "Parameters": {
+                    "PUSHGATEWAY_TIMEOUT_SECONDS": "2",
+                    "POWERTOOLS_LOG_LEVEL": "WARNING",
+                }
+            }
+        )
+    )
     options = StackOptions(
-        build_dir=Path(args.build_dir), run_dir=run_dir, host="127.0.0.1", port=0,
-        max_containers=args.containers, metrics=True, pushgateway_port=0, prometheus_port=0,
-        event_sources=False, env_vars_file=env_vars, host_env={}, state_file=None,
+        build_dir=Path(args.build_dir),
+        run_dir=run_dir,
+        host="127.0.0.1",
+        port=0,
+        max_containers=args.containers,
+        metrics=True,
+        pushgateway_port=0,
+        prometheus_port=0,
+        event_sources=False,
+        env_vars_file=env_vars,
+        host_env={},
+        state_file=None,
     )
     return LocalStack(options).start()
 
@@ -165,9 +187,14 @@ def seed_models(stack: LocalStack) -> None:
     from pricing.storage.stores import Stores
 
     env = {**stack.template.globals_environment(), "AWS_ENDPOINT_URL": stack.aws_endpoint_url}
-    aws = {"AWS_ENDPOINT_URL": stack.aws_endpoint_url, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-           "AWS_REGION": stack.options.region, "AWS_DEFAULT_REGION": stack.options.region}
+    aws = {
+        "AWS_ENDPOINT_URL": stack.aws_endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_REGION": stack.options.region,
+        "AWS_DEFAULT_REGION": stack.options.region,
+    }
     with patched_environ(aws):
         stores = Stores.build(Settings.from_env(env))
         for prop in MODEL_PROPERTIES + RULE_PROPERTIES:
@@ -176,8 +203,7 @@ def seed_models(stack: LocalStack) -> None:
             key = f"models/{prop}/load-v1.json"
             artifact = {**BENCH_MODEL.to_artifact(), "property_id": prop, "version": "load-v1"}
             stores.artifacts.put_artifact(key, artifact)
-            stores.registry.swap_live_model(prop, "load-v1", key, expected_version=None,
-                                    deployed_at=datetime.now(timezone.utc).isoformat())
+            stores.registry.swap_live_model(prop, "load-v1", key, expected_version=None, deployed_at=datetime.now(UTC).isoformat())
 
 
 def drive(url: str, plan: Plan, clients: int, duration: float) -> tuple[list[Sent], float, float]:
@@ -267,15 +293,22 @@ def memory_report(samples: dict[str, list[tuple[float, int]]], warm_at: float, l
         start = sorted(after[:3])[1]
         end = sorted(after[-3:])[1]
         growth = end - start
-        rows.append({"container": name, "samples": len(series), "warm_mib": start / MIB, "end_mib": end / MIB,
-                     "peak_mib": max(v for _, v in series) / MIB, "growth_mib": growth / MIB,
-                     "flat": growth <= limit})
+        rows.append(
+            {
+                "container": name,
+                "samples": len(series),
+                "warm_mib": start / MIB,
+                "end_mib": end / MIB,
+                "peak_mib": max(v for _, v in series) / MIB,
+                "growth_mib": growth / MIB,
+                "flat": growth <= limit,
+            }
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=3000, help="requests to send (default 3000)")
     parser.add_argument("--duration", type=float, default=120.0, help="stop sending after this many seconds")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
@@ -312,16 +345,20 @@ def main(argv: list[str] | None = None) -> int:
             by_route[sent.route].append(sent)
         statuses = Counter((s.route, s.status) for s in results)
         server_errors = sum(n for (_, status), n in statuses.items() if status >= 500)
-        print(f"\n{len(results)} of {len(plan.items)} requests in {elapsed:.1f} s from {args.clients} clients "
-              f"({len(results) / elapsed:.1f} req/s), {args.containers} containers per function")
+        print(
+            f"\n{len(results)} of {len(plan.items)} requests in {elapsed:.1f} s from {args.clients} clients "
+            f"({len(results) / elapsed:.1f} req/s), {args.containers} containers per function"
+        )
         print(f"{'route':<8} {'n':>6} {'req/s':>7} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}")
         for route in ("/score", "/learn"):
             rows = by_route.get(route, [])
             if not rows:
                 continue
             ms = [s.seconds * 1000 for s in rows]
-            print(f"{route:<8} {len(rows):>6} {len(rows) / elapsed:>7.1f} {percentile(ms, 50):>8.1f} "
-                  f"{percentile(ms, 90):>8.1f} {percentile(ms, 99):>8.1f} {max(ms):>8.1f}")
+            print(
+                f"{route:<8} {len(rows):>6} {len(rows) / elapsed:>7.1f} {percentile(ms, 50):>8.1f} "
+                f"{percentile(ms, 90):>8.1f} {percentile(ms, 99):>8.1f} {max(ms):>8.1f}"
+            )
         print("statuses: " + ", ".join(f"{route} {status}: {n}" for (route, status), n in sorted(statuses.items())))
         if server_errors:
             failures.append(f"{server_errors} answers were 5xx")
@@ -343,9 +380,11 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 time.sleep(0.5)
             push_failures = after.get("push_failures", 0) - before.get("push_failures", 0)
-            print(f"Pushgateway totals: sent /score {sent_score}, counted {got['/score']:.0f}; sent /learn "
-                  f"{sent_learn}, counted {got['/learn']:.0f}; outcomes stored {stored}, counted "
-                  f"{got['outcomes']:.0f}; push failures {push_failures:.0f}")
+            print(
+                f"Pushgateway totals: sent /score {sent_score}, counted {got['/score']:.0f}; sent /learn "
+                f"{sent_learn}, counted {got['/learn']:.0f}; outcomes stored {stored}, counted "
+                f"{got['outcomes']:.0f}; push failures {push_failures:.0f}"
+            )
             if got != expected:
                 failures.append(f"Pushgateway totals {got} differ from what was sent {expected}")
             if stack.prometheus is not None:
@@ -368,9 +407,11 @@ def main(argv: list[str] | None = None) -> int:
             if "note" in row:
                 print(f"  {row['container']:<28} {row['note']}")
                 continue
-            print(f"  {row['container']:<28} warm {row['warm_mib']:6.1f} MiB  end {row['end_mib']:6.1f} MiB  "
-                  f"peak {row['peak_mib']:6.1f} MiB  growth {row['growth_mib']:+5.1f} MiB  "
-                  f"{'flat' if row['flat'] else 'GROWING'}")
+            print(
+                f"  {row['container']:<28} warm {row['warm_mib']:6.1f} MiB  end {row['end_mib']:6.1f} MiB  "
+                f"peak {row['peak_mib']:6.1f} MiB  growth {row['growth_mib']:+5.1f} MiB  "
+                f"{'flat' if row['flat'] else 'GROWING'}"
+            )
         growing = [r["container"] for r in rows if not r["flat"]]
         if growing:
             failures.append(f"memory grew by more than {args.rss_growth_mib} MiB after warm-up in {growing}")

@@ -48,14 +48,19 @@ class Demand:
     kink_at: float = 1.05
     kink_slope: float = 0.0
 
-    def probability(self, price: float, market: float, lead_days: float, weekend: bool, occupancy: float,
-                    los: int) -> float:
+    def probability(self, price: float, market: float, lead_days: float, weekend: bool, occupancy: float, los: int) -> float:
         r = price / market
         x = math.log(r) if self.shape == "log" else r
         lead = min(lead_days, 365.0) / 30.0
         w = 1.0 if weekend else 0.0
-        z = (self.intercept + (self.price + self.price_x_lead * lead + self.price_x_weekend * w) * x
-             + self.lead * lead + self.occupancy * occupancy + self.weekend * w + self.los * (min(los, 30) - 1) / 7.0)
+        z = (
+            self.intercept
+            + (self.price + self.price_x_lead * lead + self.price_x_weekend * w) * x
+            + self.lead * lead
+            + self.occupancy * occupancy
+            + self.weekend * w
+            + self.los * (min(los, 30) - 1) / 7.0
+        )
         if self.shape == "kink":
             z -= self.kink_slope * max(0.0, r - self.kink_at)
         return sigmoid(z)
@@ -92,22 +97,26 @@ _SKI = Demand(intercept=4.4, price=-4.2, price_x_lead=0.5, lead=-0.35, occupancy
 CURVES: tuple[MarketCurve, ...] = (
     # A budget hotel whose guests are very price sensitive: its rules (base 95 in a market at 80)
     # price it above what they accept. The property of the issue.
-    MarketCurve("budget-hotel", 80.0, 95.0,
-                Demand(intercept=5.0, price=-6.5, price_x_lead=0.9, lead=-0.6, occupancy=0.9, weekend=0.3)),
+    MarketCurve("budget-hotel", 80.0, 95.0, Demand(intercept=5.0, price=-6.5, price_x_lead=0.9, lead=-0.6, occupancy=0.9, weekend=0.3)),
     # A premium resort with loyal, inelastic guests: its rules underprice it.
-    MarketCurve("premium-resort", 220.0, 180.0,
-                Demand(intercept=2.4, price=-2.0, price_x_lead=0.15, price_x_weekend=0.2, lead=-0.2,
-                       occupancy=1.2, weekend=0.5)),
+    MarketCurve(
+        "premium-resort",
+        220.0,
+        180.0,
+        Demand(intercept=2.4, price=-2.0, price_x_lead=0.15, price_x_weekend=0.2, lead=-0.2, occupancy=1.2, weekend=0.5),
+    ),
     # A ski lodge whose demand shifts halfway through (a competitor opens: day 7 is the first day);
     # its rules (base 185 in a market at 150) overprice it, so a model is live when the shift hits.
     MarketCurve("ski-lodge-shift", 150.0, 185.0, _SKI, shift_day=7, shifted=_shifted(_SKI)),
     # A city loft with constant-elasticity demand (logistic in log price): outside the form.
-    MarketCurve("city-loft-log", 110.0, 165.0,
-                Demand(intercept=0.3, price=-3.2, lead=-0.25, occupancy=1.0, weekend=0.4, shape="log")),
+    MarketCurve("city-loft-log", 110.0, 165.0, Demand(intercept=0.3, price=-3.2, lead=-0.25, occupancy=1.0, weekend=0.4, shape="log")),
     # A business hotel whose guests compare with the market median and drop sharply above it.
-    MarketCurve("business-kink", 140.0, 150.0,
-                Demand(intercept=3.0, price=-2.4, lead=-0.3, occupancy=1.0, weekend=-0.3,
-                       shape="kink", kink_at=1.02, kink_slope=7.0)),
+    MarketCurve(
+        "business-kink",
+        140.0,
+        150.0,
+        Demand(intercept=3.0, price=-2.4, lead=-0.3, occupancy=1.0, weekend=-0.3, shape="kink", kink_at=1.02, kink_slope=7.0),
+    ),
 )
 
 
@@ -154,8 +163,7 @@ class Market:
         occupancy = min(0.97, max(0.0, 0.85 - 0.006 * lead + rng.gauss(0.0, 0.18)))
         weekend = stay.weekday() in (4, 5)
         market = self.curve.market_level * math.exp(self._log_deviation) * (WEEKEND_MARKET_PREMIUM if weekend else 1.0)
-        return MarketQuote(quote_time, stay, CAPACITY - round(occupancy * CAPACITY), rng.choice((1, 1, 1, 2, 2, 3, 4)),
-                           round(market, 2))
+        return MarketQuote(quote_time, stay, CAPACITY - round(occupancy * CAPACITY), rng.choice((1, 1, 1, 2, 2, 3, 4)), round(market, 2))
 
     def probability(self, q: MarketQuote, price: float, day: int) -> float:
         return self.curve.demand_on(day).probability(price, q.market, q.lead_days, q.weekend, q.occupancy, q.los)

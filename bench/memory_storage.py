@@ -11,15 +11,16 @@ services above this class are the real ones.
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from pricing.storage import ConditionFailed
 from pricing.storage.registry import PropertyRecord
 
 
 def _utc(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class MemoryStorage:
@@ -36,8 +37,15 @@ class MemoryStorage:
 
     def get_property_record(self, property_id: str) -> PropertyRecord:
         live = self.live.get(property_id, {})
-        return PropertyRecord(property_id, self.base_prices.get(property_id), live.get("version"), live.get("artifact_key"),
-                              live.get("deployed_at"), live.get("holdback_mode"), live.get("holdback_since"))
+        return PropertyRecord(
+            property_id,
+            self.base_prices.get(property_id),
+            live.get("version"),
+            live.get("artifact_key"),
+            live.get("deployed_at"),
+            live.get("holdback_mode"),
+            live.get("holdback_since"),
+        )
 
     def load_artifact(self, key: str) -> Any:
         return copy.deepcopy(self.artifacts[key])
@@ -98,8 +106,12 @@ class MemoryStorage:
     def swap_live_model(self, property_id, version, artifact_key, expected_version, deployed_at) -> None:
         if self.live.get(property_id, {}).get("version") != expected_version:
             raise ConditionFailed("the live model changed")
-        self.live[property_id] = {"version": version, "artifact_key": artifact_key, "deployed_at": deployed_at,
-                                  "previous_version": expected_version}
+        self.live[property_id] = {
+            "version": version,
+            "artifact_key": artifact_key,
+            "deployed_at": deployed_at,
+            "previous_version": expected_version,
+        }
 
     def set_holdback_mode(self, property_id, version, mode, since) -> None:
         if self.live.get(property_id, {}).get("version") != version:

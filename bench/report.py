@@ -15,9 +15,9 @@ import platform
 import re
 import subprocess
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 RESULTS_BEGIN = "<!-- bench:results:begin -->"
 RESULTS_END = "<!-- bench:results:end -->"
@@ -35,7 +35,7 @@ class Target:
         if self.subject not in ("ratio", "value") or self.op not in ("<=", ">="):
             raise ValueError(f"unsupported target {self.subject} {self.op} {self.bound}")
 
-    def holds(self, figure: "Figure") -> bool | None:
+    def holds(self, figure: Figure) -> bool | None:
         """Whether ``figure`` meets the target; None when the figure has no such number."""
         number = figure.ratio if self.subject == "ratio" else figure.value
         if number is None or (isinstance(number, float) and number != number):
@@ -64,7 +64,7 @@ class Figure:
     pending: str | None = None
 
     @classmethod
-    def waiting(cls, key: str, title: str, reason: str, target: Target | None = None) -> "Figure":
+    def waiting(cls, key: str, title: str, reason: str, target: Target | None = None) -> Figure:
         return cls(key=key, title=title, target=target, pending=reason)
 
     @property
@@ -106,15 +106,17 @@ def table_rows(figures: Sequence[Figure]) -> list[list[str]]:
         baseline = _number(f.baseline, f.unit)
         if f.baseline_name and f.baseline is not None:
             baseline = f"{baseline} ({f.baseline_name})"
-        rows.append([
-            f.title,
-            _number(f.value, f.unit),
-            baseline,
-            "-" if f.ratio is None else f"{f.ratio:.2f}x",
-            f.target.describe() if f.target else "-",
-            f.verdict,
-            str(f.runs) if f.runs else "-",
-        ])
+        rows.append(
+            [
+                f.title,
+                _number(f.value, f.unit),
+                baseline,
+                "-" if f.ratio is None else f"{f.ratio:.2f}x",
+                f.target.describe() if f.target else "-",
+                f.verdict,
+                str(f.runs) if f.runs else "-",
+            ]
+        )
     return rows
 
 
@@ -154,8 +156,7 @@ def _cpu_model() -> str:
 
 def _git_commit(root: Path) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() or "unknown"

@@ -25,7 +25,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from bench import ROOT
 from bench.report import Figure, failures, machine_info, record, render_machine, render_text, to_json
@@ -61,27 +61,38 @@ def pricing_figures(run_fresh: bool, log_path) -> list[Figure]:
     exit_note = ""
     if run_fresh:
         with open(log_path, "ab") as log:
-            done = subprocess.run([sys.executable, "-m", "bench.bench_pricing"], cwd=ROOT, stdout=log, stderr=log,
-                                  timeout=900, check=False)
+            done = subprocess.run([sys.executable, "-m", "bench.bench_pricing"], cwd=ROOT, stdout=log, stderr=log, timeout=900, check=False)
         if done.returncode != 0:
             exit_note = f"; this run's bench-pricing exited {done.returncode}, see {log_path}"
     if not PRICING_JSON.is_file():
-        return [Figure.waiting("pricing", "pricing quality (bench-pricing)",
-                               f"no bench/out/pricing.json{exit_note or ': run make bench-pricing'}")]
+        return [
+            Figure.waiting(
+                "pricing", "pricing quality (bench-pricing)", f"no bench/out/pricing.json{exit_note or ': run make bench-pricing'}"
+            )
+        ]
     data = json.loads(PRICING_JSON.read_text())
     figures = []
     for curve in data.get("curves", []):
         share = {p["policy"]: p["revenue_share"] for p in curve.get("policies", [])}
         ml, rules = share.get("ml_elasticity"), share.get("rule_based")
-        figures.append(Figure(
-            key=f"pricing_{curve['curve']}", title=f"pricing: ML revenue share, {curve['curve']}", unit="",
-            value=ml, baseline=rules, baseline_name="rules", ratio=(ml / rules) if ml and rules else None, runs=1,
-        ))
+        figures.append(
+            Figure(
+                key=f"pricing_{curve['curve']}",
+                title=f"pricing: ML revenue share, {curve['curve']}",
+                unit="",
+                value=ml,
+                baseline=rules,
+                baseline_name="rules",
+                ratio=(ml / rules) if ml and rules else None,
+                runs=1,
+            )
+        )
     if figures:
-        figures[0].note = (f"from make bench-pricing ({data.get('measured_at', '?')[:16]}, "
-                           f"{data.get('outcomes_per_curve')} outcomes per curve, verdict {data.get('verdict')}): "
-                           "expected revenue as a share of the oracle's on simulated demand; its own target is its exit code"
-                           + exit_note)
+        figures[0].note = (
+            f"from make bench-pricing ({data.get('measured_at', '?')[:16]}, "
+            f"{data.get('outcomes_per_curve')} outcomes per curve, verdict {data.get('verdict')}): "
+            "expected revenue as a share of the oracle's on simulated demand; its own target is its exit code" + exit_note
+        )
     return figures
 
 
@@ -110,11 +121,16 @@ def run(keys: list[str], out_fd: int, *, pricing_fresh: bool) -> list[Figure]:
             stack.deploy_model()
             handler = bench_score.load_score_handler(stack)
         step("warm", "1. warm /score vs floor", lambda: bench_score.warm_score(handler))
-        step("push", "2. push overhead", lambda: bench_score.push_overhead(handler)
-             + bench_score.push_overhead(handler, checked=True))
-        step("cold", "3. cold start vs floor", lambda: bench_cold_start.cold_start(stack)
-             + bench_cold_start.cold_start(stack, precompiled=True)
-             + bench_cold_start.cold_start(stack, rounds=5, with_services=True))
+        step("push", "2. push overhead", lambda: bench_score.push_overhead(handler) + bench_score.push_overhead(handler, checked=True))
+        step(
+            "cold",
+            "3. cold start vs floor",
+            lambda: (
+                bench_cold_start.cold_start(stack)
+                + bench_cold_start.cold_start(stack, precompiled=True)
+                + bench_cold_start.cold_start(stack, rounds=5, with_services=True)
+            ),
+        )
         step("optimiser", "4. optimiser", bench_optimiser.optimiser_rate)
         step("ingest", "5. ingest", lambda: bench_learning.ingest_rate(stack))
         step("retrain", "6. retrain scaling", lambda: bench_learning.retrain_scaling(stack))
@@ -125,12 +141,14 @@ def run(keys: list[str], out_fd: int, *, pricing_fresh: bool) -> list[Figure]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(ALL)} "
-                        f"(default: all; with --check: {','.join(CHECKED)})")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated subset of {','.join(ALL)} (default: all; with --check: {','.join(CHECKED)})"
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a figure misses its target")
     parser.add_argument("--record", type=str, default="", help="write the table into this file's results section")
-    parser.add_argument("--reuse-pricing", action="store_true",
-                        help="read the last bench/out/pricing.json instead of running make bench-pricing")
+    parser.add_argument(
+        "--reuse-pricing", action="store_true", help="read the last bench/out/pricing.json instead of running make bench-pricing"
+    )
     args = parser.parse_args(argv)
     keys = [k.strip() for k in args.only.split(",") if k.strip()] or list(CHECKED if args.check else ALL)
     unknown = set(keys) - set(ALL)

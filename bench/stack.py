@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 from bench import ROOT
 from local.services import MotoServer, create_resources
@@ -30,8 +30,15 @@ LOG_DIR = ROOT / ".run" / "bench"
 BENCH_MODEL = ConversionModel(
     property_id=BENCH_PROPERTY,
     version=MODEL_VERSION,
-    coefficients={"intercept": 2.2, "price_ratio": -3.1, "lead_scaled": 0.15, "occupancy": 0.8,
-                  "weekend": 0.2, "refundable": 0.1, "los_scaled": -0.05},
+    coefficients={
+        "intercept": 2.2,
+        "price_ratio": -3.1,
+        "lead_scaled": 0.15,
+        "occupancy": 0.8,
+        "weekend": 0.2,
+        "refundable": 0.1,
+        "los_scaled": -0.05,
+    },
     reference_price=120.0,
     price_range=(60.0, 260.0),
     trained_at="2026-01-01T00:00:00Z",
@@ -55,7 +62,7 @@ def patched_environ(values: dict[str, str]) -> Iterator[None]:
 
 def score_body(property_id: str = BENCH_PROPERTY, user_id: str = BENCH_USER) -> dict:
     """The spec's example request, dated from today so it never ages out of the lead-time window."""
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     return {
         "entity": {"userId": user_id, "propertyId": property_id},
         "stay_date": (now.date() + timedelta(days=28)).isoformat(),
@@ -64,8 +71,7 @@ def score_body(property_id: str = BENCH_PROPERTY, user_id: str = BENCH_USER) -> 
         "inventory": {"capacity": 50, "remaining": 10, "overbook_limit": 0},
         "market": {"comp_price_p10": 90.0, "comp_price_p50": 120.0, "comp_price_p90": 150.0},
         "context": {"season": "Winter", "day_of_week": 3, "weather": {}},
-        "toggles": {"aggressive": False, "conservative": False, "use_ml": True, "use_competitors": True,
-                    "apply_seasonality": True},
+        "toggles": {"aggressive": False, "conservative": False, "use_ml": True, "use_competitors": True, "apply_seasonality": True},
         "allowed_price_grid": None,
     }
 
@@ -77,7 +83,7 @@ class AwsStack:
         self.server = MotoServer(log_path=log_dir / "moto.log")
         self.names: dict[str, str] = {}
 
-    def start(self) -> "AwsStack":
+    def start(self) -> AwsStack:
         self.server.start()
         template = SamTemplate(ROOT / "template.yaml", region=REGION, endpoint_url=self.server.url)
         resources = template.local_resources()
@@ -88,7 +94,7 @@ class AwsStack:
     def stop(self) -> None:
         self.server.stop()
 
-    def __enter__(self) -> "AwsStack":
+    def __enter__(self) -> AwsStack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -121,7 +127,7 @@ class AwsStack:
         return Stores.build(self.settings())
 
     @contextlib.contextmanager
-    def use(self) -> Iterator["AwsStack"]:
+    def use(self) -> Iterator[AwsStack]:
         """``os.environ`` pointed at this stack for the duration (boto3 reads it)."""
         with patched_environ(self.env()):
             yield self
@@ -133,8 +139,7 @@ class AwsStack:
             stores.registry.put_property_config(model.property_id, base_price)
             key = f"models/{model.property_id}/{model.version}.json"
             stores.artifacts.put_artifact(key, model.to_artifact())
-            stores.registry.swap_live_model(model.property_id, model.version, key, None,
-                                    datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            stores.registry.swap_live_model(model.property_id, model.version, key, None, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 def pushgateway_available() -> bool:

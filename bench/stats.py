@@ -9,7 +9,8 @@ noisy round from moving the result.
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, Sequence, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 T = TypeVar("T")
 

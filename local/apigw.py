@@ -17,10 +17,11 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Thread
-from typing import Any, Mapping, Sequence
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from local.container import ContainerError
@@ -120,9 +121,16 @@ def build_event(
             "extendedRequestId": base64.b32encode(uuid.uuid4().bytes[:10]).decode().rstrip("="),
             "httpMethod": method,
             "identity": {
-                "accessKey": None, "accountId": None, "caller": None, "cognitoAuthenticationProvider": None,
-                "cognitoAuthenticationType": None, "cognitoIdentityId": None, "cognitoIdentityPoolId": None,
-                "principalOrgId": None, "user": None, "userArn": None,
+                "accessKey": None,
+                "accountId": None,
+                "caller": None,
+                "cognitoAuthenticationProvider": None,
+                "cognitoAuthenticationType": None,
+                "cognitoIdentityId": None,
+                "cognitoIdentityPoolId": None,
+                "principalOrgId": None,
+                "user": None,
+                "userArn": None,
                 "apiKey": lower.get("x-api-key"),
                 "apiKeyId": None,
                 "sourceIp": source_ip,
@@ -223,15 +231,14 @@ class LocalApi:
         self.max_request_bytes = max_request_bytes
         self._server = _ApiServer((host, port), _ApiHandler)
         self._server.api = self
-        self._thread = Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                              name="local-api", daemon=True)
+        self._thread = Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="local-api", daemon=True)
 
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "LocalApi":
+    def start(self) -> LocalApi:
         self._thread.start()
         return self
 
@@ -270,14 +277,14 @@ class LocalApi:
             return self.operator_api_key is not None and self.key_accepted(headers, self.operator_api_key)
         return self.require_api_key is None or self.key_accepted(headers)
 
-    def handle(self, method: str, raw_path: str, headers: Sequence[tuple[str, str]], body: bytes,
-               source_ip: str) -> HttpResponse:
+    def handle(self, method: str, raw_path: str, headers: Sequence[tuple[str, str]], body: bytes, source_ip: str) -> HttpResponse:
         """One request through routing, the API key check, the function and back."""
         started = time.monotonic()
         request_id = str(uuid.uuid4())
         path = urlsplit(raw_path).path
-        if self.require_api_key and not (self.key_accepted(headers) or (
-                self.operator_api_key and self.key_accepted(headers, self.operator_api_key))):
+        if self.require_api_key and not (
+            self.key_accepted(headers) or (self.operator_api_key and self.key_accepted(headers, self.operator_api_key))
+        ):
             return _json_response(403, {"message": "Forbidden"})
         route, params, allowed = self.route(method, path)
         if route is not None and not self.route_key_accepted(route, headers):
@@ -286,9 +293,17 @@ class LocalApi:
             if allowed:
                 return _json_response(405, {"message": "Method Not Allowed"}, [("Allow", ", ".join(sorted(set(allowed))))])
             return _json_response(404, {"message": "Not Found"})
-        event = build_event(method=method, raw_path=raw_path, headers=headers, body=body, route=route,
-                            path_parameters=params, stage=self.stage, source_ip=source_ip,
-                            request_id=request_id)
+        event = build_event(
+            method=method,
+            raw_path=raw_path,
+            headers=headers,
+            body=body,
+            route=route,
+            path_parameters=params,
+            stage=self.stage,
+            source_ip=source_ip,
+            request_id=request_id,
+        )
         pool = self.pools[route.function]
         gateway_headers = [("x-amzn-RequestId", request_id), ("X-Amzn-Trace-Id", new_trace_id())]
         try:
@@ -310,11 +325,21 @@ class LocalApi:
                 response = _json_response(502, {"message": "Internal server error"})
                 detail = f"malformed Lambda proxy response: {exc}"
         response.headers += gateway_headers
-        start = f"cold start, init {result.init_ms:.0f} ms" if result.init_ms is not None else (
-            "cold start" if result.cold_start else "warm")
-        log.info("%s %s %d %.1f ms %s served by container %s (%s) request %s%s",
-                 method, path, response.status, (time.monotonic() - started) * 1000, route.function,
-                 result.container_id, start, request_id, f" -- {detail}" if detail else "")
+        start = (
+            f"cold start, init {result.init_ms:.0f} ms" if result.init_ms is not None else ("cold start" if result.cold_start else "warm")
+        )
+        log.info(
+            "%s %s %d %.1f ms %s served by container %s (%s) request %s%s",
+            method,
+            path,
+            response.status,
+            (time.monotonic() - started) * 1000,
+            route.function,
+            result.container_id,
+            start,
+            request_id,
+            f" -- {detail}" if detail else "",
+        )
         return response
 
 

@@ -23,9 +23,10 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Mapping
+from typing import IO, Any
 
 from local.runtime_api import Invocation, RuntimeApi
 from local.template import ACCOUNT_ID, DEFAULT_REGION, LambdaFunction
@@ -34,8 +35,16 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # What the Lambda python3.11 runtime itself provides besides the standard library.
 RUNTIME_DISTRIBUTIONS = (
-    "awslambdaric", "simplejson", "snapshot-restore-py",
-    "boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3",
+    "awslambdaric",
+    "simplejson",
+    "snapshot-restore-py",
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "jmespath",
+    "python-dateutil",
+    "six",
+    "urllib3",
 )
 
 # Lambda grants a synchronous invocation's result at most 6 MB.
@@ -53,8 +62,16 @@ DEFAULT_SHUTDOWN_BUDGET_MS = 500.0
 # Variables the container inherits from the runner so that TLS and proxies work as on the host
 # (a real SENTRY_DSN behind a corporate proxy); nothing else leaks in from the host environment.
 PASSTHROUGH_ENV = (
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
-    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
 )
 
 
@@ -197,29 +214,31 @@ def lambda_environment(
         # Local endpoints (moto, the Pushgateway) must never go through a proxy.
         existing = env.get("NO_PROXY") or env.get("no_proxy") or ""
         env["NO_PROXY"] = env["no_proxy"] = ",".join(filter(None, [existing, "127.0.0.1", "localhost"]))
-    env.update({
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
-        "LANG": "en_US.UTF-8",
-        "TZ": ":UTC",
-        "PYTHONPATH": os.pathsep.join(str(p) for p in python_path),
-        "LAMBDA_TASK_ROOT": str(function.code_dir),
-        "LAMBDA_RUNTIME_DIR": str(runtime_dir),
-        "_HANDLER": function.handler,
-        "AWS_EXECUTION_ENV": f"AWS_Lambda_{function.runtime}",
-        "AWS_LAMBDA_FUNCTION_NAME": function.name,
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb),
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function.name}",
-        "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
-        "AWS_REGION": region,
-        "AWS_DEFAULT_REGION": region,
-        # moto accepts any credentials; real ones would only be a risk here.
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
-    })
+    env.update(
+        {
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
+            "LANG": "en_US.UTF-8",
+            "TZ": ":UTC",
+            "PYTHONPATH": os.pathsep.join(str(p) for p in python_path),
+            "LAMBDA_TASK_ROOT": str(function.code_dir),
+            "LAMBDA_RUNTIME_DIR": str(runtime_dir),
+            "_HANDLER": function.handler,
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_{function.runtime}",
+            "AWS_LAMBDA_FUNCTION_NAME": function.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb),
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function.name}",
+            "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
+            "AWS_REGION": region,
+            "AWS_DEFAULT_REGION": region,
+            # moto accepts any credentials; real ones would only be a risk here.
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+        }
+    )
     env.update(function.environment)
     env.update({name: str(value) for name, value in (overrides or {}).items()})
     env["AWS_LAMBDA_RUNTIME_API"] = runtime_api
@@ -369,17 +388,20 @@ class LambdaContainer:
     def _python_path(self) -> tuple[list[Path], Path]:
         paths = [self.function.code_dir]
         for layer in self.function.layer_dirs:
-            paths += [layer / "python" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
-                      / "site-packages", layer / "python"]
+            paths += [
+                layer / "python" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages",
+                layer / "python",
+            ]
         paths = [p for p in paths if p.is_dir()]
         if self.runtime_packages == "venv":
             import site
+
             runtime_dir = Path(site.getsitepackages()[0])
         else:
             runtime_dir = runtime_packages_dir()
         return paths + [runtime_dir], runtime_dir
 
-    def start(self) -> "LambdaContainer":
+    def start(self) -> LambdaContainer:
         """Start the extensions, then spawn the runtime process.
 
         Returns once every extension has registered; the runtime's init (the handler's import)
@@ -388,13 +410,16 @@ class LambdaContainer:
         if self._api is not None:
             return self
         if not self.function.code_dir.is_dir():
-            raise ContainerError(f"{self.function.key}: no build output at {self.function.code_dir}; "
-                                 "run `make build` (sam build) first")
+            raise ContainerError(f"{self.function.key}: no build output at {self.function.code_dir}; run `make build` (sam build) first")
         python_path, runtime_dir = self._python_path()
         self._api = RuntimeApi(self.arn, on_start=self._on_start, handler=self.function.handler).start()
         env = lambda_environment(
-            self.function, runtime_api=self._api.address, log_stream=self.log_stream,
-            python_path=python_path, runtime_dir=runtime_dir, region=self.region,
+            self.function,
+            runtime_api=self._api.address,
+            log_stream=self.log_stream,
+            python_path=python_path,
+            runtime_dir=runtime_dir,
+            region=self.region,
             overrides=self.overrides,
         )
         flags = ["-S"] if self.runtime_packages == "lambda" else []
@@ -406,8 +431,11 @@ class LambdaContainer:
             return self
         self._process = subprocess.Popen(
             [sys.executable, *flags, "-m", "awslambdaric", self.function.handler],
-            cwd=self.function.code_dir, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=self.function.code_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             # Own process group: Ctrl-C in a terminal reaches the runner, which stops containers
             # in order; a timeout kills the whole group (the handler may have started children).
             start_new_session=True,
@@ -421,8 +449,14 @@ class LambdaContainer:
         for name, path in extension_executables(self.function.layer_dirs).items():
             try:
                 process = subprocess.Popen(
-                    [str(path)], cwd=self.function.code_dir, env=dict(env), stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                    [str(path)],
+                    cwd=self.function.code_dir,
+                    env=dict(env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                )
             except OSError as exc:
                 self._fail_init(name, "Extension.LaunchError", f"extension {name} could not start: {exc}")
                 return
@@ -438,13 +472,17 @@ class LambdaContainer:
                 self._log.write(f"EXTENSION\tName: {name}\tState: Ready\tEvents: [{events}]")
             for name, process in pending.items():
                 if process.poll() is not None:
-                    self._fail_init(name, "Extension.Crash", f"extension {name} exited with status "
-                                    f"{process.returncode} before it registered")
+                    self._fail_init(
+                        name, "Extension.Crash", f"extension {name} exited with status {process.returncode} before it registered"
+                    )
                     return
             if pending and time.monotonic() > deadline:
                 name = next(iter(pending))
-                self._fail_init(name, "Extension.Crash", f"extension {name} did not register (as "
-                                f"Lambda-Extension-Name: {name}) within {self.init_timeout:.1f} s")
+                self._fail_init(
+                    name,
+                    "Extension.Crash",
+                    f"extension {name} did not register (as Lambda-Extension-Name: {name}) within {self.init_timeout:.1f} s",
+                )
                 return
             if pending:
                 time.sleep(0.002)
@@ -543,15 +581,21 @@ class LambdaContainer:
         self.shutdown_report = report
         parts = [f"SHUTDOWN Duration: {report.duration_ms:.2f} ms"]
         if process is not None:
-            how = ("SIGTERM, then SIGKILL after the budget" if report.killed and report.sigterm
-                   else "after SIGTERM" if report.sigterm else "SIGKILL, no extension registered"
-                   if graceful else "SIGKILL")
+            how = (
+                "SIGTERM, then SIGKILL after the budget"
+                if report.killed and report.sigterm
+                else "after SIGTERM"
+                if report.sigterm
+                else "SIGKILL, no extension registered"
+                if graceful
+                else "SIGKILL"
+            )
             parts.append(f"Runtime: {_status(process.returncode)} ({how})")
         for name, p in self._extension_processes.items():
             parts.append(f"Extension {name}: {_status(p.returncode)}")
         self._log.write("\t".join(parts))
 
-    def __enter__(self) -> "LambdaContainer":
+    def __enter__(self) -> LambdaContainer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -575,11 +619,9 @@ class LambdaContainer:
             cold = self._process is None or self._invocations == 0
             try:
                 self.start()
-                invocation = Invocation(payload=payload, timeout=timeout or self.function.timeout,
-                                        client_context=client_context)
+                invocation = Invocation(payload=payload, timeout=timeout or self.function.timeout, client_context=client_context)
                 if self._init_failure is not None:
-                    invocation.finish("init_error", json.dumps(self._init_failure).encode(),
-                                      self._init_failure["errorType"])
+                    invocation.finish("init_error", json.dumps(self._init_failure).encode(), self._init_failure["errorType"])
                 else:
                     assert self._api is not None and self._process is not None
                     self._api.submit(invocation)
@@ -607,24 +649,22 @@ class LambdaContainer:
                 return
 
     def _time_out(self, invocation: Invocation, message: str) -> None:
-        document = {"errorType": "Sandbox.Timedout",
-                    "errorMessage": f"RequestId: {invocation.request_id} Error: {message}"}
+        document = {"errorType": "Sandbox.Timedout", "errorMessage": f"RequestId: {invocation.request_id} Error: {message}"}
         if invocation.finish("timeout", json.dumps(document).encode(), "Sandbox.Timedout"):
-            self._log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} "
-                            f"{invocation.request_id} {message}")
+            self._log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {invocation.request_id} {message}")
             self._kill("timeout")
 
     def _finish_after_exit(self, invocation: Invocation) -> None:
         assert self._process is not None and self._api is not None
         if self._api.init_error is not None:
-            invocation.finish("init_error", json.dumps(self._api.init_error).encode(),
-                              self._api.init_error.get("errorType"))
+            invocation.finish("init_error", json.dumps(self._api.init_error).encode(), self._api.init_error.get("errorType"))
         else:
             code = self._process.returncode
             status = f"signal: {-code}" if code < 0 else f"exit status {code}"
-            document = {"errorType": "Runtime.ExitError",
-                        "errorMessage": f"RequestId: {invocation.request_id} Error: Runtime exited "
-                                        f"with error: {status}"}
+            document = {
+                "errorType": "Runtime.ExitError",
+                "errorMessage": f"RequestId: {invocation.request_id} Error: Runtime exited with error: {status}",
+            }
             invocation.finish("exit", json.dumps(document).encode(), "Runtime.ExitError")
         self._kill()
 
@@ -633,11 +673,13 @@ class LambdaContainer:
         payload = invocation.result
         if outcome == "response" and len(payload) > MAX_RESPONSE_BYTES:
             outcome = "error"
-            payload = json.dumps({
-                "errorType": "Function.ResponseSizeTooLarge",
-                "errorMessage": f"Response payload size ({len(payload)} bytes) exceeded maximum "
-                                f"allowed payload size ({MAX_RESPONSE_BYTES} bytes).",
-            }).encode()
+            payload = json.dumps(
+                {
+                    "errorType": "Function.ResponseSizeTooLarge",
+                    "errorMessage": f"Response payload size ({len(payload)} bytes) exceeded maximum "
+                    f"allowed payload size ({MAX_RESPONSE_BYTES} bytes).",
+                }
+            ).encode()
         started = invocation.started_at or invocation.finished_at or time.monotonic()
         finished = invocation.finished_at or time.monotonic()
         duration_ms = (finished - started) * 1000
@@ -662,9 +704,11 @@ class LambdaContainer:
         """Lambda's platform lines, so a container log reads like a CloudWatch log stream."""
         rid = invocation.request_id
         max_memory = _max_rss_mb(self._process.pid) if self._process else None
-        report = (f"REPORT RequestId: {rid}\tDuration: {duration_ms:.2f} ms\t"
-                  f"Billed Duration: {max(1, int(duration_ms + 0.999))} ms\t"
-                  f"Memory Size: {self.function.memory_mb} MB\t")
+        report = (
+            f"REPORT RequestId: {rid}\tDuration: {duration_ms:.2f} ms\t"
+            f"Billed Duration: {max(1, int(duration_ms + 0.999))} ms\t"
+            f"Memory Size: {self.function.memory_mb} MB\t"
+        )
         if max_memory is not None:
             report += f"Max Memory Used: {max_memory} MB\t"
         if init_ms is not None:

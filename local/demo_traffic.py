@@ -34,7 +34,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -81,11 +81,21 @@ class CompetitorBackend:
                     time.sleep(0.6)  # past the client's 300 ms: a timeout
                 level = {"demo-hotel-1": 120.0, "demo-hotel-2": 210.0, "demo-loft-1": 95.0}[property_id]
                 # Scraped between 10 minutes and 6 hours ago.
-                updated = datetime.now(timezone.utc) - timedelta(minutes=10 + (n * 37) % 350)
-                self._answer(200, {"success": True, "data": {
-                    "priceP10": round(level * 0.8, 2), "priceP50": level, "priceP90": round(level * 1.3, 2),
-                    "competitorCount": 5 + n % 7, "source": "demo-backend",
-                    "updatedAt": updated.strftime("%Y-%m-%dT%H:%M:%SZ")}})
+                updated = datetime.now(UTC) - timedelta(minutes=10 + (n * 37) % 350)
+                self._answer(
+                    200,
+                    {
+                        "success": True,
+                        "data": {
+                            "priceP10": round(level * 0.8, 2),
+                            "priceP50": level,
+                            "priceP90": round(level * 1.3, 2),
+                            "competitorCount": 5 + n % 7,
+                            "source": "demo-backend",
+                            "updatedAt": updated.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        },
+                    },
+                )
 
             def _answer(self, status: int, body: dict) -> None:
                 data = json.dumps(body).encode()
@@ -111,8 +121,7 @@ class CompetitorBackend:
 
 
 def post(url: str, body: object, timeout: float = 30.0) -> tuple[int, dict | None]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # local API
             return response.status, json.loads(response.read())
@@ -149,28 +158,33 @@ class Traffic:
     def score_one(self) -> None:
         rng = self.rng
         property_id = rng.choice(list(DEMO) * 3 + WALK_INS)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         lead = rng.randint(1, 120)
         capacity = rng.choice([20, 40, 80])
         remaining = rng.randint(1, capacity)
         body = {
             "entity": {"userId": f"guest-{rng.randint(1, 400)}", "propertyId": property_id},
-            "stay_date": (now + timedelta(days=lead)).date().isoformat(), "quote_time": now.isoformat(),
+            "stay_date": (now + timedelta(days=lead)).date().isoformat(),
+            "quote_time": now.isoformat(),
             "product": {"type": "standard", "refundable": rng.random() < 0.4, "los": rng.randint(1, 5)},
             "inventory": {"capacity": capacity, "remaining": remaining, "overbook_limit": 0},
         }
         if rng.random() < 0.4:
             level = {"demo-hotel-1": 120.0, "demo-hotel-2": 210.0, "demo-loft-1": 95.0}.get(property_id, 110.0)
             level *= rng.uniform(0.85, 1.15)
-            body["market"] = {"comp_price_p10": round(level * 0.8, 2), "comp_price_p50": round(level, 2),
-                              "comp_price_p90": round(level * 1.3, 2)}
+            body["market"] = {
+                "comp_price_p10": round(level * 0.8, 2),
+                "comp_price_p50": round(level, 2),
+                "comp_price_p90": round(level * 1.3, 2),
+            }
         if rng.random() < 0.02:
             body["inventory"] = {"capacity": 5, "remaining": 9}  # invalid: a 422
         status, answer = post(f"{self.api}/score", body)
         self.count(f"score {status}")
         if status == 200 and answer:
-            self.pending.append({"property_id": property_id, "answer": answer, "lead": lead,
-                                 "occupancy": 1 - remaining / capacity, "at": now})
+            self.pending.append(
+                {"property_id": property_id, "answer": answer, "lead": lead, "occupancy": 1 - remaining / capacity, "at": now}
+            )
 
     def booked(self, quote: dict) -> bool:
         curve_name = DEMO.get(quote["property_id"], "city-hotel")
@@ -183,13 +197,18 @@ class Traffic:
 
     def learn(self) -> None:
         quotes, self.pending = self.pending, []
-        batch = [{
-            "property_id": q["property_id"], "timestamp": utc(datetime.now(timezone.utc)),
-            "quoted_price": q["answer"]["price"], "accepted": self.booked(q),
-            "quote_id": q["answer"]["safety"]["quote_id"],
-            "stay_date": (q["at"] + timedelta(days=q["lead"])).date().isoformat(),
-            "context": {"occupancy": round(q["occupancy"], 3)},
-        } for q in quotes]
+        batch = [
+            {
+                "property_id": q["property_id"],
+                "timestamp": utc(datetime.now(UTC)),
+                "quoted_price": q["answer"]["price"],
+                "accepted": self.booked(q),
+                "quote_id": q["answer"]["safety"]["quote_id"],
+                "stay_date": (q["at"] + timedelta(days=q["lead"])).date().isoformat(),
+                "context": {"occupancy": round(q["occupancy"], 3)},
+            }
+            for q in quotes
+        ]
         if batch:
             batch.append({**batch[0], "quote_id": f"bad-{time.time_ns()}", "quoted_price": -1})
             status, _ = post(f"{self.api}/learn", {"batch": batch})
@@ -203,8 +222,14 @@ class Traffic:
         """The moved market's recent outcomes for demo-hotel-2, so the next retrain sees drift."""
         from pricing.domain.simulator import simulate_outcomes
 
-        moved = simulate_outcomes(self.curves["ski-lodge"], 400, seed=self.rng.randint(0, 10**6),
-                                  now=datetime.now(timezone.utc), property_id="demo-hotel-2", history_days=0.2)
+        moved = simulate_outcomes(
+            self.curves["ski-lodge"],
+            400,
+            seed=self.rng.randint(0, 10**6),
+            now=datetime.now(UTC),
+            property_id="demo-hotel-2",
+            history_days=0.2,
+        )
         status, _ = post(f"{self.api}/learn", {"batch": moved})
         self.count(f"learn-drift {status}")
 
@@ -212,8 +237,7 @@ class Traffic:
         from local.invoke import invoke
 
         event = {"detail": {"property_ids": list(DEMO), "force": False}}
-        result = invoke("RetrainFunction", json.dumps(event).encode(), echo=False,
-                        build_dir=Path(self.state["build_dir"]))
+        result = invoke("RetrainFunction", json.dumps(event).encode(), echo=False, build_dir=Path(self.state["build_dir"]))
         outcome = "ok" if result.ok else result.outcome
         summary = result.json().get("summary") if result.ok else None
         print(f"  minute {self.minute():5.1f}: retrain {outcome} {summary}", flush=True)
@@ -228,11 +252,15 @@ def put_experiment(state: dict, region: str) -> None:
     from pricing.storage.aws import AwsClients
     from pricing.storage.experiments import ExperimentStore
 
-    template = SamTemplate(template_for(Path(state["build_dir"])), region=region,
-                           endpoint_url=state["aws_endpoint_url"])
+    template = SamTemplate(template_for(Path(state["build_dir"])), region=region, endpoint_url=state["aws_endpoint_url"])
     env = {**template.globals_environment(), "AWS_ENDPOINT_URL": state["aws_endpoint_url"]}
-    credentials = {"AWS_ENDPOINT_URL": state["aws_endpoint_url"], "AWS_ACCESS_KEY_ID": "testing",
-                   "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": region, "AWS_DEFAULT_REGION": region}
+    credentials = {
+        "AWS_ENDPOINT_URL": state["aws_endpoint_url"],
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+    }
     with mock.patch.dict(os.environ, credentials):
         ExperimentStore(AwsClients(), Settings.from_env(env).experiments_table).put_experiment(EXPERIMENT)
 
@@ -247,13 +275,18 @@ def main(argv: list[str] | None = None) -> int:
 
     state = running_state(DEFAULT_RUN_DIR / "state.json")
     if not state:
-        print("demo-traffic: make run is not up (start it first: BACKEND_API_URL=http://127.0.0.1:"
-              f"{args.backend_port} make run)", file=sys.stderr)
+        print(
+            f"demo-traffic: make run is not up (start it first: BACKEND_API_URL=http://127.0.0.1:{args.backend_port} make run)",
+            file=sys.stderr,
+        )
         return 2
     backend_url = f"http://127.0.0.1:{args.backend_port}"
     if state.get("backend_api_url", "").rstrip("/") != backend_url:
-        print(f"demo-traffic: make run was not given BACKEND_API_URL={backend_url}: the competitor "
-              "panels will stay empty (restart it with that variable for them)", file=sys.stderr)
+        print(
+            f"demo-traffic: make run was not given BACKEND_API_URL={backend_url}: the competitor "
+            "panels will stay empty (restart it with that variable for them)",
+            file=sys.stderr,
+        )
     started = time.monotonic()
     backend = CompetitorBackend(args.backend_port, started)
     put_experiment(state, DEFAULT_REGION)
@@ -262,8 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"demo-traffic: {args.minutes:.0f} minutes on {state['api_url']}, backend {backend_url}, "
-          f"experiment {EXPERIMENT['experiment_id']}", flush=True)
+    print(
+        f"demo-traffic: {args.minutes:.0f} minutes on {state['api_url']}, backend {backend_url}, experiment {EXPERIMENT['experiment_id']}",
+        flush=True,
+    )
     next_learn = started + LEARN_EVERY_SECONDS
     next_retrain = started + 60.0
     drifted = False
@@ -287,8 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         traffic.learn()
     finally:
         backend.close()
-    print(f"demo-traffic: done after {traffic.minute():.1f} minutes: {dict(sorted(traffic.sent.items()))}",
-          flush=True)
+    print(f"demo-traffic: done after {traffic.minute():.1f} minutes: {dict(sorted(traffic.sent.items()))}", flush=True)
     return 0
 
 

@@ -12,17 +12,25 @@ In order, later ones winning:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 # Configuration a developer passes to `make run` / `make invoke` that must reach the functions.
 FORWARDED_ENV = (
     "AWS_ENDPOINT_URL",
-    "PUSHGATEWAY_URL", "PUSHGATEWAY_USERNAME", "PUSHGATEWAY_PASSWORD", "PUSHGATEWAY_BEARER_TOKEN",
-    "SENTRY_DSN", "SENTRY_TRACES_SAMPLE_RATE",
-    "BACKEND_API_URL", "BACKEND_API_KEY",
+    "PUSHGATEWAY_URL",
+    "PUSHGATEWAY_USERNAME",
+    "PUSHGATEWAY_PASSWORD",
+    "PUSHGATEWAY_BEARER_TOKEN",
+    "SENTRY_DSN",
+    "SENTRY_TRACES_SAMPLE_RATE",
+    "BACKEND_API_URL",
+    "BACKEND_API_KEY",
     "POWERTOOLS_LOG_LEVEL",
-    "HOLDBACK_RATE", "HOLDBACK_DISABLED_PROPERTIES", "HOLDBACK_MAINTENANCE_RATE",
+    "HOLDBACK_RATE",
+    "HOLDBACK_DISABLED_PROPERTIES",
+    "HOLDBACK_MAINTENANCE_RATE",
 )
 
 
@@ -48,15 +56,14 @@ def load_env_vars(path: str | Path | None) -> dict[str, dict[str, str]]:
     except (OSError, ValueError) as exc:
         raise EnvVarsError(f"cannot read env vars file {path}: {exc}") from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise EnvVarsError(f"{path}: expected {{\"Parameters\": {{...}}, \"<Function>\": {{...}}}}")
+        raise EnvVarsError(f'{path}: expected {{"Parameters": {{...}}, "<Function>": {{...}}}}')
     sections: dict[str, dict[str, str]] = {}
     for section, variables in data.items():
         sections[section] = {}
         for name, value in variables.items():
             if isinstance(value, (dict, list)):
                 raise EnvVarsError(f"{path}: {section}.{name} must be a string, number or boolean")
-            sections[section][name] = (
-                "" if value is None else ("true" if value is True else "false" if value is False else str(value)))
+            sections[section][name] = "" if value is None else ("true" if value is True else "false" if value is False else str(value))
     return sections
 
 

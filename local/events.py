@@ -19,7 +19,8 @@ import re
 import threading
 import time
 import uuid
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from local.pool import FunctionPool
 from local.services import aws_client
@@ -70,25 +71,26 @@ def sqs_event(messages: list[dict], queue_arn: str, region: str) -> dict[str, An
             }
             for name, value in (message.get("MessageAttributes") or {}).items()
         }
-        records.append({
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message.get("Body", ""),
-            "attributes": attributes,
-            "messageAttributes": message_attributes,
-            "md5OfBody": message.get("MD5OfBody"),
-            "eventSource": "aws:sqs",
-            "eventSourceARN": queue_arn,
-            "awsRegion": region,
-        })
+        records.append(
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message.get("Body", ""),
+                "attributes": attributes,
+                "messageAttributes": message_attributes,
+                "md5OfBody": message.get("MD5OfBody"),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": region,
+            }
+        )
     return {"Records": records}
 
 
 class EventSources:
     """Timers and pollers for every Schedule and SQS event of the template's functions."""
 
-    def __init__(self, template: SamTemplate, pools: Mapping[str, FunctionPool], endpoint_url: str,
-                 region: str) -> None:
+    def __init__(self, template: SamTemplate, pools: Mapping[str, FunctionPool], endpoint_url: str, region: str) -> None:
         self.template = template
         self.pools = pools
         self.endpoint_url = endpoint_url
@@ -96,7 +98,7 @@ class EventSources:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def start(self) -> "EventSources":
+    def start(self) -> EventSources:
         for logical_id in self.template.function_ids():
             events = (self.template.resources[logical_id].get("Properties") or {}).get("Events") or {}
             for name, event in events.items():
@@ -104,8 +106,7 @@ class EventSources:
                 if event.get("Type") == "Schedule" and props.get("Enabled", True) is not False:
                     period = rate_seconds(str(props.get("Schedule", "")))
                     if period is None:
-                        log.info("%s.%s: %s does not fire locally (use make invoke)", logical_id, name,
-                                 props.get("Schedule"))
+                        log.info("%s.%s: %s does not fire locally (use make invoke)", logical_id, name, props.get("Schedule"))
                         continue
                     self._spawn(self._schedule, logical_id, name, period, props.get("Input"))
                 elif event.get("Type") == "SQS":
@@ -125,12 +126,21 @@ class EventSources:
     def _schedule(self, logical_id: str, name: str, period: float, event_input: Any) -> None:
         rule_arn = f"arn:aws:events:{self.region}:{ACCOUNT_ID}:rule/{logical_id}{name}"
         while not self._stop.wait(period):
-            event = json.loads(event_input) if isinstance(event_input, str) else (
-                event_input if event_input is not None else scheduled_event(rule_arn, self.region))
+            event = (
+                json.loads(event_input)
+                if isinstance(event_input, str)
+                else (event_input if event_input is not None else scheduled_event(rule_arn, self.region))
+            )
             try:
                 result = self.pools[logical_id].invoke(event)
-                log.info("schedule %s.%s -> %s container %s: %s", logical_id, name, logical_id,
-                         result.container_id, "ok" if result.ok else result.payload[:300].decode("utf-8", "replace"))
+                log.info(
+                    "schedule %s.%s -> %s container %s: %s",
+                    logical_id,
+                    name,
+                    logical_id,
+                    result.container_id,
+                    "ok" if result.ok else result.payload[:300].decode("utf-8", "replace"),
+                )
             except Exception as exc:  # noqa: BLE001 - a failing schedule must not stop the next firing
                 log.error("schedule %s.%s failed: %s", logical_id, name, exc)
 
@@ -143,14 +153,17 @@ class EventSources:
         try:
             queue_url = sqs.get_queue_url(QueueName=queue_name)["QueueUrl"]
         except Exception as exc:  # noqa: BLE001 - no queue, no poller; the emulator runs on
-            log.warning("%s.%s: queue %s not found on %s (%s); not polling", logical_id, name, queue_name,
-                        self.endpoint_url, exc)
+            log.warning("%s.%s: queue %s not found on %s (%s); not polling", logical_id, name, queue_name, self.endpoint_url, exc)
             return
         while not self._stop.is_set():
             try:
-                received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=batch_size,
-                                               WaitTimeSeconds=1, AttributeNames=["All"],
-                                               MessageAttributeNames=["All"]).get("Messages", [])
+                received = sqs.receive_message(
+                    QueueUrl=queue_url,
+                    MaxNumberOfMessages=batch_size,
+                    WaitTimeSeconds=1,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                ).get("Messages", [])
             except Exception as exc:  # noqa: BLE001 - the poller outlives a flaky local queue
                 log.warning("%s.%s: receive from %s failed: %s", logical_id, name, queue_name, exc)
                 self._stop.wait(5)
@@ -158,16 +171,19 @@ class EventSources:
             if received:
                 self._deliver(sqs, queue_url, queue_arn, logical_id, received, partial)
 
-    def _deliver(self, sqs: Any, queue_url: str, queue_arn: str, logical_id: str, messages: list[dict],
-                 partial: bool) -> None:
+    def _deliver(self, sqs: Any, queue_url: str, queue_arn: str, logical_id: str, messages: list[dict], partial: bool) -> None:
         try:
             result = self.pools[logical_id].invoke(sqs_event(messages, queue_arn, self.region))
         except Exception as exc:  # noqa: BLE001 - logged; the messages stay on the queue
             log.error("%s: SQS batch of %d not delivered: %s", logical_id, len(messages), exc)
             return
         if not result.ok:
-            log.warning("%s: SQS batch of %d failed on container %s; messages return after the "
-                        "visibility timeout", logical_id, len(messages), result.container_id)
+            log.warning(
+                "%s: SQS batch of %d failed on container %s; messages return after the visibility timeout",
+                logical_id,
+                len(messages),
+                result.container_id,
+            )
             return
         failed: set[str] = set()
         if partial:
@@ -176,7 +192,14 @@ class EventSources:
                 failed = {str(item.get("itemIdentifier")) for item in body.get("batchItemFailures") or []}
         done = [m for m in messages if m["MessageId"] not in failed]
         if done:
-            sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)])
-        log.info("%s: SQS batch of %d on container %s, %d deleted, %d left for retry", logical_id,
-                 len(messages), result.container_id, len(done), len(messages) - len(done))
+            sqs.delete_message_batch(
+                QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)]
+            )
+        log.info(
+            "%s: SQS batch of %d on container %s, %d deleted, %d left for retry",
+            logical_id,
+            len(messages),
+            result.container_id,
+            len(done),
+            len(messages) - len(done),
+        )

@@ -19,8 +19,8 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from local import environment
 from local.container import ContainerError, InvocationResult, LambdaContainer
@@ -67,8 +67,7 @@ def invoke(
         # Accept the deployed name too (pricing-score-dev), as `sam local invoke` does.
         by_name = {probe.physical_name(f): f for f in probe.function_ids()}
         if function_id not in by_name:
-            raise TemplateError(f"no function {function_id!r}; the template has "
-                                f"{', '.join(probe.function_ids())}")
+            raise TemplateError(f"no function {function_id!r}; the template has {', '.join(probe.function_ids())}")
         function_id = by_name[function_id]
     function_name = probe.physical_name(function_id)
     given = {**environment.forwarded(host_env), **environment.for_function(env_vars, function_id, function_name)}
@@ -91,11 +90,16 @@ def invoke(
             created = create_resources(template.local_resources(), endpoint, region)
             log.info("moto server %s with %s", endpoint, ", ".join(created))
         function = template.function(function_id, build_dir)
-        overrides = environment.function_overrides(function_id, function.name, services=services,
-                                                   host_env=host_env, env_vars=env_vars)
+        overrides = environment.function_overrides(function_id, function.name, services=services, host_env=host_env, env_vars=env_vars)
         (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        container = LambdaContainer(function, overrides, region=region, runtime_packages=runtime_packages,
-                                    echo=sys.stderr if echo else None, log_dir=run_dir / "logs")
+        container = LambdaContainer(
+            function,
+            overrides,
+            region=region,
+            runtime_packages=runtime_packages,
+            echo=sys.stderr if echo else None,
+            log_dir=run_dir / "logs",
+        )
         with container:
             return container.invoke(event)
     finally:
@@ -113,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = os.environ
     try:
         result = invoke(
-            args.function, read_event(args.event),
+            args.function,
+            read_event(args.event),
             build_dir=Path(env.get("LOCAL_BUILD_DIR") or DEFAULT_BUILD_DIR),
             run_dir=Path(env.get("LOCAL_RUN_DIR") or DEFAULT_RUN_DIR),
             env_vars_file=args.env_vars,
@@ -124,8 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"invoke: {exc}", file=sys.stderr)
         return 2
     timing = f"{result.duration_ms:.1f} ms" + (f", init {result.init_ms:.0f} ms" if result.init_ms else "")
-    log.info("%s on container %s: %s (%s)", result.function, result.container_id,
-             "ok" if result.ok else f"{result.outcome} error", timing)
+    log.info("%s on container %s: %s (%s)", result.function, result.container_id, "ok" if result.ok else f"{result.outcome} error", timing)
     sys.stdout.write(result.payload.decode("utf-8", "replace") + "\n")
     sys.stdout.flush()
     return 0 if result.ok else 1

@@ -15,8 +15,9 @@ class FakeContext:
     function_version = "$LATEST"
     log_stream_name = "local"
 
-    def __init__(self, function_name: str = "pricing-local", *, remaining_ms: int = 10_000, memory_mb: int = 512,
-                 request_id: str | None = None) -> None:
+    def __init__(
+        self, function_name: str = "pricing-local", *, remaining_ms: int = 10_000, memory_mb: int = 512, request_id: str | None = None
+    ) -> None:
         self.function_name = function_name
         self.memory_limit_in_mb = memory_mb
         self.invoked_function_arn = f"arn:aws:lambda:us-east-1:123456789012:function:{function_name}"

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import IO, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import IO, Any
 
 from local.container import ContainerError, InvocationResult, LambdaContainer
 from local.template import LambdaFunction
@@ -116,8 +117,7 @@ class FunctionPool:
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise Throttled(f"{self.function.key}: all {self.max_containers} containers busy "
-                                    f"for {self.max_wait:.1f} s")
+                    raise Throttled(f"{self.function.key}: all {self.max_containers} containers busy for {self.max_wait:.1f} s")
                 self._cond.wait(remaining)
         # Start outside the lock: spawning a process must not hold up the other invocations.
         try:
@@ -181,6 +181,7 @@ class FunctionPool:
 
     def _retire_later(self, container: LambdaContainer, why: str, drain: float = 0.0) -> None:
         """Retire ``container``, already out of the pool, in a thread of its own (under the lock)."""
+
         def retire() -> None:
             try:
                 container.retire(drain=drain)

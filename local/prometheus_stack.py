@@ -35,10 +35,16 @@ BINARIES = (PROMETHEUS, PROMTOOL, PUSHGATEWAY, ALERTMANAGER, AMTOOL)
 # Long-term storage (remote write); pinned for amd64 only, so not among BINARIES.
 VICTORIA_METRICS = "victoria-metrics"
 # The Debian package each binary comes from (pinned in VERSIONS_FILE).
-PACKAGE_OF = {PROMETHEUS: "prometheus", PROMTOOL: "promtool", PUSHGATEWAY: "prometheus-pushgateway",
-              ALERTMANAGER: "prometheus-alertmanager", AMTOOL: "prometheus-alertmanager",
-              "pushgateway": "prometheus-pushgateway", "alertmanager": "prometheus-alertmanager",
-              VICTORIA_METRICS: "victoria-metrics"}
+PACKAGE_OF = {
+    PROMETHEUS: "prometheus",
+    PROMTOOL: "promtool",
+    PUSHGATEWAY: "prometheus-pushgateway",
+    ALERTMANAGER: "prometheus-alertmanager",
+    AMTOOL: "prometheus-alertmanager",
+    "pushgateway": "prometheus-pushgateway",
+    "alertmanager": "prometheus-alertmanager",
+    VICTORIA_METRICS: "victoria-metrics",
+}
 
 # Debian's Alertmanager reads its default notification templates from this compiled-in path and
 # loads no configuration without them; install.sh puts the pinned package's copies there.
@@ -109,8 +115,7 @@ def problem(name: str) -> str | None:
     if package:
         pinned = pinned_versions().get(package)
         if pinned and installed.get(package) != pinned:
-            return (f"{name} in {bin_dir()} is {package} {installed.get(package, '(unknown)')}, "
-                    f"the pin is {pinned}: {INSTALL_HINT}")
+            return f"{name} in {bin_dir()} is {package} {installed.get(package, '(unknown)')}, the pin is {pinned}: {INSTALL_HINT}"
     if package == "prometheus-alertmanager" and name != AMTOOL:
         missing = [str(t) for t in ALERTMANAGER_TEMPLATES if not t.is_file()]
         if missing:

@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 from local.container import ContainerError
 from local.services import ServiceError
@@ -56,8 +56,10 @@ def banner(stack: LocalStack, seeded) -> list[str]:
     if seeded is not None:
         lines += ["", f"Demo data ({seeded.seconds:.0f} s, log {seeded.log_path}):"]
         for s in seeded.summaries:
-            lines.append(f"  {s['property_id']:<13} live model {s['live_version'] or 'none'}  "
-                         f"(outcomes stored {s['stored']}, {s['duplicates']} already there; retrain {s['retrain']})")
+            lines.append(
+                f"  {s['property_id']:<13} live model {s['live_version'] or 'none'}  "
+                f"(outcomes stored {s['stored']}, {s['duplicates']} already there; retrain {s['retrain']})"
+            )
     live = [s["property_id"] for s in (seeded.summaries if seeded else []) if s["live_version"]]
     lines.append("")
     if live:
@@ -75,8 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options.echo = echo
     (options.run_dir / "logs").mkdir(parents=True, exist_ok=True)
     formatter = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
-    handlers: list[logging.Handler] = [logging.StreamHandler(echo),
-                                       logging.FileHandler(options.run_dir / "logs" / "runner.log")]
+    handlers: list[logging.Handler] = [logging.StreamHandler(echo), logging.FileHandler(options.run_dir / "logs" / "runner.log")]
     for handler in handlers:
         handler.setFormatter(formatter)
     logging.basicConfig(level=logging.INFO, handlers=handlers)
@@ -103,8 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         return 1
     try:
-        print(f"Seeding the demo properties (under a minute; log in {stack.log_dir / 'seed.log'}) ...",
-              file=sys.stderr, flush=True)
+        print(f"Seeding the demo properties (under a minute; log in {stack.log_dir / 'seed.log'}) ...", file=sys.stderr, flush=True)
         echo.hushed = True
         try:
             seeded = stack.seed()

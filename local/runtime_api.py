@@ -15,9 +15,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 API_PREFIX = "/2018-06-01/runtime"
 EXTENSION_PREFIX = "/2020-01-01/extension"
@@ -114,8 +115,9 @@ class RuntimeApi:
         self._events = threading.Condition(self._lock)
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.api = self
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"runtime-api-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"runtime-api-{self.port}", daemon=True
+        )
 
     @property
     def port(self) -> int:
@@ -126,7 +128,7 @@ class RuntimeApi:
         """The value of ``AWS_LAMBDA_RUNTIME_API`` for the container."""
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "RuntimeApi":
+    def start(self) -> RuntimeApi:
         self._thread.start()
         return self
 
@@ -324,8 +326,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             event = self.server.api.next_extension_event(identifier)
         except KeyError:
-            self._send(403, {"errorType": "Extension.UnknownExtensionIdentifier",
-                             "errorMessage": "unknown or missing Lambda-Extension-Identifier"})
+            self._send(
+                403, {"errorType": "Extension.UnknownExtensionIdentifier", "errorMessage": "unknown or missing Lambda-Extension-Identifier"}
+            )
             return
         if event is None:
             self._send(500, {"errorType": "Extension.Shutdown", "errorMessage": "container stopping"})
@@ -334,7 +337,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _extension_post(self, body: bytes) -> None:
         api = self.server.api
-        path = self.path[len(EXTENSION_PREFIX):]
+        path = self.path[len(EXTENSION_PREFIX) :]
         if path == "/register":
             name = self.headers.get("Lambda-Extension-Name") or ""
             try:
@@ -342,14 +345,20 @@ class _Handler(BaseHTTPRequestHandler):
             except (ValueError, AttributeError):
                 events = None
             if not name or not isinstance(events, list) or any(e not in EXTENSION_EVENTS for e in events):
-                self._send(400, {"errorType": "InvalidRequest",
-                                 "errorMessage": "needs a Lambda-Extension-Name header and "
-                                                 f"events from {list(EXTENSION_EVENTS)}"})
+                self._send(
+                    400,
+                    {
+                        "errorType": "InvalidRequest",
+                        "errorMessage": f"needs a Lambda-Extension-Name header and events from {list(EXTENSION_EVENTS)}",
+                    },
+                )
                 return
             extension = api.register_extension(name, events)
-            self._send(200, {"functionName": api.function_arn.rsplit(":", 1)[-1], "functionVersion": "$LATEST",
-                             "handler": api.handler},
-                       {"Lambda-Extension-Identifier": extension.identifier})
+            self._send(
+                200,
+                {"functionName": api.function_arn.rsplit(":", 1)[-1], "functionVersion": "$LATEST", "handler": api.handler},
+                {"Lambda-Extension-Identifier": extension.identifier},
+            )
             return
         if path in ("/init/error", "/exit/error"):
             identifier = self.headers.get("Lambda-Extension-Identifier") or ""
@@ -357,8 +366,10 @@ class _Handler(BaseHTTPRequestHandler):
             if api.report_extension_error(identifier, path.split("/")[1], body, error_type):
                 self._send(202, {"status": "OK"})
             else:
-                self._send(403, {"errorType": "Extension.UnknownExtensionIdentifier",
-                                 "errorMessage": "unknown or missing Lambda-Extension-Identifier"})
+                self._send(
+                    403,
+                    {"errorType": "Extension.UnknownExtensionIdentifier", "errorMessage": "unknown or missing Lambda-Extension-Identifier"},
+                )
             return
         self._send(404, {"errorType": "NotFound", "errorMessage": f"no route {self.path}"})
 
@@ -373,14 +384,13 @@ class _Handler(BaseHTTPRequestHandler):
             api.report_init_error(body, error_type)
             self._send(202, {"status": "OK"})
             return
-        parts = self.path[len(API_PREFIX):].strip("/").split("/")
+        parts = self.path[len(API_PREFIX) :].strip("/").split("/")
         if len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("response", "error"):
             outcome = "response" if parts[2] == "response" else "error"
             if api.complete(parts[1], outcome, body, error_type):
                 self._send(202, {"status": "OK"})
             else:
-                self._send(400, {"errorType": "InvalidRequestID",
-                                 "errorMessage": f"no running invocation {parts[1]}"})
+                self._send(400, {"errorType": "InvalidRequestID", "errorMessage": f"no running invocation {parts[1]}"})
             return
         self._send(404, {"errorType": "NotFound", "errorMessage": f"no route {self.path}"})
 

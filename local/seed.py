@@ -30,7 +30,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from local.lambda_context import FakeContext
 from pricing.domain.simulator import CURVES, DemandCurve, simulate_outcomes
@@ -103,9 +103,13 @@ def retrain(property_ids: list[str], api_url: str | None) -> list[dict]:
         from local.stack import DEFAULT_BUILD_DIR, DEFAULT_RUN_DIR
 
         # The build and run directories make run was given (LOCAL_BUILD_DIR, LOCAL_RUN_DIR).
-        result = invoke("RetrainFunction", json.dumps(event).encode(), echo=False,
-                        build_dir=Path(os.environ.get("LOCAL_BUILD_DIR") or DEFAULT_BUILD_DIR),
-                        run_dir=Path(os.environ.get("LOCAL_RUN_DIR") or DEFAULT_RUN_DIR))
+        result = invoke(
+            "RetrainFunction",
+            json.dumps(event).encode(),
+            echo=False,
+            build_dir=Path(os.environ.get("LOCAL_BUILD_DIR") or DEFAULT_BUILD_DIR),
+            run_dir=Path(os.environ.get("LOCAL_RUN_DIR") or DEFAULT_RUN_DIR),
+        )
         if result.ok:
             return result.json()["results"]
         print(f"  RetrainFunction failed ({result.outcome}): {result.payload[:300]!r}", file=sys.stderr)
@@ -123,7 +127,7 @@ def seed(n_outcomes: int = DEFAULT_OUTCOMES, api_url: str | None = None, stores=
 
     stores = stores or Stores.build(Settings.from_env())
     curves: dict[str, DemandCurve] = {c.name: c for c in CURVES}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     learned = {}
     for property_id, curve_name in DEMO_PROPERTIES.items():
         curve = curves[curve_name]
@@ -137,12 +141,19 @@ def seed(n_outcomes: int = DEFAULT_OUTCOMES, api_url: str | None = None, stores=
         stored, duplicates, how = learned[property_id]
         result = results.get(property_id, {"status": "failed", "reason": "no result"})
         live = stores.registry.get_property_record(property_id).live_version
-        summaries.append({
-            "property_id": property_id, "curve": curve_name,
-            "base_price": DEMO_BASE_PRICES.get(property_id, curves[curve_name].base_price),
-            "stored": stored, "duplicates": duplicates, "via": how,
-            "retrain": result["status"], "reason": result["reason"], "live_version": live,
-        })
+        summaries.append(
+            {
+                "property_id": property_id,
+                "curve": curve_name,
+                "base_price": DEMO_BASE_PRICES.get(property_id, curves[curve_name].base_price),
+                "stored": stored,
+                "duplicates": duplicates,
+                "via": how,
+                "retrain": result["status"],
+                "reason": result["reason"],
+                "live_version": live,
+            }
+        )
     return summaries
 
 
@@ -163,8 +174,10 @@ def main() -> int:
         with open(os.environ["SEED_SUMMARY_FILE"], "w", encoding="utf-8") as out:
             json.dump(summaries, out)
     missing = [s["property_id"] for s in summaries if not s["live_version"]]
-    print(f"Demo data ready in {time.perf_counter() - started:.1f} s: /score for "
-          f"{', '.join(DEMO_PROPERTIES)} prices with ml_elasticity.", flush=True)
+    print(
+        f"Demo data ready in {time.perf_counter() - started:.1f} s: /score for {', '.join(DEMO_PROPERTIES)} prices with ml_elasticity.",
+        flush=True,
+    )
     if missing:
         print(f"No live model for {', '.join(missing)}", file=sys.stderr)
         return 1

@@ -23,8 +23,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any, Iterable, Sequence
+from typing import IO, Any
 
 import yaml
 
@@ -74,9 +75,17 @@ class ManagedProcess:
 
     name = "service"
 
-    def __init__(self, argv: Sequence[str], ready_url: str, *, log_path: Path | None = None,
-                 env: dict[str, str] | None = None, cwd: Path | None = None, ready_timeout: float = 30.0,
-                 stop_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        ready_url: str,
+        *,
+        log_path: Path | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        ready_timeout: float = 30.0,
+        stop_timeout: float = 5.0,
+    ) -> None:
         """``stop_timeout``: how long SIGTERM is given before SIGKILL (a Pushgateway writing a
         large persistence file at shutdown needs far more than the default)."""
         self.argv = list(argv)
@@ -89,19 +98,21 @@ class ManagedProcess:
         self.process: subprocess.Popen | None = None
         self._log_file: IO[bytes] | None = None
 
-    def start(self) -> "ManagedProcess":
+    def start(self) -> ManagedProcess:
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         out = self._log_file or subprocess.DEVNULL
-        self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                        env=self.env, cwd=self.cwd, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=self.env, cwd=self.cwd, start_new_session=True
+        )
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self.stop()
-                raise ServiceError(f"{self.name} exited with {self.process.returncode} at start"
-                                   + (f"; see {self.log_path}" if self.log_path else ""))
+                raise ServiceError(
+                    f"{self.name} exited with {self.process.returncode} at start" + (f"; see {self.log_path}" if self.log_path else "")
+                )
             if http_ok(self.ready_url, timeout=0.5):
                 return self
             time.sleep(0.1)
@@ -123,7 +134,7 @@ class ManagedProcess:
             self._log_file.close()
             self._log_file = None
 
-    def __enter__(self) -> "ManagedProcess":
+    def __enter__(self) -> ManagedProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -140,9 +151,13 @@ class MotoServer(ManagedProcess):
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         # local.moto_server: moto with DynamoDB's item writes atomic, as DynamoDB's are.
-        super().__init__([sys.executable, "-m", "local.moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
-                         f"{self.url}/moto-api/data.json", log_path=log_path, env=env,
-                         cwd=Path(__file__).resolve().parent.parent)
+        super().__init__(
+            [sys.executable, "-m", "local.moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+            f"{self.url}/moto-api/data.json",
+            log_path=log_path,
+            env=env,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
 
 
 class Pushgateway(ManagedProcess):
@@ -156,9 +171,16 @@ class Pushgateway(ManagedProcess):
         self.url = f"http://127.0.0.1:{self.port}"
         # Debian's build persists to one machine-wide file by default; an empty path keeps each
         # local Pushgateway's groups its own (and gone when it stops).
-        super().__init__([_binary(self.binary), f"--web.listen-address=127.0.0.1:{self.port}", "--persistence.file=",
-                          *prometheus_stack.PUSHGATEWAY_FLAGS],
-                         f"{self.url}/-/ready", log_path=log_path)
+        super().__init__(
+            [
+                _binary(self.binary),
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--persistence.file=",
+                *prometheus_stack.PUSHGATEWAY_FLAGS,
+            ],
+            f"{self.url}/-/ready",
+            log_path=log_path,
+        )
 
     @classmethod
     def available(cls) -> bool:
@@ -179,11 +201,19 @@ class Prometheus(ManagedProcess):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         data_dir.mkdir(parents=True, exist_ok=True)
-        super().__init__([
-            _binary(self.binary), f"--config.file={config}", f"--storage.tsdb.path={data_dir}",
-            f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle",
-            *prometheus_stack.PROMETHEUS_FLAGS,
-        ], f"{self.url}/-/ready", log_path=log_path, ready_timeout=60.0)
+        super().__init__(
+            [
+                _binary(self.binary),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data_dir}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+                *prometheus_stack.PROMETHEUS_FLAGS,
+            ],
+            f"{self.url}/-/ready",
+            log_path=log_path,
+            ready_timeout=60.0,
+        )
 
     @classmethod
     def available(cls) -> bool:
@@ -208,8 +238,7 @@ def _pushgateway_job(pushgateway: str, job: dict | None = None) -> dict:
     return job
 
 
-def prometheus_config(pushgateway: str, *, base: Path | None = None, rule_files: Sequence[Path] = (),
-                      scrape_interval: str = "5s") -> dict:
+def prometheus_config(pushgateway: str, *, base: Path | None = None, rule_files: Sequence[Path] = (), scrape_interval: str = "5s") -> dict:
     """A Prometheus config scraping the Pushgateway at ``pushgateway`` (``host:port``).
 
     With ``base`` (the project's ``observability/prometheus.yml``) its rules, alerting and jobs
@@ -234,8 +263,7 @@ def prometheus_config(pushgateway: str, *, base: Path | None = None, rule_files:
     config.pop("alerting", None)
     config.pop("remote_write", None)  # the same for the docker-compose VictoriaMetrics
     config["rule_files"] = [
-        str(path if Path(path).is_absolute() else (base.parent / path).resolve())
-        for path in config.get("rule_files") or []
+        str(path if Path(path).is_absolute() else (base.parent / path).resolve()) for path in config.get("rule_files") or []
     ]
     found = False
     jobs = config.get("scrape_configs") or []
@@ -252,8 +280,7 @@ def prometheus_config(pushgateway: str, *, base: Path | None = None, rule_files:
     return config
 
 
-def write_prometheus_config(path: Path, pushgateway: str, prometheus: str, base: Path | None,
-                            rule_files: Sequence[Path] = ()) -> Path:
+def write_prometheus_config(path: Path, pushgateway: str, prometheus: str, base: Path | None, rule_files: Sequence[Path] = ()) -> Path:
     config = prometheus_config(pushgateway, base=base, rule_files=rule_files)
     text = yaml.safe_dump(config, sort_keys=False).replace("__PROMETHEUS__", prometheus)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -268,9 +295,14 @@ def write_prometheus_config(path: Path, pushgateway: str, prometheus: str, base:
 def aws_client(service: str, endpoint_url: str, region: str = DEFAULT_REGION) -> Any:
     import boto3
 
-    return boto3.client(service, endpoint_url=endpoint_url, region_name=region,
-                        aws_access_key_id="testing", aws_secret_access_key="testing",
-                        aws_session_token="testing")
+    return boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        aws_session_token="testing",
+    )
 
 
 def create_resources(resources: Iterable[LocalResource], endpoint_url: str, region: str = DEFAULT_REGION) -> list[str]:
@@ -281,8 +313,7 @@ def create_resources(resources: Iterable[LocalResource], endpoint_url: str, regi
     """
     resources = list(resources)
     done = []
-    queues = sorted((r for r in resources if r.type == "AWS::SQS::Queue"),
-                    key=lambda r: "RedrivePolicy" in r.properties)
+    queues = sorted((r for r in resources if r.type == "AWS::SQS::Queue"), key=lambda r: "RedrivePolicy" in r.properties)
     for resource in [r for r in resources if r.type != "AWS::SQS::Queue"] + queues:
         creator = {
             "AWS::S3::Bucket": _create_bucket,
@@ -313,20 +344,17 @@ def _create_bucket(resource: LocalResource, endpoint_url: str, region: str) -> N
         if not _exists_error(exc, "BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             raise
     if (props.get("VersioningConfiguration") or {}).get("Status"):
-        s3.put_bucket_versioning(Bucket=resource.name,
-                                 VersioningConfiguration={"Status": props["VersioningConfiguration"]["Status"]})
+        s3.put_bucket_versioning(Bucket=resource.name, VersioningConfiguration={"Status": props["VersioningConfiguration"]["Status"]})
     encryption = props.get("BucketEncryption")
     if encryption:
         # CloudFormation spells the rule "ServerSideEncryptionByDefault"; the S3 API "Apply...".
         rules = [
-            {("ApplyServerSideEncryptionByDefault" if k == "ServerSideEncryptionByDefault" else k): v
-             for k, v in rule.items()}
+            {("ApplyServerSideEncryptionByDefault" if k == "ServerSideEncryptionByDefault" else k): v for k, v in rule.items()}
             for rule in encryption["ServerSideEncryptionConfiguration"]
         ]
         s3.put_bucket_encryption(Bucket=resource.name, ServerSideEncryptionConfiguration={"Rules": rules})
     if props.get("PublicAccessBlockConfiguration"):
-        s3.put_public_access_block(Bucket=resource.name,
-                                   PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"])
+        s3.put_public_access_block(Bucket=resource.name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"])
 
 
 def _create_table(resource: LocalResource, endpoint_url: str, region: str) -> None:
@@ -339,12 +367,10 @@ def _create_table(resource: LocalResource, endpoint_url: str, region: str) -> No
         "BillingMode": props.get("BillingMode", "PROVISIONED"),
     }
     if kwargs["BillingMode"] == "PROVISIONED":
-        kwargs["ProvisionedThroughput"] = props.get(
-            "ProvisionedThroughput", {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5})
+        kwargs["ProvisionedThroughput"] = props.get("ProvisionedThroughput", {"ReadCapacityUnits": 5, "WriteCapacityUnits": 5})
     for key in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
         if props.get(key):
-            kwargs[key] = [{k: v for k, v in index.items() if k != "ContributorInsightsSpecification"}
-                           for index in props[key]]
+            kwargs[key] = [{k: v for k, v in index.items() if k != "ContributorInsightsSpecification"} for index in props[key]]
     if props.get("StreamSpecification"):
         kwargs["StreamSpecification"] = {"StreamEnabled": True, **props["StreamSpecification"]}
     if props.get("SSESpecification"):
@@ -357,31 +383,46 @@ def _create_table(resource: LocalResource, endpoint_url: str, region: str) -> No
         raise
     ttl = props.get("TimeToLiveSpecification")
     if ttl and ttl.get("Enabled"):
-        dynamodb.update_time_to_live(TableName=resource.name, TimeToLiveSpecification={
-            "Enabled": True, "AttributeName": ttl["AttributeName"]})
+        dynamodb.update_time_to_live(
+            TableName=resource.name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]}
+        )
     pitr = props.get("PointInTimeRecoverySpecification")
     if pitr and pitr.get("PointInTimeRecoveryEnabled"):
-        dynamodb.update_continuous_backups(TableName=resource.name, PointInTimeRecoverySpecification={
-            "PointInTimeRecoveryEnabled": True})
+        dynamodb.update_continuous_backups(TableName=resource.name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
 
 
 def _create_simple_table(resource: LocalResource, endpoint_url: str, region: str) -> None:
     key = resource.properties.get("PrimaryKey") or {"Name": "id", "Type": "String"}
     attribute_type = {"String": "S", "Number": "N", "Binary": "B"}[key.get("Type", "String")]
-    table = LocalResource(resource.logical_id, "AWS::DynamoDB::Table", resource.name, {
-        "AttributeDefinitions": [{"AttributeName": key["Name"], "AttributeType": attribute_type}],
-        "KeySchema": [{"AttributeName": key["Name"], "KeyType": "HASH"}],
-        "BillingMode": "PAY_PER_REQUEST",
-    })
+    table = LocalResource(
+        resource.logical_id,
+        "AWS::DynamoDB::Table",
+        resource.name,
+        {
+            "AttributeDefinitions": [{"AttributeName": key["Name"], "AttributeType": attribute_type}],
+            "KeySchema": [{"AttributeName": key["Name"], "KeyType": "HASH"}],
+            "BillingMode": "PAY_PER_REQUEST",
+        },
+    )
     _create_table(table, endpoint_url, region)
 
 
 # CloudFormation property -> SQS attribute, for the properties that are queue attributes.
 _QUEUE_ATTRIBUTES = (
-    "DelaySeconds", "MaximumMessageSize", "MessageRetentionPeriod", "ReceiveMessageWaitTimeSeconds",
-    "VisibilityTimeout", "FifoQueue", "ContentBasedDeduplication", "DeduplicationScope",
-    "FifoThroughputLimit", "KmsMasterKeyId", "KmsDataKeyReusePeriodSeconds", "SqsManagedSseEnabled",
-    "RedrivePolicy", "RedriveAllowPolicy",
+    "DelaySeconds",
+    "MaximumMessageSize",
+    "MessageRetentionPeriod",
+    "ReceiveMessageWaitTimeSeconds",
+    "VisibilityTimeout",
+    "FifoQueue",
+    "ContentBasedDeduplication",
+    "DeduplicationScope",
+    "FifoThroughputLimit",
+    "KmsMasterKeyId",
+    "KmsDataKeyReusePeriodSeconds",
+    "SqsManagedSseEnabled",
+    "RedrivePolicy",
+    "RedriveAllowPolicy",
 )
 
 

@@ -18,16 +18,22 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Mapping
+from typing import IO, Any
 
 from local import environment
 from local.apigw import LocalApi
 from local.container import PROJECT_ROOT
 from local.pool import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_CONTAINERS, FunctionPool
 from local.services import (
-    MotoServer, Prometheus, Pushgateway, ServiceError, create_resources, preferred_port,
+    MotoServer,
+    Prometheus,
+    Pushgateway,
+    ServiceError,
+    create_resources,
+    preferred_port,
     write_prometheus_config,
 )
 from local.template import DEFAULT_REGION, SamTemplate
@@ -69,7 +75,7 @@ class StackOptions:
     echo: IO[str] | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "StackOptions":
+    def from_env(cls, env: Mapping[str, str]) -> StackOptions:
         """Options from ``make run``'s environment.
 
         ``PORT`` (8000), ``HOST`` (127.0.0.1), ``LOCAL_MAX_CONTAINERS`` (8 per function),
@@ -84,6 +90,7 @@ class StackOptions:
         ``LOCAL_RUN_DIR`` (.run), ``AWS_REGION`` (us-east-1), ``ENV_VARS`` (an --env-vars file),
         plus ``environment.FORWARDED_ENV`` for the functions.
         """
+
         def flag(name: str, default: bool) -> bool:
             value = env.get(name, "")
             return default if value == "" else value.lower() not in ("0", "false", "no", "off")
@@ -137,13 +144,13 @@ class LocalStack:
         assert self.api is not None, "stack not started"
         return self.api.url
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def start(self) -> "LocalStack":
+    def start(self) -> LocalStack:
         try:
             self._start()
         except BaseException:
@@ -176,16 +183,29 @@ class LocalStack:
         for logical_id in self.template.function_ids():
             function = self.template.function(logical_id, opts.build_dir)
             overrides = environment.function_overrides(
-                logical_id, function.name, services=self.service_env, host_env=opts.host_env,
-                env_vars=env_vars)
+                logical_id, function.name, services=self.service_env, host_env=opts.host_env, env_vars=env_vars
+            )
             self.pools[logical_id] = FunctionPool(
-                function, overrides, max_containers=opts.max_containers, log_dir=self.log_dir,
-                echo=opts.echo, runtime_packages=opts.runtime_packages, region=opts.region,
-                idle_seconds=opts.idle_seconds, shutdown_budget_ms=opts.shutdown_budget_ms)
+                function,
+                overrides,
+                max_containers=opts.max_containers,
+                log_dir=self.log_dir,
+                echo=opts.echo,
+                runtime_packages=opts.runtime_packages,
+                region=opts.region,
+                idle_seconds=opts.idle_seconds,
+                shutdown_budget_ms=opts.shutdown_budget_ms,
+            )
 
-        self.api = LocalApi(self.template.api_routes(), self.pools, stage=self.template.api_stage(),
-                            host=opts.host, port=opts.port, require_api_key=opts.require_api_key,
-                            operator_api_key=opts.operator_api_key).start()
+        self.api = LocalApi(
+            self.template.api_routes(),
+            self.pools,
+            stage=self.template.api_stage(),
+            host=opts.host,
+            port=opts.port,
+            require_api_key=opts.require_api_key,
+            operator_api_key=opts.operator_api_key,
+        ).start()
         if opts.event_sources:
             from local.events import EventSources
 
@@ -213,12 +233,17 @@ class LocalStack:
         # the last run's series (within the 5-minute lookback) would add to this run's sums.
         shutil.rmtree(opts.run_dir / "prometheus-data", ignore_errors=True)
         for attempt_rules in (rules, []):
-            config = write_prometheus_config(opts.run_dir / "prometheus.yml", f"127.0.0.1:{pg_port}",
-                                             f"127.0.0.1:{prom_port}", base if base.is_file() else None,
-                                             attempt_rules)
+            config = write_prometheus_config(
+                opts.run_dir / "prometheus.yml",
+                f"127.0.0.1:{pg_port}",
+                f"127.0.0.1:{prom_port}",
+                base if base.is_file() else None,
+                attempt_rules,
+            )
             try:
-                self.prometheus = Prometheus(config, opts.run_dir / "prometheus-data", prom_port,
-                                             log_path=self.log_dir / "prometheus.log").start()
+                self.prometheus = Prometheus(
+                    config, opts.run_dir / "prometheus-data", prom_port, log_path=self.log_dir / "prometheus.log"
+                ).start()
                 return
             except ServiceError as exc:
                 # Metrics still reach the Pushgateway; only the scraping side is missing.
@@ -232,8 +257,7 @@ class LocalStack:
         assert self.template is not None and self.api is not None
         routes = ", ".join(f"{r.method} {r.path}" for r in self.api.routes)
         out = [("API", self.api.url, routes)]
-        out.append(("AWS endpoint", self.aws_endpoint_url,
-                    f"moto: {', '.join(self.resources)}" if self.moto else "given AWS_ENDPOINT_URL"))
+        out.append(("AWS endpoint", self.aws_endpoint_url, f"moto: {', '.join(self.resources)}" if self.moto else "given AWS_ENDPOINT_URL"))
         if self.pushgateway:
             out.append(("Pushgateway", self.pushgateway.url, "functions push here"))
         elif self.pushgateway_url:
@@ -243,7 +267,7 @@ class LocalStack:
         out.append(("Logs", str(self.log_dir), "one file per container, plus moto/pushgateway/prometheus"))
         return out
 
-    def seed(self, timeout: float = 300.0) -> "SeedResult | None":
+    def seed(self, timeout: float = 300.0) -> SeedResult | None:
         """Run ``python -m local.seed`` when that module exists (demo data); None when absent.
 
         It gets the functions' shared environment (bucket and table names, AWS endpoint,
@@ -260,17 +284,30 @@ class LocalStack:
         env = dict(os.environ)
         env.update(self.template.globals_environment())
         env.update(self.service_env)
-        env.update({
-            "AWS_REGION": self.options.region, "AWS_DEFAULT_REGION": self.options.region,
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-            "LOCAL_API_URL": self.url, "SEED_SUMMARY_FILE": str(summary_path),
-            "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "layers" / "shared"), str(PROJECT_ROOT)]),
-        })
+        env.update(
+            {
+                "AWS_REGION": self.options.region,
+                "AWS_DEFAULT_REGION": self.options.region,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_SESSION_TOKEN": "testing",
+                "LOCAL_API_URL": self.url,
+                "SEED_SUMMARY_FILE": str(summary_path),
+                "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "layers" / "shared"), str(PROJECT_ROOT)]),
+            }
+        )
         started = time.monotonic()
         with open(log_path, "wb") as log_file:
             try:
-                done = subprocess.run([sys.executable, "-m", "local.seed"], cwd=PROJECT_ROOT, env=env,
-                                      stdout=log_file, stderr=subprocess.STDOUT, timeout=timeout, check=False)
+                done = subprocess.run(
+                    [sys.executable, "-m", "local.seed"],
+                    cwd=PROJECT_ROOT,
+                    env=env,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    timeout=timeout,
+                    check=False,
+                )
             except subprocess.TimeoutExpired:
                 log.error("local.seed did not finish within %.0f s (see %s)", timeout, log_path)
                 return SeedResult(False, [], log_path, time.monotonic() - started)

@@ -18,9 +18,10 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -306,7 +307,7 @@ class SamTemplate:
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (key, arg), = node.items()
+            ((key, arg),) = node.items()
             if key == "Ref":
                 return self._ref(arg)
             if key == "Condition":
@@ -365,11 +366,7 @@ class SamTemplate:
     # --- functions and routes ------------------------------------------------------------------
 
     def function_ids(self) -> list[str]:
-        return [
-            logical_id
-            for logical_id, resource in self.resources.items()
-            if resource.get("Type") == "AWS::Serverless::Function"
-        ]
+        return [logical_id for logical_id, resource in self.resources.items() if resource.get("Type") == "AWS::Serverless::Function"]
 
     def _function_properties(self, logical_id: str) -> dict:
         """A function's properties with SAM's Globals merged in (function values win)."""
@@ -460,9 +457,15 @@ class SamTemplate:
                 return str(self.resolve((resource.get("Properties") or {}).get("StageName", "Prod")))
         return "Prod"
 
-    def local_resources(self, kinds: Iterable[str] = (
-        "AWS::S3::Bucket", "AWS::DynamoDB::Table", "AWS::Serverless::SimpleTable", "AWS::SQS::Queue",
-    )) -> list[LocalResource]:
+    def local_resources(
+        self,
+        kinds: Iterable[str] = (
+            "AWS::S3::Bucket",
+            "AWS::DynamoDB::Table",
+            "AWS::Serverless::SimpleTable",
+            "AWS::SQS::Queue",
+        ),
+    ) -> list[LocalResource]:
         """The buckets, tables and queues to create locally, with resolved properties."""
         wanted = set(kinds)
         out = []
@@ -471,12 +474,14 @@ class SamTemplate:
                 continue
             if "Condition" in resource and not self.condition(resource["Condition"]):
                 continue
-            out.append(LocalResource(
-                logical_id=logical_id,
-                type=resource["Type"],
-                name=self.physical_name(logical_id),
-                properties=self.resolve(resource.get("Properties") or {}),
-            ))
+            out.append(
+                LocalResource(
+                    logical_id=logical_id,
+                    type=resource["Type"],
+                    name=self.physical_name(logical_id),
+                    properties=self.resolve(resource.get("Properties") or {}),
+                )
+            )
         return out
 
     def resource_names(self) -> dict[str, str]:

@@ -40,10 +40,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DASHBOARD = HERE / "grafana_dashboard.json"
@@ -148,12 +148,12 @@ def legend(fmt: str, labels: Mapping[str, str]) -> str:
 
 def panel_queries(panel: Mapping, variables: Mapping[str, str]) -> list[tuple[str, str]]:
     """``(expr, legendFormat)`` for every visible target of ``panel``, variables expanded."""
-    return [(expand(t["expr"], variables), t.get("legendFormat", ""))
-            for t in panel.get("targets", []) if t.get("expr") and not t.get("hide")]
+    return [
+        (expand(t["expr"], variables), t.get("legendFormat", "")) for t in panel.get("targets", []) if t.get("expr") and not t.get("hide")
+    ]
 
 
-def default_variables(dashboard: Mapping, environment: str | None = None,
-                      property_id: str | None = None) -> dict[str, str]:
+def default_variables(dashboard: Mapping, environment: str | None = None, property_id: str | None = None) -> dict[str, str]:
     """Values for the dashboard's variables: given ones, else each variable's "All" value."""
     values: dict[str, str] = {}
     for var in dashboard.get("templating", {}).get("list", []):
@@ -196,15 +196,15 @@ def _get_json(url: str, timeout: float) -> dict:
         raise PrometheusUnavailable(f"{url.split('/api/')[0]}: {exc}") from exc
 
 
-def query_range(base_url: str, expr: str, start: float, end: float, step: float,
-                timeout: float = 10.0) -> list[tuple[dict, list[float], list[float]]]:
+def query_range(
+    base_url: str, expr: str, start: float, end: float, step: float, timeout: float = 10.0
+) -> list[tuple[dict, list[float], list[float]]]:
     """``(labels, times, values)`` per series of a range query.
 
     Raises ``PrometheusUnavailable`` when Prometheus cannot be reached and ``ValueError`` with
     Prometheus' message when it rejects the query.
     """
-    params = urllib.parse.urlencode({"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}",
-                                     "step": f"{step:g}"})
+    params = urllib.parse.urlencode({"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"})
     body = _get_json(f"{base_url.rstrip('/')}/api/v1/query_range?{params}", timeout)
     if body.get("status") != "success":
         raise ValueError(body.get("error") or "query failed")
@@ -227,8 +227,9 @@ def firing_alerts(base_url: str, timeout: float = 5.0) -> list[str]:
     return [f"{n} x{c}" if c > 1 else n for n, c in sorted(names.items())]
 
 
-def collect(base_url: str, dashboard: Mapping, start: float, end: float, step: float,
-            variables: Mapping[str, str], timeout: float = 10.0) -> list[Panel]:
+def collect(
+    base_url: str, dashboard: Mapping, start: float, end: float, step: float, variables: Mapping[str, str], timeout: float = 10.0
+) -> list[Panel]:
     """Every panel of ``dashboard`` with its queries' data over ``[start, end]``.
 
     A rejected query is recorded on its panel; Prometheus unreachable raises
@@ -238,11 +239,17 @@ def collect(base_url: str, dashboard: Mapping, start: float, end: float, step: f
     for spec in dashboard["panels"]:
         defaults = spec.get("fieldConfig", {}).get("defaults", {})
         grid = spec.get("gridPos", {})
-        panel = Panel(title=spec.get("title", ""), kind=spec.get("type", "timeseries"),
-                      unit=defaults.get("unit", ""), thresholds=_thresholds(spec),
-                      grid=(grid.get("x", 0), grid.get("y", 0), grid.get("w", 8), grid.get("h", 8)),
-                      steps=_steps(spec), minimum=defaults.get("min"), maximum=defaults.get("max"),
-                      bars=defaults.get("custom", {}).get("drawStyle") == "bars")
+        panel = Panel(
+            title=spec.get("title", ""),
+            kind=spec.get("type", "timeseries"),
+            unit=defaults.get("unit", ""),
+            thresholds=_thresholds(spec),
+            grid=(grid.get("x", 0), grid.get("y", 0), grid.get("w", 8), grid.get("h", 8)),
+            steps=_steps(spec),
+            minimum=defaults.get("min"),
+            maximum=defaults.get("max"),
+            bars=defaults.get("custom", {}).get("drawStyle") == "bars",
+        )
         for expr, fmt in panel_queries(spec, variables):
             try:
                 for labels, times, values in query_range(base_url, expr, start, end, step, timeout):
@@ -257,14 +264,28 @@ def collect(base_url: str, dashboard: Mapping, start: float, end: float, step: f
 
 
 #: Grafana's dark theme (10.x).
-THEME = {"canvas": "#111217", "panel": "#181b1f", "border": "#2c3235", "text": "#ccccdc",
-         "weak": "#8e8e9a", "grid": "#2a2d33"}
+THEME = {"canvas": "#111217", "panel": "#181b1f", "border": "#2c3235", "text": "#ccccdc", "weak": "#8e8e9a", "grid": "#2a2d33"}
 #: Grafana's classic palette, in order.
-PALETTE = ["#7eb26d", "#eab839", "#6ed0e0", "#ef843c", "#e24d42", "#1f78c1", "#ba43a9", "#705da0",
-           "#508642", "#cca300", "#447ebc", "#c15c17", "#890f02", "#0a437c", "#6d1f62", "#584477"]
+PALETTE = [
+    "#7eb26d",
+    "#eab839",
+    "#6ed0e0",
+    "#ef843c",
+    "#e24d42",
+    "#1f78c1",
+    "#ba43a9",
+    "#705da0",
+    "#508642",
+    "#cca300",
+    "#447ebc",
+    "#c15c17",
+    "#890f02",
+    "#0a437c",
+    "#6d1f62",
+    "#584477",
+]
 #: Grafana's named colours the dashboard uses.
-NAMED_COLORS = {"green": "#73bf69", "red": "#f2495c", "orange": "#ff9830", "yellow": "#fade2a",
-                "blue": "#5794f2", "purple": "#b877d9"}
+NAMED_COLORS = {"green": "#73bf69", "red": "#f2495c", "orange": "#ff9830", "yellow": "#fade2a", "blue": "#5794f2", "purple": "#b877d9"}
 #: Grafana's layout: a grid unit is 1/24 of the width wide and 30 px (+8 px gap) high.
 GRID_COLUMNS, ROW_PX, GAP_PX, WIDTH_PX = 24, 30, 8, 1800
 
@@ -358,11 +379,20 @@ def _draw_frame(fig, rect, panel: Panel):
     from matplotlib.patches import FancyBboxPatch
 
     left, bottom, width, height = rect
-    fig.patches.append(FancyBboxPatch((left, bottom), width, height, boxstyle="round,pad=0,rounding_size=0.002",
-                                      transform=fig.transFigure, facecolor=THEME["panel"],
-                                      edgecolor=THEME["border"], linewidth=0.8, zorder=-10))
-    fig.text(left + 0.006, bottom + height - 0.006, panel.title, color=THEME["text"], fontsize=10.5,
-             fontweight="bold", ha="left", va="top")
+    fig.patches.append(
+        FancyBboxPatch(
+            (left, bottom),
+            width,
+            height,
+            boxstyle="round,pad=0,rounding_size=0.002",
+            transform=fig.transFigure,
+            facecolor=THEME["panel"],
+            edgecolor=THEME["border"],
+            linewidth=0.8,
+            zorder=-10,
+        )
+    )
+    fig.text(left + 0.006, bottom + height - 0.006, panel.title, color=THEME["text"], fontsize=10.5, fontweight="bold", ha="left", va="top")
     return rect
 
 
@@ -380,10 +410,17 @@ def _draw_stat(fig, rect, panel: Panel) -> None:
     spark.plot([t for t, _ in points], [v for _, v in points], color=color, linewidth=1.2)
     spark.set_axis_off()
     spark.set_ylim(bottom=0)
-    fig.text(left + width / 2, bottom + height * 0.56, format_value(last, panel.unit), color=color,
-             fontsize=34, fontweight="bold", ha="center", va="center")
-    fig.text(left + width / 2, bottom + height * 0.8, panel.series[0].label, color=THEME["weak"],
-             fontsize=9, ha="center", va="center")
+    fig.text(
+        left + width / 2,
+        bottom + height * 0.56,
+        format_value(last, panel.unit),
+        color=color,
+        fontsize=34,
+        fontweight="bold",
+        ha="center",
+        va="center",
+    )
+    fig.text(left + width / 2, bottom + height * 0.8, panel.series[0].label, color=THEME["weak"], fontsize=9, ha="center", va="center")
 
 
 def _draw_timeseries(fig, rect, panel: Panel, x_range: tuple[float, float]) -> None:
@@ -410,14 +447,13 @@ def _draw_timeseries(fig, rect, panel: Panel, x_range: tuple[float, float]) -> N
     stacked_bottom: dict[float, float] = {}
     span = x_range[1] - x_range[0]
     for series, color in entries:
-        times = [datetime.fromtimestamp(t, tz=timezone.utc) for t in series.times]
+        times = [datetime.fromtimestamp(t, tz=UTC) for t in series.times]
         values = [v * factor if math.isfinite(v) else float("nan") for v in series.values]
         if panel.bars:
             gaps = sorted(b - a for a, b in zip(series.times, series.times[1:]) if b > a)
             width_days = (gaps[len(gaps) // 2] if gaps else span / MAX_POINTS) / 86400 * 0.8
             bases = [stacked_bottom.get(t, 0.0) for t in series.times]
-            ax.bar(times, [0 if math.isnan(v) else v for v in values], width=width_days, bottom=bases,
-                   color=color, alpha=0.75, linewidth=0)
+            ax.bar(times, [0 if math.isnan(v) else v for v in values], width=width_days, bottom=bases, color=color, alpha=0.75, linewidth=0)
             for t, b, v in zip(series.times, bases, values):
                 stacked_bottom[t] = b + (0 if math.isnan(v) else v)
         else:
@@ -439,17 +475,26 @@ def _draw_timeseries(fig, rect, panel: Panel, x_range: tuple[float, float]) -> N
         else:
             off_range.append(f"{format_value(value, panel.unit)}")
     if off_range:
-        ax.text(0.995, 0.97, "threshold " + ", ".join(off_range) + " above", transform=ax.transAxes,
-                ha="right", va="top", fontsize=7, color=THEME["weak"])
+        ax.text(
+            0.995,
+            0.97,
+            "threshold " + ", ".join(off_range) + " above",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=7,
+            color=THEME["weak"],
+        )
     ax.yaxis.set_major_locator(MaxNLocator(nbins=4))
     unit_suffix = axis_label if axis_label in ("%", "ms", "s", "min", "hours", "days") else ""
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{_number(v)}{unit_suffix and ' ' + unit_suffix}"
-                                               if unit_suffix not in ("%",) else f"{_number(v)}%"))
+    ax.yaxis.set_major_formatter(
+        FuncFormatter(lambda v, _: f"{_number(v)}{unit_suffix and ' ' + unit_suffix}" if unit_suffix not in ("%",) else f"{_number(v)}%")
+    )
     if axis_label and not unit_suffix:
         ax.set_ylabel(axis_label, fontsize=7.5, color=THEME["weak"], labelpad=2)
-    ax.set_xlim(datetime.fromtimestamp(x_range[0], tz=timezone.utc), datetime.fromtimestamp(x_range[1], tz=timezone.utc))
-    ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=6, tz=timezone.utc))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=timezone.utc))
+    ax.set_xlim(datetime.fromtimestamp(x_range[0], tz=UTC), datetime.fromtimestamp(x_range[1], tz=UTC))
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=6, tz=UTC))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=UTC))
 
     line_h = 0.0115
     columns = 2 if len(entries) > 3 else 1
@@ -459,19 +504,30 @@ def _draw_timeseries(fig, rect, panel: Panel, x_range: tuple[float, float]) -> N
         x0, y = left + 0.008 + col * column_w, bottom + legend_h + 0.002 - (row + 1) * line_h
         values = _finite(series.values)
         fig.patches.append(Rectangle((x0, y + 0.0035), 0.009, 0.0028, transform=fig.transFigure, color=color))
-        stats = (f"max {format_value(max(values), panel.unit)}" if columns == 2 else
-                 f"last {format_value(values[-1], panel.unit)}  max {format_value(max(values), panel.unit)}")
+        stats = (
+            f"max {format_value(max(values), panel.unit)}"
+            if columns == 2
+            else f"last {format_value(values[-1], panel.unit)}  max {format_value(max(values), panel.unit)}"
+        )
         label = series.label if len(series.label) <= (25 if columns == 2 else 60) else series.label[:24] + "…"
         fig.text(x0 + 0.013, y + 0.005, label, color=THEME["text"], fontsize=7.5 if columns == 1 else 7, va="center")
         fig.text(x0 + column_w - 0.008, y + 0.005, stats, color=THEME["weak"], fontsize=7, va="center", ha="right")
     if left_out:
         y = bottom + legend_h + 0.002 - (math.ceil(len(entries) / columns) + 1) * line_h
-        fig.text(left + 0.008, y + 0.005, f"top {len(entries)} of {len(entries) + left_out} series by peak "
-                 f"shown ({left_out} more)", color=THEME["weak"], fontsize=7, va="center", style="italic")
+        fig.text(
+            left + 0.008,
+            y + 0.005,
+            f"top {len(entries)} of {len(entries) + left_out} series by peak shown ({left_out} more)",
+            color=THEME["weak"],
+            fontsize=7,
+            va="center",
+            style="italic",
+        )
 
 
-def render(panels: Sequence[Panel], output: Path, heading: str, subheading: str = "",
-           columns: int = 3, x_range: tuple[float, float] | None = None) -> Path:
+def render(
+    panels: Sequence[Panel], output: Path, heading: str, subheading: str = "", columns: int = 3, x_range: tuple[float, float] | None = None
+) -> Path:
     """Draw ``panels`` at their grid positions, Grafana-style, and write the PNG to ``output``.
 
     ``x_range`` is the time axis shared by every panel (default: the data's own range).
@@ -494,22 +550,28 @@ def render(panels: Sequence[Panel], output: Path, heading: str, subheading: str 
     gap_w, gap_h = GAP_PX / WIDTH_PX, GAP_PX / height_px
     for panel in panels:
         x, y, w, h = panel.grid
-        rect = (gap_w + x * unit_w, 1 - header_px / height_px - (y + h) * unit_h,
-                w * unit_w - gap_w, h * unit_h - gap_h)
+        rect = (gap_w + x * unit_w, 1 - header_px / height_px - (y + h) * unit_h, w * unit_w - gap_w, h * unit_h - gap_h)
         _draw_frame(fig, rect, panel)
         if not panel.has_data:
             import textwrap
 
             # About 6.5 px per character at 9 pt: wrap to the panel's width.
             chars = max(20, int(rect[2] * WIDTH_PX / 6.5) - 4)
-            fig.text(rect[0] + rect[2] / 2, rect[1] + rect[3] / 2, "\n".join(textwrap.wrap(_no_data_text(panel), chars)),
-                     color=THEME["weak"], fontsize=9, ha="center", va="center", linespacing=1.5)
+            fig.text(
+                rect[0] + rect[2] / 2,
+                rect[1] + rect[3] / 2,
+                "\n".join(textwrap.wrap(_no_data_text(panel), chars)),
+                color=THEME["weak"],
+                fontsize=9,
+                ha="center",
+                va="center",
+                linespacing=1.5,
+            )
         elif panel.kind == "stat":
             _draw_stat(fig, rect, panel)
         else:
             _draw_timeseries(fig, rect, panel, x_range)
-    fig.text(gap_w, 1 - 12 / height_px, heading, color=THEME["text"], fontsize=15, fontweight="bold",
-             ha="left", va="top")
+    fig.text(gap_w, 1 - 12 / height_px, heading, color=THEME["text"], fontsize=15, fontweight="bold", ha="left", va="top")
     if subheading:
         fig.text(gap_w, 1 - 42 / height_px, subheading, color=THEME["weak"], fontsize=9, ha="left", va="top")
     output = Path(output)
@@ -523,11 +585,10 @@ def render(panels: Sequence[Panel], output: Path, heading: str, subheading: str 
 
 
 def _clock(stamp: float) -> str:
-    return datetime.fromtimestamp(stamp, tz=timezone.utc).strftime("%H:%M")
+    return datetime.fromtimestamp(stamp, tz=UTC).strftime("%H:%M")
 
 
-def resolve_prometheus_url(given: str | None, environ: Mapping[str, str] = os.environ,
-                           state_file: Path = DEFAULT_STATE_FILE) -> str:
+def resolve_prometheus_url(given: str | None, environ: Mapping[str, str] = os.environ, state_file: Path = DEFAULT_STATE_FILE) -> str:
     """The URL given, else ``$PROMETHEUS_URL``, else a running ``make run``'s, else the default."""
     if given:
         return given
@@ -544,16 +605,14 @@ def resolve_prometheus_url(given: str | None, environ: Mapping[str, str] = os.en
 
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("prometheus_url", nargs="?", help=f"default: $PROMETHEUS_URL, the running "
-                        f"`make run`, or {DEFAULT_PROMETHEUS_URL}")
+    parser.add_argument("prometheus_url", nargs="?", help=f"default: $PROMETHEUS_URL, the running `make run`, or {DEFAULT_PROMETHEUS_URL}")
     parser.add_argument("--minutes", type=float, default=60.0, help="time range ending now (default 60)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="PNG to write")
     parser.add_argument("--dashboard", type=Path, default=DEFAULT_DASHBOARD)
     parser.add_argument("--environment", help='regex for $environment (default: all, ".*")')
     parser.add_argument("--property-id", help='regex for $property_id (default: all, ".*")')
     parser.add_argument("--step", type=float, help="query resolution in seconds (default: range/240)")
-    parser.add_argument("--require-data", action="store_true",
-                        help="exit 1 if any panel returned no data")
+    parser.add_argument("--require-data", action="store_true", help="exit 1 if any panel returned no data")
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.minutes <= 0:
         parser.error("--minutes must be positive")
@@ -575,15 +634,14 @@ def main(argv: Iterable[str] | None = None) -> int:
     covered = data_range(panels)
     if covered:
         first, last = covered
-        day = datetime.fromtimestamp(last, tz=timezone.utc).strftime("%Y-%m-%d")
+        day = datetime.fromtimestamp(last, tz=UTC).strftime("%Y-%m-%d")
         span = f"{_clock(first)} to {_clock(last)} UTC {day} ({(last - first) / 60:.0f} min of data"
         span += f", of the {args.minutes:g} min asked)" if last - first < args.minutes * 60 - 2 * step else ")"
     else:
         span = f"no data in the last {args.minutes:g} min"
     heading = f"{dashboard.get('title', 'Dashboard')}: {span}"
     filters = ", ".join(f"{k}={v}" for k, v in sorted(variables.items()))
-    subheading = (f"Prometheus {url}   ({filters}, step {step:g} s)   "
-                  f"firing alerts: {', '.join(alerts) if alerts else 'none'}")
+    subheading = f"Prometheus {url}   ({filters}, step {step:g} s)   firing alerts: {', '.join(alerts) if alerts else 'none'}"
     render(panels, args.output, heading, subheading, x_range=(covered[0], end) if covered else (start, end))
 
     with_data = sum(p.has_data for p in panels)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -21,7 +21,6 @@ from support.local_stack import lambda_containers, moto_resources
 from support.moto_stack import outcomes_in_table
 from support.promstack import Pushgateway
 
-
 pytestmark = pytest.mark.e2e
 
 CONTAINERS = 8
@@ -29,15 +28,18 @@ CONTAINERS = 8
 # eight containers write every outcome: 300 each stays well inside the function's 20 s budget.
 OUTCOMES = 300
 PROPERTY = "e2e-concurrent"
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
-
-
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def test_eight_containers_sent_one_batch_at_once_store_and_count_each_outcome_once(tmp_path, capsys):
     batch = [
-        {"property_id": PROPERTY, "timestamp": (NOW - timedelta(minutes=i + 1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-         "quoted_price": 100.0 + i % 40, "accepted": i % 4 == 0, "quote_id": f"e2e-conc-{i:04d}"}
+        {
+            "property_id": PROPERTY,
+            "timestamp": (NOW - timedelta(minutes=i + 1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "quoted_price": 100.0 + i % 40,
+            "accepted": i % 4 == 0,
+            "quote_id": f"e2e-conc-{i:04d}",
+        }
         for i in range(OUTCOMES)
     ]
     event = rest_event("POST", "/learn", {"batch": batch})
@@ -63,7 +65,8 @@ def test_eight_containers_sent_one_batch_at_once_store_and_count_each_outcome_on
                 t.join(timeout=300)
 
             assert all(a is not None and a["statusCode"] == 200 for a in answers), [
-                a and (a["statusCode"], a["body"][:200]) for a in answers]
+                a and (a["statusCode"], a["body"][:200]) for a in answers
+            ]
             bodies = [json.loads(a["body"]) for a in answers]
             processed = [b["processed"] for b in bodies]
 
@@ -75,7 +78,9 @@ def test_eight_containers_sent_one_batch_at_once_store_and_count_each_outcome_on
                 time.sleep(0.2)
             stored = outcomes_in_table(aws)
             with capsys.disabled():
-                print(f"\n{CONTAINERS} Lambda containers, one {OUTCOMES}-outcome batch at once: processed {processed} "
-                      f"(sum {sum(processed)}), items in the table {stored}, Pushgateway total {pushed():.0f}")
+                print(
+                    f"\n{CONTAINERS} Lambda containers, one {OUTCOMES}-outcome batch at once: processed {processed} "
+                    f"(sum {sum(processed)}), items in the table {stored}, Pushgateway total {pushed():.0f}"
+                )
             assert all(b["processed"] + b["duplicates"] == OUTCOMES and b["invalid"] == 0 for b in bodies)
             assert sum(processed) == stored == pushed() == OUTCOMES

@@ -27,10 +27,11 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, ClassVar, Iterator
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -39,11 +40,6 @@ import requests
 from local import prometheus_stack
 from local.services import free_port
 from local.template import load_template
-from support.local_stack import (
-    PROJECT_ROOT, built_artifacts, lambda_containers, local_api, moto_resources, require_function_build,
-    unavailable,
-)
-
 from pricing.domain.conversion_model import ConversionModel
 from pricing.domain.outcomes import INVALID_REASONS
 from pricing.domain.simulator import CURVES, DemandCurve, simulate_outcomes
@@ -52,10 +48,19 @@ from pricing.storage.aws import from_wire
 from pricing.storage.outcomes import OUTCOME_LISTING_KEY
 from pricing.storage.registry import LIVE_RECORD, MODEL_RECORD_PREFIX
 from pricing.storage.stores import Stores
+from support.local_stack import (
+    PROJECT_ROOT,
+    built_artifacts,
+    lambda_containers,
+    local_api,
+    moto_resources,
+    require_function_build,
+    unavailable,
+)
 
 pytestmark = pytest.mark.e2e
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 CITY, RESORT, SKI = CURVES[0], CURVES[1], CURVES[2]
 HTTP_TIMEOUT = 60
 
@@ -81,8 +86,7 @@ class StoreRequest:
             suffix = f"/index/{body['IndexName']}" if "IndexName" in body else ""
             return {(f"dynamodb:{self.operation}", logical_ids.get(t, t) + suffix) for t in tables}
         bucket, _, key = self.path.split("?")[0].lstrip("/").partition("/")
-        action = {"GET": "s3:GetObject", "HEAD": "s3:GetObject", "PUT": "s3:PutObject"}.get(self.method,
-                                                                                            f"s3:{self.method}")
+        action = {"GET": "s3:GetObject", "HEAD": "s3:GetObject", "PUT": "s3:PutObject"}.get(self.method, f"s3:{self.method}")
         return {(action, f"{logical_ids.get(bucket, bucket)}/{key}")}
 
     def item(self) -> dict:
@@ -121,7 +125,7 @@ class StoreProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def __enter__(self) -> "StoreProxy":
+    def __enter__(self) -> StoreProxy:
         self._thread.start()
         return self
 
@@ -192,6 +196,7 @@ class StoreProxy:
 
 def granted(function: str) -> set[tuple[str, str]]:
     """The (action, resource pattern) pairs template.yaml's inline policies grant ``function``."""
+
     def resource(node: object) -> str | None:
         if isinstance(node, dict) and "Fn::GetAtt" in node:
             return node["Fn::GetAtt"][0]
@@ -241,8 +246,7 @@ class Loop:
     def learn(self, batch: list, *, raw: bytes | None = None) -> requests.Response:
         data = raw if raw is not None else json.dumps({"batch": batch}).encode()
         with self.as_deployed("IngestFunction"):
-            return requests.post(f"{self.url}/learn", data=data, headers={"Content-Type": "application/json"},
-                                 timeout=HTTP_TIMEOUT)
+            return requests.post(f"{self.url}/learn", data=data, headers={"Content-Type": "application/json"}, timeout=HTTP_TIMEOUT)
 
     def learn_ok(self, outcomes: list[dict]) -> dict:
         response = self.learn(outcomes)
@@ -291,11 +295,15 @@ class Loop:
         return sum(1 for k in keys if k != OUTCOME_LISTING_KEY)
 
     def live(self, property_id: str) -> dict | None:
-        item = self.aws.client("dynamodb").get_item(
-            TableName=self.aws.names["ModelRegistryTable"],
-            Key={"property_id": {"S": property_id}, "record": {"S": LIVE_RECORD}},
-            ConsistentRead=True,
-        ).get("Item")
+        item = (
+            self.aws.client("dynamodb")
+            .get_item(
+                TableName=self.aws.names["ModelRegistryTable"],
+                Key={"property_id": {"S": property_id}, "record": {"S": LIVE_RECORD}},
+                ConsistentRead=True,
+            )
+            .get("Item")
+        )
         return None if item is None else from_wire(item)
 
     def live_model(self, property_id: str) -> ConversionModel:
@@ -324,8 +332,7 @@ def loop(tmp_path_factory) -> Iterator[Loop]:
         aws = stack.enter_context(moto_resources())
         proxy = stack.enter_context(StoreProxy(aws.endpoint_url))
         env = {"AWS_ENDPOINT_URL": proxy.url}
-        api = stack.enter_context(local_api(build_dir=build_dir, env=env, env_vars_file=env_vars,
-                                            max_containers=2, run_dir=run_dir))
+        api = stack.enter_context(local_api(build_dir=build_dir, env=env, env_vars_file=env_vars, max_containers=2, run_dir=run_dir))
         patch = stack.enter_context(pytest.MonkeyPatch.context())
         patch.setenv("AWS_ENDPOINT_URL", aws.endpoint_url)  # the in-process stores go straight to moto
         yield Loop(api.url, proxy, Stores.build(aws.settings()), aws, api.pools["RetrainFunction"], env)
@@ -339,8 +346,13 @@ def ts(delta: timedelta = timedelta(0)) -> str:
 
 
 def outcome(pid: str, i: int, **fields) -> dict:
-    base = {"property_id": pid, "timestamp": ts(-timedelta(hours=i + 1)), "quoted_price": 100.0 + i,
-            "accepted": i % 3 == 0, "quote_id": f"{pid}-q{i:04d}"}
+    base = {
+        "property_id": pid,
+        "timestamp": ts(-timedelta(hours=i + 1)),
+        "quoted_price": 100.0 + i,
+        "accepted": i % 3 == 0,
+        "quote_id": f"{pid}-q{i:04d}",
+    }
     base.update(fields)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -363,10 +375,9 @@ def invalid_examples(pid: str) -> dict[str, object]:
         "negative_time_to_book": outcome(pid, 908, time_to_book=-1),
         "number_out_of_range": outcome(pid, 915, quoted_price=1e200),
         "invalid_date": outcome(pid, 909, stay_date="2026-02-30"),
-        "invalid_lead_time": outcome(pid, 910, timestamp=ts(-timedelta(hours=1)),
-                                     stay_date=(NOW - timedelta(days=10)).date().isoformat()),
+        "invalid_lead_time": outcome(pid, 910, timestamp=ts(-timedelta(hours=1)), stay_date=(NOW - timedelta(days=10)).date().isoformat()),
         "invalid_quote_id": outcome(pid, 911, quote_id=""),
-        "id_too_long": outcome(pid, 916, quote_id="\U0001F600" * 256),
+        "id_too_long": outcome(pid, 916, quote_id="\U0001f600" * 256),
         "invalid_attribution": outcome(pid, 912, variant=""),
         "invalid_context": outcome(pid, 913, context={"occupancy": 7}),
         "context_too_large": outcome(pid, 914, context={"notes": "x" * 5000}),
@@ -379,7 +390,6 @@ def raw_batch(items: list, pid: str) -> bytes:
     non_finite = finite.replace('"quoted_price": 123.0', '"quoted_price": 1e999')
     assert "1e999" in non_finite
     return text.replace(json.dumps(NON_FINITE), non_finite).encode()
-
 
 
 def priced_by(quote: dict) -> tuple[str, str | None]:
@@ -490,15 +500,13 @@ def finite_figures(figures: dict) -> bool:
 
 def test_drifted_data_retrains_and_deploys_and_score_prices_with_the_new_model(loop, record_property):
     pid = "e2e-drift"
-    loop.learn_ok(simulate_outcomes(CITY, 700, seed=3, now=NOW - timedelta(days=40), property_id=pid,
-                                    occupancy=(0.0, 0.5)))
+    loop.learn_ok(simulate_outcomes(CITY, 700, seed=3, now=NOW - timedelta(days=40), property_id=pid, occupancy=(0.0, 0.5)))
     (first,) = loop.retrain([pid])["results"]
     assert first["status"] == "deployed", first
 
     # The market moves: the property fills up and guests become less price-sensitive.
     moved = replace(CITY, name="city-hotel-moved", intercept=1.2, price_effect=-1.6)
-    loop.learn_ok(simulate_outcomes(moved, 700, seed=4, now=NOW, property_id=pid, history_days=35,
-                                    occupancy=(0.6, 1.0)))
+    loop.learn_ok(simulate_outcomes(moved, 700, seed=4, now=NOW, property_id=pid, history_days=35, occupancy=(0.6, 1.0)))
     answer = loop.retrain([pid], force=False)
 
     (second,) = answer["results"]
@@ -562,8 +570,7 @@ def test_a_retrain_killed_mid_deploy_leaves_the_registry_pointing_at_a_loadable_
     outcome_of: dict = {}
     with lambda_containers("RetrainFunction", env=loop.retrain_env, log_dir=tmp_path) as containers:
         container = containers.containers[0]
-        run = threading.Thread(target=lambda: outcome_of.update(
-            result=containers.invoke({"property_ids": [pid], "force": True})))
+        run = threading.Thread(target=lambda: outcome_of.update(result=containers.invoke({"property_ids": [pid], "force": True})))
         run.start()
         try:
             while run.is_alive() and not loop.proxy.held.wait(0.05):
@@ -592,7 +599,9 @@ def test_a_retrain_killed_mid_deploy_leaves_the_registry_pointing_at_a_loadable_
     assert loop.live_model(pid).version == after["version"] == loop.live(pid)["version"]
     assert priced_by(loop.score(pid)) in {("ml_elasticity", after["version"]), ("holdback", after["version"])}
     assert {r["record"] for r in loop.stores.registry.list_model_records(pid)} == {
-        MODEL_RECORD_PREFIX + candidate["version"], MODEL_RECORD_PREFIX + after["version"]}
+        MODEL_RECORD_PREFIX + candidate["version"],
+        MODEL_RECORD_PREFIX + after["version"],
+    }
 
 
 # --- make run, make invoke ------------------------------------------------------------------------
@@ -600,8 +609,7 @@ def test_a_retrain_killed_mid_deploy_leaves_the_registry_pointing_at_a_loadable_
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment less the suite's refusing AWS endpoint and other services."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("AWS_ENDPOINT_URL", "PUSHGATEWAY_URL", "SENTRY_DSN", "BACKEND_API_URL")}
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "PUSHGATEWAY_URL", "SENTRY_DSN", "BACKEND_API_URL")}
     env.update(extra)
     return env
 
@@ -621,14 +629,22 @@ def test_make_run_learn_make_invoke_retrain_then_score_uses_the_new_model(tmp_pa
     require_function_build(build_dir, "RetrainFunction")
     port = free_port()
     via_make = make_is_current()
-    env = clean_env(PORT=str(port), LOCAL_BUILD_DIR=str(build_dir), LOCAL_RUN_DIR=str(tmp_path),
-                    LOCAL_EVENT_SOURCES="0", LOCAL_METRICS="0", LOCAL_CONTAINER_LOGS="0", SEED_OUTCOMES="300")
+    env = clean_env(
+        PORT=str(port),
+        LOCAL_BUILD_DIR=str(build_dir),
+        LOCAL_RUN_DIR=str(tmp_path),
+        LOCAL_EVENT_SOURCES="0",
+        LOCAL_METRICS="0",
+        LOCAL_CONTAINER_LOGS="0",
+        SEED_OUTCOMES="300",
+    )
     if via_make:
         env.pop("LOCAL_BUILD_DIR")
     command = ["make", "-s", "run"] if via_make else [sys.executable, "-m", "local.run"]
     record_property("via", " ".join(command[:3]))
-    runner = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    runner = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
+    )
     try:
         api = None
         for line in runner.stdout:  # the address table ends with the log directory
@@ -649,23 +665,32 @@ def test_make_run_learn_make_invoke_retrain_then_score_uses_the_new_model(tmp_pa
 
         event = tmp_path / "retrain-event.json"
         event.write_text(json.dumps({"property_ids": [pid], "force": False}))
-        invoke = (["make", "-s", "invoke", "FN=RetrainFunction", f"EVENT={event}"] if via_make
-                  else [sys.executable, "-m", "local.invoke", "RetrainFunction", str(event)])
+        invoke = (
+            ["make", "-s", "invoke", "FN=RetrainFunction", f"EVENT={event}"]
+            if via_make
+            else [sys.executable, "-m", "local.invoke", "RetrainFunction", str(event)]
+        )
         invoke_env = clean_env(LOCAL_RUN_DIR=str(tmp_path))
         if not via_make:
             invoke_env["LOCAL_BUILD_DIR"] = str(build_dir)
-        invoked = subprocess.run(invoke, cwd=PROJECT_ROOT, env=invoke_env, capture_output=True, text=True,
-                                 timeout=300)
+        invoked = subprocess.run(invoke, cwd=PROJECT_ROOT, env=invoke_env, capture_output=True, text=True, timeout=300)
         assert invoked.returncode == 0, invoked.stderr[-3000:]
         assert "using the services of make run" in invoked.stderr
         (result,) = json.loads(invoked.stdout)["results"]
         assert result["status"] == "deployed", result
         record_property("deployed_version", result["version"])
 
-        quote = requests.post(f"{api}/score", timeout=HTTP_TIMEOUT, json={
-            "entity": {"userId": "u-e2e", "propertyId": pid},
-            "stay_date": (NOW + timedelta(days=20)).date().isoformat(), "quote_time": NOW.isoformat(),
-            "inventory": {"capacity": 100, "remaining": 40}, "toggles": {"use_competitors": False}})
+        quote = requests.post(
+            f"{api}/score",
+            timeout=HTTP_TIMEOUT,
+            json={
+                "entity": {"userId": "u-e2e", "propertyId": pid},
+                "stay_date": (NOW + timedelta(days=20)).date().isoformat(),
+                "quote_time": NOW.isoformat(),
+                "inventory": {"capacity": 100, "remaining": 40},
+                "toggles": {"use_competitors": False},
+            },
+        )
         assert quote.status_code == 200, quote.text
         assert priced_by(quote.json()) in {("ml_elasticity", result["version"]), ("holdback", result["version"])}
     finally:

@@ -37,9 +37,20 @@ EVENT_FUNCTIONS = {
 # The replaced service's other routes: run in one warm container per function (below), not one
 # `make invoke` each, which would start a stack per event.
 ROUTE_EVENT_FUNCTIONS = {
-    **{name: "ScoreFunction" for name in (
-        "root.json", "model_info.json", "model_list.json", "model_registry.json", "model_metrics.json",
-        "experiments_list.json", "experiment_create.json", "experiment_results.json", "experiment_stop.json")},
+    **{
+        name: "ScoreFunction"
+        for name in (
+            "root.json",
+            "model_info.json",
+            "model_list.json",
+            "model_registry.json",
+            "model_metrics.json",
+            "experiments_list.json",
+            "experiment_create.json",
+            "experiment_results.json",
+            "experiment_stop.json",
+        )
+    },
     "outcome_properties.json": "IngestFunction",
     "outcome_stats.json": "IngestFunction",
 }
@@ -82,23 +93,32 @@ def test_the_built_retrain_function_answers_an_sqs_batch_with_its_failed_message
     from support.local_stack import lambda_containers, moto_resources
 
     def record(message_id: str, body: str) -> dict:
-        return {"messageId": message_id, "receiptHandle": f"rh-{message_id}", "body": body, "attributes": {},
-                "messageAttributes": {}, "eventSource": "aws:sqs", "awsRegion": "us-east-1"}
+        return {
+            "messageId": message_id,
+            "receiptHandle": f"rh-{message_id}",
+            "body": body,
+            "attributes": {},
+            "messageAttributes": {},
+            "eventSource": "aws:sqs",
+            "awsRegion": "us-east-1",
+        }
 
-    batch = {"Records": [record("m-malformed", "{not json"),
-                         record("m-ok", json.dumps({"property_ids": ["no-outcomes-yet"], "force": False})),
-                         record("m-bad-ids", json.dumps({"property_ids": ["not ok!"]}))]}
+    batch = {
+        "Records": [
+            record("m-malformed", "{not json"),
+            record("m-ok", json.dumps({"property_ids": ["no-outcomes-yet"], "force": False})),
+            record("m-bad-ids", json.dumps({"property_ids": ["not ok!"]})),
+        ]
+    }
     with moto_resources() as aws, lambda_containers("RetrainFunction", env=aws.env()) as containers:
         result = containers.invoke(batch)
     assert not result.function_error, result.payload[:500]
-    assert json.loads(result.payload) == {"batchItemFailures": [{"itemIdentifier": "m-malformed"},
-                                                                {"itemIdentifier": "m-bad-ids"}]}
+    assert json.loads(result.payload) == {"batchItemFailures": [{"itemIdentifier": "m-malformed"}, {"itemIdentifier": "m-bad-ids"}]}
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The test process's environment without the suite's refusing AWS endpoint."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("AWS_ENDPOINT_URL", "PUSHGATEWAY_URL", "SENTRY_DSN", "BACKEND_API_URL")}
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "PUSHGATEWAY_URL", "SENTRY_DSN", "BACKEND_API_URL")}
     env.update(extra)
     return env
 
@@ -110,9 +130,13 @@ def test_make_invoke_with_every_event_is_not_a_server_error(event_file, tmp_path
     require_function_build(build_dir, function)
     # What `make invoke FN=... EVENT=...` runs once the build is up to date.
     done = subprocess.run(
-        [sys.executable, "-m", "local.invoke", function, str(EVENTS / event_file)], cwd=PROJECT_ROOT,
+        [sys.executable, "-m", "local.invoke", function, str(EVENTS / event_file)],
+        cwd=PROJECT_ROOT,
         env=clean_env(LOCAL_BUILD_DIR=str(build_dir), LOCAL_RUN_DIR=str(tmp_path)),
-        capture_output=True, text=True, timeout=300)
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     if "httpMethod" in json.loads((EVENTS / event_file).read_text()):  # an API Gateway proxy event
@@ -127,9 +151,14 @@ def test_make_invoke_target_prints_only_the_result(tmp_path):
         pytest.skip("LOCAL_BUILD_DIR points elsewhere: make's own build is not the one under test")
     if subprocess.run(["make", "-q", "build"], cwd=PROJECT_ROOT, capture_output=True).returncode != 0:
         unavailable("`make build` is not up to date (run `make setup build` first)")
-    done = subprocess.run(["make", "-s", "invoke", "FN=ScoreFunction", "EVENT=events/health.json"],
-                          cwd=PROJECT_ROOT, env=clean_env(LOCAL_RUN_DIR=str(tmp_path)),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        ["make", "-s", "invoke", "FN=ScoreFunction", "EVENT=events/health.json"],
+        cwd=PROJECT_ROOT,
+        env=clean_env(LOCAL_RUN_DIR=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result["statusCode"] == 200 and json.loads(result["body"])["status"] == "healthy"
@@ -148,8 +177,7 @@ def stack():
 
 
 def test_score_example_over_http(stack):
-    response = requests.post(f"{stack.url}/score", json=SCORE_EXAMPLE, headers={"X-Request-ID": "e2e-req-1"},
-                             timeout=60)
+    response = requests.post(f"{stack.url}/score", json=SCORE_EXAMPLE, headers={"X-Request-ID": "e2e-req-1"}, timeout=60)
     assert response.status_code == 200, response.text
     assert response.headers["X-Request-ID"] == "e2e-req-1"
     quote = response.json()
@@ -184,8 +212,7 @@ def test_concurrent_clients_are_served_by_several_containers(stack, caplog):
 
     def client(_: int) -> list[int]:
         with requests.Session() as session:
-            return [session.post(f"{stack.url}/score", json=SCORE_EXAMPLE, timeout=120).status_code
-                    for _ in range(4)]
+            return [session.post(f"{stack.url}/score", json=SCORE_EXAMPLE, timeout=120).status_code for _ in range(4)]
 
     with ThreadPoolExecutor(8) as executor:
         statuses = [s for batch in executor.map(client, range(8)) for s in batch]
@@ -197,8 +224,17 @@ def test_concurrent_clients_are_served_by_several_containers(stack, caplog):
 
 
 #: The competitor-data backend's answer in test_variables_given_to_run_reach_the_functions.
-BACKEND_ANSWER = {"success": True, "data": {"priceP10": 80.0, "priceP50": 100.0, "priceP90": 130.0, "competitorCount": 7,
-                                            "source": "e2e-backend", "updatedAt": "2026-11-26T11:00:00Z"}}
+BACKEND_ANSWER = {
+    "success": True,
+    "data": {
+        "priceP10": 80.0,
+        "priceP50": 100.0,
+        "priceP90": 130.0,
+        "competitorCount": 7,
+        "source": "e2e-backend",
+        "updatedAt": "2026-11-26T11:00:00Z",
+    },
+}
 
 
 def test_variables_given_to_run_reach_the_functions():
@@ -225,8 +261,7 @@ def test_sentry_dsn_given_to_run_reaches_the_functions():
     with SentryReceiver() as receiver:
         env = {"SENTRY_DSN": receiver.dsn, "SENTRY_TRACES_SAMPLE_RATE": "1.0"}
         with local_api(build_dir=build_dir, env=env, max_containers=1) as running:
-            response = requests.post(f"{running.url}/score", json=SCORE_EXAMPLE,
-                                     headers={"X-Request-ID": "e2e-sentry-1"}, timeout=60)
+            response = requests.post(f"{running.url}/score", json=SCORE_EXAMPLE, headers={"X-Request-ID": "e2e-sentry-1"}, timeout=60)
             assert response.status_code == 200
             assert receiver.wait_for(lambda r: r.transactions, timeout=30)
 
@@ -256,10 +291,16 @@ def test_make_run_serves_prints_its_addresses_and_stops_cleanly(tmp_path):
     build_dir = built_artifacts()
     require_function_build(build_dir, "ScoreFunction")
     port = free_port()
-    env = clean_env(PORT=str(port), LOCAL_BUILD_DIR=str(build_dir), LOCAL_RUN_DIR=str(tmp_path),
-                    LOCAL_PUSHGATEWAY_PORT=str(free_port()), LOCAL_PROMETHEUS_PORT=str(free_port()))
-    runner = subprocess.Popen([sys.executable, "-m", "local.run"], cwd=PROJECT_ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    env = clean_env(
+        PORT=str(port),
+        LOCAL_BUILD_DIR=str(build_dir),
+        LOCAL_RUN_DIR=str(tmp_path),
+        LOCAL_PUSHGATEWAY_PORT=str(free_port()),
+        LOCAL_PROMETHEUS_PORT=str(free_port()),
+    )
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "local.run"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     try:
         addresses = {}
         for line in runner.stdout:  # the address table ends with the log directory
@@ -276,9 +317,14 @@ def test_make_run_serves_prints_its_addresses_and_stops_cleanly(tmp_path):
         health = requests.get(f"{addresses['API']}/health", timeout=60)
         assert health.status_code == 200
         # make invoke while make run is up uses make run's services.
-        invoked = subprocess.run([sys.executable, "-m", "local.invoke", "ScoreFunction", str(EVENTS / "health.json")],
-                                 cwd=PROJECT_ROOT, env=clean_env(LOCAL_BUILD_DIR=str(build_dir), LOCAL_RUN_DIR=str(tmp_path)),
-                                 capture_output=True, text=True, timeout=300)
+        invoked = subprocess.run(
+            [sys.executable, "-m", "local.invoke", "ScoreFunction", str(EVENTS / "health.json")],
+            cwd=PROJECT_ROOT,
+            env=clean_env(LOCAL_BUILD_DIR=str(build_dir), LOCAL_RUN_DIR=str(tmp_path)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert invoked.returncode == 0 and json.loads(invoked.stdout)["statusCode"] == 200
         assert "using the services of make run" in invoked.stderr
         if "Pushgateway" in addresses:

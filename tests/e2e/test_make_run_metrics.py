@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -47,8 +47,7 @@ def wait_for(prometheus: str, expr: str, expected: float, seconds: float) -> flo
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("AWS_ENDPOINT_URL", "PUSHGATEWAY_URL", "SENTRY_DSN", "BACKEND_API_URL")}
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "PUSHGATEWAY_URL", "SENTRY_DSN", "BACKEND_API_URL")}
     env.update(extra)
     return env
 
@@ -61,11 +60,17 @@ def make_run(tmp_path_factory):
         require_function_build(build_dir, function)
     run_dir = tmp_path_factory.mktemp("make-run")
     port = free_port()
-    env = clean_env(PORT=str(port), LOCAL_BUILD_DIR=str(build_dir), LOCAL_RUN_DIR=str(run_dir),
-                    LOCAL_PUSHGATEWAY_PORT=str(free_port()), LOCAL_PROMETHEUS_PORT=str(free_port()),
-                    LOCAL_CONTAINER_LOGS="0")
-    runner = subprocess.Popen([sys.executable, "-m", "local.run"], cwd=PROJECT_ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    env = clean_env(
+        PORT=str(port),
+        LOCAL_BUILD_DIR=str(build_dir),
+        LOCAL_RUN_DIR=str(run_dir),
+        LOCAL_PUSHGATEWAY_PORT=str(free_port()),
+        LOCAL_PROMETHEUS_PORT=str(free_port()),
+        LOCAL_CONTAINER_LOGS="0",
+    )
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "local.run"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     lines: list[str] = []
     ready = threading.Event()
 
@@ -82,9 +87,16 @@ def make_run(tmp_path_factory):
         addresses = dict(re.findall(r"^\s+(API|Pushgateway|Prometheus)\s+(\S+)", "".join(lines), re.M))
         stored = sum(int(n) for n in re.findall(r"outcomes stored\s+(\d+)", "".join(lines)))
         deployed = len(re.findall(r"retrain deployed", "".join(lines)))
-        yield {"api": addresses["API"], "prometheus": addresses["Prometheus"],
-               "pushgateway": addresses["Pushgateway"], "ready_at": ready_at, "stored": stored,
-               "deployed": deployed, "run_dir": run_dir, "build_dir": build_dir}
+        yield {
+            "api": addresses["API"],
+            "prometheus": addresses["Prometheus"],
+            "pushgateway": addresses["Pushgateway"],
+            "ready_at": ready_at,
+            "stored": stored,
+            "deployed": deployed,
+            "run_dir": run_dir,
+            "build_dir": build_dir,
+        }
     finally:
         runner.send_signal(signal.SIGTERM)
         runner.wait(timeout=60)
@@ -106,17 +118,26 @@ def retrains_in_pushgateway(pushgateway: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = requests.get(f"{pushgateway}/metrics", timeout=10).text
-    return sum(sample.value for family in text_string_to_metric_families(text) if family.name == "pricing_retraining"
-               for sample in family.samples if sample.name == "pricing_retraining_total")
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "pricing_retraining"
+        for sample in family.samples
+        if sample.name == "pricing_retraining_total"
+    )
 
 
 def test_a_retrain_through_make_invoke_is_counted_while_make_run_is_up(make_run):
     prom, pushgateway = make_run["prometheus"], make_run["pushgateway"]
     before = retrains_in_pushgateway(pushgateway)
     invoked = subprocess.run(
-        [sys.executable, "-m", "local.invoke", "RetrainFunction", str(EVENTS / "retrain.json")], cwd=PROJECT_ROOT,
+        [sys.executable, "-m", "local.invoke", "RetrainFunction", str(EVENTS / "retrain.json")],
+        cwd=PROJECT_ROOT,
         env=clean_env(LOCAL_BUILD_DIR=str(make_run["build_dir"]), LOCAL_RUN_DIR=str(make_run["run_dir"])),
-        capture_output=True, text=True, timeout=300)
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert invoked.returncode == 0, invoked.stderr[-2000:]
     assert json.loads(invoked.stdout)["results"][0]["status"] in ("deployed", "rejected", "skipped")
     # In the Pushgateway when the invoke returns: the push is written before the handler returns.
@@ -129,9 +150,12 @@ def test_a_retrain_through_make_invoke_is_counted_while_make_run_is_up(make_run)
 
 def test_four_requests_and_three_quiet_minutes_raise_no_alert(make_run):
     api, prom = make_run["api"], make_run["prometheus"]
-    quote = {"entity": {"userId": "new-user", "propertyId": "demo-hotel-1"}, "stay_date": "2026-12-24",
-             "quote_time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-             "inventory": {"capacity": 50, "remaining": 10}}
+    quote = {
+        "entity": {"userId": "new-user", "propertyId": "demo-hotel-1"},
+        "stay_date": "2026-12-24",
+        "quote_time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "inventory": {"capacity": 50, "remaining": 10},
+    }
     statuses = [requests.post(f"{api}/score", json=quote, timeout=60).status_code for _ in range(3)]
     statuses.append(requests.get(f"{api}/health", timeout=60).status_code)
     assert statuses == [200, 200, 200, 200]
@@ -139,8 +163,9 @@ def test_four_requests_and_three_quiet_minutes_raise_no_alert(make_run):
     time.sleep(QUIET_SECONDS)
     # Any alert pending or firing at any evaluation since the stack started shows in ALERTS.
     seconds = int(time.time() - start) + int(time.monotonic() - make_run["ready_at"]) + 120
-    alerts = requests.get(f"{prom}/api/v1/query", params={"query": f"max_over_time(ALERTS[{seconds}s])"},
-                          timeout=10).json()["data"]["result"]
+    alerts = requests.get(f"{prom}/api/v1/query", params={"query": f"max_over_time(ALERTS[{seconds}s])"}, timeout=10).json()["data"][
+        "result"
+    ]
     assert alerts == [], [a["metric"] for a in alerts]
     rules = requests.get(f"{prom}/api/v1/rules", timeout=10).json()["data"]["groups"]
     assert sum(len(g["rules"]) for g in rules) > 30  # the project's rules are loaded and evaluated

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -70,39 +70,51 @@ def test_totals_are_exact_across_eight_concurrent_lambda_containers(tmp_path):
 
             wait_until(
                 lambda: pushed("pricing_requests_total", endpoint="/score", status_code="200") == expected,
-                ARRIVAL_SECONDS, "the Pushgateway's /score total never reached the requests sent",
+                ARRIVAL_SECONDS,
+                "the Pushgateway's /score total never reached the requests sent",
             )
             assert pushed("pricing_api_latency_seconds_count", endpoint="/score") == expected
             assert pushed("pricing_api_latency_seconds_bucket", endpoint="/score", le="+Inf") == expected
-            assert sum(pushed("pricing_score_latency_seconds_count", pricing_method=m)
-                       for m in ("ml_elasticity", "rule_based")) == expected
+            assert sum(pushed("pricing_score_latency_seconds_count", pricing_method=m) for m in ("ml_elasticity", "rule_based")) == expected
             assert len(pgw.instances("pricing-score")) == CONTAINERS
 
             remaining = ARRIVAL_SECONDS - (time.monotonic() - last_answer)
-            prom.wait_for_value('sum(pricing_requests_total{job="pricing-score",endpoint="/score"})', expected,
-                                timeout=max(remaining, 0.1))
+            prom.wait_for_value('sum(pricing_requests_total{job="pricing-score",endpoint="/score"})', expected, timeout=max(remaining, 0.1))
             prom.wait_for_value(
-                'sum(pricing_api_latency_seconds_count{job="pricing-score",endpoint="/score"})', expected,
-                timeout=max(ARRIVAL_SECONDS - (time.monotonic() - last_answer), 0.1))
+                'sum(pricing_api_latency_seconds_count{job="pricing-score",endpoint="/score"})',
+                expected,
+                timeout=max(ARRIVAL_SECONDS - (time.monotonic() - last_answer), 0.1),
+            )
             # What increase()/rate() can see: every series starts from the zero Prometheus stores
             # at its created timestamp, so max - min over the run is the whole count, the first
             # pushes included. (increase() itself extrapolates to the window's edges.)
             selector = 'pricing_requests_total{job="pricing-score",endpoint="/score"}[10m]'
-            prom.wait_for_value(f"sum(max_over_time({selector}) - min_over_time({selector}))", expected,
-                                timeout=max(ARRIVAL_SECONDS - (time.monotonic() - last_answer), 0.1))
-            print(f"all {expected} /score counts in Prometheus {time.monotonic() - last_answer:.1f} s "
-                  "after the last answer")
+            prom.wait_for_value(
+                f"sum(max_over_time({selector}) - min_over_time({selector}))",
+                expected,
+                timeout=max(ARRIVAL_SECONDS - (time.monotonic() - last_answer), 0.1),
+            )
+            print(f"all {expected} /score counts in Prometheus {time.monotonic() - last_answer:.1f} s after the last answer")
 
 
 def test_learn_outcome_counts_are_exact_across_eight_concurrent_lambda_containers(tmp_path):
-    stamp = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     batches_per_container, per_batch = 4, 25
     expected = CONTAINERS * batches_per_container * per_batch
 
     def batch(index: int, b: int) -> dict:
-        return {"batch": [{"property_id": f"exact-{(index + i) % 3}", "timestamp": stamp,
-                           "quoted_price": 90.0 + i, "accepted": i % 2 == 0,
-                           "quote_id": f"q-{index}-{b}-{i}"} for i in range(per_batch)]}
+        return {
+            "batch": [
+                {
+                    "property_id": f"exact-{(index + i) % 3}",
+                    "timestamp": stamp,
+                    "quoted_price": 90.0 + i,
+                    "accepted": i % 2 == 0,
+                    "quote_id": f"q-{index}-{b}-{i}",
+                }
+                for i in range(per_batch)
+            ]
+        }
 
     with moto_resources() as aws, Pushgateway() as pgw, Prometheus(pgw) as prom:
         env = {"AWS_ENDPOINT_URL": aws.endpoint_url, "PUSHGATEWAY_URL": pgw.url}
@@ -124,16 +136,18 @@ def test_learn_outcome_counts_are_exact_across_eight_concurrent_lambda_container
             def left() -> float:
                 return max(ARRIVAL_SECONDS - (time.monotonic() - last_answer), 0.1)
 
-            wait_until(lambda: pgw.sum("pricing_outcomes_ingested_total", job="pricing-ingest") == expected,
-                       left(), "the Pushgateway's ingested total never reached the outcomes stored")
-            prom.wait_for_value('sum(pricing_outcomes_ingested_total{job="pricing-ingest"})', expected,
-                                timeout=left())
+            wait_until(
+                lambda: pgw.sum("pricing_outcomes_ingested_total", job="pricing-ingest") == expected,
+                left(),
+                "the Pushgateway's ingested total never reached the outcomes stored",
+            )
+            prom.wait_for_value('sum(pricing_outcomes_ingested_total{job="pricing-ingest"})', expected, timeout=left())
             selector = 'pricing_outcomes_ingested_total{job="pricing-ingest"}[10m]'
-            prom.wait_for_value(f"sum(max_over_time({selector}) - min_over_time({selector}))", expected,
-                                timeout=left())
+            prom.wait_for_value(f"sum(max_over_time({selector}) - min_over_time({selector}))", expected, timeout=left())
             requests = 'pricing_requests_total{job="pricing-ingest",endpoint="/learn",status_code="200"}'
-            prom.wait_for_value(f"sum(max_over_time({requests}[10m]) - min_over_time({requests}[10m]))",
-                                CONTAINERS * batches_per_container, timeout=left())
+            prom.wait_for_value(
+                f"sum(max_over_time({requests}[10m]) - min_over_time({requests}[10m]))", CONTAINERS * batches_per_container, timeout=left()
+            )
 
 
 def test_a_retired_container_flushes_what_the_pushgateway_missed_within_the_shutdown_budget(tmp_path):
@@ -152,8 +166,6 @@ def test_a_retired_container_flushes_what_the_pushgateway_missed_within_the_shut
                 report = containers.containers[0].retire()
                 assert report.sigterm and not report.killed and report.runtime_status == 0, report
                 assert report.duration_ms < report.budget_ms
-                assert pgw.sum("pricing_requests_total", job="pricing-score", endpoint="/score",
-                               status_code="200") == invocations
+                assert pgw.sum("pricing_requests_total", job="pricing-score", endpoint="/score", status_code="200") == invocations
                 # The failed pushes themselves are counted, and reach the gateway too.
-                assert pgw.sum("pricing_metrics_push_failures_total", job="pricing-score",
-                               reason="connection") == invocations
+                assert pgw.sum("pricing_metrics_push_failures_total", job="pricing-score", reason="connection") == invocations

@@ -41,7 +41,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -54,8 +54,8 @@ from pricing.domain.simulator import CURVES, simulate_outcomes
 from pricing.settings import Settings
 from pricing.storage.stores import Stores
 from support.local_stack import PROJECT_ROOT, built_artifacts, local_api, require_function_build
-from support.stub_http import Reply, Request, StubServer
 from support.obs_stack import ENVIRONMENT, observability_stack, panels_without_data, render_dashboard
+from support.stub_http import Reply, Request, StubServer
 
 pytestmark = pytest.mark.e2e
 
@@ -104,10 +104,21 @@ class CompetitorBackend(StubServer):
         elif mode is None:
             reply = Reply(404, {"success": False})
         else:
-            updated = datetime.now(timezone.utc) - timedelta(hours=2)
-            reply = Reply(200, {"success": True, "data": {
-                "priceP10": 95.0, "priceP50": 125.0, "priceP90": 160.0, "competitorCount": 7,
-                "source": "e2e-backend", "updatedAt": updated.strftime("%Y-%m-%dT%H:%M:%SZ")}})
+            updated = datetime.now(UTC) - timedelta(hours=2)
+            reply = Reply(
+                200,
+                {
+                    "success": True,
+                    "data": {
+                        "priceP10": 95.0,
+                        "priceP50": 125.0,
+                        "priceP90": 160.0,
+                        "competitorCount": 7,
+                        "source": "e2e-backend",
+                        "updatedAt": updated.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    },
+                },
+            )
         with self.lock:
             self.answered.append((property_id, reply.status))
         return reply
@@ -172,7 +183,7 @@ def score_body(property_id: str, user_id: str, stay_date: date, with_market: boo
     body["entity"] = {"userId": user_id, "propertyId": property_id}
     # A night of its own per request: the client caches backend answers per property and night.
     body["stay_date"] = stay_date.isoformat()
-    body["quote_time"] = utc(datetime.now(timezone.utc))
+    body["quote_time"] = utc(datetime.now(UTC))
     if not with_market:
         body.pop("market")
     return body
@@ -191,7 +202,7 @@ def seed_stores(api) -> None:
 
 def run_workload(api, backend: CompetitorBackend) -> Traffic:
     traffic = Traffic()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     started = time.perf_counter()
 
     seed_stores(api)
@@ -199,8 +210,9 @@ def run_workload(api, backend: CompetitorBackend) -> Traffic:
 
     # History ending a day ago, so what /learn gets later is "recent" to the deployed models.
     for property_id in MODELLED:
-        history = simulate_outcomes(CURVES_BY_NAME[DEMO_PROPERTIES[property_id]], SEED_OUTCOMES, seed=2026,
-                                    now=now - timedelta(days=1), property_id=property_id)
+        history = simulate_outcomes(
+            CURVES_BY_NAME[DEMO_PROPERTIES[property_id]], SEED_OUTCOMES, seed=2026, now=now - timedelta(days=1), property_id=property_id
+        )
         stored, duplicates, how = learn(history, api.url)
         assert (stored, how) == (SEED_OUTCOMES, "POST /learn"), (stored, duplicates, how)
         traffic.learns.append({"processed": stored, "duplicates": duplicates, "invalid": 0})
@@ -223,10 +235,15 @@ def run_workload(api, backend: CompetitorBackend) -> Traffic:
     quoted = []
     for i, response in enumerate(r for r in traffic.scores if r.status_code == 200):
         answer = response.json()
-        quoted.append({
-            "property_id": answer_property(response), "timestamp": utc(datetime.now(timezone.utc)),
-            "quoted_price": answer["price"], "accepted": i % 3 == 0, "quote_id": answer["safety"]["quote_id"],
-        })
+        quoted.append(
+            {
+                "property_id": answer_property(response),
+                "timestamp": utc(datetime.now(UTC)),
+                "quoted_price": answer["price"],
+                "accepted": i % 3 == 0,
+                "quote_id": answer["safety"]["quote_id"],
+            }
+        )
     invalid = [
         {**quoted[0], "quote_id": "bad-price-1", "quoted_price": 0},
         {**quoted[1], "quote_id": "bad-time-1", "timestamp": utc(now + timedelta(days=2))},
@@ -236,8 +253,7 @@ def run_workload(api, backend: CompetitorBackend) -> Traffic:
     traffic.learns.append(post_learn(api, quoted[:6]))  # a caller's retry: duplicates only
 
     # The drifted property's market moved: beach-resort prices for a city hotel, over the last hours.
-    moved = simulate_outcomes(CURVES_BY_NAME["beach-resort"], 150, seed=7, now=now, property_id=DRIFTED,
-                              history_days=0.25)
+    moved = simulate_outcomes(CURVES_BY_NAME["beach-resort"], 150, seed=7, now=now, property_id=DRIFTED, history_days=0.25)
     traffic.learns.append(post_learn(api, moved))
     traffic.retrains.append(invoke(api, "RetrainFunction", retrain_event([DRIFTED])))
     traffic.seconds["learn_and_retrain"] = time.perf_counter() - mark
@@ -279,23 +295,26 @@ def workload(tmp_path_factory):
         require_function_build(build_dir, function)
     tmp = tmp_path_factory.mktemp("observability-workload")
     env_vars = tmp / "env.json"
-    env_vars.write_text(json.dumps({"Parameters": {
-        # A loaded test machine must not turn a slow push into a skipped one (push back-off).
-        "PUSHGATEWAY_TIMEOUT_SECONDS": "2",
-    }}))
+    env_vars.write_text(
+        json.dumps(
+            {
+                "Parameters": {
+                    # A loaded test machine must not turn a slow push into a skipped one (push back-off).
+                    "PUSHGATEWAY_TIMEOUT_SECONDS": "2",
+                }
+            }
+        )
+    )
     backend = CompetitorBackend(BACKEND_API_KEY)
     started = time.perf_counter()
     try:
         with observability_stack(tmp, synthetic_check=False) as stack:
-            env = {"PUSHGATEWAY_URL": stack.pushgateway_url, "BACKEND_API_URL": backend.url,
-                   "BACKEND_API_KEY": BACKEND_API_KEY}
-            with local_api(build_dir=build_dir, env=env, env_vars_file=env_vars, max_containers=2,
-                           run_dir=tmp / "run") as api:
+            env = {"PUSHGATEWAY_URL": stack.pushgateway_url, "BACKEND_API_URL": backend.url, "BACKEND_API_KEY": BACKEND_API_KEY}
+            with local_api(build_dir=build_dir, env=env, env_vars_file=env_vars, max_containers=2, run_dir=tmp / "run") as api:
                 traffic = run_workload(api, backend)
                 missing = wait_for_panels(stack)
                 traffic.seconds["until_panels"] = time.perf_counter() - started
-                yield {"stack": stack, "api": api, "backend": backend, "traffic": traffic,
-                       "panels_missing": missing, "tmp": tmp}
+                yield {"stack": stack, "api": api, "backend": backend, "traffic": traffic, "panels_missing": missing, "tmp": tmp}
     finally:
         backend.close()
 
@@ -358,27 +377,33 @@ def test_prometheus_sums_equal_the_traffic_sent(workload):
 
 def test_invalid_outcome_flood_through_learn_fires_and_reaches_slack(workload):
     stack, api = workload["stack"], workload["api"]
-    ratio = ('sum(rate(pricing_outcomes_invalid_total[5m])) / (sum(rate(pricing_outcomes_ingested_total[5m]))'
-             ' + sum(rate(pricing_outcomes_invalid_total[5m])))')
+    ratio = (
+        "sum(rate(pricing_outcomes_invalid_total[5m])) / (sum(rate(pricing_outcomes_ingested_total[5m]))"
+        " + sum(rate(pricing_outcomes_invalid_total[5m])))"
+    )
     [before] = stack.query(ratio)
     assert float(before["value"][1]) < 0.1  # the workload's own few invalid outcomes stay below it
     assert "HighInvalidOutcomesRate" not in stack.firing()
 
     started = time.perf_counter()
-    now = utc(datetime.now(timezone.utc))
+    now = utc(datetime.now(UTC))
     # The same property and reason as the workload's invalid outcome: an already published
     # series, so each batch's count goes out with the push at the end of its own request.
     for batch in range(3):
-        answer = post_learn(api, [{"property_id": "demo-hotel-1", "timestamp": now, "quoted_price": 0,
-                                   "accepted": False, "quote_id": f"flood-{batch}-{i}"}
-                                  for i in range(FLOOD // 3)])
+        answer = post_learn(
+            api,
+            [
+                {"property_id": "demo-hotel-1", "timestamp": now, "quoted_price": 0, "accepted": False, "quote_id": f"flood-{batch}-{i}"}
+                for i in range(FLOOD // 3)
+            ],
+        )
         assert answer["invalid"] == FLOOD // 3
 
     alert = stack.wait_for_notification("slack-warning", "HighInvalidOutcomesRate")
     workload["traffic"].seconds["flood_to_webhook"] = time.perf_counter() - started
     assert alert["labels"]["severity"] == "warning"
     assert alert["labels"]["environment"] == ENVIRONMENT
-    assert alert["annotations"]["runbook_url"] .endswith("/observability/runbooks.md#highinvalidoutcomesrate")
+    assert alert["annotations"]["runbook_url"].endswith("/observability/runbooks.md#highinvalidoutcomesrate")
     assert alert["annotations"]["runbook_url"].startswith("https://")
     assert "HighInvalidOutcomesRate" in stack.firing()
     [held] = stack.am_alerts("HighInvalidOutcomesRate")
@@ -387,8 +412,9 @@ def test_invalid_outcome_flood_through_learn_fires_and_reaches_slack(workload):
 
 def test_dashboard_snapshot_from_that_prometheus(workload, tmp_path, capsys):
     output = tmp_path / "dashboard.png"
-    code = render_dashboard.main([workload["stack"].prometheus_url, "--minutes", "3", "--output", str(output),
-                                  "--environment", ENVIRONMENT, "--require-data"])
+    code = render_dashboard.main(
+        [workload["stack"].prometheus_url, "--minutes", "3", "--output", str(output), "--environment", ENVIRONMENT, "--require-data"]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

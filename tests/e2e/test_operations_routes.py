@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -48,11 +48,13 @@ class Api:
         return response.json()
 
     def score(self, user: str, property_id: str = MODELLED) -> dict:
-        body = {"entity": {"userId": user, "propertyId": property_id},
-                "stay_date": (datetime.now(timezone.utc).date() + timedelta(days=20)).isoformat(),
-                "quote_time": datetime.now(timezone.utc).isoformat(),
-                "inventory": {"capacity": 40, "remaining": 20},
-                "market": {"comp_price_p10": 90.0, "comp_price_p50": 120.0, "comp_price_p90": 150.0}}
+        body = {
+            "entity": {"userId": user, "propertyId": property_id},
+            "stay_date": (datetime.now(UTC).date() + timedelta(days=20)).isoformat(),
+            "quote_time": datetime.now(UTC).isoformat(),
+            "inventory": {"capacity": 40, "remaining": 20},
+            "market": {"comp_price_p10": 90.0, "comp_price_p50": 120.0, "comp_price_p90": 150.0},
+        }
         response = self.pricing.post(self.url + "/score", json=body, timeout=60)
         assert response.status_code == 200, response.text
         return response.json()
@@ -70,8 +72,7 @@ def api(tmp_path_factory) -> Iterator[Api]:
         require_function_build(build_dir, function)
     run_dir = tmp_path_factory.mktemp("operations")
     env_vars = run_dir / "env.json"
-    env_vars.write_text(json.dumps({"ScoreFunction": {"EXPERIMENTS_CACHE_TTL_SECONDS": str(CACHE_TTL),
-                                                      "EXPLORATION_RATE": "0"}}))
+    env_vars.write_text(json.dumps({"ScoreFunction": {"EXPERIMENTS_CACHE_TTL_SECONDS": str(CACHE_TTL), "EXPLORATION_RATE": "0"}}))
     with contextlib.ExitStack() as stack:
         aws = stack.enter_context(moto_resources())
         stores = Stores.build(aws.settings())
@@ -79,13 +80,29 @@ def api(tmp_path_factory) -> Iterator[Api]:
         model = CURVES[0].true_model(MODELLED, VERSION)
         key = artifact_key(MODELLED, VERSION)
         stores.artifacts.put_artifact(key, model.to_artifact())
-        stores.registry.put_model_record(MODELLED, VERSION, {"artifact_key": key, "status": "deployed", "outcomes": 1234,
-                                                             "created_at": "2026-11-01T00:00:00+00:00",
-                                                             "evaluation": {"holdout_log_loss": 0.61}})
+        stores.registry.put_model_record(
+            MODELLED,
+            VERSION,
+            {
+                "artifact_key": key,
+                "status": "deployed",
+                "outcomes": 1234,
+                "created_at": "2026-11-01T00:00:00+00:00",
+                "evaluation": {"holdout_log_loss": 0.61},
+            },
+        )
         stores.registry.swap_live_model(MODELLED, VERSION, key, expected_version=None, deployed_at="2026-11-01T00:00:00+00:00")
-        running = stack.enter_context(local_api(
-            build_dir=build_dir, env={"AWS_ENDPOINT_URL": aws.endpoint_url}, env_vars_file=env_vars,
-            max_containers=2, run_dir=run_dir, require_api_key=PRICING_KEY, operator_api_key=OPERATOR_KEY))
+        running = stack.enter_context(
+            local_api(
+                build_dir=build_dir,
+                env={"AWS_ENDPOINT_URL": aws.endpoint_url},
+                env_vars_file=env_vars,
+                max_containers=2,
+                run_dir=run_dir,
+                require_api_key=PRICING_KEY,
+                operator_api_key=OPERATOR_KEY,
+            )
+        )
         yield Api(running.url)
 
 
@@ -124,19 +141,30 @@ def test_model_routes(api):
     for path, params in ((f"/model/metrics/{PLAIN}", {}), ("/model/list", {"property_id": PLAIN})):
         missing = api.get(path, **params)
         assert missing.status_code == 404 and PLAIN in missing.json()["detail"]
-    for path, params in ((f"/model/metrics/{MODELLED}", {"model_type": "revenue"}), ("/model/list", {"limit": 0}),
-                         ("/model/list", {"property_id": MODELLED, "next_token": "!!not-a-token"}),
-                         ("/model/metrics/bad!id", {})):
+    for path, params in (
+        (f"/model/metrics/{MODELLED}", {"model_type": "revenue"}),
+        ("/model/list", {"limit": 0}),
+        ("/model/list", {"property_id": MODELLED, "next_token": "!!not-a-token"}),
+        ("/model/metrics/bad!id", {}),
+    ):
         bad = api.get(path, **params)
         assert bad.status_code == 422, (path, params, bad.status_code, bad.text)
         assert isinstance(bad.json()["detail"], list)
 
 
 def test_outcome_routes(api):
-    now = datetime.now(timezone.utc)
-    batch = [{"property_id": PLAIN, "timestamp": (now - timedelta(hours=i)).isoformat(), "quoted_price": 100.0 + i,
-              "accepted": i % 2 == 0, **({"final_price": 95.0} if i % 2 == 0 else {}),
-              **({"context": {"occupancy": 0.5}} if i < 3 else {})} for i in range(6)]
+    now = datetime.now(UTC)
+    batch = [
+        {
+            "property_id": PLAIN,
+            "timestamp": (now - timedelta(hours=i)).isoformat(),
+            "quoted_price": 100.0 + i,
+            "accepted": i % 2 == 0,
+            **({"final_price": 95.0} if i % 2 == 0 else {}),
+            **({"context": {"occupancy": 0.5}} if i < 3 else {}),
+        }
+        for i in range(6)
+    ]
     assert api.learn(batch)["processed"] == 6
     listed = api.ok("/learn/outcomes/properties")
     assert listed["success"] and PLAIN in listed["properties"] and listed["count"] == len(listed["properties"])
@@ -157,23 +185,32 @@ def test_operator_routes_refuse_the_pricing_callers_key(api):
     assert refused.status_code == 403
     assert api.pricing.post(f"{api.url}/ab/experiments/any/stop", timeout=60).status_code == 403
     assert requests.get(f"{api.url}/model/info", headers={"x-api-key": OPERATOR_KEY}, timeout=60).status_code == 403
-    bad = api.operator.post(f"{api.url}/ab/experiments", params={"name": "x", "ml_traffic_percentage": "150"},
-                            timeout=60)
+    bad = api.operator.post(f"{api.url}/ab/experiments", params={"name": "x", "ml_traffic_percentage": "150"}, timeout=60)
     assert bad.status_code == 422 and any("ml_traffic_percentage" in e["loc"] for e in bad.json()["detail"])
     assert api.operator.post(f"{api.url}/ab/experiments/no-such-experiment/stop", timeout=60).status_code == 404
     assert api.get("/ab/experiments/no-such-experiment/results").status_code == 404
 
 
 def test_an_experiment_from_creation_to_stop(api):
-    created = api.operator.post(f"{api.url}/ab/experiments", timeout=60, params={
-        "name": "ml-vs-rules", "description": "e2e", "ml_traffic_percentage": "50", "property_ids": MODELLED,
-        "start_date": (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()})
+    created = api.operator.post(
+        f"{api.url}/ab/experiments",
+        timeout=60,
+        params={
+            "name": "ml-vs-rules",
+            "description": "e2e",
+            "ml_traffic_percentage": "50",
+            "property_ids": MODELLED,
+            "start_date": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
+        },
+    )
     assert created.status_code == 200, created.text
     experiment_id = created.json()["experiment_id"]
     # The same fields as a JSON body; this one starts tomorrow, so it assigns no one yet.
-    later = api.operator.post(f"{api.url}/ab/experiments", timeout=60, json={
-        "name": "later", "start_date": (datetime.now(timezone.utc) + timedelta(days=1)).date().isoformat(),
-        "property_ids": [MODELLED]})
+    later = api.operator.post(
+        f"{api.url}/ab/experiments",
+        timeout=60,
+        json={"name": "later", "start_date": (datetime.now(UTC) + timedelta(days=1)).date().isoformat(), "property_ids": [MODELLED]},
+    )
     assert later.status_code == 200, later.text
     listed = api.ok("/ab/experiments", active_only="true")
     assert experiment_id in [e["experiment_id"] for e in listed["experiments"]]
@@ -186,15 +223,22 @@ def test_an_experiment_from_creation_to_stop(api):
     quotes = [api.score(f"guest-{i}") for i in range(40)]
     arms = {q["safety"]["ab_variant"] for q in quotes}
     assert {q["safety"]["experiment_id"] for q in quotes} == {experiment_id} and arms == {"control", "treatment"}
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     expected = {"control": [0, 0], "treatment": [0, 0]}
     batch = []
     for i, quote in enumerate(quotes[:30]):  # outcomes for 30 of the 40 quotes
         booked = i % 3 == 0
         expected[quote["safety"]["ab_variant"]][0] += 1
         expected[quote["safety"]["ab_variant"]][1] += booked
-        batch.append({"property_id": MODELLED, "timestamp": now, "quoted_price": quote["price"], "accepted": booked,
-                      "quote_id": quote["safety"]["quote_id"]})
+        batch.append(
+            {
+                "property_id": MODELLED,
+                "timestamp": now,
+                "quoted_price": quote["price"],
+                "accepted": booked,
+                "quote_id": quote["safety"]["quote_id"],
+            }
+        )
     batch.append({"property_id": MODELLED, "timestamp": now, "quoted_price": 99.0, "accepted": True})  # unattributed
     assert api.learn(batch)["processed"] == 31
     assert api.learn(batch)["duplicates"] == 31  # a re-sent batch adds nothing to the readout

@@ -18,9 +18,10 @@ import json
 import socket
 import statistics
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -71,8 +72,7 @@ def call(stack, method: str, path: str, body: Any = None, headers: dict[str, str
     """One request over HTTP with the caller's credentials; returns the response and its seconds
     (the wall-clock time it arrived is ``response.arrived_at``)."""
     started = time.perf_counter()
-    response = requests.request(method, f"{stack.url}{path}", json=body, headers={**CREDENTIALS, **(headers or {})},
-                                timeout=HTTP_TIMEOUT)
+    response = requests.request(method, f"{stack.url}{path}", json=body, headers={**CREDENTIALS, **(headers or {})}, timeout=HTTP_TIMEOUT)
     response.arrived_at = time.time()  # type: ignore[attr-defined]
     return response, time.perf_counter() - started
 
@@ -83,8 +83,7 @@ def run_plan(stack) -> dict[str, Any]:
     out: dict[str, Any] = {}
     out["health"], _ = call(stack, "GET", "/health", headers={"X-Request-ID": "e2e-health-1"})
     out["invalid"], _ = call(stack, "POST", "/learn", {"batch": []}, headers={"X-Request-ID": "e2e-invalid-1"})
-    out["scores"] = [call(stack, "POST", "/score", SCORE_BODY, headers={"X-Request-ID": f"e2e-score-{i}"})
-                     for i in range(TIMED_SCORES)]
+    out["scores"] = [call(stack, "POST", "/score", SCORE_BODY, headers={"X-Request-ID": f"e2e-score-{i}"}) for i in range(TIMED_SCORES)]
     # No X-Request-ID: the id is API Gateway's request id, learned from the response.
     out["learns"] = [call(stack, "POST", "/learn", LEARN_BODY) for _ in range(TIMED_LEARNS)]
     return out
@@ -95,8 +94,9 @@ def invoke_unknown_path(stack) -> dict[str, Any]:
     an unknown path itself, so only a direct invocation shows what the function does with it."""
     route = ApiRoute(function="ScoreFunction", method="GET", path="/nope")
     headers = [("Host", stack.url.split("//")[1]), ("X-Request-ID", "e2e-404-1"), *CREDENTIALS.items()]
-    event = build_event(method="GET", raw_path="/nope", headers=headers, body=b"", route=route,
-                        path_parameters=None, stage=stack.template.api_stage())
+    event = build_event(
+        method="GET", raw_path="/nope", headers=headers, body=b"", route=route, path_parameters=None, stage=stack.template.api_stage()
+    )
     result = stack.pools["ScoreFunction"].invoke(event)
     assert result.ok, result.payload[:500]
     return result.json()
@@ -118,8 +118,11 @@ def learn_tails(plan: dict[str, Any], lines: list[str]) -> list[float]:
     """Seconds from each failing learn's "batch refused" log line to its response reaching the
     client: the answer, the Lambda integration's flush and the way back, without the storage
     retries before it, whose jittered backoff varies by seconds from one request to the next."""
-    refused = {r["correlation_id"]: datetime.strptime(r["timestamp"], "%Y-%m-%d %H:%M:%S,%f%z").timestamp()
-               for r in log_records(lines) if r.get("message") == REFUSED_MESSAGE}
+    refused = {
+        r["correlation_id"]: datetime.strptime(r["timestamp"], "%Y-%m-%d %H:%M:%S,%f%z").timestamp()
+        for r in log_records(lines)
+        if r.get("message") == REFUSED_MESSAGE
+    }
     return [response.arrived_at - refused[response.headers["X-Request-ID"]] for response, _ in plan["learns"]]
 
 
@@ -142,18 +145,22 @@ def answered(env_vars_file, tmp_path_factory):
     build_dir = require_functions()
     with SentryReceiver() as receiver:
         env = {"SENTRY_DSN": receiver.dsn, "SENTRY_TRACES_SAMPLE_RATE": "1.0"}
-        with local_api(build_dir=build_dir, env=env, env_vars_file=env_vars_file, max_containers=1,
-                       require_api_key=API_KEY, run_dir=tmp_path_factory.mktemp("answered")) as stack:
+        with local_api(
+            build_dir=build_dir,
+            env=env,
+            env_vars_file=env_vars_file,
+            max_containers=1,
+            require_api_key=API_KEY,
+            run_dir=tmp_path_factory.mktemp("answered"),
+        ) as stack:
             plan = run_plan(stack)
             plan["not_found"] = invoke_unknown_path(stack)
             # Each invocation flushed before answering; the wait covers only the receiver's thread.
-            receiver.wait_for(lambda r: len(r.events) >= TIMED_LEARNS
-                              and len(r.transactions) >= TIMED_SCORES + TIMED_LEARNS, timeout=10)
+            receiver.wait_for(lambda r: len(r.events) >= TIMED_LEARNS and len(r.transactions) >= TIMED_SCORES + TIMED_LEARNS, timeout=10)
             time.sleep(0.3)  # a straggler would arrive now, so "no event" below means something
             ingest_name = stack.pools["IngestFunction"].function.name
     # Read after the stack stopped: the containers' log files are complete and closed.
-    return {"plan": plan, "receiver": receiver, "ingest_logs": function_logs(stack, "IngestFunction"),
-            "ingest_name": ingest_name}
+    return {"plan": plan, "receiver": receiver, "ingest_logs": function_logs(stack, "IngestFunction"), "ingest_name": ingest_name}
 
 
 def test_learn_with_storage_unreachable_is_a_503_and_exactly_one_tagged_event(answered):
@@ -253,8 +260,14 @@ def black_holed(env_vars_file, answered, tmp_path_factory):
     build_dir = require_functions()
     with SentryReceiver(answer=False) as blackhole:
         env = {"SENTRY_DSN": blackhole.dsn, "SENTRY_TRACES_SAMPLE_RATE": "1.0"}
-        with local_api(build_dir=build_dir, env=env, env_vars_file=env_vars_file, max_containers=1,
-                       require_api_key=API_KEY, run_dir=tmp_path_factory.mktemp("black-holed")) as stack:
+        with local_api(
+            build_dir=build_dir,
+            env=env,
+            env_vars_file=env_vars_file,
+            max_containers=1,
+            require_api_key=API_KEY,
+            run_dir=tmp_path_factory.mktemp("black-holed"),
+        ) as stack:
             plan = run_plan(stack)
     return {"plan": plan, "logs": {fn: function_logs(stack, fn) for fn in ("ScoreFunction", "IngestFunction")}}
 
@@ -262,14 +275,15 @@ def black_holed(env_vars_file, answered, tmp_path_factory):
 def _figures(name: str, normal: list[float], slowed: list[float]) -> tuple[float, float, float]:
     baseline = statistics.median(normal)
     first, later = slowed[0] - baseline, max(slowed[1:]) - baseline
-    print(f"{name}: normal {', '.join(f'{s:.3f}' for s in normal)} s (median {baseline:.3f}); "
-          f"Sentry never answering {', '.join(f'{s:.3f}' for s in slowed)} s; "
-          f"extra: first {first:+.3f} s, later at most {later:+.3f} s")
+    print(
+        f"{name}: normal {', '.join(f'{s:.3f}' for s in normal)} s (median {baseline:.3f}); "
+        f"Sentry never answering {', '.join(f'{s:.3f}' for s in slowed)} s; "
+        f"extra: first {first:+.3f} s, later at most {later:+.3f} s"
+    )
     return baseline, first, later
 
 
-@pytest.mark.parametrize(("key", "status", "function"), [("scores", 200, "ScoreFunction"),
-                                                        ("learns", 503, "IngestFunction")])
+@pytest.mark.parametrize(("key", "status", "function"), [("scores", 200, "ScoreFunction"), ("learns", 503, "IngestFunction")])
 def test_a_sentry_that_never_answers_costs_only_a_bounded_flush(answered, black_holed, key, status, function):
     from pricing.observability.sentry import FLUSH_TIMEOUT_SECONDS
 

@@ -32,8 +32,16 @@ import pytest
 import yaml
 
 from local import prometheus_stack
-from support.obs_stack import (OBSERVABILITY, Service, WebhookReceiver, alertmanager_config, free_port, http_json,
-                               require_binaries, shortened_rules)
+from support.obs_stack import (
+    OBSERVABILITY,
+    Service,
+    WebhookReceiver,
+    alertmanager_config,
+    free_port,
+    http_json,
+    require_binaries,
+    shortened_rules,
+)
 
 pytestmark = pytest.mark.services
 
@@ -42,10 +50,13 @@ QUIET_SECONDS = 6.0  # after a notification: long enough for a duplicate to show
 
 
 def push_stale_synthetic_check(pushgateway_url: str, environment: str) -> None:
-    body = (f"# TYPE pricing_synthetic_check_timestamp_seconds gauge\n"
-            f'pricing_synthetic_check_timestamp_seconds{{environment="{environment}"}} {time.time() - 600:.3f}\n').encode()
+    body = (
+        f"# TYPE pricing_synthetic_check_timestamp_seconds gauge\n"
+        f'pricing_synthetic_check_timestamp_seconds{{environment="{environment}"}} {time.time() - 600:.3f}\n'
+    ).encode()
     request = urllib.request.Request(
-        f"{pushgateway_url}/metrics/job/pricing-score/instance/synthetic-{environment}", data=body, method="PUT")
+        f"{pushgateway_url}/metrics/job/pricing-score/instance/synthetic-{environment}", data=body, method="PUT"
+    )
     with urllib.request.urlopen(request, timeout=5):
         pass
 
@@ -60,14 +71,28 @@ class AlertmanagerCluster:
         self.services = []
         for i in range(3):
             peers = [f"--cluster.peer=127.0.0.1:{p}" for j, p in enumerate(self.gossip) if j != i]
-            self.services.append(Service(f"Alertmanager {i}", [
-                binary, f"--config.file={config}", f"--storage.path={tmp / f'am-{i}'}",
-                f"--web.listen-address=127.0.0.1:{self.web[i]}", f"--web.route-prefix={prefix}",
-                f"--cluster.listen-address=127.0.0.1:{self.gossip[i]}",
-                f"--cluster.advertise-address=127.0.0.1:{self.gossip[i]}", *peers,
-                f"--cluster.peer-timeout={PEER_TIMEOUT}", "--cluster.gossip-interval=100ms",
-                "--cluster.pushpull-interval=1s", "--cluster.settle-timeout=3s", "--log.level=warn",
-            ], f"http://127.0.0.1:{self.web[i]}{prefix}/-/ready", tmp / f"alertmanager-{i}.log"))
+            self.services.append(
+                Service(
+                    f"Alertmanager {i}",
+                    [
+                        binary,
+                        f"--config.file={config}",
+                        f"--storage.path={tmp / f'am-{i}'}",
+                        f"--web.listen-address=127.0.0.1:{self.web[i]}",
+                        f"--web.route-prefix={prefix}",
+                        f"--cluster.listen-address=127.0.0.1:{self.gossip[i]}",
+                        f"--cluster.advertise-address=127.0.0.1:{self.gossip[i]}",
+                        *peers,
+                        f"--cluster.peer-timeout={PEER_TIMEOUT}",
+                        "--cluster.gossip-interval=100ms",
+                        "--cluster.pushpull-interval=1s",
+                        "--cluster.settle-timeout=3s",
+                        "--log.level=warn",
+                    ],
+                    f"http://127.0.0.1:{self.web[i]}{prefix}/-/ready",
+                    tmp / f"alertmanager-{i}.log",
+                )
+            )
 
     def targets(self) -> list[str]:
         return [f"127.0.0.1:{p}" for p in self.web]
@@ -85,12 +110,12 @@ class AlertmanagerCluster:
             except OSError:
                 pass
             time.sleep(0.2)
-        raise AssertionError(f"the cluster never counted {expected} members: "
-                             f"{[self.members(i) for i in alive]}")
+        raise AssertionError(f"the cluster never counted {expected} members: {[self.members(i) for i in alive]}")
 
 
-def prometheus_service(tmp: Path, binary: str, replica: str, pushgateway: str, alertmanagers: list[str],
-                       prefix: str, rules: list[str]) -> Service:
+def prometheus_service(
+    tmp: Path, binary: str, replica: str, pushgateway: str, alertmanagers: list[str], prefix: str, rules: list[str]
+) -> Service:
     port = free_port()
     config = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s", external_labels={"replica": replica})
@@ -107,11 +132,20 @@ def prometheus_service(tmp: Path, binary: str, replica: str, pushgateway: str, a
             job["metrics_path"] = f"{prefix}/metrics"
     path = tmp / f"prometheus-{replica}.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return Service(f"Prometheus {replica}", [
-        binary, f"--config.file={path}", f"--storage.tsdb.path={tmp / f'prometheus-{replica}'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--rules.alert.resend-delay=1s", "--log.level=warn",
-        *prometheus_stack.PROMETHEUS_FLAGS,
-    ], f"http://127.0.0.1:{port}/-/ready", tmp / f"prometheus-{replica}.log")
+    return Service(
+        f"Prometheus {replica}",
+        [
+            binary,
+            f"--config.file={path}",
+            f"--storage.tsdb.path={tmp / f'prometheus-{replica}'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--rules.alert.resend-delay=1s",
+            "--log.level=warn",
+            *prometheus_stack.PROMETHEUS_FLAGS,
+        ],
+        f"http://127.0.0.1:{port}/-/ready",
+        tmp / f"prometheus-{replica}.log",
+    )
 
 
 def kill(service: Service) -> None:
@@ -123,16 +157,21 @@ def kill(service: Service) -> None:
 def notifications(webhook: WebhookReceiver, environment: str) -> list[dict]:
     """Every notification that carried a firing ServiceDown of ``environment``."""
     notes = [n for notes in webhook.received.values() for n in notes]  # a snapshot
-    return [n for n in notes if any(a["status"] == "firing" and a["labels"].get("alertname") == "ServiceDown"
-                                    and a["labels"].get("environment") == environment for a in n["alerts"])]
+    return [
+        n
+        for n in notes
+        if any(
+            a["status"] == "firing" and a["labels"].get("alertname") == "ServiceDown" and a["labels"].get("environment") == environment
+            for a in n["alerts"]
+        )
+    ]
 
 
 def exactly_one(webhook: WebhookReceiver, environment: str, timeout: float = 45.0) -> dict:
     deadline = time.monotonic() + timeout
     while not notifications(webhook, environment):
         if time.monotonic() > deadline:
-            raise AssertionError(f"no notification for {environment}; webhook got "
-                                 f"{json.dumps(dict(webhook.received))[:2000]}")
+            raise AssertionError(f"no notification for {environment}; webhook got {json.dumps(dict(webhook.received))[:2000]}")
         time.sleep(0.1)
     time.sleep(QUIET_SECONDS)  # every member has had its turn by now
     got = notifications(webhook, environment)
@@ -154,14 +193,27 @@ def test_one_notification_per_alert_while_an_alertmanager_and_a_prometheus_die_a
 
     pg_port = free_port()
     pushgateway_url = f"http://127.0.0.1:{pg_port}{prefix}"
-    pushgateway = Service("Pushgateway", [binaries[prometheus_stack.PUSHGATEWAY], f"--web.listen-address=127.0.0.1:{pg_port}",
-                                          f"--web.route-prefix={prefix}", "--persistence.file=", "--log.level=warn",
-                                          *prometheus_stack.PUSHGATEWAY_FLAGS],
-                          f"{pushgateway_url}/-/ready", tmp_path / "pushgateway.log")
+    pushgateway = Service(
+        "Pushgateway",
+        [
+            binaries[prometheus_stack.PUSHGATEWAY],
+            f"--web.listen-address=127.0.0.1:{pg_port}",
+            f"--web.route-prefix={prefix}",
+            "--persistence.file=",
+            "--log.level=warn",
+            *prometheus_stack.PUSHGATEWAY_FLAGS,
+        ],
+        f"{pushgateway_url}/-/ready",
+        tmp_path / "pushgateway.log",
+    )
     cluster = AlertmanagerCluster(tmp_path, binaries[prometheus_stack.ALERTMANAGER], am_config, prefix)
     rules = shortened_rules(tmp_path)
-    pair = [prometheus_service(tmp_path, binaries[prometheus_stack.PROMETHEUS], replica, f"127.0.0.1:{pg_port}",
-                               cluster.targets(), prefix, rules) for replica in ("a", "b")]
+    pair = [
+        prometheus_service(
+            tmp_path, binaries[prometheus_stack.PROMETHEUS], replica, f"127.0.0.1:{pg_port}", cluster.targets(), prefix, rules
+        )
+        for replica in ("a", "b")
+    ]
     started: list[Service] = []
     try:
         started.append(pushgateway.start())

@@ -28,15 +28,21 @@ def test_success_parses_the_snapshot_and_sends_key_and_request_id(backend):
     assert fetch.status == "success"
     snap, data = fetch.snapshot, COMPETITOR_ANSWER["data"]
     assert (snap.p10, snap.p50, snap.p90, snap.count, snap.source) == (
-        data["priceP10"], data["priceP50"], data["priceP90"], data["competitorCount"], data["source"])
+        data["priceP10"],
+        data["priceP50"],
+        data["priceP90"],
+        data["competitorCount"],
+        data["source"],
+    )
     assert snap.staleness_seconds > 0
     path, headers = backend.requests[0].target, backend.requests[0].headers
     assert path == "/api/competitor-data/prop%2F1/2026-12-24"
     assert headers["X-API-Key"] == "secret-key-123" and headers["X-Request-ID"] == "rid-9"
 
 
-@pytest.mark.parametrize("mode,status", [("not_found", "not_found"), ("error", "error"), ("garbage", "error"),
-                                         ("huge", "error"), ("hang", "timeout")])
+@pytest.mark.parametrize(
+    "mode,status", [("not_found", "not_found"), ("error", "error"), ("garbage", "error"), ("huge", "error"), ("hang", "timeout")]
+)
 def test_failures_are_reported_not_raised_and_bounded(backend, mode, status):
     backend.mode = mode
     started = time.monotonic()

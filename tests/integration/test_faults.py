@@ -13,13 +13,9 @@ What must hold whatever fails:
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from support.apigw_events import invoke, rest_event
-from support.faults import CompetitorBackend, FaultProxy, impatient
-from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures
 
 from pricing.competitors import CompetitorClient
 from pricing.domain.conversion_model import ConversionModel
@@ -32,8 +28,11 @@ from pricing.storage.aws import from_wire
 from pricing.storage.outcomes import OUTCOME_LISTING_KEY
 from pricing.storage.registry import LIVE_RECORD
 from pricing.storage.stores import Stores
+from support.apigw_events import invoke, rest_event
+from support.faults import CompetitorBackend, FaultProxy, impatient
+from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 PROPERTY = "hotel-faults"
 MODEL = ConversionModel(PROPERTY, "v-live", {"intercept": 4.0, "price_ratio": -4.0}, 100.0, (50.0, 250.0))
 FELL_BACK = "Fell back to rule-based pricing"
@@ -49,8 +48,7 @@ def quote(property_id: str = PROPERTY, **extra) -> dict:
     }
 
 
-def seed_live_model(stores: Stores, property_id: str = PROPERTY, artifact: bytes | dict | None = None,
-                    version: str = "v-live") -> str:
+def seed_live_model(stores: Stores, property_id: str = PROPERTY, artifact: bytes | dict | None = None, version: str = "v-live") -> str:
     """Registry CONFIG (base price 130) and LIVE pointing at ``artifact`` (default: a usable model)."""
     stores.registry.put_property_config(property_id, 130.0)
     key = artifact_key(property_id, version)
@@ -82,8 +80,9 @@ def score(proxy, monkeypatch):
 
     def install(competitors: CompetitorClient | None = None) -> ScoringService:
         stores = Stores.build(proxy.aws.settings(), latency_critical=True)
-        service = ScoringService(proxy.aws.settings(), stores.registry, stores.artifacts, stores.experiments,
-                                 competitors or CompetitorClient("", "", 0.3))
+        service = ScoringService(
+            proxy.aws.settings(), stores.registry, stores.artifacts, stores.experiments, competitors or CompetitorClient("", "", 0.3)
+        )
         monkeypatch.setattr(score_app, "service", service)
         return service
 
@@ -145,8 +144,7 @@ def test_after_a_store_failure_the_property_is_not_asked_again_at_once(proxy, sc
 CORRUPT_ARTIFACTS = {
     "not-json": b"\x00\x01 definitely not json",
     "unknown-format": b'{"format": "conversion-logit/v9", "coefficients": {}}',
-    "demand-rises-with-price": json.dumps(
-        {**MODEL.to_artifact(), "coefficients": {"intercept": 4.0, "price_ratio": 4.0}}).encode(),
+    "demand-rises-with-price": json.dumps({**MODEL.to_artifact(), "coefficients": {"intercept": 4.0, "price_ratio": 4.0}}).encode(),
     "nan-coefficient": json.dumps(MODEL.to_artifact()).replace("4.0", "NaN", 1).encode(),
     "unknown-feature": json.dumps({**MODEL.to_artifact(), "coefficients": {"intercept": 1, "moon_phase": -2}}).encode(),
     "truncated": json.dumps(MODEL.to_artifact()).encode()[:60],
@@ -174,8 +172,7 @@ def competitor_fetches(status: str) -> float:
 
 
 def test_a_failing_competitor_backend_never_fails_the_quote(proxy, score):
-    for mode, status in (("error", "error"), ("hang", "timeout"), ("garbage", "error"), ("huge", "error"),
-                         ("not_found", "not_found")):
+    for mode, status in (("error", "error"), ("hang", "timeout"), ("garbage", "error"), ("huge", "error"), ("not_found", "not_found")):
         with CompetitorBackend(mode) as backend:
             score.install(CompetitorClient(backend.url, "backend-key", timeout=0.3))
             before = competitor_fetches(status)
@@ -200,9 +197,16 @@ def test_everything_down_at_once_still_prices(proxy, score):
 
 
 def outcomes(n: int, prefix: str = "f") -> list[dict]:
-    return [{"property_id": f"learn-{i % 3}",
-             "timestamp": (NOW - timedelta(minutes=i + 1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-             "quoted_price": 100.0 + i % 50, "accepted": i % 4 == 0, "quote_id": f"{prefix}-{i:05d}"} for i in range(n)]
+    return [
+        {
+            "property_id": f"learn-{i % 3}",
+            "timestamp": (NOW - timedelta(minutes=i + 1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "quoted_price": 100.0 + i % 50,
+            "accepted": i % 4 == 0,
+            "quote_id": f"{prefix}-{i:05d}",
+        }
+        for i in range(n)
+    ]
 
 
 def stored(proxy) -> list[str]:
@@ -222,8 +226,8 @@ def ingested_counted() -> float:
 
 @pytest.fixture
 def learn(proxy, monkeypatch):
-    from pricing.api import ingest_app
     from ingest_handler import handler
+    from pricing.api import ingest_app
 
     monkeypatch.setattr(ingest_app, "service", IngestionService(impatient(Stores.build(proxy.aws.settings())).outcomes))
 
@@ -289,9 +293,11 @@ def test_learn_failing_half_way_through_the_writes_loses_and_doubles_nothing(pro
 
 
 def live_pointer(proxy, property_id: str) -> dict | None:
-    item = proxy.aws.client("dynamodb").get_item(
-        TableName=proxy.aws.names["ModelRegistryTable"],
-        Key={"property_id": {"S": property_id}, "record": {"S": LIVE_RECORD}}).get("Item")
+    item = (
+        proxy.aws.client("dynamodb")
+        .get_item(TableName=proxy.aws.names["ModelRegistryTable"], Key={"property_id": {"S": property_id}, "record": {"S": LIVE_RECORD}})
+        .get("Item")
+    )
     return None if item is None else from_wire(item)
 
 
@@ -304,12 +310,15 @@ def assert_registry_valid(proxy, property_id: str) -> ConversionModel | None:
     return model
 
 
-@pytest.mark.parametrize("service,target,mode", [
-    ("s3", "PUT", "error"),              # the candidate's artifact cannot be written
-    ("dynamodb", "PutItem", "throttle"),  # neither its record nor the LIVE swap
-    ("dynamodb", "UpdateItem", "error"),  # the swap happened, the status update did not
-    ("dynamodb", "Query", "reset"),       # outcomes cannot be read
-])
+@pytest.mark.parametrize(
+    "service,target,mode",
+    [
+        ("s3", "PUT", "error"),  # the candidate's artifact cannot be written
+        ("dynamodb", "PutItem", "throttle"),  # neither its record nor the LIVE swap
+        ("dynamodb", "UpdateItem", "error"),  # the swap happened, the status update did not
+        ("dynamodb", "Query", "reset"),  # outcomes cannot be read
+    ],
+)
 def test_a_retrain_failing_at_any_step_leaves_the_registry_valid_and_a_rerun_deploys(proxy, service, target, mode):
     curve = CURVES[0]
     IngestionService(proxy.direct.outcomes).ingest(simulate_outcomes(curve, 300, seed=3, now=NOW, property_id=PROPERTY))

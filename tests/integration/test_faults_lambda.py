@@ -9,25 +9,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from support.faults import CompetitorBackend
-from support.local_stack import built_artifacts, lambda_containers, require_function_build
-from support.promstack import SilentServer
 
 from local.apigw import build_event
 from local.stack import template_for
 from local.template import ApiRoute, SamTemplate
+from support.faults import CompetitorBackend
+from support.local_stack import built_artifacts, lambda_containers, require_function_build
+from support.promstack import SilentServer
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def api_event(function: str, path: str, body: dict) -> dict:
-    return build_event(method="POST", raw_path=path, headers=[("Content-Type", "application/json")],
-                       body=json.dumps(body).encode(), route=ApiRoute(function, "POST", path),
-                       path_parameters=None, stage="dev")
+    return build_event(
+        method="POST",
+        raw_path=path,
+        headers=[("Content-Type", "application/json")],
+        body=json.dumps(body).encode(),
+        route=ApiRoute(function, "POST", path),
+        path_parameters=None,
+        stage="dev",
+    )
 
 
 def function_with_timeout(logical_id: str, seconds: int):
@@ -53,13 +58,17 @@ def test_score_answers_by_rules_within_its_deadline_with_every_dependency_hung(u
     # A 5 s timeout instead of the template's 10 s: the work a quote can wait for is bounded well
     # inside even that (stores ~0.8 s each, backend 0.3 s, push 0.25 s, Sentry flush bounded).
     function = function_with_timeout("ScoreFunction", 5)
-    quote = {"entity": {"userId": "u-1", "propertyId": "hung-1"},
-             "stay_date": (NOW.date() + timedelta(days=12)).isoformat(), "quote_time": NOW.isoformat(),
-             "inventory": {"capacity": 30, "remaining": 11}}
+    quote = {
+        "entity": {"userId": "u-1", "propertyId": "hung-1"},
+        "stay_date": (NOW.date() + timedelta(days=12)).isoformat(),
+        "quote_time": NOW.isoformat(),
+        "inventory": {"capacity": 30, "remaining": 11},
+    }
     with lambda_containers(function, env=unreachable, log_dir=tmp_path) as containers:
         for i in range(3):  # cold, then warm: the same container keeps answering
-            result = containers.invoke(api_event("ScoreFunction", "/score", {**quote, "entity": {
-                "userId": "u-1", "propertyId": f"hung-{i}"}}))
+            result = containers.invoke(
+                api_event("ScoreFunction", "/score", {**quote, "entity": {"userId": "u-1", "propertyId": f"hung-{i}"}})
+            )
             assert result.outcome == "response" and result.ok, result.payload[:300]
             response = result.json()
             assert response["statusCode"] == 200, response
@@ -74,8 +83,16 @@ def test_learn_near_its_deadline_refuses_with_503_instead_of_being_killed(unreac
     # With the store hung, the durable client's own retries would outlast this 4 s timeout: the
     # function must answer 503 before Lambda kills it (which the caller would see as a 502/504).
     function = function_with_timeout("IngestFunction", 4)
-    batch = [{"property_id": "hung-1", "timestamp": (NOW - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-              "quoted_price": 120.0, "accepted": True, "quote_id": f"deadline-{i}"} for i in range(30)]
+    batch = [
+        {
+            "property_id": "hung-1",
+            "timestamp": (NOW - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "quoted_price": 120.0,
+            "accepted": True,
+            "quote_id": f"deadline-{i}",
+        }
+        for i in range(30)
+    ]
     with lambda_containers(function, env=unreachable, log_dir=tmp_path) as containers:
         for _ in range(2):
             result = containers.invoke(api_event("IngestFunction", "/learn", {"batch": batch}))

@@ -27,12 +27,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from support.apigw_events import invoke, rest_event
-from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures
-
 from pricing.services.ingestion import IngestionService
 from pricing.storage.aws import AwsClients
 from pricing.storage.outcomes import OutcomeStore
+from support.apigw_events import invoke, rest_event
+from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "60"))
 
@@ -41,8 +40,12 @@ FUZZ = settings(
     derandomize=True,
     database=None,  # nothing written into the working tree
     deadline=None,  # a 10,000-item batch legitimately takes a while against moto
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
 )
 
 

@@ -15,15 +15,14 @@ import base64
 import copy
 import json
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from pricing.observability.metrics import METRICS, REGISTRY
 from support.apigw_events import invoke, rest_event
 
-from pricing.observability.metrics import METRICS, REGISTRY
-
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 TODAY = NOW.date()
 
 QUOTE = {
@@ -144,8 +143,14 @@ SCORE_CASES = [
     ("json-array", "[1, 2, 3]", JSON, 422, "validation", "body"),
     ("json-string", '"hello"', JSON, 422, "validation", "body"),
     ("text-plain", json.dumps(QUOTE), {"Content-Type": "text/plain"}, 422, "unsupported_media_type", "Content-Type"),
-    ("form-encoded", "entity=x&stay_date=y", {"Content-Type": "application/x-www-form-urlencoded"}, 422,
-     "unsupported_media_type", "Content-Type"),
+    (
+        "form-encoded",
+        "entity=x&stay_date=y",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        422,
+        "unsupported_media_type",
+        "Content-Type",
+    ),
     ("xml", "<quote/>", {"Content-Type": "application/xml"}, 422, "unsupported_media_type", "Content-Type"),
     ("capacity-as-string", quote_with("inventory.capacity", "50"), JSON, 422, "validation", "capacity"),
     ("capacity-as-float", quote_with("inventory.capacity", 50.5), JSON, 422, "validation", "capacity"),
@@ -155,23 +160,17 @@ SCORE_CASES = [
     ("price-as-string", quote_with("market.comp_price_p50", "120"), JSON, 422, "validation", "comp_price_p50"),
     ("price-as-bool", quote_with("costs", {"min_price": True}), JSON, 422, "validation", "min_price"),
     ("nan", raw_quote('"comp_price_p50": 120.0', '"comp_price_p50": NaN'), JSON, 422, "invalid_json", "NaN"),
-    ("infinity", raw_quote('"comp_price_p90": 150.0', '"comp_price_p90": Infinity'), JSON, 422, "invalid_json",
-     "Infinity"),
-    ("minus-infinity", raw_quote('"comp_price_p10": 90.0', '"comp_price_p10": -Infinity'), JSON, 422,
-     "invalid_json", "Infinity"),
-    ("1e309", raw_quote('"comp_price_p90": 150.0', '"comp_price_p90": 1e309'), JSON, 422, "validation",
-     "comp_price_p90"),
-    ("grid-1e309", raw_quote('"toggles"', '"allowed_price_grid": [100, 1e309], "toggles"'), JSON, 422,
-     "validation", "allowed_price_grid"),
+    ("infinity", raw_quote('"comp_price_p90": 150.0', '"comp_price_p90": Infinity'), JSON, 422, "invalid_json", "Infinity"),
+    ("minus-infinity", raw_quote('"comp_price_p10": 90.0', '"comp_price_p10": -Infinity'), JSON, 422, "invalid_json", "Infinity"),
+    ("1e309", raw_quote('"comp_price_p90": 150.0', '"comp_price_p90": 1e309'), JSON, 422, "validation", "comp_price_p90"),
+    ("grid-1e309", raw_quote('"toggles"', '"allowed_price_grid": [100, 1e309], "toggles"'), JSON, 422, "validation", "allowed_price_grid"),
     ("negative-price", quote_with("market.comp_price_p50", -120.0), JSON, 422, "validation", "comp_price_p50"),
     ("zero-price", quote_with("costs", {"min_price": 0}), JSON, 422, "validation", "min_price"),
     ("zero-in-grid", quote_with("allowed_price_grid", [0, 100.0]), JSON, 422, "validation", "allowed_price_grid"),
     ("negative-max", quote_with("costs", {"max_price": -1}), JSON, 422, "validation", "max_price"),
     ("sub-cent-price", quote_with("market", {"comp_price_p50": 1e-300}), JSON, 422, "validation", "comp_price_p50"),
-    ("sub-cent-bounds", quote_with("costs", {"min_price": 0.011, "max_price": 0.019}), JSON, 422, "validation",
-     "costs"),
-    ("overflowing-price", quote_with("market", {"comp_price_p50": 1.7e308}), JSON, 422, "validation",
-     "comp_price_p50"),
+    ("sub-cent-bounds", quote_with("costs", {"min_price": 0.011, "max_price": 0.019}), JSON, 422, "validation", "costs"),
+    ("overflowing-price", quote_with("market", {"comp_price_p50": 1.7e308}), JSON, 422, "validation", "comp_price_p50"),
     ("overflowing-min", quote_with("costs", {"min_price": 1e300}), JSON, 422, "validation", "min_price"),
     ("overflowing-grid", quote_with("allowed_price_grid", [1.79e308]), JSON, 422, "validation", "allowed_price_grid"),
     ("impossible-date", quote_with("stay_date", "2026-02-30"), JSON, 422, "validation", "stay_date"),
@@ -179,50 +178,36 @@ SCORE_CASES = [
     ("five-digit-year", quote_with("stay_date", "99999-01-01"), JSON, 422, "validation", "stay_date"),
     ("year-zero", quote_with("stay_date", "0000-01-01"), JSON, 422, "validation", "stay_date"),
     ("stay-far-future", quote_with("stay_date", "9999-12-31"), JSON, 422, "validation", "stay_date"),
-    ("stay-before-quote", quote_with("stay_date", (TODAY - timedelta(days=1)).isoformat()), JSON, 422,
-     "validation", "stay_date"),
+    ("stay-before-quote", quote_with("stay_date", (TODAY - timedelta(days=1)).isoformat()), JSON, 422, "validation", "stay_date"),
     ("quote-time-garbage", quote_with("quote_time", "yesterday at noon"), JSON, 422, "validation", "quote_time"),
-    ("quote-time-hour-25", quote_with("quote_time", "2026-11-26T25:00:00Z"), JSON, 422, "validation",
-     "quote_time"),
-    ("quote-time-naive", quote_with("quote_time", NOW.strftime("%Y-%m-%dT%H:%M:%S")), JSON, 422, "validation",
-     "quote_time"),
-    ("quote-time-year-9999", quote_with("quote_time", "9999-12-31T23:59:59-23:59"), JSON, 422, "validation",
-     "stay_date"),
+    ("quote-time-hour-25", quote_with("quote_time", "2026-11-26T25:00:00Z"), JSON, 422, "validation", "quote_time"),
+    ("quote-time-naive", quote_with("quote_time", NOW.strftime("%Y-%m-%dT%H:%M:%S")), JSON, 422, "validation", "quote_time"),
+    ("quote-time-year-9999", quote_with("quote_time", "9999-12-31T23:59:59-23:59"), JSON, 422, "validation", "stay_date"),
     ("deep-nesting", raw_quote('"weather": {}', '"weather": ' + nested(40)), JSON, 422, "invalid_json", "nesting"),
-    ("very-deep-nesting", raw_quote('"weather": {}', '"weather": ' + "[" * 200_000 + "]" * 200_000), JSON, 422,
-     "invalid_json", "nesting"),
-    ("6mb-body", raw_quote('"weather": {}', '"weather": {"pad": "' + "x" * SIX_MB + '"}'), JSON, 413,
-     "payload_too_large", "exceeds"),
-    ("6mb-declared", json.dumps(QUOTE), {**JSON, "Content-Length": str(SIX_MB + 1)}, 413, "payload_too_large",
-     "exceeds"),
+    ("very-deep-nesting", raw_quote('"weather": {}', '"weather": ' + "[" * 200_000 + "]" * 200_000), JSON, 422, "invalid_json", "nesting"),
+    ("6mb-body", raw_quote('"weather": {}', '"weather": {"pad": "' + "x" * SIX_MB + '"}'), JSON, 413, "payload_too_large", "exceeds"),
+    ("6mb-declared", json.dumps(QUOTE), {**JSON, "Content-Length": str(SIX_MB + 1)}, 413, "payload_too_large", "exceeds"),
     ("nul-in-property-id", quote_with("entity.propertyId", "prop\x00456"), JSON, 422, "validation", "propertyId"),
-    ("newline-in-property-id", quote_with("entity.propertyId", "prop-456\n"), JSON, 422, "validation",
-     "propertyId"),
+    ("newline-in-property-id", quote_with("entity.propertyId", "prop-456\n"), JSON, 422, "validation", "propertyId"),
     ("escape-in-user-id", quote_with("entity.userId", "user\x1b[2J"), JSON, 422, "validation", "userId"),
     ("nul-in-user-id", quote_with("entity.userId", "\x00"), JSON, 422, "validation", "userId"),
     ("long-property-id", quote_with("entity.propertyId", "p" * 129), JSON, 422, "validation", "propertyId"),
     ("huge-user-id", quote_with("entity.userId", "u" * 1_000_000), JSON, 422, "validation", "userId"),
     ("empty-user-id", quote_with("entity.userId", ""), JSON, 422, "validation", "userId"),
-    ("duplicate-key", raw_quote('"stay_date"', '"stay_date": "2026-12-25", "stay_date"'), JSON, 422,
-     "invalid_json", "duplicate key"),
-    ("nested-duplicate-key", raw_quote('"capacity": 50', '"capacity": 50, "capacity": 5'), JSON, 422,
-     "invalid_json", "duplicate key"),
-    ("huge-integer", raw_quote('"capacity": 50', '"capacity": ' + "9" * 5000), JSON, 422, "invalid_json",
-     "invalid JSON"),
+    ("duplicate-key", raw_quote('"stay_date"', '"stay_date": "2026-12-25", "stay_date"'), JSON, 422, "invalid_json", "duplicate key"),
+    ("nested-duplicate-key", raw_quote('"capacity": 50', '"capacity": 50, "capacity": 5'), JSON, 422, "invalid_json", "duplicate key"),
+    ("huge-integer", raw_quote('"capacity": 50', '"capacity": ' + "9" * 5000), JSON, 422, "invalid_json", "invalid JSON"),
     ("lone-surrogate", raw_quote('"user-123"', '"user-\\ud800"'), JSON, 422, "validation", "userId"),
 ]
 
 
-@pytest.mark.parametrize("body,headers,status,error_type,needle", [c[1:] for c in SCORE_CASES],
-                         ids=[c[0] for c in SCORE_CASES])
-def test_hostile_score_request_is_a_counted_4xx_naming_the_problem(score_handler, body, headers, status,
-                                                                  error_type, needle):
+@pytest.mark.parametrize("body,headers,status,error_type,needle", [c[1:] for c in SCORE_CASES], ids=[c[0] for c in SCORE_CASES])
+def test_hostile_score_request_is_a_counted_4xx_naming_the_problem(score_handler, body, headers, status, error_type, needle):
     assert_refused(score_handler, "/score", body, headers, status, error_type, needle)
 
 
 def test_a_body_that_is_not_utf8_is_a_422(score_handler):
-    assert_refused(score_handler, "/score", None, JSON, 422, "invalid_json", "UTF-8",
-                   base64_body=b'{"entity": "\xff\xfe"}')
+    assert_refused(score_handler, "/score", None, JSON, 422, "invalid_json", "UTF-8", base64_body=b'{"entity": "\xff\xfe"}')
 
 
 def test_json_with_a_charset_and_odd_case_is_still_json(score_handler):
@@ -259,29 +244,43 @@ BATCH = {"batch": [outcome(quote_id="hostile-0")]}
 
 LEARN_CASES = [
     ("not-json", "outcomes!", JSON, 422, "invalid_json", "invalid JSON"),
-    ("text-plain", json.dumps(BATCH), {"Content-Type": "text/plain"}, 422, "unsupported_media_type",
-     "Content-Type"),
+    ("text-plain", json.dumps(BATCH), {"Content-Type": "text/plain"}, 422, "unsupported_media_type", "Content-Type"),
     ("no-batch", '{"outcomes": []}', JSON, 422, "validation", "batch"),
     ("batch-not-a-list", '{"batch": {"property_id": "prop-1"}}', JSON, 422, "validation", "batch"),
     ("batch-null", '{"batch": null}', JSON, 422, "validation", "batch"),
     ("empty-batch", '{"batch": []}', JSON, 422, "validation", "batch"),
-    ("10001-outcomes", {"batch": [outcome(quote_id=f"q{i}") for i in range(10_001)]}, JSON, 422, "validation",
-     "batch"),
+    ("10001-outcomes", {"batch": [outcome(quote_id=f"q{i}") for i in range(10_001)]}, JSON, 422, "validation", "batch"),
     ("nan", json.dumps(BATCH).replace("120.0", "NaN"), JSON, 422, "invalid_json", "NaN"),
     ("infinity", json.dumps(BATCH).replace("120.0", "-Infinity"), JSON, 422, "invalid_json", "Infinity"),
-    ("duplicate-key", json.dumps(BATCH).replace('"accepted": true', '"accepted": true, "accepted": false'), JSON,
-     422, "invalid_json", "duplicate key"),
-    ("deep-nesting", json.dumps({"batch": [outcome(context={})]}).replace('"context": {}', '"context": ' + nested(40)),
-     JSON, 422, "invalid_json", "nesting"),
-    ("6mb-body", {"batch": [outcome(quote_id=f"q{i}", context={"pad": "x" * 700}) for i in range(8_000)]}, JSON,
-     413, "payload_too_large", "exceeds"),
+    (
+        "duplicate-key",
+        json.dumps(BATCH).replace('"accepted": true', '"accepted": true, "accepted": false'),
+        JSON,
+        422,
+        "invalid_json",
+        "duplicate key",
+    ),
+    (
+        "deep-nesting",
+        json.dumps({"batch": [outcome(context={})]}).replace('"context": {}', '"context": ' + nested(40)),
+        JSON,
+        422,
+        "invalid_json",
+        "nesting",
+    ),
+    (
+        "6mb-body",
+        {"batch": [outcome(quote_id=f"q{i}", context={"pad": "x" * 700}) for i in range(8_000)]},
+        JSON,
+        413,
+        "payload_too_large",
+        "exceeds",
+    ),
 ]
 
 
-@pytest.mark.parametrize("body,headers,status,error_type,needle", [c[1:] for c in LEARN_CASES],
-                         ids=[c[0] for c in LEARN_CASES])
-def test_hostile_learn_request_is_a_counted_4xx_naming_the_problem(ingest_handler, body, headers, status,
-                                                                  error_type, needle):
+@pytest.mark.parametrize("body,headers,status,error_type,needle", [c[1:] for c in LEARN_CASES], ids=[c[0] for c in LEARN_CASES])
+def test_hostile_learn_request_is_a_counted_4xx_naming_the_problem(ingest_handler, body, headers, status, error_type, needle):
     assert_refused(ingest_handler, "/learn", body, headers, status, error_type, needle)
 
 
@@ -298,8 +297,7 @@ LEARN_ITEM_CASES = [
     ("timestamp-garbage", outcome(timestamp="last tuesday"), "invalid_timestamp"),
     ("timestamp-naive", outcome(timestamp=NOW.strftime("%Y-%m-%dT%H:%M:%S")), "invalid_timestamp"),
     ("timestamp-month-13", outcome(timestamp="2026-13-01T00:00:00Z"), "invalid_timestamp"),
-    ("timestamp-future", outcome(timestamp=(NOW + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")),
-     "future_timestamp"),
+    ("timestamp-future", outcome(timestamp=(NOW + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")), "future_timestamp"),
     ("timestamp-year-1", outcome(timestamp="0001-01-01T00:00:00Z"), "too_old"),
     ("stay-date-impossible", outcome(stay_date="2026-02-30"), "invalid_date"),
     ("property-id-with-nul", outcome(property_id="prop\x001"), "invalid_property_id"),
@@ -341,8 +339,9 @@ def test_credentials_a_caller_sends_never_reach_metric_labels_or_the_answer(scor
     assert status == 422 and secret not in json.dumps(out) and secret not in json.dumps(out_headers)
     status, _, _ = post(score_handler, "/score", QUOTE, headers)
     assert status == 200
-    labels = {v for group in (None, *METRICS.groups()) for m in METRICS.collect(group)
-              for s in m.samples for v in s.labels.values()} | set(METRICS.groups())
+    labels = {v for group in (None, *METRICS.groups()) for m in METRICS.collect(group) for s in m.samples for v in s.labels.values()} | set(
+        METRICS.groups()
+    )
     assert not any(secret in v for v in labels)
 
 
@@ -353,8 +352,15 @@ def test_hostile_requests_never_crash_or_restart_a_lambda_container(tmp_path):
     from support.local_stack import lambda_containers
 
     def event(function: str, path: str, body: bytes, content_type: str = "application/json") -> dict:
-        return build_event(method="POST", raw_path=path, headers=[("Content-Type", content_type)], body=body,
-                           route=ApiRoute(function, "POST", path), path_parameters=None, stage="dev")
+        return build_event(
+            method="POST",
+            raw_path=path,
+            headers=[("Content-Type", content_type)],
+            body=body,
+            route=ApiRoute(function, "POST", path),
+            path_parameters=None,
+            stage="dev",
+        )
 
     quote = json.dumps(QUOTE)
     cases = {
@@ -394,8 +400,12 @@ ECHO_CASES = [
     ("content-type", "/score", json.dumps(QUOTE), {"Content-Type": f"text/{MARKER}; charset={MARKER}"}),
     ("learn-content-type", "/learn", json.dumps(BATCH), {"Content-Type": f"application/x-{MARKER}"}),
     ("duplicate-key", "/score", raw_quote('"stay_date"', f'"{MARKER}": 1, "{MARKER}": 2, "stay_date"'), JSON),
-    ("learn-duplicate-key", "/learn", json.dumps(BATCH).replace('"accepted": true',
-                                                                 f'"accepted": true, "{MARKER}": 1, "{MARKER}": 2'), JSON),
+    (
+        "learn-duplicate-key",
+        "/learn",
+        json.dumps(BATCH).replace('"accepted": true', f'"accepted": true, "{MARKER}": 1, "{MARKER}": 2'),
+        JSON,
+    ),
     ("bad-escape", "/score", raw_quote('"user-123"', f'"user\\\\{MARKER[0]}\\{MARKER}"'), JSON),
     ("bad-literal", "/score", raw_quote('"capacity": 50', f'"capacity": {MARKER}'), JSON),
     ("bad-value", "/score", quote_with("entity.userId", "\x00" + MARKER), JSON),

@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import random
 import string
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from support.apigw_events import invoke, rest_event
-from support.faults import CompetitorBackend
-from support.promstack import Pushgateway
 
 from pricing.competitors import CompetitorClient
 from pricing.observability import metrics
@@ -27,8 +23,11 @@ from pricing.observability.push import MetricsPusher
 from pricing.services.scoring import ScoringService
 from pricing.settings import Settings
 from pricing.storage.registry import PropertyRecord
+from support.apigw_events import invoke, rest_event
+from support.faults import CompetitorBackend
+from support.promstack import Pushgateway
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 RNG = random.Random(7)
 
 
@@ -63,8 +62,13 @@ def series_count() -> int:
 
 
 def fetches_counted() -> float:
-    return sum(s.value for m in collected() if m.name == "pricing_competitor_fetches"
-               for s in m.samples if s.name == "pricing_competitor_fetches_total")
+    return sum(
+        s.value
+        for m in collected()
+        if m.name == "pricing_competitor_fetches"
+        for s in m.samples
+        if s.name == "pricing_competitor_fetches_total"
+    )
 
 
 class NoModels:
@@ -84,8 +88,9 @@ def score_handler():
 
     with CompetitorBackend("not_found") as backend:
         original = score_app.service
-        score_app.service = ScoringService(Settings(), NoModels(), NoModels(), NoModels(),
-                                           CompetitorClient(backend.url, "backend-key", timeout=1.0))
+        score_app.service = ScoringService(
+            Settings(), NoModels(), NoModels(), NoModels(), CompetitorClient(backend.url, "backend-key", timeout=1.0)
+        )
         try:
             yield handler
         finally:
@@ -120,15 +125,21 @@ def test_a_batch_of_ten_thousand_properties_adds_at_most_the_cap():
     # Invalid outcomes are counted per property even though nothing is stored: no store needed.
     from ingest_handler import handler
 
-    batch = [{"property_id": random_property_id(), "timestamp": NOW.strftime("%Y-%m-%dT%H:%M:%SZ"),
-              "quoted_price": -1.0, "accepted": True} for _ in range(10_000)]
+    batch = [
+        {"property_id": random_property_id(), "timestamp": NOW.strftime("%Y-%m-%dT%H:%M:%SZ"), "quoted_price": -1.0, "accepted": True}
+        for _ in range(10_000)
+    ]
     cap = metrics.METRICS._max_property_labels
     status, _, out = invoke(handler, rest_event("POST", "/learn", {"batch": batch}))
     assert status == 200 and out["invalid"] == 10_000, out
     assert len(property_labels() - {OTHER_PROPERTY, UNKNOWN_PROPERTY}) <= cap
-    invalid = sum(s.value for m in collected() if m.name == "pricing_outcomes_invalid"
-                  for s in m.samples if s.name == "pricing_outcomes_invalid_total"
-                  and s.labels["reason"] == "non_positive_price")
+    invalid = sum(
+        s.value
+        for m in collected()
+        if m.name == "pricing_outcomes_invalid"
+        for s in m.samples
+        if s.name == "pricing_outcomes_invalid_total" and s.labels["reason"] == "non_positive_price"
+    )
     assert invalid >= 10_000
 
 
@@ -136,8 +147,7 @@ def test_the_pushgateway_holds_at_most_cap_plus_two_groups_and_each_push_stays_s
     cap = 20
     m = metrics.PricingMetrics(max_property_labels=cap)
     with Pushgateway() as pgw:
-        settings = Settings(pushgateway_url=pgw.url, pushgateway_timeout_seconds=5.0,
-                            function_name="pricing-score-flood")
+        settings = Settings(pushgateway_url=pgw.url, pushgateway_timeout_seconds=5.0, function_name="pricing-score-flood")
         pusher = MetricsPusher(m, settings, function="score", instance="flood", wait_for_answers=True)
         sizes = []
         for i in range(300):  # one invocation per new property, as a flood arrives
@@ -151,6 +161,6 @@ def test_the_pushgateway_holds_at_most_cap_plus_two_groups_and_each_push_stays_s
         pushed_properties = {g["labels"].get("property_id") for g in groups} - {None}
         assert OTHER_PROPERTY in pushed_properties and len(pushed_properties) <= cap + 1
         # Past the cap a push is the base group and the __other__ group, whatever came before.
-        assert max(sizes[cap + 5:]) <= min(sizes[cap + 5:]) * 1.2
+        assert max(sizes[cap + 5 :]) <= min(sizes[cap + 5 :]) * 1.2
         assert pgw.sum("pricing_competitor_fetches_total", instance="flood") == 300
         pusher.close()

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures; puts local/ on the path
 
 from local.apigw import build_event
 from local.lambda_context import FakeContext
@@ -21,9 +19,10 @@ from pricing.storage import outcomes as outcome_store
 from pricing.storage.aws import AwsClients
 from pricing.storage.outcomes import OUTCOME_LISTING_KEY
 from pricing.storage.stores import Stores
+from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures; puts local/ on the path
 
 ROUTE = ApiRoute("IngestFunction", "POST", "/learn")
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 #: What an ingest invocation has left (API Gateway's 29 s); a test may widen it.
@@ -66,7 +65,7 @@ INVALID_EXAMPLES = {
     "invalid_date": outcome(0, stay_date="2026-02-30", quote_id="x-date"),
     "invalid_lead_time": outcome(0, stay_date=(NOW - timedelta(days=10)).date().isoformat(), quote_id="x-lead"),
     "invalid_quote_id": outcome(0, quote_id=""),
-    "id_too_long": outcome(0, quote_id="\U0001F600" * 256),
+    "id_too_long": outcome(0, quote_id="\U0001f600" * 256),
     "invalid_attribution": outcome(0, variant="", quote_id="x-attr"),
     "invalid_context": outcome(0, context={"occupancy": 7}, quote_id="x-ctx"),
     "context_too_large": outcome(0, context={"notes": "x" * 5000}, quote_id="x-big"),
@@ -89,8 +88,13 @@ def ingest(aws, monkeypatch):  # noqa: F811
     def post(body, headers=()) -> tuple[int, dict, dict]:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         event = build_event(
-            method="POST", raw_path="/learn", headers=[("Content-Type", "application/json"), *headers],
-            body=raw, route=ROUTE, path_parameters=None, stage="dev",
+            method="POST",
+            raw_path="/learn",
+            headers=[("Content-Type", "application/json"), *headers],
+            body=raw,
+            route=ROUTE,
+            path_parameters=None,
+            stage="dev",
         )
         response = ingest_app.handler(event, LambdaContext())
         headers_out = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
@@ -112,8 +116,7 @@ def stored_outcomes(aws, property_id: str | None = None) -> list[dict]:  # noqa:
             break
         kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
     return [
-        i for i in items
-        if i["outcome_key"]["S"] != OUTCOME_LISTING_KEY and (property_id is None or i["property_id"]["S"] == property_id)
+        i for i in items if i["outcome_key"]["S"] != OUTCOME_LISTING_KEY and (property_id is None or i["property_id"]["S"] == property_id)
     ]
 
 
@@ -138,9 +141,7 @@ def test_learn_counts_valid_invalid_each_reason_and_duplicates(ingest):
     assert body["duplicates"] == 2  # valid[3] and the hash twin, inside the one batch
     assert body["invalid"] == len(INVALID_EXAMPLES)
     first_invalid = 13
-    assert body["errors"] == [
-        {"index": first_invalid + n, "reason": reason} for n, reason in enumerate(INVALID_EXAMPLES)
-    ]
+    assert body["errors"] == [{"index": first_invalid + n, "reason": reason} for n, reason in enumerate(INVALID_EXAMPLES)]
     assert set(INVALID_EXAMPLES) <= set(INVALID_REASONS)
     assert len(stored_outcomes(ingest.aws)) == 11
 
@@ -174,8 +175,7 @@ def test_ab_attribution_is_stored_from_the_quote_id(ingest):
     ]
     assert ingest({"batch": batch})[0] == 200
     items = {i["quote_id"]["S"]: i for i in stored_outcomes(ingest.aws)}
-    assert (items["tok1~exp-7~treatment"]["experiment_id"]["S"], items["tok1~exp-7~treatment"]["variant"]["S"]) == (
-        "exp-7", "treatment")
+    assert (items["tok1~exp-7~treatment"]["experiment_id"]["S"], items["tok1~exp-7~treatment"]["variant"]["S"]) == ("exp-7", "treatment")
     assert items["tok2~exp-7~control"]["variant"]["S"] == "control"
     assert items["plain-token"]["experiment_id"]["S"] == "exp-8"
 
@@ -251,13 +251,13 @@ def test_unprocessed_items_are_retried_until_stored(ingest, monkeypatch):
         if operation == "batch_write_item" and throttled["n"] < 3:
             throttled["n"] += 1
             request = kwargs["RequestItems"]
-            (table, writes), = request.items()
+            ((table, writes),) = request.items()
             # Outcomes are conditional PutItems; the batch write is the properties' listing.
             done = real_call(self, service, operation, RequestItems={table: writes[:1]})
             return {**done, "UnprocessedItems": {table: writes[1:]}} if writes[1:] else done
         if operation == "batch_get_item" and throttled["gets"] == 0:
             throttled["gets"] += 1
-            (table, spec), = kwargs["RequestItems"].items()
+            ((table, spec),) = kwargs["RequestItems"].items()
             done = real_call(self, service, operation, RequestItems={table: {**spec, "Keys": spec["Keys"][:3]}})
             return {**done, "UnprocessedKeys": {table: {**spec, "Keys": spec["Keys"][3:]}}}
         return real_call(self, service, operation, **kwargs)
@@ -291,6 +291,7 @@ def test_ten_thousand_outcomes_in_one_batch(ingest, capsys, monkeypatch):
 
 # --- issue 12: one bad item never refuses the batch; only an unavailable store is a 503 ----------
 
+
 def raw_number_batch(numbers: dict[str, str]) -> bytes:
     """A batch of two valid outcomes around one item per (field, JSON number literal)."""
     items, literals = [outcome(1, quote_id="ok-1")], []
@@ -310,8 +311,14 @@ def raw_number_batch(numbers: dict[str, str]) -> bytes:
 EXTREME_NUMBERS = {
     f"{field}:{name}": literal
     for field in ("quoted_price", "final_price", "time_to_book", "comp_p10", "comp_p50", "comp_p90")
-    for name, literal in (("1e200", "1e200"), ("1e308", "1e308"), ("int-128-digits", "9" * 128),
-                          ("int-400-digits", "1" + "0" * 399), ("5e-324", "5e-324"), ("1e-131", "1e-131"))
+    for name, literal in (
+        ("1e200", "1e200"),
+        ("1e308", "1e308"),
+        ("int-128-digits", "9" * 128),
+        ("int-400-digits", "1" + "0" * 399),
+        ("5e-324", "5e-324"),
+        ("1e-131", "1e-131"),
+    )
 }
 
 
@@ -326,10 +333,16 @@ def test_extreme_numbers_refuse_their_item_and_the_rest_of_the_batch_is_stored(i
 
 
 def test_numbers_at_the_edges_of_the_store_range_are_stored_as_sent(ingest):
-    edges = {"time_to_book:min": "1e-130", "time_to_book:max": "9.999999999999998e125",
-             "time_to_book:zero": "0", "time_to_book:minus-zero": "-0.0", "quoted_price:cap": "1e10",
-             "quoted_price:long-literal": "120.000000000000000000000000000000000000000000000001",
-             "final_price:long-integer": "1234567890", "comp_p50:tiny": "1e-130"}
+    edges = {
+        "time_to_book:min": "1e-130",
+        "time_to_book:max": "9.999999999999998e125",
+        "time_to_book:zero": "0",
+        "time_to_book:minus-zero": "-0.0",
+        "quoted_price:cap": "1e10",
+        "quoted_price:long-literal": "120.000000000000000000000000000000000000000000000001",
+        "final_price:long-integer": "1234567890",
+        "comp_p50:tiny": "1e-130",
+    }
     status, body, _ = ingest(raw_number_batch(edges))
 
     assert status == 200, body
@@ -340,7 +353,7 @@ def test_numbers_at_the_edges_of_the_store_range_are_stored_as_sent(ingest):
 
 
 def test_a_quote_id_over_the_key_limit_and_an_underflowing_price_are_refused_not_retried(ingest):
-    batch = [outcome(1), outcome(2, quote_id="\U0001F600" * 256), "RAW", outcome(3)]
+    batch = [outcome(1), outcome(2, quote_id="\U0001f600" * 256), "RAW", outcome(3)]
     text = json.dumps({"batch": batch}).replace('"RAW"', json.dumps(outcome(4)).replace("104.0", "1e-131"))
 
     for attempt in range(2):  # the same answer every time: nothing to retry

@@ -20,18 +20,17 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
-
-from support.apigw_events import invoke, rest_event
-from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures
-from support.outcome_strategies import batches, to_json
 
 from pricing.domain.outcomes import INVALID_REASONS, STORE_REASONS, Outcome, validate_outcome
 from pricing.observability import metrics
 from pricing.storage.aws import AwsClients
 from pricing.storage.outcomes import OUTCOME_LISTING_KEY, OutcomeStore
+from support.apigw_events import invoke, rest_event
+from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures
+from support.outcome_strategies import batches, to_json
 
 LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "2000" if LONG else "40"))
@@ -45,8 +44,9 @@ def ingested_total() -> float:
 def stored_keys(ddb, table: str, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for property_id, key in keys:
-        item = ddb.get_item(TableName=table, Key={"property_id": {"S": property_id}, "outcome_key": {"S": key}},
-                            ConsistentRead=True).get("Item")
+        item = ddb.get_item(TableName=table, Key={"property_id": {"S": property_id}, "outcome_key": {"S": key}}, ConsistentRead=True).get(
+            "Item"
+        )
         if item:
             found.add((property_id, key))
     return found
@@ -62,14 +62,18 @@ def test_any_batch_is_stored_or_refused_item_by_item_and_the_counts_add_up(aws, 
     tally = Counter()
     reasons: Counter = Counter()
 
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=not LONG, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                     HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=not LONG,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+    )
     @given(batch=batches)
     def one_batch(batch):
         text = '{"batch":[' + ",".join(to_json(item) for item in batch) + "]}"
         parsed = json.loads(text)["batch"]  # what the service reads (1e999 -> inf, long literals -> doubles)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         accepted = {i: validate_outcome(item, now) for i, item in enumerate(parsed)}
         keys = {(o.property_id, o.key) for o in accepted.values() if isinstance(o, Outcome)}
         before_keys = stored_keys(ddb, table, keys)
@@ -114,8 +118,10 @@ def test_any_batch_is_stored_or_refused_item_by_item_and_the_counts_add_up(aws, 
         kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
     del items
     with capsys.disabled():
-        print(f"\n/learn property run: {tally['examples']} examples, {tally['items']} items, "
-              f"{tally['stored']} stored, {tally['duplicates']} duplicates, 5xx: {tally['5xx']}, "
-              f"table: {len(scanned)} outcomes; refused by reason: {dict(sorted(reasons.items()))}")
+        print(
+            f"\n/learn property run: {tally['examples']} examples, {tally['items']} items, "
+            f"{tally['stored']} stored, {tally['duplicates']} duplicates, 5xx: {tally['5xx']}, "
+            f"table: {len(scanned)} outcomes; refused by reason: {dict(sorted(reasons.items()))}"
+        )
     assert tally["5xx"] == 0
     assert len(scanned) == tally["stored"]

@@ -132,8 +132,14 @@ ENVIRONMENT_PROBE = """
 
 def test_containers_get_the_lambda_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME_OF_THE_RUNNER", "must not leak into the container")
-    function = handler_function(tmp_path, ENVIRONMENT_PROBE, name="pricing-probe-dev", timeout=7,
-                                memory_mb=1024, environment={"FROM_TEMPLATE": "t", "OVERRIDDEN": "template"})
+    function = handler_function(
+        tmp_path,
+        ENVIRONMENT_PROBE,
+        name="pricing-probe-dev",
+        timeout=7,
+        memory_mb=1024,
+        environment={"FROM_TEMPLATE": "t", "OVERRIDDEN": "template"},
+    )
     with lambda_containers(function, 2, env={"OVERRIDDEN": "override"}) as containers:
         one, two = containers.invoke({}, 0), containers.invoke({}, 1)
     env, context = one.json()["env"], one.json()["context"]
@@ -177,8 +183,15 @@ def test_only_the_runtime_packages_are_importable_besides_the_function_and_its_l
         lambda_like = containers.invoke(event).json()
     with lambda_containers(function, runtime_packages="venv") as containers:
         venv_like = containers.invoke(event).json()
-    assert lambda_like == {"boto3": True, "botocore": True, "awslambdaric": True, "layer_package": True,
-                           "fastapi": False, "pytest": False, "moto": False}
+    assert lambda_like == {
+        "boto3": True,
+        "botocore": True,
+        "awslambdaric": True,
+        "layer_package": True,
+        "fastapi": False,
+        "pytest": False,
+        "moto": False,
+    }
     assert venv_like["fastapi"] and venv_like["layer_package"]
 
 

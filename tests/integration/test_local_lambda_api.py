@@ -44,8 +44,12 @@ ECHO = """
 def api(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("echo")
     pool = FunctionPool(handler_function(tmp, ECHO, timeout=5), max_containers=4, log_dir=tmp / "logs")
-    routes = [ApiRoute("Echo", "POST", "/score"), ApiRoute("Echo", "GET", "/health"),
-              ApiRoute("Echo", "GET", "/items/{item_id}"), ApiRoute("Echo", "ANY", "/files/{proxy+}")]
+    routes = [
+        ApiRoute("Echo", "POST", "/score"),
+        ApiRoute("Echo", "GET", "/health"),
+        ApiRoute("Echo", "GET", "/items/{item_id}"),
+        ApiRoute("Echo", "ANY", "/files/{proxy+}"),
+    ]
     local = LocalApi(routes, {"Echo": pool}, stage="dev").start()
     try:
         yield local
@@ -55,8 +59,12 @@ def api(tmp_path_factory):
 
 
 def test_request_becomes_a_rest_proxy_event(api):
-    response = requests.post(f"{api.url}/score?a=1&b=x&b=y", data=b'{"entity": {"userId": "u"}}',
-                             headers={"Content-Type": "application/json", "X-Request-ID": "req-1"}, timeout=30)
+    response = requests.post(
+        f"{api.url}/score?a=1&b=x&b=y",
+        data=b'{"entity": {"userId": "u"}}',
+        headers={"Content-Type": "application/json", "X-Request-ID": "req-1"},
+        timeout=30,
+    )
     assert response.status_code == 200 and response.headers["X-Echo"] == "yes"
     event = response.json()
     assert event["httpMethod"] == "POST" and event["path"] == "/score" and event["resource"] == "/score"
@@ -127,8 +135,7 @@ def test_body_over_six_megabytes_is_413_before_any_function_runs(api):
     port = int(api.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         # Only the headers are sent: the limit must be enforced without reading the body.
-        sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 6291457\r\n\r\n")
+        sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 6291457\r\n\r\n")
         raw = b""
         while chunk := sock.recv(65536):  # the server closes the connection after a 413
             raw += chunk
@@ -165,8 +172,10 @@ def test_api_key_enforced_only_when_required(tmp_path):
         pool.close()
 
 
-@pytest.mark.parametrize("payload", [b"not json", b"[1, 2]", b'{"body": "x"}', b'{"statusCode": "abc"}',
-                                     b'{"statusCode": 200, "body": "!!", "isBase64Encoded": true}'])
+@pytest.mark.parametrize(
+    "payload",
+    [b"not json", b"[1, 2]", b'{"body": "x"}', b'{"statusCode": "abc"}', b'{"statusCode": 200, "body": "!!", "isBase64Encoded": true}'],
+)
 def test_results_api_gateway_cannot_use_are_rejected(payload):
     with pytest.raises(BadProxyResponse):
         proxy_response(payload)
@@ -192,8 +201,9 @@ def raw_exchange(api: LocalApi, request: bytes, timeout: float = 5.0) -> bytes:
 @pytest.mark.parametrize("declared", [b"-5", b"-1", b"+5", b"1e3", b"5, 6", b"\xd9\xa3"])
 def test_a_content_length_that_frames_nothing_is_a_400_at_once(api, declared):
     started = time.monotonic()
-    raw = raw_exchange(api, b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                            b"Content-Length: " + declared + b"\r\n\r\n{}")
+    raw = raw_exchange(
+        api, b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " + declared + b"\r\n\r\n{}"
+    )
     assert raw.startswith(b"HTTP/1.1 400"), raw[:200]
     assert json.loads(raw.split(b"\r\n\r\n", 1)[1]) == {"message": "Bad Request"}
     assert time.monotonic() - started < 2.0  # answered, not held until the client gives up
@@ -217,8 +227,14 @@ def test_with_a_key_required_the_key_is_checked_before_routing(tmp_path):
         assert requests.post(f"{api.url}/score", headers=key, data=b"{}", timeout=30).status_code == 200
         # Two x-api-key headers are refused whatever their order: ambiguous credentials never pass.
         for first, second in ((b"s3cret", b"wrong"), (b"wrong", b"s3cret"), (b"s3cret", b"s3cret")):
-            raw = raw_exchange(api, b"POST /score HTTP/1.1\r\nHost: x\r\nx-api-key: " + first +
-                               b"\r\nX-Api-Key: " + second + b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+            raw = raw_exchange(
+                api,
+                b"POST /score HTTP/1.1\r\nHost: x\r\nx-api-key: "
+                + first
+                + b"\r\nX-Api-Key: "
+                + second
+                + b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+            )
             assert raw.startswith(b"HTTP/1.1 403"), (first, second, raw[:100])
     finally:
         api.close()
@@ -231,6 +247,7 @@ def test_operator_routes_take_only_the_operator_key(tmp_path, pricing_key, opera
     routes = [ApiRoute("Echo", "POST", "/ab/experiments", "OperatorApi"), ApiRoute("Echo", "GET", "/ab/experiments", "PricingApi")]
     api = LocalApi(routes, {"Echo": pool}, require_api_key=pricing_key, operator_api_key=operator_key).start()
     try:
+
         def status(method: str, key: str | None) -> int:
             headers = {"x-api-key": key} if key else {}
             return requests.request(method, f"{api.url}/ab/experiments", headers=headers, data=b"{}", timeout=30).status_code

@@ -110,12 +110,21 @@ def test_rate_expressions_and_scheduled_event_shape():
 
 
 def test_sqs_event_shape():
-    message = {"MessageId": "m1", "ReceiptHandle": "r1", "Body": "{}", "MD5OfBody": "x",
-               "Attributes": {"ApproximateReceiveCount": 2},
-               "MessageAttributes": {"kind": {"StringValue": "batch", "DataType": "String"}}}
+    message = {
+        "MessageId": "m1",
+        "ReceiptHandle": "r1",
+        "Body": "{}",
+        "MD5OfBody": "x",
+        "Attributes": {"ApproximateReceiveCount": 2},
+        "MessageAttributes": {"kind": {"StringValue": "batch", "DataType": "String"}},
+    }
     record = sqs_event([message], "arn:aws:sqs:us-east-1:123456789012:q", "us-east-1")["Records"][0]
     assert record["messageId"] == "m1" and record["receiptHandle"] == "r1" and record["body"] == "{}"
     assert record["attributes"] == {"ApproximateReceiveCount": "2"}
-    assert record["messageAttributes"]["kind"] == {"stringValue": "batch", "binaryValue": None,
-                                                   "stringListValues": [], "binaryListValues": [],
-                                                   "dataType": "String"}
+    assert record["messageAttributes"]["kind"] == {
+        "stringValue": "batch",
+        "binaryValue": None,
+        "stringListValues": [],
+        "binaryListValues": [],
+        "dataType": "String",
+    }

@@ -69,8 +69,9 @@ def app(tmp_path):
 def run_invoke(app, *args, stdin=None, env=None):
     clean = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "PUSHGATEWAY_URL", "SENTRY_DSN")}
     clean.update({"LOCAL_BUILD_DIR": str(app / "build"), "LOCAL_RUN_DIR": str(app / "run"), **(env or {})})
-    return subprocess.run([sys.executable, "-m", "local.invoke", *args], cwd=PROJECT_ROOT, env=clean,
-                          input=stdin, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "local.invoke", *args], cwd=PROJECT_ROOT, env=clean, input=stdin, capture_output=True, text=True, timeout=120
+    )
 
 
 def write(path, document):
@@ -91,8 +92,7 @@ def test_prints_only_the_result_on_stdout_with_a_moto_server_of_its_own(app):
 
 
 def test_given_endpoint_in_env_vars_is_used_as_is(app):
-    env_vars = write(app / "env.json", {"Parameters": {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
-                                        "ProbeFunction": {"EXTRA": "from-file"}})
+    env_vars = write(app / "env.json", {"Parameters": {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "ProbeFunction": {"EXTRA": "from-file"}})
     done = run_invoke(app, "ProbeFunction", write(app / "event.json", {}), "--env-vars", env_vars)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -115,11 +115,15 @@ def test_function_name_event_from_stdin_and_failures(app):
 def test_uses_the_services_of_a_running_make_run(app):
     with StubServer(Reply(404)) as fake_api, moto_resources() as aws:
         (app / "run").mkdir()
-        write(app / "run" / "state.json", {
-            "pid": os.getpid(), "api_url": fake_api.url,
-            "aws_endpoint_url": aws.endpoint_url,
-            "function_env": {"AWS_ENDPOINT_URL": aws.endpoint_url, "EXTRA": "from-make-run"},
-        })
+        write(
+            app / "run" / "state.json",
+            {
+                "pid": os.getpid(),
+                "api_url": fake_api.url,
+                "aws_endpoint_url": aws.endpoint_url,
+                "function_env": {"AWS_ENDPOINT_URL": aws.endpoint_url, "EXTRA": "from-make-run"},
+            },
+        )
         done = run_invoke(app, "ProbeFunction", write(app / "event.json", {}))
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -127,17 +131,19 @@ def test_uses_the_services_of_a_running_make_run(app):
     assert "using the services of make run" in done.stderr
 
 
-@pytest.mark.parametrize("args, why", [
-    ([], "usage"),
-    (["FN=ScoreFunction"], "usage"),
-    (["EVENT=events/score.json"], "usage"),
-    (["FN=NoSuchFunction", "EVENT=events/score.json"], "no function NoSuchFunction"),
-    (["FN=ScoreFunction", "EVENT=events/no-such-event.json"], "no event file"),
-    (["FN=ScoreFunction", "EVENT=events/score.json", "ENV_VARS=no-such-env.json"], "no env vars file"),
-])
+@pytest.mark.parametrize(
+    "args, why",
+    [
+        ([], "usage"),
+        (["FN=ScoreFunction"], "usage"),
+        (["EVENT=events/score.json"], "usage"),
+        (["FN=NoSuchFunction", "EVENT=events/score.json"], "no function NoSuchFunction"),
+        (["FN=ScoreFunction", "EVENT=events/no-such-event.json"], "no event file"),
+        (["FN=ScoreFunction", "EVENT=events/score.json", "ENV_VARS=no-such-env.json"], "no env vars file"),
+    ],
+)
 def test_make_invoke_refuses_bad_arguments_with_the_usage_line_before_building(args, why):
-    done = subprocess.run(["make", "--no-print-directory", "invoke", *args], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(["make", "--no-print-directory", "invoke", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert why in done.stderr
     assert "usage: make invoke FN=<ScoreFunction|IngestFunction|RetrainFunction> EVENT=" in done.stderr

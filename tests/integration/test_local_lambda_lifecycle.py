@@ -122,8 +122,9 @@ def pid_gone(pid: int) -> bool:
 def test_the_shared_layer_ships_the_extension_executable_and_small():
     assert EXTENSION.is_file() and os.access(EXTENSION, os.X_OK)
     assert EXTENSION.stat().st_size < 4096
-    mode = subprocess.run(["git", "ls-files", "-s", str(EXTENSION.relative_to(PROJECT_ROOT))], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True).stdout.split()
+    mode = subprocess.run(
+        ["git", "ls-files", "-s", str(EXTENSION.relative_to(PROJECT_ROOT))], cwd=PROJECT_ROOT, capture_output=True, text=True
+    ).stdout.split()
     assert not mode or mode[0] == "100755"  # committed executable (when committed at all)
 
 
@@ -132,7 +133,7 @@ def test_extension_registers_before_the_runtime_starts_and_exits_on_shutdown(tmp
     container = container_of(function, tmp_path)
     try:
         container.start()
-        (name, pid), = container.extensions.items()
+        ((name, pid),) = container.extensions.items()
         assert name == "pricing-shutdown"
         result = container.invoke({})
         assert result.ok and result.cold_start
@@ -157,8 +158,11 @@ def test_extension_starts_fast():
         api = RuntimeApi("arn:aws:lambda:us-east-1:123456789012:function:probe").start()
         try:
             # The interpreter a container finds first on its PATH (a pyenv shim would cost 100 ms).
-            env = {"AWS_LAMBDA_RUNTIME_API": api.address, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-                   "PYTHONPATH": str(SHARED_LAYER / "no-such-dir")}
+            env = {
+                "AWS_LAMBDA_RUNTIME_API": api.address,
+                "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+                "PYTHONPATH": str(SHARED_LAYER / "no-such-dir"),
+            }
             started = time.monotonic()
             process = subprocess.Popen([str(EXTENSION)], env=env)
             assert wait_for(lambda api=api: api.extensions and api.extensions[0].ready.is_set(), 10)
@@ -180,12 +184,10 @@ def test_extensions_api_register_next_and_shutdown():
         refused = conn.getresponse()
         assert refused.status == 400  # no Lambda-Extension-Name
         refused.read()
-        conn.request("POST", "/2020-01-01/extension/register", b'{"events": ["SHUTDOWN"]}',
-                     {"Lambda-Extension-Name": "probe-extension"})
+        conn.request("POST", "/2020-01-01/extension/register", b'{"events": ["SHUTDOWN"]}', {"Lambda-Extension-Name": "probe-extension"})
         registered = conn.getresponse()
         assert registered.status == 200
-        assert json.loads(registered.read()) == {"functionName": "probe", "functionVersion": "$LATEST",
-                                                 "handler": "app.handler"}
+        assert json.loads(registered.read()) == {"functionName": "probe", "functionVersion": "$LATEST", "handler": "app.handler"}
         identifier = registered.getheader("Lambda-Extension-Identifier")
         assert identifier
         conn.request("GET", "/2020-01-01/extension/event/next", headers={"Lambda-Extension-Identifier": "nope"})
@@ -206,8 +208,7 @@ def test_extensions_api_register_next_and_shutdown():
         conn.request("GET", "/2020-01-01/extension/event/next", headers={"Lambda-Extension-Identifier": identifier})
         event = conn.getresponse()
         assert event.status == 200 and event.getheader("Lambda-Extension-Event-Identifier")
-        assert json.loads(event.read()) == {"eventType": "SHUTDOWN", "shutdownReason": "spindown",
-                                            "deadlineMs": deadline_ms}
+        assert json.loads(event.read()) == {"eventType": "SHUTDOWN", "shutdownReason": "spindown", "deadlineMs": deadline_ms}
         # Meanwhile the runtime's own poll stays unanswered, as in Lambda.
         with pytest.raises((socket.timeout, TimeoutError)):
             runtime.getresponse()
@@ -350,12 +351,14 @@ def test_busy_container_is_not_retired_mid_invocation(tmp_path):
 def test_closing_the_pool_retires_every_container_at_once(tmp_path):
     room = tmp_path / "room"
     room.mkdir()
-    source = IGNORES_SIGTERM.replace("    def handler(event, context):\n        return",
-                                     "    def handler(event, context):\n        import time\n"
-                                     "        from pathlib import Path\n"
-                                     "        Path(event['room'], context.aws_request_id).touch()\n"
-                                     "        while len(list(Path(event['room']).iterdir())) < 3:\n"
-                                     "            time.sleep(0.01)\n        return")
+    source = IGNORES_SIGTERM.replace(
+        "    def handler(event, context):\n        return",
+        "    def handler(event, context):\n        import time\n"
+        "        from pathlib import Path\n"
+        "        Path(event['room'], context.aws_request_id).touch()\n"
+        "        while len(list(Path(event['room']).iterdir())) < 3:\n"
+        "            time.sleep(0.01)\n        return",
+    )
     function, _ = function_with(tmp_path, source)
     pool = FunctionPool(function, max_containers=3, log_dir=tmp_path / "logs", shutdown_budget_ms=400)
     with ThreadPoolExecutor(3) as executor:
@@ -402,9 +405,15 @@ def test_make_invoke_prints_only_the_result_and_retires_its_container(tmp_path):
     (tmp_path / "env.json").write_text(json.dumps({"ProbeFunction": {"MARKS": str(marks)}}))
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "PUSHGATEWAY_URL", "SENTRY_DSN")}
     env.update({"LOCAL_BUILD_DIR": str(build), "LOCAL_RUN_DIR": str(tmp_path / "run")})
-    done = subprocess.run([sys.executable, "-m", "local.invoke", "ProbeFunction", "-",
-                           "--env-vars", str(tmp_path / "env.json")], cwd=PROJECT_ROOT, env=env,
-                          input='{"hello": 1}', capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "local.invoke", "ProbeFunction", "-", "--env-vars", str(tmp_path / "env.json")],
+        cwd=PROJECT_ROOT,
+        env=env,
+        input='{"hello": 1}',
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     pid = json.loads(done.stdout)["pid"]  # stdout is exactly the result
     assert (marks / f"sigterm-{pid}").read_text() == "flushed"  # before the command returned

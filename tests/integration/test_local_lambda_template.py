@@ -43,18 +43,23 @@ def test_functions_resolve_from_the_real_template(template):
 
 def test_routes_and_stage_come_from_the_api_events(template):
     routes = {(r.method, r.path): r.function for r in template.api_routes()}
-    assert routes == {("POST", "/score"): "ScoreFunction", ("GET", "/health"): "ScoreFunction",
-                      ("POST", "/learn"): "IngestFunction", ("GET", "/"): "ScoreFunction",
-                      ("GET", "/model/info"): "ScoreFunction", ("GET", "/model/list"): "ScoreFunction",
-                      ("GET", "/model/registry"): "ScoreFunction",
-                      ("GET", "/model/metrics/{property_id}"): "ScoreFunction",
-                      ("GET", "/ab/experiments"): "ScoreFunction", ("POST", "/ab/experiments"): "ScoreFunction",
-                      ("GET", "/ab/experiments/{experiment_id}/results"): "ScoreFunction",
-                      ("POST", "/ab/experiments/{experiment_id}/stop"): "ScoreFunction",
-                      ("GET", "/learn/outcomes/properties"): "IngestFunction",
-                      ("GET", "/learn/outcomes/{property_id}/stats"): "IngestFunction"}
-    assert {r.path for r in template.api_routes() if r.api == "OperatorApi"} == {
-        "/ab/experiments", "/ab/experiments/{experiment_id}/stop"}
+    assert routes == {
+        ("POST", "/score"): "ScoreFunction",
+        ("GET", "/health"): "ScoreFunction",
+        ("POST", "/learn"): "IngestFunction",
+        ("GET", "/"): "ScoreFunction",
+        ("GET", "/model/info"): "ScoreFunction",
+        ("GET", "/model/list"): "ScoreFunction",
+        ("GET", "/model/registry"): "ScoreFunction",
+        ("GET", "/model/metrics/{property_id}"): "ScoreFunction",
+        ("GET", "/ab/experiments"): "ScoreFunction",
+        ("POST", "/ab/experiments"): "ScoreFunction",
+        ("GET", "/ab/experiments/{experiment_id}/results"): "ScoreFunction",
+        ("POST", "/ab/experiments/{experiment_id}/stop"): "ScoreFunction",
+        ("GET", "/learn/outcomes/properties"): "IngestFunction",
+        ("GET", "/learn/outcomes/{property_id}/stats"): "IngestFunction",
+    }
+    assert {r.path for r in template.api_routes() if r.api == "OperatorApi"} == {"/ab/experiments", "/ab/experiments/{experiment_id}/stop"}
     assert template.api_stage() == "dev"
 
 
@@ -68,7 +73,8 @@ def test_parameter_overrides_change_names_and_environment():
 
 def test_intrinsic_functions(tmp_path):
     path = tmp_path / "template.yaml"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         Parameters:
           Stage: {Type: String, Default: qa}
           Secret: {Type: String, Default: ""}
@@ -103,7 +109,8 @@ def test_intrinsic_functions(tmp_path):
                   REGION: !Sub "${AWS::Region}:${AWS::AccountId}"
                   NUMBER: 5
                   FLAG: true
-    """))
+    """)
+    )
     t = SamTemplate(path, endpoint_url=ENDPOINT)
     fn = t.function("Fn")
     assert fn.code_dir == tmp_path / "src" and fn.memory_mb == 256 and fn.timeout == 3
@@ -140,7 +147,8 @@ def test_resources_are_created_from_their_template_definitions():
             assert table["KeySchema"] == declared["KeySchema"]
             assert sorted(table["AttributeDefinitions"], key=str) == sorted(declared["AttributeDefinitions"], key=str)
             assert [i["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])] == [
-                i["IndexName"] for i in declared.get("GlobalSecondaryIndexes", [])]
+                i["IndexName"] for i in declared.get("GlobalSecondaryIndexes", [])
+            ]
         bucket = aws.names["ArtifactsBucket"]
         assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
         queue = sqs.get_queue_attributes(QueueUrl=aws.queue_urls["RetrainQueue"], AttributeNames=["All"])
@@ -151,9 +159,15 @@ def test_resources_are_created_from_their_template_definitions():
 
 def test_env_vars_file_in_sam_format(tmp_path):
     path = tmp_path / "env.json"
-    path.write_text(json.dumps({"Parameters": {"SENTRY_DSN": "https://k@s.example/1", "N": 3},
-                                "ScoreFunction": {"BACKEND_API_URL": "http://b", "FLAG": True},
-                                "pricing-ingest-dev": {"ONLY_INGEST": "1"}}))
+    path.write_text(
+        json.dumps(
+            {
+                "Parameters": {"SENTRY_DSN": "https://k@s.example/1", "N": 3},
+                "ScoreFunction": {"BACKEND_API_URL": "http://b", "FLAG": True},
+                "pricing-ingest-dev": {"ONLY_INGEST": "1"},
+            }
+        )
+    )
     sections = environment.load_env_vars(path)
     score = environment.for_function(sections, "ScoreFunction", "pricing-score-dev")
     assert score == {"SENTRY_DSN": "https://k@s.example/1", "N": "3", "BACKEND_API_URL": "http://b", "FLAG": "true"}
@@ -166,14 +180,13 @@ def test_env_vars_file_in_sam_format(tmp_path):
 
 def test_override_order_services_then_given_variables_then_env_vars_file():
     overrides = environment.function_overrides(
-        "ScoreFunction", "pricing-score-dev",
+        "ScoreFunction",
+        "pricing-score-dev",
         services={"AWS_ENDPOINT_URL": "http://moto", "PUSHGATEWAY_URL": "http://local-pg"},
-        host_env={"PUSHGATEWAY_URL": "http://given-pg", "SENTRY_DSN": "https://k@s/1", "HOME": "/root",
-                  "BACKEND_API_URL": ""},
+        host_env={"PUSHGATEWAY_URL": "http://given-pg", "SENTRY_DSN": "https://k@s/1", "HOME": "/root", "BACKEND_API_URL": ""},
         env_vars={"ScoreFunction": {"SENTRY_DSN": "https://file@s/2"}},
     )
-    assert overrides == {"AWS_ENDPOINT_URL": "http://moto", "PUSHGATEWAY_URL": "http://given-pg",
-                         "SENTRY_DSN": "https://file@s/2"}
+    assert overrides == {"AWS_ENDPOINT_URL": "http://moto", "PUSHGATEWAY_URL": "http://given-pg", "SENTRY_DSN": "https://file@s/2"}
 
 
 def test_prometheus_config_scrapes_the_local_pushgateway_with_honor_labels(tmp_path):
@@ -184,17 +197,25 @@ def test_prometheus_config_scrapes_the_local_pushgateway_with_honor_labels(tmp_p
     assert job["scrape_protocols"] == ["PrometheusProto", "OpenMetricsText1.0.0", "PrometheusText0.0.4"]
     assert generated["rule_files"] == [str(tmp_path / "rules.yml")]
     base = tmp_path / "prometheus.yml"
-    base.write_text(yaml.safe_dump({
-        "rule_files": ["prometheus_alerts.yml"],
-        "scrape_configs": [{"job_name": "pushgateway", "static_configs": [{"targets": ["pushgateway:9091"]}]},
-                           {"job_name": "other", "static_configs": [{"targets": ["x:1"]}]},
-                           {"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]}],
-    }))
+    base.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": ["prometheus_alerts.yml"],
+                "scrape_configs": [
+                    {"job_name": "pushgateway", "static_configs": [{"targets": ["pushgateway:9091"]}]},
+                    {"job_name": "other", "static_configs": [{"targets": ["x:1"]}]},
+                    {"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]},
+                ],
+            }
+        )
+    )
     rewritten = prometheus_config("127.0.0.1:19091", base=base)
     assert rewritten["scrape_configs"][2]["static_configs"] == [{"targets": ["__PROMETHEUS__"]}]
     assert rewritten["rule_files"] == [str(tmp_path / "prometheus_alerts.yml")]
     assert rewritten["scrape_configs"][0] == {
-        "job_name": "pushgateway", "honor_labels": True,
+        "job_name": "pushgateway",
+        "honor_labels": True,
         "scrape_protocols": ["PrometheusProto", "OpenMetricsText1.0.0", "PrometheusText0.0.4"],
-        "static_configs": [{"targets": ["127.0.0.1:19091"]}]}
+        "static_configs": [{"targets": ["127.0.0.1:19091"]}],
+    }
     assert rewritten["scrape_configs"][1]["static_configs"] == [{"targets": ["x:1"]}]

@@ -47,15 +47,17 @@ def test_amtool_check_config_is_clean():
     assert "SUCCESS" in done.stdout and "1 inhibit rules" in done.stdout
 
 
-@pytest.mark.parametrize(("labels", "receiver"), [
-    (["severity=critical", "alertname=CriticalScoreLatency", "family=score_latency"], "pagerduty-critical"),
-    (["severity=critical", "alertname=ServiceDown", "cause=pushgateway_down"], "pagerduty-critical"),
-    (["severity=warning", "alertname=HighInvalidOutcomesRate"], "slack-warning"),
-    (["alertname=SomethingWithoutSeverity"], "slack-warning"),
-])
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        (["severity=critical", "alertname=CriticalScoreLatency", "family=score_latency"], "pagerduty-critical"),
+        (["severity=critical", "alertname=ServiceDown", "cause=pushgateway_down"], "pagerduty-critical"),
+        (["severity=warning", "alertname=HighInvalidOutcomesRate"], "slack-warning"),
+        (["alertname=SomethingWithoutSeverity"], "slack-warning"),
+    ],
+)
 def test_routes_critical_to_pagerduty_and_warning_to_slack(labels, receiver):
-    done = run(tool("amtool"), "config", "routes", "test",
-               f"--config.file={ALERTMANAGER}", *labels)
+    done = run(tool("amtool"), "config", "routes", "test", f"--config.file={ALERTMANAGER}", *labels)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == receiver
 
@@ -68,8 +70,7 @@ def test_grouping_and_inhibition_of_warnings_by_a_critical_of_their_family():
     assert rule["target_matchers"] == ['severity="warning"']
     assert rule["equal"] == ["family", "environment"]
     # The rules give families to inhibit within: every critical has warning siblings or is alone.
-    alerts = [r for g in yaml.safe_load((OBSERVABILITY / "prometheus_alerts.yml").read_text())["groups"]
-              for r in g["rules"]]
+    alerts = [r for g in yaml.safe_load((OBSERVABILITY / "prometheus_alerts.yml").read_text())["groups"] for r in g["rules"]]
     families = {(r["labels"]["family"], r["labels"]["severity"]) for r in alerts}
     assert ("score_latency", "warning") in families and ("score_latency", "critical") in families
     assert ("errors", "warning") in families and ("errors", "critical") in families
@@ -88,8 +89,7 @@ def test_no_secret_is_committed():
     assert not re.search(r"hooks\.slack\.com|events\.pagerduty\.com/.+key|\b[0-9a-f]{32}\b", text)
     # docker-compose mounts the secrets directory; git keeps nothing in it but its .gitignore.
     assert (OBSERVABILITY / "secrets" / ".gitignore").read_text().splitlines()[1:] == ["*", "!.gitignore"]
-    tracked = subprocess.run(["git", "ls-files", "observability/secrets"], capture_output=True,
-                             text=True, cwd=ROOT).stdout.split()
+    tracked = subprocess.run(["git", "ls-files", "observability/secrets"], capture_output=True, text=True, cwd=ROOT).stdout.split()
     assert tracked in ([], ["observability/secrets/.gitignore"])
 
 
@@ -151,8 +151,11 @@ def test_docker_compose_runs_the_pinned_versions_with_created_timestamps():
     """The images are the upstream versions of observability/stack/versions' packages."""
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     pins = prometheus_stack.pinned_versions()
-    for service, package in (("prometheus", "prometheus"), ("pushgateway", "prometheus-pushgateway"),
-                             ("alertmanager", "prometheus-alertmanager")):
+    for service, package in (
+        ("prometheus", "prometheus"),
+        ("pushgateway", "prometheus-pushgateway"),
+        ("alertmanager", "prometheus-alertmanager"),
+    ):
         upstream = re.match(r"\d+\.\d+\.\d+", prometheus_stack.upstream_version(pins[package])).group(0)
         assert services[service]["image"] == f"prom/{service}:v{upstream}", service
     assert "--enable-feature=created-timestamp-zero-ingestion" in services["prometheus"]["command"]

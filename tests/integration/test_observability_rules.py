@@ -66,8 +66,7 @@ SPEC_ALERTS = {
 REDEFINED_FOR_LAMBDA = ("ServiceDown", "HighMemoryUsage", "HighActiveRequests")
 # Gauges: read only from push groups that pushed recently (a dead container's last value
 # must not look current).
-GAUGES = ("pricing_models_loaded", "pricing_competitor_staleness_seconds",
-          "pricing_container_memory_bytes", "pricing_active_requests")
+GAUGES = ("pricing_models_loaded", "pricing_competitor_staleness_seconds", "pricing_container_memory_bytes", "pricing_active_requests")
 LIVE_FILTER = "and on (job, instance) (push_time_seconds > time() - 600)"
 
 # Minimum events in the window before an alert on a ratio or a quantile may fire:
@@ -86,13 +85,17 @@ MINIMUM_EVENTS = {
     "MetricsPushFailures": 200,
 }
 SLO_BUDGETS = {"availability": "0.001", "latency": "0.01"}
-SLO_EVENTS = {"availability": "environment:pricing_score_requests:increase",
-              "latency": "environment:pricing_score_latency_seconds_count:increase"}
+SLO_EVENTS = {
+    "availability": "environment:pricing_score_requests:increase",
+    "latency": "environment:pricing_score_latency_seconds_count:increase",
+}
 # Built from the recorded 1-minute sums over the window less a minute (prometheus_recording_rules.yml).
-SLO_EVENT_EXPRS = {"availability": "round(sum_over_time(environment:pricing_score_requests:rate1m[{w1}])"
-                                   " * scalar(pricing_slo:evaluation_interval:seconds))",
-                   "latency": "round(sum_over_time(environment:pricing_score_latency_seconds_count:rate1m[{w1}])"
-                              " * scalar(pricing_slo:evaluation_interval:seconds))"}
+SLO_EVENT_EXPRS = {
+    "availability": "round(sum_over_time(environment:pricing_score_requests:rate1m[{w1}])"
+    " * scalar(pricing_slo:evaluation_interval:seconds))",
+    "latency": "round(sum_over_time(environment:pricing_score_latency_seconds_count:rate1m[{w1}])"
+    " * scalar(pricing_slo:evaluation_interval:seconds))",
+}
 WINDOW_LESS_A_MINUTE = {"1h": "59m", "6h": "5h59m", "1d": "23h59m", "3d": "71h59m"}
 # Which bucket tuple of metrics.py each histogram uses.
 HISTOGRAM_BUCKETS = {
@@ -120,8 +123,7 @@ def flat(expr: str) -> str:
 
 
 def test_promtool_check_rules_is_clean():
-    done = subprocess.run([promtool(), "check", "rules", str(RECORDING), str(ALERTS)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run([promtool(), "check", "rules", str(RECORDING), str(ALERTS)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "WARNING" not in done.stdout + done.stderr
     assert done.stdout.count("SUCCESS") == 2
@@ -129,8 +131,9 @@ def test_promtool_check_rules_is_clean():
 
 def test_promtool_rule_tests_pass():
     assert len(RULE_TESTS) >= 5
-    done = subprocess.run([promtool(), "test", "rules", *map(str, RULE_TESTS)],
-                          capture_output=True, text=True, timeout=120, cwd=OBSERVABILITY)
+    done = subprocess.run(
+        [promtool(), "test", "rules", *map(str, RULE_TESTS)], capture_output=True, text=True, timeout=120, cwd=OBSERVABILITY
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("SUCCESS") == len(RULE_TESTS), done.stdout
 
@@ -187,11 +190,10 @@ def test_every_alert_links_to_its_runbook_section_and_the_dashboard_with_absolut
     assert DASHBOARD_URL.endswith(f"/d/{dashboard_uid}")
     for rule in alert_rules():
         url = rule["annotations"]["runbook_url"]
-        assert url == ('{{ or $externalLabels.runbook_base_url "' + RUNBOOK_BASE_URL + '" }}#'
-                       + rule["alert"].lower()), rule["alert"]
+        assert url == ('{{ or $externalLabels.runbook_base_url "' + RUNBOOK_BASE_URL + '" }}#' + rule["alert"].lower()), rule["alert"]
         assert rule["annotations"]["dashboard_url"] == (
-            '{{ or $externalLabels.dashboard_url "' + DASHBOARD_URL + '" }}'
-            '{{ with $labels.environment }}?var-environment={{ . }}{{ end }}'), rule["alert"]
+            '{{ or $externalLabels.dashboard_url "' + DASHBOARD_URL + '" }}{{ with $labels.environment }}?var-environment={{ . }}{{ end }}'
+        ), rule["alert"]
         body = sections.get(rule["alert"].lower())
         assert body, f"no runbook section for {rule['alert']}"
         assert "**Meaning" in body and "First checks" in body and ("Fixes" in body or "fixes" in body), rule["alert"]
@@ -225,10 +227,10 @@ def test_histogram_quantiles_sum_5m_bucket_rates_by_le():
         for call in re.finditer(r"histogram_quantile\(", expr):
             seen += 1
             # Raw bucket rates, or the dashboard's recorded 5-minute sums of them (by le and more).
-            rest = expr[call.end():]
-            assert (re.match(r"\s*0\.\d+,\s*sum by \(le(, \w+)*\) \(rate\(\w+_bucket\[5m\]\)\)\s*\)", rest)
-                    or re.match(r"\s*0\.\d+,\s*sum by \(le(, \w+)*\) \(environment\w*_le:\w+_bucket:rate5m\)\s*\)", rest)
-                    ), f"{name}: {expr}"
+            rest = expr[call.end() :]
+            assert re.match(r"\s*0\.\d+,\s*sum by \(le(, \w+)*\) \(rate\(\w+_bucket\[5m\]\)\)\s*\)", rest) or re.match(
+                r"\s*0\.\d+,\s*sum by \(le(, \w+)*\) \(environment\w*_le:\w+_bucket:rate5m\)\s*\)", rest
+            ), f"{name}: {expr}"
     assert seen == 5  # CriticalScoreLatency, SlowScoreLatency, HighAPILatency, SlowModelPrediction, LongRetrainingDuration
 
 
@@ -254,10 +256,16 @@ def test_every_aggregation_keeps_the_environment():
 
 
 def test_slo_burn_rate_alerts_pair_long_and_short_windows():
-    expected = {("1h", "5m", "14.4", "critical"), ("6h", "30m", "6", "critical"),
-                ("1d", "2h", "3", "warning"), ("3d", "6h", "1", "warning")}
-    for name, slo, budget in (("ScoreAvailabilityErrorBudgetBurn", "availability", "0.001"),
-                              ("ScoreLatencyErrorBudgetBurn", "latency", "0.01")):
+    expected = {
+        ("1h", "5m", "14.4", "critical"),
+        ("6h", "30m", "6", "critical"),
+        ("1d", "2h", "3", "warning"),
+        ("3d", "6h", "1", "warning"),
+    }
+    for name, slo, budget in (
+        ("ScoreAvailabilityErrorBudgetBurn", "availability", "0.001"),
+        ("ScoreLatencyErrorBudgetBurn", "latency", "0.01"),
+    ):
         found = set()
         for rule in (r for r in alert_rules() if r["alert"] == name):
             labels = rule["labels"]
@@ -286,8 +294,7 @@ def minimum_clause(expr: str) -> tuple[str, str, int] | None:
 
 def is_event_ratio_or_quantile(rule: dict) -> bool:
     expr = flat(rule["expr"])
-    return ("histogram_quantile(" in expr or ":ratio_rate" in expr
-            or (" / " in expr and re.search(r"\b(rate|increase)\(", expr) is not None))
+    return "histogram_quantile(" in expr or ":ratio_rate" in expr or (" / " in expr and re.search(r"\b(rate|increase)\(", expr) is not None)
 
 
 def test_every_ratio_quantile_and_burn_rate_alert_needs_a_minimum_of_events():
@@ -386,8 +393,16 @@ def protobuf_le(value: float) -> str:
 
 
 def test_protobuf_le_formatting():
-    assert [protobuf_le(v) for v in (1.0, 2.0, 10.0, 1800.0, 0.2, 2.5, 0.0005, math.inf)] == \
-        ["1.0", "2.0", "10.0", "1800.0", "0.2", "2.5", "0.0005", "+Inf"]
+    assert [protobuf_le(v) for v in (1.0, 2.0, 10.0, 1800.0, 0.2, 2.5, 0.0005, math.inf)] == [
+        "1.0",
+        "2.0",
+        "10.0",
+        "1800.0",
+        "0.2",
+        "2.5",
+        "0.0005",
+        "+Inf",
+    ]
     assert [protobuf_le(v) for v in (1e6, 5e-05, 1.5e7)] == ["1e+06", "5e-05", "1.5e+07"]
 
 
@@ -395,20 +410,31 @@ def bucket_edges() -> dict[str, tuple[float, ...]]:
     """The *_BUCKETS tuples of metrics.py, read without importing it."""
     found = {}
     for node in ast.parse(METRICS.read_text()).body:
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                and node.targets[0].id.endswith("_BUCKETS")):
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id.endswith("_BUCKETS")
+        ):
             found[node.targets[0].id] = tuple(float(v) for v in ast.literal_eval(node.value))
     return {metric: found[const] for metric, const in HISTOGRAM_BUCKETS.items()}
 
 
 def le_literals() -> list[tuple[str, str, str]]:
     """(where, metric, le) for every le literal of the rules, the rule tests and the dashboard."""
-    texts = [(path.name, "\n".join(line for line in path.read_text().splitlines()
-                                    if not line.lstrip().startswith("#")))  # comments may quote text-format forms
-             for path in (RECORDING, ALERTS, *RULE_TESTS)]
-    texts += [(f"{DASHBOARD.name}: {target.get('refId', '?')}", target["expr"])
-              for panel in json.loads(DASHBOARD.read_text()).get("panels", [])
-              for target in panel.get("targets", []) if "expr" in target]
+    texts = [
+        (
+            path.name,
+            "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")),
+        )  # comments may quote text-format forms
+        for path in (RECORDING, ALERTS, *RULE_TESTS)
+    ]
+    texts += [
+        (f"{DASHBOARD.name}: {target.get('refId', '?')}", target["expr"])
+        for panel in json.loads(DASHBOARD.read_text()).get("panels", [])
+        for target in panel.get("targets", [])
+        if "expr" in target
+    ]
     out = []
     for where, text in texts:
         # a bucket series or a recorded bucket rate (environment_le:<metric>_bucket:rate5m)
@@ -427,4 +453,3 @@ def test_every_le_literal_is_a_bucket_edge_in_protobuf_scrape_form():
         assert le == protobuf_le(value), f'{where}: {metric} le="{le}" is scraped as le="{protobuf_le(value)}"'
         assert metric in edges, f"{where}: {metric} is not a histogram of metrics.py"
         assert math.isinf(value) or value in edges[metric], f'{where}: {metric} has no bucket le="{le}"'
-

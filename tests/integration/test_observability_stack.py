@@ -27,12 +27,17 @@ import time
 import urllib.parse
 import urllib.request
 from collections import defaultdict
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from support.obs_stack import (
-    ENVIRONMENT, Stack, notifying_alertmanager, observability_stack, panels_without_data, render_dashboard,
+    ENVIRONMENT,
+    Stack,
+    notifying_alertmanager,
+    observability_stack,
+    panels_without_data,
+    render_dashboard,
 )
 
 # The links' defaults (observability/prometheus_alerts.yml): no external labels set here.
@@ -78,11 +83,11 @@ class Container:
     def set(self, name: str, value: float, property_id: str | None = None, **labels: str) -> None:
         self.gauges[property_id][name][tuple(labels.items())] = value
 
-    def observe(self, name: str, value: float, buckets: tuple, times: int = 1,
-                property_id: str | None = None, **labels: str) -> None:
+    def observe(self, name: str, value: float, buckets: tuple, times: int = 1, property_id: str | None = None, **labels: str) -> None:
         key = tuple(labels.items())
         state = self.histograms[property_id][name].setdefault(
-            key, {"buckets": buckets, "counts": [0] * len(buckets), "sum": 0.0, "count": 0})
+            key, {"buckets": buckets, "counts": [0] * len(buckets), "sum": 0.0, "count": 0}
+        )
         for i, edge in enumerate(buckets):
             if value <= edge:
                 state["counts"][i] += times
@@ -115,8 +120,7 @@ class Container:
             path = f"/metrics/job/{self.job}/instance/{self.instance}"
             if group is not None:
                 path += f"/property_id/{group}"
-            request = urllib.request.Request(pushgateway_url + path, method="PUT",
-                                             data=self.exposition(group).encode())
+            request = urllib.request.Request(pushgateway_url + path, method="PUT", data=self.exposition(group).encode())
             with urllib.request.urlopen(request, timeout=5) as response:
                 assert response.status in (200, 202), path
 
@@ -144,10 +148,8 @@ class SyntheticWorkload:
         for i, c in enumerate(self.scores):
             c.inc("pricing_requests_total", 20 * k, method="POST", endpoint="/score", status_code="200")
             c.inc("pricing_requests_total", 1 * k, method="GET", endpoint="/health", status_code="200")
-            c.observe("pricing_api_latency_seconds", 0.45, API_BUCKETS, 20 * k,
-                      method="POST", endpoint="/score", status_code="200")
-            c.observe("pricing_api_latency_seconds", 0.004, API_BUCKETS, 1 * k,
-                      method="GET", endpoint="/health", status_code="200")
+            c.observe("pricing_api_latency_seconds", 0.45, API_BUCKETS, 20 * k, method="POST", endpoint="/score", status_code="200")
+            c.observe("pricing_api_latency_seconds", 0.004, API_BUCKETS, 1 * k, method="GET", endpoint="/health", status_code="200")
             c.observe("pricing_score_latency_seconds", 0.45, API_BUCKETS, 14 * k, pricing_method="ml_elasticity")
             c.observe("pricing_score_latency_seconds", 0.42, API_BUCKETS, 6 * k, pricing_method="rule_based")
             c.inc("pricing_errors_total", 1 * k, endpoint="/score", error_type="CompetitorTimeout")
@@ -163,8 +165,7 @@ class SyntheticWorkload:
             c.set("pricing_container_memory_limit_bytes", 1024 * 2**20)
             c.set("pricing_service_info", 1, version="1.4.0", environment=ENVIRONMENT, service="pricing-score")
             for prop in self.PROPERTIES:
-                c.observe("pricing_model_prediction_seconds", 0.004, PREDICTION_BUCKETS, 10 * k,
-                          property_id=prop, model_type="conversion")
+                c.observe("pricing_model_prediction_seconds", 0.004, PREDICTION_BUCKETS, 10 * k, property_id=prop, model_type="conversion")
                 c.inc("pricing_competitor_fetches_total", 9 * k, property_id=prop, status="success")
                 c.inc("pricing_competitor_fetches_total", 1 * k, property_id=prop, status="timeout")
                 c.set("pricing_competitor_staleness_seconds", 3600 + 60 * i, property_id=prop)
@@ -173,8 +174,7 @@ class SyntheticWorkload:
 
         c = self.ingest
         c.inc("pricing_requests_total", 2 * k, method="POST", endpoint="/learn", status_code="200")
-        c.observe("pricing_api_latency_seconds", 0.08, API_BUCKETS, 2 * k,
-                  method="POST", endpoint="/learn", status_code="200")
+        c.observe("pricing_api_latency_seconds", 0.08, API_BUCKETS, 2 * k, method="POST", endpoint="/learn", status_code="200")
         for prop in self.PROPERTIES:
             c.inc("pricing_outcomes_ingested_total", 30 * k, property_id=prop)
             c.inc("pricing_outcomes_invalid_total", 20 * k, property_id=prop, reason="non_positive_price")
@@ -187,11 +187,11 @@ class SyntheticWorkload:
 
         c = self.retrain
         for i, prop in enumerate(self.PROPERTIES):
-            c.inc("pricing_retraining_total", 1 * k, property_id=prop, model_type="conversion",
-                  status="deployed" if i == 0 else "rejected")
+            c.inc("pricing_retraining_total", 1 * k, property_id=prop, model_type="conversion", status="deployed" if i == 0 else "rejected")
             c.inc("pricing_retraining_total", 0, property_id=prop, model_type="conversion", status="failed")
-            c.observe("pricing_retraining_duration_seconds", 95.0 + 30 * i, RETRAINING_BUCKETS, 1 * k,
-                      property_id=prop, model_type="conversion")
+            c.observe(
+                "pricing_retraining_duration_seconds", 95.0 + 30 * i, RETRAINING_BUCKETS, 1 * k, property_id=prop, model_type="conversion"
+            )
             c.inc("pricing_drift_detected_total", 1 if n == 2 else 0, property_id=prop, trigger_retrain="true")
         c.set("pricing_container_memory_bytes", 400e6)
         c.set("pricing_container_memory_limit_bytes", 2048 * 2**20)
@@ -210,8 +210,7 @@ def synthetic_traffic(stack) -> SyntheticWorkload:
     workload.run(stack.pushgateway_url)
     # Recording rules and alerts need a couple of evaluations over the last samples.
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not stack.query(
-            'environment_property_id_reason:pricing_outcomes_invalid:rate5m > 0'):
+    while time.monotonic() < deadline and not stack.query("environment_property_id_reason:pricing_outcomes_invalid:rate5m > 0"):
         time.sleep(0.25)
     return workload
 
@@ -220,7 +219,7 @@ def synthetic_traffic(stack) -> SyntheticWorkload:
 
 
 def test_pushed_series_keep_container_labels_and_get_the_environment(stack, synthetic_traffic):
-    groups = stack.query('count by (job, instance, environment) (push_time_seconds)')
+    groups = stack.query("count by (job, instance, environment) (push_time_seconds)")
     seen = {(g["metric"]["job"], g["metric"]["instance"], g["metric"]["environment"]) for g in groups}
     expected = {(c.job, c.instance, ENVIRONMENT) for c in synthetic_traffic.containers}
     assert expected <= seen  # honor_labels kept job/instance; the scrape added environment
@@ -255,22 +254,20 @@ def test_slow_score_pages_pagerduty_and_its_warning_is_inhibited(stack, syntheti
     time.sleep(3)  # several group intervals: had it been sendable, it would have been sent
     delivered = {a["labels"]["alertname"] for r in stack.webhook.received for a in stack.webhook.alerts(r)}
     assert "SlowScoreLatency" not in delivered
-    warnings_delivered = {(a["labels"]["alertname"], a["labels"].get("long_window"))
-                          for a in stack.webhook.alerts("slack-warning")}
+    warnings_delivered = {(a["labels"]["alertname"], a["labels"].get("long_window")) for a in stack.webhook.alerts("slack-warning")}
     assert not {w for w in warnings_delivered if w[0] == "ScoreLatencyErrorBudgetBurn"}
 
 
-def test_slack_and_pagerduty_notifications_carry_absolute_runbook_and_dashboard_links(
-        stack, synthetic_traffic, tmp_path):
+def test_slack_and_pagerduty_notifications_carry_absolute_runbook_and_dashboard_links(stack, synthetic_traffic, tmp_path):
     """The alerts Prometheus sent (annotations rendered by Prometheus from the rules), through an
     Alertmanager running observability/alertmanager.yml's own Slack and PagerDuty templates."""
     warning = stack.wait_for_notification("slack-warning", "HighInvalidOutcomesRate")
     critical = stack.wait_for_notification("pagerduty-critical", "CriticalScoreLatency")
     with notifying_alertmanager(tmp_path) as (am_url, sent):
-        body = json.dumps([{"labels": a["labels"], "annotations": a["annotations"], "startsAt": a["startsAt"]}
-                           for a in (warning, critical)]).encode()
-        request = urllib.request.Request(f"{am_url}/api/v2/alerts", data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
+        body = json.dumps(
+            [{"labels": a["labels"], "annotations": a["annotations"], "startsAt": a["startsAt"]} for a in (warning, critical)]
+        ).encode()
+        request = urllib.request.Request(f"{am_url}/api/v2/alerts", data=body, method="POST", headers={"Content-Type": "application/json"})
         urllib.request.urlopen(request, timeout=5).close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (sent.received.get("slack-api") and sent.received.get("pagerduty-api")):
@@ -281,8 +278,10 @@ def test_slack_and_pagerduty_notifications_carry_absolute_runbook_and_dashboard_
     assert f"Runbook: {RUNBOOKS}#highinvalidoutcomesrate" in text, text
     assert f"Dashboard: {DASHBOARD}?var-environment={ENVIRONMENT}" in text, text
     links = {link["text"]: link["href"] for link in pagerduty["links"]}
-    assert links == {"Runbook: CriticalScoreLatency": f"{RUNBOOKS}#criticalscorelatency",
-                     "Dashboard: pricing service": f"{DASHBOARD}?var-environment={ENVIRONMENT}"}, links
+    assert links == {
+        "Runbook: CriticalScoreLatency": f"{RUNBOOKS}#criticalscorelatency",
+        "Dashboard: pricing service": f"{DASHBOARD}?var-environment={ENVIRONMENT}",
+    }, links
     details = pagerduty["payload"]["custom_details"]
     assert details["runbook"] == f"{RUNBOOKS}#criticalscorelatency"
     assert details["dashboard"] == f"{DASHBOARD}?var-environment={ENVIRONMENT}"
@@ -292,8 +291,7 @@ def test_slack_and_pagerduty_notifications_carry_absolute_runbook_and_dashboard_
 
 def test_healthy_parts_of_the_workload_raise_no_alert(stack, synthetic_traffic):
     stack.wait_for_notification("slack-warning", "HighInvalidOutcomesRate")
-    expected = {"CriticalScoreLatency", "SlowScoreLatency", "HighInvalidOutcomesRate",
-                "ScoreLatencyErrorBudgetBurn"}
+    expected = {"CriticalScoreLatency", "SlowScoreLatency", "HighInvalidOutcomesRate", "ScoreLatencyErrorBudgetBurn"}
     assert set(stack.firing()) <= expected, stack.firing()
 
 
@@ -305,8 +303,9 @@ def test_every_dashboard_panel_returns_data(stack, synthetic_traffic):
 
 def test_dashboard_snapshot_from_the_running_prometheus(stack, synthetic_traffic, tmp_path, capsys):
     output = tmp_path / "dashboard.png"
-    code = render_dashboard.main([stack.prometheus_url, "--minutes", "2", "--output", str(output),
-                                  "--environment", ENVIRONMENT, "--require-data"])
+    code = render_dashboard.main(
+        [stack.prometheus_url, "--minutes", "2", "--output", str(output), "--environment", ENVIRONMENT, "--require-data"]
+    )
     assert code == 0, capsys.readouterr().out
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "18/18 panels with data" in capsys.readouterr().out

@@ -5,21 +5,19 @@ under the route template."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures; puts local/ on the path
-
-from support.apigw_events import invoke, rest_event
 from pricing.domain.experiments import CONTROL, TREATMENT, Assignment, quote_id_for
-from pricing.services.catalog import BadParameter, ModelCatalog, NotFound, OutcomeCatalog
+from pricing.services.catalog import BadParameter, ModelCatalog, NotFound, OutcomeCatalog, encode_token
 from pricing.services.experiment_admin import ExperimentAdmin, ExperimentRequest
 from pricing.services.ingestion import IngestionService
-from pricing.services.catalog import encode_token
 from pricing.storage.stores import Stores
+from support.apigw_events import invoke, rest_event
+from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures; puts local/ on the path
 
-NOW = datetime.now(timezone.utc).replace(microsecond=0)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def catalog(stores: Stores) -> ModelCatalog:
@@ -30,8 +28,9 @@ def test_model_versions_page_newest_first_and_the_pages_add_up(aws):  # noqa: F8
     stores = Stores.build(aws.settings())
     versions = [f"2026110{i}T000000Z-abcdef0{i}" for i in range(1, 6)]
     for v in versions:
-        stores.registry.put_model_record("p1", v, {"artifact_key": f"models/p1/{v}.json", "status": "rejected",
-                                           "created_at": v, "outcomes": 10})
+        stores.registry.put_model_record(
+            "p1", v, {"artifact_key": f"models/p1/{v}.json", "status": "rejected", "created_at": v, "outcomes": 10}
+        )
     stores.registry.swap_live_model("p1", versions[2], f"models/p1/{versions[2]}.json", None, NOW.isoformat())
     seen, token = [], None
     for _ in range(10):
@@ -72,8 +71,7 @@ def test_outcome_properties_page_across_the_listing_shards(aws):  # noqa: F811 -
     stores = Stores.build(aws.settings())
     ingestion = IngestionService(stores.outcomes)
     ids = [f"prop-{i:02d}" for i in range(37)]
-    ingestion.ingest([{"property_id": p, "timestamp": NOW.isoformat(), "quoted_price": 100.0, "accepted": True}
-                      for p in ids])
+    ingestion.ingest([{"property_id": p, "timestamp": NOW.isoformat(), "quoted_price": 100.0, "accepted": True} for p in ids])
     seen, token, pages = [], None, 0
     while True:
         page = OutcomeCatalog(stores.outcomes).properties(5, token)
@@ -99,14 +97,27 @@ def test_the_readout_counts_exactly_the_attributed_outcomes(aws):  # noqa: F811 
         expected[variant][0] += 1
         expected[variant][1] += booked
         expected[variant][2] += price if booked else 0.0
-        batch.append({"property_id": f"p{i % 4}", "timestamp": (NOW - timedelta(minutes=i)).isoformat(),
-                      "quoted_price": price, "accepted": booked,
-                      "quote_id": quote_id_for(f"t{i:04d}", Assignment(eid, variant))})
+        batch.append(
+            {
+                "property_id": f"p{i % 4}",
+                "timestamp": (NOW - timedelta(minutes=i)).isoformat(),
+                "quoted_price": price,
+                "accepted": booked,
+                "quote_id": quote_id_for(f"t{i:04d}", Assignment(eid, variant)),
+            }
+        )
     # Noise the readout must not count: another experiment's, and unattributed outcomes.
-    batch += [{"property_id": "p0", "timestamp": NOW.isoformat(), "quoted_price": 50.0, "accepted": True,
-               "quote_id": quote_id_for(f"o{i}", Assignment(other, TREATMENT))} for i in range(7)]
-    batch += [{"property_id": "p0", "timestamp": NOW.isoformat(), "quoted_price": 60.0 + i, "accepted": True}
-              for i in range(5)]
+    batch += [
+        {
+            "property_id": "p0",
+            "timestamp": NOW.isoformat(),
+            "quoted_price": 50.0,
+            "accepted": True,
+            "quote_id": quote_id_for(f"o{i}", Assignment(other, TREATMENT)),
+        }
+        for i in range(7)
+    ]
+    batch += [{"property_id": "p0", "timestamp": NOW.isoformat(), "quoted_price": 60.0 + i, "accepted": True} for i in range(5)]
     assert IngestionService(stores.outcomes).ingest(batch).processed == len(batch)
 
     results = admin.results(eid)["results"]
@@ -125,10 +136,20 @@ def test_the_readout_counts_exactly_the_attributed_outcomes(aws):  # noqa: F811 
 
 def test_stats_of_a_property(aws):  # noqa: F811 - the aws fixture
     stores = Stores.build(aws.settings())
-    IngestionService(stores.outcomes).ingest([
-        {"property_id": "s1", "timestamp": (NOW - timedelta(days=d)).isoformat(), "quoted_price": 100.0 + d,
-         "accepted": d == 0, "final_price": 90.0 if d == 0 else None, "comp_p50": 120.0 if d < 2 else None,
-         "quote_id": f"s1-{d}" if d % 2 else None} for d in range(4)])
+    IngestionService(stores.outcomes).ingest(
+        [
+            {
+                "property_id": "s1",
+                "timestamp": (NOW - timedelta(days=d)).isoformat(),
+                "quoted_price": 100.0 + d,
+                "accepted": d == 0,
+                "final_price": 90.0 if d == 0 else None,
+                "comp_p50": 120.0 if d < 2 else None,
+                "quote_id": f"s1-{d}" if d % 2 else None,
+            }
+            for d in range(4)
+        ]
+    )
     stats = OutcomeCatalog(stores.outcomes).stats("s1")["stats"]
     assert stats["total_records"] == 4 and stats["complete"] and stats["acceptance_rate"] == 0.25
     assert stats["avg_quoted_price"] == 101.5 and stats["avg_final_price"] == 90.0
@@ -147,8 +168,9 @@ def handler():
     return handler
 
 
-@pytest.mark.parametrize("method, path", [("GET", "/model/metrics/p1"), ("POST", "/ab/experiments?name=x"),
-                                          ("GET", "/ab/experiments/e1/results")])
+@pytest.mark.parametrize(
+    "method, path", [("GET", "/model/metrics/p1"), ("POST", "/ab/experiments?name=x"), ("GET", "/ab/experiments/e1/results")]
+)
 def test_a_store_that_cannot_be_reached_is_a_503_with_metrics_under_the_route(handler, method, path):
     from pricing.observability.metrics import REGISTRY
 
@@ -157,8 +179,10 @@ def test_a_store_that_cannot_be_reached_is_a_503_with_metrics_under_the_route(ha
     if query:
         event["queryStringParameters"] = dict(p.split("=") for p in query.split("&"))
         event["multiValueQueryStringParameters"] = {k: [v] for k, v in event["queryStringParameters"].items()}
-    template = {"/model/metrics/p1": "/model/metrics/{property_id}",
-                "/ab/experiments/e1/results": "/ab/experiments/{experiment_id}/results"}.get(route, route)
+    template = {
+        "/model/metrics/p1": "/model/metrics/{property_id}",
+        "/ab/experiments/e1/results": "/ab/experiments/{experiment_id}/results",
+    }.get(route, route)
     labels = {"method": method, "endpoint": template, "status_code": "503"}
     before = REGISTRY.get_sample_value("pricing_requests_total", labels) or 0.0
     status, headers, body = invoke(handler, event)

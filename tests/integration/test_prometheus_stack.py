@@ -39,8 +39,7 @@ PACKAGES = {
 
 def test_the_pins_are_debian_13s_created_timestamp_versions():
     pins = prometheus_stack.pinned_versions()
-    assert set(pins) == {"prometheus", "promtool", "prometheus-pushgateway", "prometheus-alertmanager",
-                         "victoria-metrics"}
+    assert set(pins) == {"prometheus", "promtool", "prometheus-pushgateway", "prometheus-alertmanager", "victoria-metrics"}
     assert pins["prometheus"] == pins["promtool"]  # one source package
     assert prometheus_stack.upstream_version(pins["prometheus"]).startswith("2.53.")
     assert prometheus_stack.upstream_version(pins["prometheus-pushgateway"]).startswith("1.11.")
@@ -63,8 +62,7 @@ def test_the_install_is_the_pinned_one_and_a_rerun_has_nothing_to_do():
     pinned = prometheus_stack.pinned_versions()
     assert prometheus_stack.installed_versions() == pinned
     started = time.monotonic()
-    done = subprocess.run([str(prometheus_stack.INSTALL_SCRIPT), "--check"], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([str(prometheus_stack.INSTALL_SCRIPT), "--check"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert time.monotonic() - started < 5
 
@@ -75,9 +73,18 @@ def test_prometheus_enables_created_timestamp_zero_ingestion(tmp_path):
     config.write_text("global: {scrape_interval: 1s}\nscrape_configs: []\n")
     log_path = tmp_path / "prometheus.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-                                    f"--web.listen-address=127.0.0.1:{free_port()}", "--log.level=info",
-                                    *prometheus_stack.PROMETHEUS_FLAGS], stdout=log, stderr=log)
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{free_port()}",
+                "--log.level=info",
+                *prometheus_stack.PROMETHEUS_FLAGS,
+            ],
+            stdout=log,
+            stderr=log,
+        )
     try:
         deadline = time.monotonic() + 30
         text = ""
@@ -94,6 +101,7 @@ def test_prometheus_enables_created_timestamp_zero_ingestion(tmp_path):
 
 
 # ------------------------------------------------------------------ created timestamps, by hand
+
 
 def _varint(value: int) -> bytes:
     out = bytearray()
@@ -124,9 +132,11 @@ def test_a_protobuf_push_keeps_its_created_timestamp_and_prometheus_starts_the_s
     with Pushgateway() as pgw, Prometheus(pgw) as prom:
         body = _counter_family("stack_created_check_total", 5.0, time.time() - 2, {"check": "ct"})
         request = urllib.request.Request(
-            f"{pgw.url}/metrics/job/stack-check/instance/one", data=body, method="PUT",
-            headers={"Content-Type": "application/vnd.google.protobuf; "
-                                     "proto=io.prometheus.client.MetricFamily; encoding=delimited"})
+            f"{pgw.url}/metrics/job/stack-check/instance/one",
+            data=body,
+            method="PUT",
+            headers={"Content-Type": "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"},
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             # Unchecked (as every Pushgateway of the project runs): accepted, applied a moment later.
             assert response.status == 202

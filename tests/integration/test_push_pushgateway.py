@@ -28,6 +28,7 @@ def containers(n: int, env: dict) -> list[SyntheticContainer]:
 
 def invoke_all(fleet: list[SyntheticContainer], per_container: int, pause: float = 0.0) -> int:
     """Invoke every container ``per_container`` times, all containers at once; returns the count."""
+
     def run(c: SyntheticContainer) -> int:
         c.invoke([f"prop-{i % 7}" for i in range(per_container)], pause=pause)
         return per_container
@@ -77,8 +78,11 @@ def test_totals_are_exact_across_concurrent_containers_in_the_pushgateway_and_pr
             prom.wait_for_value("sum(pricing_api_latency_seconds_count)", n)
             prom.wait_for_value('sum by (le) (pricing_api_latency_seconds_bucket{le="+Inf"})', n)
             # Created timestamps: every series starts from a stored zero, first pushes included.
-            prom.wait_for_value('sum(max_over_time(pricing_requests_total{job="pricing-score"}[5m])'
-                                ' - min_over_time(pricing_requests_total{job="pricing-score"}[5m]))', n)
+            prom.wait_for_value(
+                'sum(max_over_time(pricing_requests_total{job="pricing-score"}[5m])'
+                ' - min_over_time(pricing_requests_total{job="pricing-score"}[5m]))',
+                n,
+            )
             # honor_labels: the containers' own job/instance survive the scrape.
             assert prom.value('count(count by (instance) (pricing_requests_total{job="pricing-score"}))') == 8
         finally:
@@ -191,8 +195,9 @@ def test_a_basic_auth_pushgateway_accepts_the_configured_credentials_only():
             assert any("req-prop-1-0" in line and "HTTP 401" in line for line in refused.log)
             refused.invoke(["prop-3"], pause=0.2)
             assert push_outcomes(refused)["http_4xx"] == 2
-        settings = Settings(pushgateway_url=pgw.url, pushgateway_username="pusher",
-                            pushgateway_password="s3cret", pushgateway_group_ttl_seconds=5)
+        settings = Settings(
+            pushgateway_url=pgw.url, pushgateway_username="pusher", pushgateway_password="s3cret", pushgateway_group_ttl_seconds=5
+        )
         assert prune_stale_groups(settings, now=time.time() + 60) == 4  # base + 3 property groups
         assert pgw.instances() == set()
 

@@ -32,8 +32,9 @@ def test_each_container_lives_on_its_hashed_shard_and_prometheus_sums_the_fleet_
         processes = [SyntheticContainer(env) for _ in range(3)]
         settings = Settings(pushgateway_urls=shards, function_name="score", pushgateway_group_ttl_seconds=5)
         # In-process containers with chosen ids: one on each shard whatever the processes drew.
-        pushers = [MetricsPusher(PricingMetrics(), settings, instance=instance_on(s, shards, "fixed"),
-                                 wait_for_answers=True) for s in shards]
+        pushers = [
+            MetricsPusher(PricingMetrics(), settings, instance=instance_on(s, shards, "fixed"), wait_for_answers=True) for s in shards
+        ]
         try:
             for n, c in enumerate(processes, start=1):
                 c.invoke([f"prop-{i}" for i in range(n)])
@@ -57,8 +58,7 @@ def test_each_container_lives_on_its_hashed_shard_and_prometheus_sums_the_fleet_
             # Every group is dead a minute from now: one Prometheus query finds them, and each is
             # deleted on its own shard.
             prune = Settings(pushgateway_urls=shards, prometheus_url=prom.url, pushgateway_group_ttl_seconds=5)
-            groups = sum(len([g for g in pg.groups() if g["labels"].get("job", "").startswith("pricing-")])
-                         for pg in (pg0, pg1))
+            groups = sum(len([g for g in pg.groups() if g["labels"].get("job", "").startswith("pricing-")]) for pg in (pg0, pg1))
             assert prune_stale_groups(prune) == 0  # none silent for the TTL yet
             assert prune_stale_groups(prune, now=time.time() + 60) == groups
             assert pg0.instances() == set() and pg1.instances() == set()

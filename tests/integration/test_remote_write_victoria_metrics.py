@@ -47,10 +47,19 @@ def test_a_pushed_sample_reaches_victoria_metrics_through_prometheus_remote_writ
     vm_binary = require_victoria_metrics()
     vm_port, prom_port = free_port(), free_port()
     vm_url = f"http://127.0.0.1:{vm_port}"
-    vm = Service("VictoriaMetrics", [vm_binary, f"-httpListenAddr=127.0.0.1:{vm_port}",
-                                     f"-storageDataPath={tmp_path / 'vm-data'}", "-retentionPeriod=1d",
-                                     "-search.latencyOffset=0s", "-loggerLevel=WARN"],
-                 f"{vm_url}/health", tmp_path / "victoria-metrics.log")
+    vm = Service(
+        "VictoriaMetrics",
+        [
+            vm_binary,
+            f"-httpListenAddr=127.0.0.1:{vm_port}",
+            f"-storageDataPath={tmp_path / 'vm-data'}",
+            "-retentionPeriod=1d",
+            "-search.latencyOffset=0s",
+            "-loggerLevel=WARN",
+        ],
+        f"{vm_url}/health",
+        tmp_path / "victoria-metrics.log",
+    )
     with Pushgateway() as pgw:
         config = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())
         config.pop("alerting")
@@ -63,18 +72,27 @@ def test_a_pushed_sample_reaches_victoria_metrics_through_prometheus_remote_writ
             job["static_configs"] = [{"targets": [pgw.address if job["job_name"] == "pushgateway" else f"127.0.0.1:{prom_port}"]}]
         path = tmp_path / "prometheus.yml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        prometheus = Service("Prometheus", [prometheus_stack.require(prometheus_stack.PROMETHEUS), f"--config.file={path}",
-                                            f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-                                            f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn",
-                                            *prometheus_stack.PROMETHEUS_FLAGS],
-                             f"http://127.0.0.1:{prom_port}/-/ready", tmp_path / "prometheus.log")
+        prometheus = Service(
+            "Prometheus",
+            [
+                prometheus_stack.require(prometheus_stack.PROMETHEUS),
+                f"--config.file={path}",
+                f"--storage.tsdb.path={tmp_path / 'prom-data'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+                "--log.level=warn",
+                *prometheus_stack.PROMETHEUS_FLAGS,
+            ],
+            f"http://127.0.0.1:{prom_port}/-/ready",
+            tmp_path / "prometheus.log",
+        )
         started = []
         try:
             started.append(vm.start())
             started.append(prometheus.start())
             metrics = PricingMetrics()
-            pusher = MetricsPusher(metrics, Settings(pushgateway_url=pgw.url, function_name="score"),
-                                   instance="remote-write-check", wait_for_answers=True)
+            pusher = MetricsPusher(
+                metrics, Settings(pushgateway_url=pgw.url, function_name="score"), instance="remote-write-check", wait_for_answers=True
+            )
             for _ in range(7):
                 metrics.track_request(method="POST", endpoint="/score", status_code=200, duration=0.01)
             assert pusher.push().ok

@@ -3,19 +3,17 @@ property ends with a live model that /score prices with, and seeding twice chang
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures; puts local/ on the path
-
-from pricing.api.schemas import ScoreRequest
-from pricing.competitors import CompetitorClient
 from pricing.api import retrain_app
+from pricing.api.schemas import ScoreRequest, quote_response
+from pricing.competitors import CompetitorClient
 from pricing.services.retraining import RetrainingService
-from pricing.api.schemas import quote_response
 from pricing.services.scoring import ScoringService
 from pricing.storage.stores import Stores
+from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures; puts local/ on the path
 
 
 @pytest.fixture
@@ -25,8 +23,9 @@ def seeded_env(aws, monkeypatch):  # noqa: F811
     settings = aws.settings()
     stores = Stores.build(settings)
     # The seed retrains through the handler's service: point it at this test's resources.
-    monkeypatch.setattr(retrain_app, "_service",
-                        RetrainingService(settings, stores.registry, stores.artifacts, stores.outcomes, stores.queue))
+    monkeypatch.setattr(
+        retrain_app, "_service", RetrainingService(settings, stores.registry, stores.artifacts, stores.outcomes, stores.queue)
+    )
     return seed_module, settings, stores
 
 
@@ -42,14 +41,16 @@ def test_demo_properties_price_with_their_own_model_and_reseeding_is_harmless(se
     assert [s["live_version"] for s in again] == [s["live_version"] for s in first]
 
     scoring = ScoringService(settings, stores.registry, stores.artifacts, stores.experiments, CompetitorClient("", "", 0.3))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for summary in first:
-        request = ScoreRequest.model_validate({
-            "entity": {"userId": "demo-user", "propertyId": summary["property_id"]},
-            "stay_date": (now + timedelta(days=14)).date().isoformat(),
-            "quote_time": now.isoformat(),
-            "inventory": {"capacity": 100, "remaining": 35},
-        })
+        request = ScoreRequest.model_validate(
+            {
+                "entity": {"userId": "demo-user", "propertyId": summary["property_id"]},
+                "stay_date": (now + timedelta(days=14)).date().isoformat(),
+                "quote_time": now.isoformat(),
+                "inventory": {"capacity": 100, "remaining": 35},
+            }
+        )
         safety = quote_response(*scoring.score(request.to_quote(), "req-demo"))["safety"]
         assert safety["pricing_method"] == "ml_elasticity"
         assert safety["model_version"] == summary["live_version"]

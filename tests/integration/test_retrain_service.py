@@ -12,24 +12,22 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures; puts local/ on the path
-
 from local.lambda_context import FakeContext
 from pricing.api.retrain_app import dispatch
-from pricing.api.schemas import ScoreRequest
+from pricing.api.schemas import ScoreRequest, quote_response
 from pricing.competitors import CompetitorClient
 from pricing.domain.conversion_model import ConversionModel
 from pricing.domain.simulator import CURVES, HISTORY_DAYS, DemandCurve, simulate_outcomes
 from pricing.services import retraining
 from pricing.services.ingestion import IngestionService
 from pricing.services.retraining import RetrainingService, artifact_key
-from pricing.api.schemas import quote_response
 from pricing.services.scoring import ScoringService
 from pricing.storage import ConditionFailed, StorageUnavailable
 from pricing.storage.aws import from_wire
 from pricing.storage.outcomes import OutcomeStore
 from pricing.storage.registry import LIVE_RECORD, Registry
 from pricing.storage.stores import Stores
+from support.moto_stack import aws, moto_server  # noqa: F401 - fixtures; puts local/ on the path
 
 #: Every timestamp here is fixed: the simulated outcomes' weekdays move demand, so data drawn
 #: around the real date made the revenue gate's figures change from day to day (a lower bound of
@@ -93,9 +91,11 @@ def learn(stack, curve: DemandCurve, n: int, *, seed: int = 1, property_id: str 
 
 
 def live(stack, property_id: str) -> dict | None:
-    item = stack.aws.client("dynamodb").get_item(
-        TableName=stack.settings.registry_table, Key={"property_id": {"S": property_id}, "record": {"S": LIVE_RECORD}}
-    ).get("Item")
+    item = (
+        stack.aws.client("dynamodb")
+        .get_item(TableName=stack.settings.registry_table, Key={"property_id": {"S": property_id}, "record": {"S": LIVE_RECORD}})
+        .get("Item")
+    )
     return None if item is None else from_wire(item)
 
 
@@ -137,11 +137,15 @@ def test_a_first_model_deployed_after_a_no_model_quote_prices_within_the_negativ
     by rules for MODEL_CACHE_TTL_SECONDS: "no model" is cached only MODEL_CACHE_NEGATIVE_TTL_SECONDS."""
     settings = replace(stack.settings, model_cache_ttl_seconds=300, model_cache_negative_ttl_seconds=2)
     scoring = scoring_service(settings, stack.stores)
-    request = ScoreRequest.model_validate({
-        "entity": {"userId": "u-1", "propertyId": "hotel-first"},
-        "stay_date": (NOW + timedelta(days=20)).date().isoformat(), "quote_time": NOW.isoformat(),
-        "inventory": {"capacity": 100, "remaining": 40}, "toggles": {"use_competitors": False},
-    })
+    request = ScoreRequest.model_validate(
+        {
+            "entity": {"userId": "u-1", "propertyId": "hotel-first"},
+            "stay_date": (NOW + timedelta(days=20)).date().isoformat(),
+            "quote_time": NOW.isoformat(),
+            "inventory": {"capacity": 100, "remaining": 40},
+            "toggles": {"use_competitors": False},
+        }
+    )
     first = quote_response(*scoring.score(request.to_quote(), "req-first"))
     assert first["safety"]["pricing_method"] == "rule_based"
     assert any("no model deployed" in r for r in first["reasons"]), first["reasons"]
@@ -187,8 +191,7 @@ def test_drifted_data_retrains_and_deploys_without_force(stack):
 
     # The market moves: the property fills up and guests become less price-sensitive.
     moved = replace(CITY, name="city-hotel-moved", intercept=1.2, price_effect=-1.6)
-    stack.ingest(simulate_outcomes(moved, 700, seed=4, now=NOW, property_id="hotel-b", history_days=35,
-                                   occupancy=(0.6, 1.0)))
+    stack.ingest(simulate_outcomes(moved, 700, seed=4, now=NOW, property_id="hotel-b", history_days=35, occupancy=(0.6, 1.0)))
     second = dispatch(stack.service, {"property_ids": ["hotel-b"], "force": False}, LambdaContext())["results"][0]
 
     assert second["status"] == "deployed", second
@@ -219,8 +222,9 @@ def test_late_reported_outcomes_count_as_unseen_for_drift(stack):
 
     # Quoted before the model's data ends, reported only now, from a market that has filled up.
     moved = replace(CITY, name="city-hotel-late", intercept=1.2, price_effect=-1.6)
-    stack.ingest(simulate_outcomes(moved, 600, seed=8, now=NOW - timedelta(days=1), property_id="hotel-late",
-                                   history_days=30, occupancy=(0.6, 1.0)))
+    stack.ingest(
+        simulate_outcomes(moved, 600, seed=8, now=NOW - timedelta(days=1), property_id="hotel-late", history_days=30, occupancy=(0.6, 1.0))
+    )
     result = dispatch(stack.service, {"property_ids": ["hotel-late"]}, LambdaContext())["results"][0]
 
     assert result["drift"]["sample_size"] == 600
@@ -228,8 +232,9 @@ def test_late_reported_outcomes_count_as_unseen_for_drift(stack):
     assert any("occupancy" in t for t in result["triggers"])
 
 
-def arms_since(deployed: datetime, n: int, *, model: tuple[float, float], rules: tuple[float, float],
-               property_id: str, seed: int = 1) -> list[dict]:
+def arms_since(
+    deployed: datetime, n: int, *, model: tuple[float, float], rules: tuple[float, float], property_id: str, seed: int = 1
+) -> list[dict]:
     """``n`` outcomes quoted after ``deployed``: about 8% of them the rules holdback (tagged),
     the others the live model's; each arm books at its (price, probability)."""
     rng = random.Random(seed)
@@ -238,14 +243,17 @@ def arms_since(deployed: datetime, n: int, *, model: tuple[float, float], rules:
     for i in range(n):
         held = rng.random() < 0.08
         price, p = rules if held else model
-        out.append({
-            "property_id": property_id,
-            "timestamp": (deployed + timedelta(seconds=60 + span * i / n)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "quoted_price": price, "accepted": rng.random() < p,
-            "quote_id": f"hb-{seed}-{i}" + (".hb" if held else ".x0p0.9"),
-            "stay_date": (NOW + timedelta(days=10 + i % 30)).date().isoformat(),
-            "context": {"occupancy": 0.5},
-        })
+        out.append(
+            {
+                "property_id": property_id,
+                "timestamp": (deployed + timedelta(seconds=60 + span * i / n)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "quoted_price": price,
+                "accepted": rng.random() < p,
+                "quote_id": f"hb-{seed}-{i}" + (".hb" if held else ".x0p0.9"),
+                "stay_date": (NOW + timedelta(days=10 + i % 30)).date().isoformat(),
+                "context": {"occupancy": 0.5},
+            }
+        )
     return out
 
 
@@ -274,8 +282,7 @@ def test_the_holdback_guard_rolls_back_a_model_that_earns_less_than_rules_in_rea
     assert score(stack, "hb-loser")["safety"]["pricing_method"] == "rule_based"
 
 
-@pytest.mark.parametrize("model_arm, n", [((100.0, 0.52), 1500), ((150.0, 0.08), 300)],
-                         ids=["as-good-as-rules", "too-few-holdback-quotes"])
+@pytest.mark.parametrize("model_arm, n", [((100.0, 0.52), 1500), ((150.0, 0.08), 300)], ids=["as-good-as-rules", "too-few-holdback-quotes"])
 def test_the_holdback_guard_keeps_a_model_that_does_not_lose_or_cannot_be_judged_yet(stack, model_arm, n):
     deployed = NOW - timedelta(days=10)
     key = artifact_key("hb-keep", "v-keep")
@@ -301,8 +308,9 @@ def test_a_retrain_as_of_a_past_moment_sees_only_what_was_quoted_by_then(stack):
     learn(stack, CITY, 1000, property_id="as-of")
     as_of = NOW - timedelta(days=HISTORY_DAYS / 2)
 
-    answer = dispatch(stack.service, {"detail": {"property_ids": ["as-of"], "as_of": as_of.strftime("%Y-%m-%dT%H:%M:%SZ")}},
-                                  LambdaContext())
+    answer = dispatch(
+        stack.service, {"detail": {"property_ids": ["as-of"], "as_of": as_of.strftime("%Y-%m-%dT%H:%M:%SZ")}}, LambdaContext()
+    )
 
     (result,) = answer["results"]
     assert 400 < result["outcomes"] < 600  # about half the outcomes were quoted by then
@@ -380,10 +388,12 @@ def test_a_crash_mid_run_leaves_the_registry_pointing_at_a_loadable_model(stack,
 
     real = getattr(Registry, crash_in)
     if crash_in == "set_model_status":
+
         def crash_after_swap(self, property_id, version, status, reason):
             if status == "deployed":
                 raise Crash(crash_in)
             return real(self, property_id, version, status, reason)
+
         monkeypatch.setattr(Registry, crash_in, crash_after_swap)
     else:
         monkeypatch.setattr(Registry, crash_in, crash)
@@ -421,7 +431,8 @@ def test_one_property_failing_does_not_stop_the_others(stack, monkeypatch):
     assert [r["status"] for r in answer["results"]] == ["deployed", "failed", "deployed"]
     assert "ProvisionedThroughputExceeded" in answer["results"][1]["reason"]
 
-    sqs_answer = dispatch(stack.service,
+    sqs_answer = dispatch(
+        stack.service,
         {"Records": [{"messageId": "m-1", "body": json.dumps({"property_ids": ["p-b"], "force": True})}]},
         LambdaContext(),
     )
@@ -432,8 +443,7 @@ def test_scheduled_run_fans_out_batches_to_the_queue_and_each_batch_retrains(sta
     for seed, pid in zip((2, 3, 12), ("f-1", "f-2", "f-3")):
         learn(stack, CITY, 1200, seed=seed, property_id=pid)
     queue_url = stack.aws.queue_urls["RetrainQueue"]
-    service = retraining_service(replace(stack.settings, retrain_queue_url=queue_url, retrain_batch_size=2), stack.stores,
-                                 stack.clock)
+    service = retraining_service(replace(stack.settings, retrain_queue_url=queue_url, retrain_batch_size=2), stack.stores, stack.clock)
 
     answer = dispatch(service, {"detail": {"force": False}}, LambdaContext())
 
@@ -445,10 +455,12 @@ def test_scheduled_run_fans_out_batches_to_the_queue_and_each_batch_retrains(sta
     bodies = sorted((json.loads(m["Body"]) for m in messages), key=lambda b: b["property_ids"])
     assert bodies == [{"property_ids": ["f-1", "f-2"], "force": False}, {"property_ids": ["f-3"], "force": False}]
 
-    event = {"Records": [
-        {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"], "eventSource": "aws:sqs"}
-        for m in messages
-    ]}
+    event = {
+        "Records": [
+            {"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"], "eventSource": "aws:sqs"}
+            for m in messages
+        ]
+    }
     assert dispatch(service, event, LambdaContext()) == {"batchItemFailures": []}
     assert all(live(stack, pid) is not None for pid in ("f-1", "f-2", "f-3"))
 
@@ -527,8 +539,7 @@ def test_the_holdback_guard_drops_the_share_for_a_model_that_beats_rules_and_a_n
         scoring = scoring_service(settings, stack.stores)
         assert scoring.property_state("hb-win").model is not None
         n = 3000
-        return sum(quote_response(*scoring.score(score_request("hb-win").to_quote()))["safety"]["holdback"]
-                   for _ in range(n)) / n
+        return sum(quote_response(*scoring.score(score_request("hb-win").to_quote()))["safety"]["holdback"] for _ in range(n)) / n
 
     assert 0.004 < share() < 0.018
     stack.stores.registry.swap_live_model("hb-win", "v-b", key, expected_version="v-a", deployed_at=NOW.isoformat())
@@ -570,13 +581,15 @@ def test_an_sqs_batch_names_exactly_the_messages_to_retry(stack, monkeypatch):
     reported = []
     monkeypatch.setattr("pricing.api.retrain_app.report_once", lambda cause, error, **tags: reported.append(cause))
     future = (NOW + timedelta(days=1)).isoformat()
-    event = {"Records": [
-        {"messageId": "good", "body": json.dumps({"property_ids": ["q-good"], "force": True})},
-        {"messageId": "not-json", "body": "{not json"},
-        {"messageId": "down", "body": json.dumps({"property_ids": ["q-down"], "force": True})},
-        {"messageId": "bad-ids", "body": json.dumps({"property_ids": ["not ok!"]})},
-        {"messageId": "future", "body": json.dumps({"property_ids": ["q-good"], "as_of": future})},
-    ]}
+    event = {
+        "Records": [
+            {"messageId": "good", "body": json.dumps({"property_ids": ["q-good"], "force": True})},
+            {"messageId": "not-json", "body": "{not json"},
+            {"messageId": "down", "body": json.dumps({"property_ids": ["q-down"], "force": True})},
+            {"messageId": "bad-ids", "body": json.dumps({"property_ids": ["not ok!"]})},
+            {"messageId": "future", "body": json.dumps({"property_ids": ["q-good"], "as_of": future})},
+        ]
+    }
 
     answer = dispatch(stack.service, event, LambdaContext())
 

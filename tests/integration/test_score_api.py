@@ -21,8 +21,7 @@ EXAMPLE = {
     "inventory": {"capacity": 50, "remaining": 10, "overbook_limit": 0},
     "market": {"comp_price_p10": 90.0, "comp_price_p50": 120.0, "comp_price_p90": 150.0},
     "context": {"season": "Winter", "day_of_week": 3, "weather": {}},
-    "toggles": {"aggressive": False, "conservative": False, "use_ml": True, "use_competitors": True,
-                "apply_seasonality": True},
+    "toggles": {"aggressive": False, "conservative": False, "use_ml": True, "use_competitors": True, "apply_seasonality": True},
     "allowed_price_grid": None,
 }
 
@@ -60,8 +59,17 @@ def test_spec_example_returns_every_field(handler):
     assert body["price_grid"] == sorted(body["price_grid"]) and body["price"] in body["price_grid"]
     assert body["conf_band"]["lower"] <= body["price"] <= body["conf_band"]["upper"]
     assert {"occ_now", "occ_end_bucket"} <= set(body["expected"])
-    assert set(body["safety"]) == {"pricing_method", "ab_variant", "experiment_id", "model_version", "quote_id", "exploration",
-                                   "holdback", "competitor_data", "clamped"}
+    assert set(body["safety"]) == {
+        "pricing_method",
+        "ab_variant",
+        "experiment_id",
+        "model_version",
+        "quote_id",
+        "exploration",
+        "holdback",
+        "competitor_data",
+        "clamped",
+    }
     assert body["safety"]["pricing_method"] == "rule_based"  # no store reachable: rules, and why
     assert any("Fell back to rule-based" in r for r in body["reasons"])
     assert body["safety"]["competitor_data"]["p50"] == 120.0

@@ -12,16 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from support.faults import CompetitorBackend, FaultProxy
-from support.moto_stack import moto_server  # noqa: F401 - fixture
 
 from local.services import aws_client
 from pricing.settings import Settings
 from pricing.storage.secrets import resolve_secrets
+from support.faults import CompetitorBackend, FaultProxy
+from support.moto_stack import moto_server  # noqa: F401 - fixture
 
 BACKEND_KEY = "bk-3f9a0c6e1d7b4c2a"
 PUSH_USER, PUSH_PASSWORD = "pricing-pusher", "pw-8e2d1b7c5a"
@@ -50,8 +49,7 @@ def fetches(proxy: FaultProxy) -> int:
 def test_backend_key_and_pushgateway_credentials_come_from_their_secrets(secrets):
     settings = Settings(
         backend_api_key_secret_arn=secrets("backend-key", BACKEND_KEY),
-        pushgateway_credentials_secret_arn=secrets("pushgateway", json.dumps(
-            {"username": PUSH_USER, "password": PUSH_PASSWORD})),
+        pushgateway_credentials_secret_arn=secrets("pushgateway", json.dumps({"username": PUSH_USER, "password": PUSH_PASSWORD})),
     )
     resolved = resolve_secrets(settings)
     assert resolved.backend_api_key == BACKEND_KEY
@@ -61,17 +59,23 @@ def test_backend_key_and_pushgateway_credentials_come_from_their_secrets(secrets
 
 
 def test_a_json_api_key_and_a_bearer_token_are_read_too(secrets):
-    resolved = resolve_secrets(Settings(
-        backend_api_key_secret_arn=secrets("backend-json", json.dumps({"api_key": BACKEND_KEY})),
-        pushgateway_credentials_secret_arn=secrets("bearer", json.dumps({"bearer_token": "tok-51c0ffee"})),
-    ))
+    resolved = resolve_secrets(
+        Settings(
+            backend_api_key_secret_arn=secrets("backend-json", json.dumps({"api_key": BACKEND_KEY})),
+            pushgateway_credentials_secret_arn=secrets("bearer", json.dumps({"bearer_token": "tok-51c0ffee"})),
+        )
+    )
     assert resolved.backend_api_key == BACKEND_KEY and resolved.pushgateway_bearer_token == "tok-51c0ffee"
     assert resolved.pushgateway_username == ""
 
 
 def test_a_value_given_in_the_environment_wins_and_nothing_is_fetched(secrets):
-    settings = Settings(backend_api_key="local-key", backend_api_key_secret_arn=secrets("unused", "x" * 12),
-                        pushgateway_username="me", pushgateway_credentials_secret_arn=secrets("unused-pg", "{}"))
+    settings = Settings(
+        backend_api_key="local-key",
+        backend_api_key_secret_arn=secrets("unused", "x" * 12),
+        pushgateway_username="me",
+        pushgateway_credentials_secret_arn=secrets("unused-pg", "{}"),
+    )
     assert resolve_secrets(settings) == settings
     assert fetches(secrets.proxy) == 0
 
@@ -89,9 +93,10 @@ def test_a_secret_that_cannot_be_had_is_logged_by_arn_and_left_empty(secrets, ca
 
 
 def test_reading_the_environment_fetches_nothing_and_resolving_fetches_each_secret_once(secrets):
-    env = {"BACKEND_API_KEY_SECRET_ARN": secrets("once", BACKEND_KEY),
-           "PUSHGATEWAY_CREDENTIALS_SECRET_ARN": secrets(
-               "once-pg", json.dumps({"username": PUSH_USER, "password": PUSH_PASSWORD}))}
+    env = {
+        "BACKEND_API_KEY_SECRET_ARN": secrets("once", BACKEND_KEY),
+        "PUSHGATEWAY_CREDENTIALS_SECRET_ARN": secrets("once-pg", json.dumps({"username": PUSH_USER, "password": PUSH_PASSWORD})),
+    }
     from_env = Settings.from_env(env)
     assert from_env.backend_api_key == "" and fetches(secrets.proxy) == 0
     resolved = resolve_secrets(from_env)  # what an app module does, once, at import
@@ -105,21 +110,29 @@ def test_the_built_function_uses_the_fetched_key_and_credentials(secrets, tmp_pa
     from support.local_stack import lambda_containers
     from support.promstack import Pushgateway
 
-    now = datetime.now(timezone.utc)
-    body = {"entity": {"userId": "u-1", "propertyId": "secured-1"},
-            "stay_date": (now.date() + timedelta(days=10)).isoformat(), "quote_time": now.isoformat(),
-            "inventory": {"capacity": 10, "remaining": 4}}
-    event = build_event(method="POST", raw_path="/score", headers=[("Content-Type", "application/json")],
-                        body=json.dumps(body).encode(), route=ApiRoute("ScoreFunction", "POST", "/score"),
-                        path_parameters=None, stage="dev")
+    now = datetime.now(UTC)
+    body = {
+        "entity": {"userId": "u-1", "propertyId": "secured-1"},
+        "stay_date": (now.date() + timedelta(days=10)).isoformat(),
+        "quote_time": now.isoformat(),
+        "inventory": {"capacity": 10, "remaining": 4},
+    }
+    event = build_event(
+        method="POST",
+        raw_path="/score",
+        headers=[("Content-Type", "application/json")],
+        body=json.dumps(body).encode(),
+        route=ApiRoute("ScoreFunction", "POST", "/score"),
+        path_parameters=None,
+        stage="dev",
+    )
     with CompetitorBackend("ok") as backend, Pushgateway(basic_auth={PUSH_USER: PUSH_PASSWORD}) as pgw:
         env = {
             "AWS_ENDPOINT_URL": secrets.url,
             "BACKEND_API_URL": backend.url,
             "BACKEND_API_KEY_SECRET_ARN": secrets("fn-backend", BACKEND_KEY),
             "PUSHGATEWAY_URL": pgw.url,
-            "PUSHGATEWAY_CREDENTIALS_SECRET_ARN": secrets(
-                "fn-pg", json.dumps({"username": PUSH_USER, "password": PUSH_PASSWORD})),
+            "PUSHGATEWAY_CREDENTIALS_SECRET_ARN": secrets("fn-pg", json.dumps({"username": PUSH_USER, "password": PUSH_PASSWORD})),
         }
         with lambda_containers("ScoreFunction", env=env, log_dir=tmp_path) as containers:
             result = containers.invoke(event)

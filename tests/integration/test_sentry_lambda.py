@@ -22,7 +22,8 @@ import logging
 import sys
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import sentry_sdk
@@ -36,7 +37,8 @@ from support.sentry_receiver import SentryReceiver
 #: The Lambda integration raises its timeout warning in a thread of its own, which pytest reports
 #: as an unhandled thread exception: expected wherever the slow request runs.
 TIMEOUT_WARNING_THREAD = pytest.mark.filterwarnings(
-    "ignore:(?s)Exception in thread.*ServerlessTimeoutWarning:pytest.PytestUnhandledThreadExceptionWarning")
+    "ignore:(?s)Exception in thread.*ServerlessTimeoutWarning:pytest.PytestUnhandledThreadExceptionWarning"
+)
 
 CALLER_API_KEY = "caller-api-key-7f3c9a1e5b4d"
 CALLER_BEARER = "caller-bearer-5d2e8c4b9a7f"
@@ -169,8 +171,9 @@ class Container:
     """One warm Lambda container: its handlers, the runtime that records their answers, the
     Sentry receiver its events go to, and its log lines."""
 
-    def __init__(self, bootstrap: Any, runtime: RecordingRuntime, receiver: SentryReceiver, logs: io.StringIO,
-                 handlers: dict[str, Callable]) -> None:
+    def __init__(
+        self, bootstrap: Any, runtime: RecordingRuntime, receiver: SentryReceiver, logs: io.StringIO, handlers: dict[str, Callable]
+    ) -> None:
         self.bootstrap, self.runtime, self.receiver, self._logs, self.handlers = bootstrap, runtime, receiver, logs, handlers
         self.client = bootstrap.LambdaRuntimeClient("127.0.0.1:9")  # never dialled: the native client is replaced
 
@@ -178,8 +181,17 @@ class Container:
         """One invocation through the bootstrap; what it posted back, and how long it took."""
         started = time.perf_counter()
         self.bootstrap.handle_event_request(
-            self.client, self.handlers[handler], uuid.uuid4().hex, json.dumps(event).encode(), "application/json",
-            None, None, FUNCTION_ARN, int(time.time() * 1000) + timeout_ms, None, self.bootstrap.StandardLogSink(),
+            self.client,
+            self.handlers[handler],
+            uuid.uuid4().hex,
+            json.dumps(event).encode(),
+            "application/json",
+            None,
+            None,
+            FUNCTION_ARN,
+            int(time.time() * 1000) + timeout_ms,
+            None,
+            self.bootstrap.StandardLogSink(),
         )
         return {"seconds": time.perf_counter() - started, **self.runtime.posted[-1]}
 
@@ -236,11 +248,18 @@ def container(monkeypatch) -> Any:
             bootstrap = _lambda_bootstrap(monkeypatch)
             monkeypatch.setattr(sentry, "_state", sentry._State())  # what a container remembers
             receiver = stack.enter_context(SentryReceiver(answer=answer))
-            settings = Settings.from_env({
-                "SENTRY_DSN": receiver.dsn, "SENTRY_TRACES_SAMPLE_RATE": traces, "ENVIRONMENT": "test",
-                "RELEASE": "pricing@test", "POWERTOOLS_SERVICE_NAME": "pricing-score",
-                "BACKEND_API_KEY": BACKEND_API_KEY, "PUSHGATEWAY_PASSWORD": PUSHGATEWAY_PASSWORD, **LAMBDA_ENV,
-            })
+            settings = Settings.from_env(
+                {
+                    "SENTRY_DSN": receiver.dsn,
+                    "SENTRY_TRACES_SAMPLE_RATE": traces,
+                    "ENVIRONMENT": "test",
+                    "RELEASE": "pricing@test",
+                    "POWERTOOLS_SERVICE_NAME": "pricing-score",
+                    "BACKEND_API_KEY": BACKEND_API_KEY,
+                    "PUSHGATEWAY_PASSWORD": PUSHGATEWAY_PASSWORD,
+                    **LAMBDA_ENV,
+                }
+            )
             # As the app modules do at import.
             set_service_name(settings.service_name)
             assert sentry.init_from_settings(settings)
@@ -250,8 +269,13 @@ def container(monkeypatch) -> Any:
             log_handler.setFormatter(logger.registered_formatter)
             logger.addHandler(log_handler)
             stack.callback(logger.removeHandler, log_handler)
-            return Container(bootstrap, sys.modules["awslambdaric.lambda_runtime_client"].runtime_client, receiver, logs,
-                             {"api": build_api(settings), "retrain": retrain_handler})
+            return Container(
+                bootstrap,
+                sys.modules["awslambdaric.lambda_runtime_client"].runtime_client,
+                receiver,
+                logs,
+                {"api": build_api(settings), "retrain": retrain_handler},
+            )
 
         yield start
 
@@ -259,9 +283,7 @@ def container(monkeypatch) -> Any:
 # =============================================================================== events
 
 
-def api_event(
-    method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, gateway_id: str | None = None
-) -> dict:
+def api_event(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, gateway_id: str | None = None) -> dict:
     """An API Gateway REST API (payload 1.0) proxy event, as the service receives it."""
     all_headers = {
         "Host": "abc123.execute-api.eu-west-1.amazonaws.com",
@@ -331,16 +353,17 @@ def step(name: str, event: dict, **extra: Any) -> dict:
 
 
 CRASH = step("crash", api_event("POST", "/score", quote("prop-crash"), {"X-Request-ID": "req-crash-1"}))
-STORE_DOWN = step("store_down", api_event("POST", "/learn", {"batch": [{"property_id": "prop-learn"}]},
-                                          {"X-Request-ID": "req-learn-1"}))
-STORE_DOWN_HANDLED = step("store_down_handled", api_event("POST", "/learn-handled", {"batch": [{"property_id": "prop-learn"}]},
-                                                          {"X-Request-ID": "req-learn-2"}))
+STORE_DOWN = step("store_down", api_event("POST", "/learn", {"batch": [{"property_id": "prop-learn"}]}, {"X-Request-ID": "req-learn-1"}))
+STORE_DOWN_HANDLED = step(
+    "store_down_handled", api_event("POST", "/learn-handled", {"batch": [{"property_id": "prop-learn"}]}, {"X-Request-ID": "req-learn-2"})
+)
 INVALID = step("invalid", api_event("POST", "/score", {"entity": {}}, {"X-Request-ID": "req-invalid-1"}))
 NOT_FOUND = step("not_found", api_event("GET", "/nope", None, {"X-Request-ID": "req-404-1"}))
 HEALTH = step("health", api_event("GET", "/health", None, {"X-Request-ID": "req-health-1"}))
 OK = step("ok", api_event("POST", "/score", quote("prop-ok"), {"X-Request-ID": "req-ok-1"}))
-INSANE_ID = step("insane_id", api_event("POST", "/score", quote("prop-ok"), {"X-Request-ID": "bad id\nwith newline"},
-                                        gateway_id="gw-id-0001"))
+INSANE_ID = step(
+    "insane_id", api_event("POST", "/score", quote("prop-ok"), {"X-Request-ID": "bad id\nwith newline"}, gateway_id="gw-id-0001")
+)
 FALLBACK_1 = step("fallback_1", api_event("POST", "/score", quote("prop-fallback"), {"X-Request-ID": "req-fallback-1"}))
 FALLBACK_2 = step("fallback_2", api_event("POST", "/score", quote("prop-fallback"), {"X-Request-ID": "req-fallback-2"}))
 SLOW = step("slow", api_event("POST", "/score", quote("prop-slow"), {"X-Request-ID": "req-slow-1"}), timeout_ms=2000)

@@ -26,8 +26,14 @@ def container(monkeypatch):
     monkeypatch.setattr(sentry, "_state", sentry._State())  # what one container remembers
 
     def start(dsn: str, **fields) -> bool:
-        settings = Settings(sentry_dsn=dsn, environment="test", release="pricing@test",
-                            backend_api_key=BACKEND_API_KEY, pushgateway_bearer_token=PUSHGATEWAY_TOKEN, **fields)
+        settings = Settings(
+            sentry_dsn=dsn,
+            environment="test",
+            release="pricing@test",
+            backend_api_key=BACKEND_API_KEY,
+            pushgateway_bearer_token=PUSHGATEWAY_TOKEN,
+            **fields,
+        )
         return sentry.init_from_settings(settings)
 
     # Fresh scopes: tags and breadcrumbs left by earlier in-process requests are not this container's.
@@ -149,12 +155,7 @@ def test_the_receiver_reads_uncompressed_envelopes_too(container, receiver):
 
 def test_parse_envelope_honours_item_lengths_and_trailing_items():
     payload = b'{"a":\n1}'  # a payload with a newline inside: only its length delimits it
-    body = (
-        b'{"event_id":"e1"}\n'
-        + b'{"type":"attachment","length":%d}\n' % len(payload)
-        + payload
-        + b'\n{"type":"event"}\n{"message":"m"}'
-    )
+    body = b'{"event_id":"e1"}\n' + b'{"type":"attachment","length":%d}\n' % len(payload) + payload + b'\n{"type":"event"}\n{"message":"m"}'
     envelope = parse_envelope(body, project="7")
     assert envelope.headers == {"event_id": "e1"}
     assert [(i.type, i.payload) for i in envelope.items] == [("attachment", payload), ("event", b'{"message":"m"}')]

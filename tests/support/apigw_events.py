@@ -23,8 +23,15 @@ def rest_event(method: str, path: str, body: Any = None, headers: dict[str, str]
         body = json.dumps(body)
     raw = body.encode() if isinstance(body, str) else (body or b"")
     hdrs = {"Content-Type": "application/json", **(headers or {})}
-    return build_event(method=method, raw_path=path, headers=list(hdrs.items()), body=raw,
-                       route=ApiRoute("direct", method, path.split("?", 1)[0]), path_parameters=None, stage="dev")
+    return build_event(
+        method=method,
+        raw_path=path,
+        headers=list(hdrs.items()),
+        body=raw,
+        route=ApiRoute("direct", method, path.split("?", 1)[0]),
+        path_parameters=None,
+        stage="dev",
+    )
 
 
 def invoke(handler, event: dict) -> tuple[int, dict, Any]:

@@ -19,16 +19,22 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 from urllib.parse import urlsplit
 
 from support.stub_http import Reply, StubServer
 
 COMPETITOR_ANSWER = {
     "success": True,
-    "data": {"priceP10": 95.0, "priceP50": 118.0, "priceP90": 160.0, "competitorCount": 9, "source": "scraper",
-             "updatedAt": "2026-01-01T00:00:00Z"},
+    "data": {
+        "priceP10": 95.0,
+        "priceP50": 118.0,
+        "priceP90": 160.0,
+        "competitorCount": 9,
+        "source": "scraper",
+        "updatedAt": "2026-01-01T00:00:00Z",
+    },
 }
 
 
@@ -65,15 +71,19 @@ def aws_service_of(headers: dict[str, str], path: str) -> str:
 
 
 _THROTTLED = {
-    "dynamodb": (400, "application/x-amz-json-1.0", json.dumps({
-        "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
-        "message": "The level of configured provisioned throughput for the table was exceeded"})),
-    "secretsmanager": (400, "application/x-amz-json-1.1", json.dumps({
-        "__type": "ThrottlingException", "message": "Rate exceeded"})),
-    "sqs": (400, "application/x-amz-json-1.0", json.dumps({
-        "__type": "com.amazonaws.sqs#ThrottlingException", "message": "Rate exceeded"})),
-    "s3": (503, "application/xml", "<Error><Code>SlowDown</Code><Message>Please reduce your request rate."
-                                   "</Message></Error>"),
+    "dynamodb": (
+        400,
+        "application/x-amz-json-1.0",
+        json.dumps(
+            {
+                "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+                "message": "The level of configured provisioned throughput for the table was exceeded",
+            }
+        ),
+    ),
+    "secretsmanager": (400, "application/x-amz-json-1.1", json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"})),
+    "sqs": (400, "application/x-amz-json-1.0", json.dumps({"__type": "com.amazonaws.sqs#ThrottlingException", "message": "Rate exceeded"})),
+    "s3": (503, "application/xml", "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"),
 }
 
 
@@ -94,8 +104,14 @@ class FaultProxy:
     one request, overriding ``faults`` (None: use ``faults``).
     """
 
-    def __init__(self, upstream: str, faults: dict[str, str] | None = None, *, delay: float = 2.0,
-                 rule: Callable[[str, str, int], str | None] | None = None) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        faults: dict[str, str] | None = None,
+        *,
+        delay: float = 2.0,
+        rule: Callable[[str, str, int], str | None] | None = None,
+    ) -> None:
         self.upstream = urlsplit(upstream)
         self.faults = dict(faults or {})
         self.delay = delay
@@ -122,8 +138,7 @@ class FaultProxy:
 
         self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def set(self, service: str, mode: str | None) -> None:
         """Inject ``mode`` into every later request to ``service`` (None or "pass": heal it)."""
@@ -179,8 +194,7 @@ class FaultProxy:
         conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=30)
         try:
             skip = {"host", "content-length", "connection", "transfer-encoding"}
-            conn.request(handler.command, handler.path, body=body,
-                         headers={k: v for k, v in headers.items() if k not in skip})
+            conn.request(handler.command, handler.path, body=body, headers={k: v for k, v in headers.items() if k not in skip})
             response = conn.getresponse()
             data = response.read()
         finally:
@@ -194,7 +208,7 @@ class FaultProxy:
         if handler.command != "HEAD":
             handler.wfile.write(data)
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         self._thread.start()
         return self
 

@@ -23,8 +23,9 @@ import os
 import subprocess
 import tempfile
 import textwrap
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import pytest
 
@@ -57,8 +58,7 @@ def moto_resources(template_path: Path | None = None) -> Iterator[AwsStack]:
     except (ServiceError, OSError) as exc:
         unavailable(f"moto server unavailable: {exc}")
     try:
-        template = SamTemplate(template_path or PROJECT_ROOT / "template.yaml", region=REGION,
-                               endpoint_url=server.url)
+        template = SamTemplate(template_path or PROJECT_ROOT / "template.yaml", region=REGION, endpoint_url=server.url)
         resources = template.local_resources()
         create_resources(resources, server.url, REGION)
         names = {r.logical_id: r.name for r in resources}
@@ -87,8 +87,7 @@ def built_artifacts() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if _build_is_stale(build_dir):
-                done = subprocess.run(["make", "-s", "build"], cwd=PROJECT_ROOT, capture_output=True,
-                                      text=True, timeout=900)
+                done = subprocess.run(["make", "-s", "build"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
                 if done.returncode != 0:
                     unavailable(f"sam build failed: {done.stderr.strip()[-800:]}")
         finally:
@@ -101,11 +100,17 @@ def _build_is_stale(build_dir: Path) -> bool:
     if not stamp.is_file():
         return True
     built = stamp.stat().st_mtime
-    sources = [PROJECT_ROOT / "template.yaml", PROJECT_ROOT / "layers" / "shared" / "Makefile",
-               *(PROJECT_ROOT / "layers" / "shared" / "extensions").glob("*")]
+    sources = [
+        PROJECT_ROOT / "template.yaml",
+        PROJECT_ROOT / "layers" / "shared" / "Makefile",
+        *(PROJECT_ROOT / "layers" / "shared" / "extensions").glob("*"),
+    ]
     for root in ("layers", "functions"):
-        sources += [p for p in (PROJECT_ROOT / root).rglob("*")
-                    if (p.suffix == ".py" or p.name == "requirements.txt") and "__pycache__" not in p.parts]
+        sources += [
+            p
+            for p in (PROJECT_ROOT / root).rglob("*")
+            if (p.suffix == ".py" or p.name == "requirements.txt") and "__pycache__" not in p.parts
+        ]
     return any(p.stat().st_mtime > built for p in sources)
 
 
@@ -117,14 +122,22 @@ def require_function_build(build_dir: Path, logical_id: str) -> None:
 # --- (b) containers ---------------------------------------------------------------------------
 
 
-def handler_function(tmp_dir: Path, source: str, *, name: str = "probe", timeout: float = 3.0,
-                     environment: Mapping[str, str] | None = None, memory_mb: int = 128) -> LambdaFunction:
+def handler_function(
+    tmp_dir: Path,
+    source: str,
+    *,
+    name: str = "probe",
+    timeout: float = 3.0,
+    environment: Mapping[str, str] | None = None,
+    memory_mb: int = 128,
+) -> LambdaFunction:
     """A function whose code is ``source`` (a module ``app`` with ``handler``), in ``tmp_dir``."""
     code_dir = tmp_dir / name
     code_dir.mkdir(parents=True, exist_ok=True)
     (code_dir / "app.py").write_text(textwrap.dedent(source))
-    return LambdaFunction(name=name, handler="app.handler", code_dir=code_dir, timeout=timeout,
-                          memory_mb=memory_mb, environment=dict(environment or {}))
+    return LambdaFunction(
+        name=name, handler="app.handler", code_dir=code_dir, timeout=timeout, memory_mb=memory_mb, environment=dict(environment or {})
+    )
 
 
 class Containers:
@@ -160,10 +173,7 @@ def lambda_containers(
         require_function_build(build_dir, function)
         function = SamTemplate(template_for(build_dir), region=REGION).function(function, build_dir)
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="local-lambda-logs-"))
-    containers = [
-        LambdaContainer(function, env, region=REGION, log_dir=log_dir, runtime_packages=runtime_packages)
-        for _ in range(n)
-    ]
+    containers = [LambdaContainer(function, env, region=REGION, log_dir=log_dir, runtime_packages=runtime_packages) for _ in range(n)]
     try:
         for container in containers:
             container.start()
@@ -198,10 +208,20 @@ def local_api(
     build_dir = build_dir or built_artifacts()
     run_dir = run_dir or Path(tempfile.mkdtemp(prefix="local-run-"))
     options = StackOptions(
-        build_dir=build_dir, run_dir=run_dir, port=0, max_containers=max_containers,
-        require_api_key=require_api_key, operator_api_key=operator_api_key, metrics=metrics, pushgateway_port=0, prometheus_port=0,
-        event_sources=event_sources, region=REGION, env_vars_file=env_vars_file,
-        host_env=dict(env or {}), state_file=None,
+        build_dir=build_dir,
+        run_dir=run_dir,
+        port=0,
+        max_containers=max_containers,
+        require_api_key=require_api_key,
+        operator_api_key=operator_api_key,
+        metrics=metrics,
+        pushgateway_port=0,
+        prometheus_port=0,
+        event_sources=event_sources,
+        region=REGION,
+        env_vars_file=env_vars_file,
+        host_env=dict(env or {}),
+        state_file=None,
     )
     stack = LocalStack(options)
     try:

@@ -25,7 +25,6 @@ if str(PROJECT_ROOT) not in sys.path:
 
 from local.services import MotoServer, ServiceError, aws_client, create_resources  # noqa: E402
 from local.template import SamTemplate  # noqa: E402
-
 from pricing.settings import Settings  # noqa: E402
 
 REGION = "us-east-1"
@@ -92,9 +91,7 @@ def aws(moto_server, monkeypatch) -> AwsStack:
     create_resources(resources, moto_server.url, REGION)
     names = {r.logical_id: r.name for r in resources}
     sqs = aws_client("sqs", moto_server.url, REGION)
-    queue_urls = {
-        r.logical_id: sqs.get_queue_url(QueueName=r.name)["QueueUrl"] for r in resources if r.type == "AWS::SQS::Queue"
-    }
+    queue_urls = {r.logical_id: sqs.get_queue_url(QueueName=r.name)["QueueUrl"] for r in resources if r.type == "AWS::SQS::Queue"}
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)
     return AwsStack(moto_server.url, names, queue_urls)
 

@@ -43,9 +43,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml
@@ -87,10 +87,9 @@ class Service:
         self.name, self.args, self.ready_url, self.log_path = name, args, ready_url, log_path
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30.0) -> "Service":
+    def start(self, timeout: float = 30.0) -> Service:
         log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child, closed just below
-        self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -141,7 +140,7 @@ class WebhookReceiver(StubServer):
         notes: dict[str, list[dict]] = defaultdict(list)
         for request in self.requests_to():
             if request.method == "POST" and request.path.startswith(self.prefix + "/"):
-                notes[request.path[len(self.prefix):].strip("/")].append(request.json())
+                notes[request.path[len(self.prefix) :].strip("/")].append(request.json())
         return notes
 
     def alerts(self, receiver: str) -> list[dict]:
@@ -168,9 +167,11 @@ class Stack:
                 if alert["labels"].get("alertname") == alertname and alert["status"] == "firing":
                     return alert
             time.sleep(0.25)
-        raise AssertionError(f"{alertname} never reached {receiver}; webhook got "
-                             f"{ {r: [a['labels']['alertname'] for a in self.webhook.alerts(r)] for r in self.webhook.received} }; "
-                             f"Prometheus alerts: {self.firing()}")
+        raise AssertionError(
+            f"{alertname} never reached {receiver}; webhook got "
+            f"{ {r: [a['labels']['alertname'] for a in self.webhook.alerts(r)] for r in self.webhook.received} }; "
+            f"Prometheus alerts: {self.firing()}"
+        )
 
     def firing(self) -> dict[str, set[str]]:
         """alertname -> severities firing in Prometheus now."""
@@ -213,13 +214,11 @@ def shortened_rules(tmp: Path) -> list[str]:
     return paths + [str(path)]
 
 
-
 def prometheus_config(tmp: Path, port: int, pushgateway: str, alertmanager: str, prefix: str) -> Path:
     config = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config.pop("remote_write", None)  # test_remote_write_victoria_metrics.py has its own
-    config["alerting"]["alertmanagers"][0].update(static_configs=[{"targets": [alertmanager]}],
-                                                  path_prefix=prefix)
+    config["alerting"]["alertmanagers"][0].update(static_configs=[{"targets": [alertmanager]}], path_prefix=prefix)
     config["rule_files"] = shortened_rules(tmp)
     targets = {"pushgateway": pushgateway, "prometheus": f"127.0.0.1:{port}"}
     for job in config["scrape_configs"]:
@@ -237,8 +236,8 @@ def alertmanager_config(tmp: Path, webhook_url: str) -> Path:
     config = yaml.safe_load((OBSERVABILITY / "alertmanager.yml").read_text())
     config["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
     config["receivers"] = [
-        {"name": r["name"], "webhook_configs": [{"url": f"{webhook_url}/{r['name']}", "send_resolved": True}]}
-        for r in config["receivers"]]
+        {"name": r["name"], "webhook_configs": [{"url": f"{webhook_url}/{r['name']}", "send_resolved": True}]} for r in config["receivers"]
+    ]
     path = tmp / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -262,18 +261,26 @@ def notifying_alertmanager_config(tmp: Path, webhook_url: str) -> Path:
 
 
 @contextlib.contextmanager
-def notifying_alertmanager(tmp: Path) -> Iterator[tuple[str, "WebhookReceiver"]]:
+def notifying_alertmanager(tmp: Path) -> Iterator[tuple[str, WebhookReceiver]]:
     """An Alertmanager running the project's receivers (``notifying_alertmanager_config``);
     yields its API URL and the receiver that gets the Slack and PagerDuty requests."""
     binaries = require_binaries()
     prefix = f"/n{secrets.token_hex(6)}"
     webhook = WebhookReceiver(prefix)
     port = free_port()
-    service = Service("Alertmanager (notifying)", [
-        binaries[prometheus_stack.ALERTMANAGER], f"--config.file={notifying_alertmanager_config(tmp, webhook.url)}",
-        f"--storage.path={tmp / 'alertmanager-notifying-data'}", f"--web.listen-address=127.0.0.1:{port}",
-        "--cluster.listen-address=", "--log.level=warn"],
-        f"http://127.0.0.1:{port}/-/ready", tmp / "alertmanager-notifying.log")
+    service = Service(
+        "Alertmanager (notifying)",
+        [
+            binaries[prometheus_stack.ALERTMANAGER],
+            f"--config.file={notifying_alertmanager_config(tmp, webhook.url)}",
+            f"--storage.path={tmp / 'alertmanager-notifying-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        f"http://127.0.0.1:{port}/-/ready",
+        tmp / "alertmanager-notifying.log",
+    )
     try:
         service.start()
         yield f"http://127.0.0.1:{port}", webhook
@@ -287,10 +294,10 @@ def push_synthetic_check(pushgateway_url: str) -> None:
 
     A deployed stack always has it; the tests here are shorter than its 3-minute limit.
     """
-    body = (f"# TYPE pricing_synthetic_check_timestamp_seconds gauge\n"
-            f"pricing_synthetic_check_timestamp_seconds {time.time():.3f}\n").encode()
-    request = urllib.request.Request(f"{pushgateway_url}/metrics/job/pricing-score/instance/synthetic-check",
-                                     data=body, method="PUT")
+    body = (
+        f"# TYPE pricing_synthetic_check_timestamp_seconds gauge\npricing_synthetic_check_timestamp_seconds {time.time():.3f}\n"
+    ).encode()
+    request = urllib.request.Request(f"{pushgateway_url}/metrics/job/pricing-score/instance/synthetic-check", data=body, method="PUT")
     with urllib.request.urlopen(request, timeout=5):
         pass
 
@@ -308,27 +315,48 @@ def observability_stack(tmp: Path, synthetic_check: bool = True) -> Iterator[Sta
     pg_port, prom_port, am_port = free_port(), free_port(), free_port()
     pushgateway_url = f"http://127.0.0.1:{pg_port}{prefix}"
     services = [
-        Service("Pushgateway", [binaries[prometheus_stack.PUSHGATEWAY],
-                                f"--web.listen-address=127.0.0.1:{pg_port}",
-                                f"--web.route-prefix={prefix}",
-                                # Debian's build defaults to a shared file in /var/lib/prometheus:
-                                # every Pushgateway started without this loads everyone's groups.
-                                "--persistence.file=", "--log.level=warn",
-                                *prometheus_stack.PUSHGATEWAY_FLAGS],
-                f"{pushgateway_url}/-/ready", tmp / "pushgateway.log"),
-        Service("Alertmanager", [binaries[prometheus_stack.ALERTMANAGER],
-                                 f"--config.file={alertmanager_config(tmp, webhook.url)}",
-                                 f"--storage.path={tmp / 'alertmanager-data'}",
-                                 f"--web.listen-address=127.0.0.1:{am_port}",
-                                 f"--web.route-prefix={prefix}",
-                                 "--cluster.listen-address=", "--log.level=warn"],
-                f"http://127.0.0.1:{am_port}{prefix}/-/ready", tmp / "alertmanager.log"),
-        Service("Prometheus", [binaries[prometheus_stack.PROMETHEUS],
-                               f"--config.file={prometheus_config(tmp, prom_port, f'127.0.0.1:{pg_port}', f'127.0.0.1:{am_port}', prefix)}",
-                               f"--storage.tsdb.path={tmp / 'prometheus-data'}",
-                               f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn",
-                               *prometheus_stack.PROMETHEUS_FLAGS],
-                f"http://127.0.0.1:{prom_port}/-/ready", tmp / "prometheus.log"),
+        Service(
+            "Pushgateway",
+            [
+                binaries[prometheus_stack.PUSHGATEWAY],
+                f"--web.listen-address=127.0.0.1:{pg_port}",
+                f"--web.route-prefix={prefix}",
+                # Debian's build defaults to a shared file in /var/lib/prometheus:
+                # every Pushgateway started without this loads everyone's groups.
+                "--persistence.file=",
+                "--log.level=warn",
+                *prometheus_stack.PUSHGATEWAY_FLAGS,
+            ],
+            f"{pushgateway_url}/-/ready",
+            tmp / "pushgateway.log",
+        ),
+        Service(
+            "Alertmanager",
+            [
+                binaries[prometheus_stack.ALERTMANAGER],
+                f"--config.file={alertmanager_config(tmp, webhook.url)}",
+                f"--storage.path={tmp / 'alertmanager-data'}",
+                f"--web.listen-address=127.0.0.1:{am_port}",
+                f"--web.route-prefix={prefix}",
+                "--cluster.listen-address=",
+                "--log.level=warn",
+            ],
+            f"http://127.0.0.1:{am_port}{prefix}/-/ready",
+            tmp / "alertmanager.log",
+        ),
+        Service(
+            "Prometheus",
+            [
+                binaries[prometheus_stack.PROMETHEUS],
+                f"--config.file={prometheus_config(tmp, prom_port, f'127.0.0.1:{pg_port}', f'127.0.0.1:{am_port}', prefix)}",
+                f"--storage.tsdb.path={tmp / 'prometheus-data'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+                "--log.level=warn",
+                *prometheus_stack.PROMETHEUS_FLAGS,
+            ],
+            f"http://127.0.0.1:{prom_port}/-/ready",
+            tmp / "prometheus.log",
+        ),
     ]
     started = []
     try:
@@ -337,8 +365,7 @@ def observability_stack(tmp: Path, synthetic_check: bool = True) -> Iterator[Sta
             push_synthetic_check(pushgateway_url)
         for service in services[1:]:
             started.append(service.start())
-        stack = Stack(pushgateway_url, f"http://127.0.0.1:{prom_port}",
-                      f"http://127.0.0.1:{am_port}{prefix}", webhook, started)
+        stack = Stack(pushgateway_url, f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{am_port}{prefix}", webhook, started)
         # Prometheus hands new targets to its scrapers after a few seconds: wait for the first
         # scrape, so every push from now on is seen.
         deadline = time.monotonic() + 30
@@ -353,12 +380,14 @@ def observability_stack(tmp: Path, synthetic_check: bool = True) -> Iterator[Sta
         webhook.close()
 
 
-def panels_without_data(prometheus_url: str, environment: str = ".*", property_id: str = ".*",
-                        minutes: float = 2.0) -> dict[str, str]:
+def panels_without_data(prometheus_url: str, environment: str = ".*", property_id: str = ".*", minutes: float = 2.0) -> dict[str, str]:
     """Dashboard panels whose queries return nothing (title -> why) over the last ``minutes``."""
     dashboard = render_dashboard.load_dashboard()
     variables = render_dashboard.default_variables(dashboard, environment, property_id)
     end = time.time()
     panels = render_dashboard.collect(prometheus_url, dashboard, end - 60 * minutes, end, 1, variables)
-    return {p.title: "; ".join(p.errors) or "no data" for p in panels
-            if not p.has_data or not any(math.isfinite(v) for s in p.series for v in s.values)}
+    return {
+        p.title: "; ".join(p.errors) or "no data"
+        for p in panels
+        if not p.has_data or not any(math.isfinite(v) for s in p.series for v in s.values)
+    }

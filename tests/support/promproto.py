@@ -20,8 +20,9 @@ def metrics_pb2():
 
     out = tempfile.mkdtemp(prefix="metrics-pb2-")
     include = Path(grpc_tools.__file__).parent / "_proto"
-    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO.parent}", f"-I{include}",
-                    f"--python_out={out}", str(PROTO)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO.parent}", f"-I{include}", f"--python_out={out}", str(PROTO)], check=True
+    )
     sys.path.insert(0, out)
     try:
         return importlib.import_module("metrics_pb2")
@@ -38,7 +39,7 @@ def families(body: bytes) -> list:
     while pos < len(body):
         size, pos = _DecodeVarint32(body, pos)
         family = pb.MetricFamily()
-        family.ParseFromString(body[pos:pos + size])
+        family.ParseFromString(body[pos : pos + size])
         pos += size
         found.append(family)
     return found

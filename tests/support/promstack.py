@@ -34,8 +34,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 from local import prometheus_stack
 
@@ -123,7 +123,7 @@ class _Server:
         user, password = next(iter(self.basic_auth.items()))
         return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
-    def start(self) -> "_Server":
+    def start(self) -> _Server:
         binary = require_binary(self.binary)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed just below
         self.proc = subprocess.Popen([binary, *self._args()], stdout=log, stderr=log, cwd=self.dir)
@@ -180,8 +180,9 @@ class Pushgateway(_Server):
 
     binary = PUSHGATEWAY_BIN
 
-    def __init__(self, port: int | None = None, basic_auth: Mapping[str, str] | None = None,
-                 extra_args: Iterable[str] = (), checked: bool = False) -> None:
+    def __init__(
+        self, port: int | None = None, basic_auth: Mapping[str, str] | None = None, extra_args: Iterable[str] = (), checked: bool = False
+    ) -> None:
         super().__init__(port=port, basic_auth=basic_auth)
         self.extra_args = list(extra_args)
         self.checked = checked
@@ -189,9 +190,14 @@ class Pushgateway(_Server):
     def _args(self) -> list[str]:
         # Debian's default persistence file is shared by every instance on the machine: keep
         # each test's groups in memory only.
-        return [f"--web.listen-address={self.address}", "--persistence.file=", "--log.level=warn",
-                *self._web_config_args(), *(() if self.checked else prometheus_stack.PUSHGATEWAY_FLAGS),
-                *(a for a in self.extra_args if a not in prometheus_stack.PUSHGATEWAY_FLAGS)]
+        return [
+            f"--web.listen-address={self.address}",
+            "--persistence.file=",
+            "--log.level=warn",
+            *self._web_config_args(),
+            *(() if self.checked else prometheus_stack.PUSHGATEWAY_FLAGS),
+            *(a for a in self.extra_args if a not in prometheus_stack.PUSHGATEWAY_FLAGS),
+        ]
 
     def text(self) -> str:
         body = self.get("/metrics")
@@ -223,8 +229,7 @@ class Pushgateway(_Server):
 
     def instances(self, job_prefix: str = "pricing-") -> set[str]:
         """The ``instance`` labels of the groups whose job starts with ``job_prefix``."""
-        return {g["labels"].get("instance", "") for g in self.groups()
-                if g["labels"].get("job", "").startswith(job_prefix)}
+        return {g["labels"].get("instance", "") for g in self.groups() if g["labels"].get("job", "").startswith(job_prefix)}
 
 
 class Prometheus(_Server):
@@ -233,8 +238,7 @@ class Prometheus(_Server):
 
     binary = PROMETHEUS_BIN
 
-    def __init__(self, pushgateway: "Pushgateway | list[Pushgateway]", scrape_interval: str = "1s",
-                 port: int | None = None) -> None:
+    def __init__(self, pushgateway: Pushgateway | list[Pushgateway], scrape_interval: str = "1s", port: int | None = None) -> None:
         super().__init__(port=port)
         self.pushgateways = list(pushgateway) if isinstance(pushgateway, (list, tuple)) else [pushgateway]
         self.pushgateway = self.pushgateways[0]
@@ -267,12 +271,16 @@ class Prometheus(_Server):
             *prometheus_stack.PROMETHEUS_FLAGS,
         ]
 
-    def start(self) -> "Prometheus":
+    def start(self) -> Prometheus:
         super().start()
         # Ready is not scraping: target discovery hands over targets only every 5 s, so wait for
         # the first scrape or a test's first seconds of pushes would never be seen.
-        _wait(lambda: self.value('count(up{job="pushgateway"} == 1)') == len(self.pushgateways), 30,
-              "the first scrape of every Pushgateway", 0.2)
+        _wait(
+            lambda: self.value('count(up{job="pushgateway"} == 1)') == len(self.pushgateways),
+            30,
+            "the first scrape of every Pushgateway",
+            0.2,
+        )
         return self
 
     def query(self, expr: str, at: float | None = None) -> list[tuple[dict[str, str], float]]:
@@ -334,7 +342,7 @@ class SilentServer:
                 continue
             self.accepted.append(conn)  # held open, never read, never answered
 
-    def __enter__(self) -> "SilentServer":
+    def __enter__(self) -> SilentServer:
         self._thread.start()
         return self
 
@@ -373,8 +381,14 @@ class SyntheticContainer:
         full_env["AWS_LAMBDA_FUNCTION_NAME"] = full_env.get("AWS_LAMBDA_FUNCTION_NAME", f"pricing-{function}")
         full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "layers" / "shared"), str(ROOT / "tests")])
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _CONTAINER_MAIN], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, env=full_env, cwd=ROOT, text=True, bufsize=1,
+            [sys.executable, "-c", _CONTAINER_MAIN],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=ROOT,
+            text=True,
+            bufsize=1,
         )
         self.log: list[str] = []  # what the container logged (stdout and stderr)
         self.instance = self._call({"op": "hello"})["instance"]
@@ -389,7 +403,7 @@ class SyntheticContainer:
             if not line:
                 raise RuntimeError(f"container exited with {self.proc.wait(5)}")
             if line.startswith(_ANSWER):
-                return json.loads(line[len(_ANSWER):])
+                return json.loads(line[len(_ANSWER) :])
             self.log.append(line)  # the container's log lines, for assertions
 
     def invoke(self, properties: Iterable[str] = ("prop-1",), pause: float = 0.0) -> list[float]:
@@ -416,7 +430,7 @@ class SyntheticContainer:
                 self.proc.kill()
                 self.proc.wait(5)
 
-    def __enter__(self) -> "SyntheticContainer":
+    def __enter__(self) -> SyntheticContainer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -455,9 +469,10 @@ def _container_main() -> None:
             answer = {"elapsed": elapsed}
         elif op == "stats":
             answer = {
-                "push_failures": {reason: metrics.METRICS.get_sample_value(
-                                      "pricing_metrics_push_failures_total", {"reason": reason})
-                                  for reason in metrics.PUSH_FAILURE_REASONS},
+                "push_failures": {
+                    reason: metrics.METRICS.get_sample_value("pricing_metrics_push_failures_total", {"reason": reason})
+                    for reason in metrics.PUSH_FAILURE_REASONS
+                },
                 "last_push": push.last_push_stats(),
             }
         else:

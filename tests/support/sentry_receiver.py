@@ -24,8 +24,9 @@ import socket
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from support.stub_http import Reply, Request, StubServer
 
@@ -123,7 +124,7 @@ class SentryReceiver:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "SentryReceiver":
+    def start(self) -> SentryReceiver:
         if self.answer:
             self._server = StubServer(self._reply).start()
             self.port = self._server.port
@@ -148,7 +149,7 @@ class SentryReceiver:
         if self._silent is not None:
             self._silent.close()
 
-    def __enter__(self) -> "SentryReceiver":
+    def __enter__(self) -> SentryReceiver:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -187,7 +188,7 @@ class SentryReceiver:
         with self._lock:
             self.envelopes.clear()
 
-    def wait_for(self, predicate: Callable[["SentryReceiver"], Any], timeout: float = 10.0) -> Any:
+    def wait_for(self, predicate: Callable[[SentryReceiver], Any], timeout: float = 10.0) -> Any:
         """Poll until ``predicate(self)`` is truthy (returning it) or ``timeout`` passes (returning
         its last, falsy value): the SDK sends from a background thread."""
         deadline = time.monotonic() + timeout

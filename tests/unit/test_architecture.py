@@ -65,8 +65,12 @@ def layer(module: str) -> int:
 
 
 def upward_imports(graph: dict[str, set[str]]) -> list[str]:
-    return sorted(f"{m} ({LAYER_NAMES[layer(m)]}) imports {t} ({LAYER_NAMES[layer(t)]})"
-                  for m, targets in graph.items() for t in targets if layer(t) > layer(m))
+    return sorted(
+        f"{m} ({LAYER_NAMES[layer(m)]}) imports {t} ({LAYER_NAMES[layer(t)]})"
+        for m, targets in graph.items()
+        for t in targets
+        if layer(t) > layer(m)
+    )
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -125,8 +129,13 @@ def test_services_take_domain_values_not_the_http_models():
 
 #: The storage core every store is built on; the stores themselves, one concern each.
 STORAGE_CORE = {"pricing.storage", "pricing.storage.errors", "pricing.storage.aws"}
-STORES = {"pricing.storage.registry", "pricing.storage.artifacts", "pricing.storage.experiments",
-          "pricing.storage.outcomes", "pricing.storage.queue"}
+STORES = {
+    "pricing.storage.registry",
+    "pricing.storage.artifacts",
+    "pricing.storage.experiments",
+    "pricing.storage.outcomes",
+    "pricing.storage.queue",
+}
 
 
 def aws_sdk_imports(root: Path = PACKAGE) -> list[str]:
@@ -137,8 +146,11 @@ def aws_sdk_imports(root: Path = PACKAGE) -> list[str]:
         if name == "pricing.storage" or name.startswith("pricing.storage."):
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             found += [f"{name} imports {m}" for m in modules if m.split(".")[0] in ("boto3", "botocore")]
     return sorted(found)
 
@@ -195,8 +207,11 @@ def environment_reads(root: Path = PACKAGE) -> list[str]:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "putenv", "environb"):
                 found.append(f"{name}:{node.lineno} os.{node.attr}")
-            elif isinstance(node, ast.ImportFrom) and node.module == "os" and any(
-                    a.name in ("environ", "getenv", "environb") for a in node.names):
+            elif (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "os"
+                and any(a.name in ("environ", "getenv", "environb") for a in node.names)
+            ):
                 found.append(f"{name}:{node.lineno} from os import ...")
     return sorted(found)
 
@@ -225,7 +240,8 @@ def settings_read_at_import(root: Path = PACKAGE) -> list[str]:
         for node in _module_level(ast.parse(path.read_text(), str(path))):
             call = node.func if isinstance(node, ast.Call) else None
             if (isinstance(call, ast.Attribute) and call.attr in ("from_env", "resolve_secrets")) or (
-                    isinstance(call, ast.Name) and call.id in ("get_settings", "resolve_secrets")):
+                isinstance(call, ast.Name) and call.id in ("get_settings", "resolve_secrets")
+            ):
                 found.append(f"{name}:{node.lineno}")
     return sorted(found)
 
@@ -238,8 +254,9 @@ def test_only_the_composition_roots_build_state_from_settings_at_import():
     assert settings_read_at_import() == []
     for root in COMPOSITION_ROOTS:  # and each of them does
         path = PACKAGE.joinpath(*root.split(".")[1:]).with_suffix(".py")
-        assert any(isinstance(n, ast.Call) and getattr(n.func, "attr", None) == "from_env"
-                   for n in _module_level(ast.parse(path.read_text()))), root
+        assert any(
+            isinstance(n, ast.Call) and getattr(n.func, "attr", None) == "from_env" for n in _module_level(ast.parse(path.read_text()))
+        ), root
 
 
 def test_the_environment_checks_catch_what_they_are_for(tmp_path):
@@ -248,7 +265,8 @@ def test_the_environment_checks_catch_what_they_are_for(tmp_path):
     (package / "__init__.py").write_text("")
     (package / "observability" / "metrics.py").write_text(
         "import os\nfrom pricing.settings import Settings\nCAP = int(os.environ.get('CAP', '1'))\n"
-        "METRICS = build(Settings.from_env())\n\ndef later():\n    return Settings.from_env()\n")
+        "METRICS = build(Settings.from_env())\n\ndef later():\n    return Settings.from_env()\n"
+    )
     assert environment_reads(package) == ["pricing.observability.metrics:3 os.environ"]
     assert settings_read_at_import(package) == ["pricing.observability.metrics:4"]
 

@@ -95,16 +95,21 @@ def test_record_needs_the_markers(tmp_path):
 
 
 def test_import_time_is_attributed_to_top_level_packages_by_self_time():
-    log = "\n".join([
-        "import time: self [us] | cumulative | imported package",
-        "import time:       100 |        100 |     fastapi.params",
-        "import time:        50 |        150 |   fastapi",
-        "import time:        30 |        180 | score_handler",
-        f"import time: {MARKER}",
-        "import time:       400 |        400 |   botocore.client",
-        "import time:        20 |        420 | boto3",
-        "some other stderr line",
-    ])
+    log = "\n".join(
+        [
+            "import time: self [us] | cumulative | imported package",
+            "import time:       100 |        100 |     fastapi.params",
+            "import time:        50 |        150 |   fastapi",
+            "import time:        30 |        180 | score_handler",
+            f"import time: {MARKER}",
+            "import time:       400 |        400 |   botocore.client",
+            "import time:        20 |        420 | boto3",
+            "some other stderr line",
+        ]
+    )
     assert self_time_by_package(log) == {
-        ("fastapi", False): 150, ("score_handler", False): 30, ("botocore", True): 400, ("boto3", True): 20,
+        ("fastapi", False): 150,
+        ("score_handler", False): 30,
+        ("botocore", True): 400,
+        ("boto3", True): 20,
     }

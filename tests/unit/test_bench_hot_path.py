@@ -30,9 +30,13 @@ def random_case(rng: random.Random):
     coefficients["price_ratio"] = -rng.uniform(0.01, 6)
     reference = rng.uniform(20, 900)
     model = ConversionModel("p", "v", coefficients, reference, (reference * 0.5, reference * 2))
-    features = ModelFeatures(lead_days=rng.choice([0, 1, 30, 400, rng.uniform(0, 800)]),
-                             occupancy=rng.uniform(0, 1), weekend=rng.random() < 0.5,
-                             refundable=rng.random() < 0.5, los=rng.randint(1, 40))
+    features = ModelFeatures(
+        lead_days=rng.choice([0, 1, 30, 400, rng.uniform(0, 800)]),
+        occupancy=rng.uniform(0, 1),
+        weekend=rng.random() < 0.5,
+        refundable=rng.random() < 0.5,
+        los=rng.randint(1, 40),
+    )
     n = rng.choice([1, 2, 9, 101, 200])
     prices = sorted(round(rng.uniform(reference * 0.3, reference * 3), 2) for _ in range(n))
     if n > 2 and rng.random() < 0.3:

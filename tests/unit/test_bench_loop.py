@@ -4,12 +4,12 @@ and never earns less than rules by more than its exploration cost."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bench.bench_loop import format_report, run_curve, verdicts
 from bench.loop_market import CURVES
 
-START = datetime(2026, 11, 17, tzinfo=timezone.utc)  # fixed: the stays' weekdays move demand
+START = datetime(2026, 11, 17, tzinfo=UTC)  # fixed: the stays' weekdays move demand
 
 
 def test_a_short_loop_starts_on_rules_and_a_model_that_wins_takes_over():

@@ -44,21 +44,43 @@ SPEC_PANEL_TITLES = [
 
 # Metric families of the spec plus the self-metrics the alerts use, as exposed.
 KNOWN_METRICS = {
-    "pricing_api_latency_seconds", "pricing_score_latency_seconds", "pricing_requests_total",
-    "pricing_active_requests", "pricing_errors_total", "pricing_model_prediction_seconds",
-    "pricing_model_cache_hits_total", "pricing_model_cache_misses_total", "pricing_models_loaded",
-    "pricing_outcomes_ingested_total", "pricing_outcomes_invalid_total",
-    "pricing_retraining_duration_seconds", "pricing_retraining_total", "pricing_drift_detected_total",
-    "pricing_ab_assignments_total", "pricing_ab_outcomes_total", "pricing_competitor_fetches_total",
-    "pricing_competitor_staleness_seconds", "pricing_service_info", "pricing_uptime_seconds",
-    "pricing_metrics_push_failures_total", "pricing_synthetic_check_timestamp_seconds",
-    "pricing_container_memory_bytes", "pricing_container_memory_limit_bytes",
+    "pricing_api_latency_seconds",
+    "pricing_score_latency_seconds",
+    "pricing_requests_total",
+    "pricing_active_requests",
+    "pricing_errors_total",
+    "pricing_model_prediction_seconds",
+    "pricing_model_cache_hits_total",
+    "pricing_model_cache_misses_total",
+    "pricing_models_loaded",
+    "pricing_outcomes_ingested_total",
+    "pricing_outcomes_invalid_total",
+    "pricing_retraining_duration_seconds",
+    "pricing_retraining_total",
+    "pricing_drift_detected_total",
+    "pricing_ab_assignments_total",
+    "pricing_ab_outcomes_total",
+    "pricing_competitor_fetches_total",
+    "pricing_competitor_staleness_seconds",
+    "pricing_service_info",
+    "pricing_uptime_seconds",
+    "pricing_metrics_push_failures_total",
+    "pricing_synthetic_check_timestamp_seconds",
+    "pricing_container_memory_bytes",
+    "pricing_container_memory_limit_bytes",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 # Families labelled by property_id (their recorded aggregates keep the label).
-PER_PROPERTY_METRICS = ("model_prediction_seconds", "outcomes_ingested", "outcomes_invalid",
-                        "retraining_duration_seconds", "retraining_total", "drift_detected",
-                        "competitor_fetches", "competitor_staleness")
+PER_PROPERTY_METRICS = (
+    "model_prediction_seconds",
+    "outcomes_ingested",
+    "outcomes_invalid",
+    "retraining_duration_seconds",
+    "retraining_total",
+    "drift_detected",
+    "competitor_fetches",
+    "competitor_staleness",
+)
 # What Grafana substitutes for "All" and for the datasource.
 ALL = {"environment": ".*", "property_id": ".*"}
 
@@ -85,8 +107,7 @@ def recorded_series() -> set[str]:
 
 def all_expressions(dashboard: dict) -> list[tuple[str, str]]:
     """(where, expr) for every PromQL expression of the dashboard, variables filled in."""
-    out = [(f"panel {p['id']} {p['title']!r} target {t['refId']}", fill(t["expr"]))
-           for p, t in targets(dashboard)]
+    out = [(f"panel {p['id']} {p['title']!r} target {t['refId']}", fill(t["expr"])) for p, t in targets(dashboard)]
     for ann in dashboard["annotations"]["list"]:
         if ann.get("expr"):
             out.append((f"annotation {ann['name']!r}", fill(ann["expr"])))
@@ -169,7 +190,7 @@ def test_deployment_annotations(dashboard):
 def test_histogram_quantiles_sum_buckets_by_le(dashboard):
     for where, expr in all_expressions(dashboard):
         for call in re.finditer(r"histogram_quantile\(", expr):
-            rest = expr[call.end():]
+            rest = expr[call.end() :]
             assert re.match(r"\s*0?\.\d+,\s*sum by \(le\b", rest), f"{where}: {expr}"
 
 
@@ -191,8 +212,14 @@ def test_every_query_is_valid_promql(dashboard, tmp_path):
 
     promtool = require_binary("promtool")  # the pinned stack's (make setup)
     expressions = all_expressions(dashboard)
-    rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{i}:check", "expr": expr} for i, (_, expr) in enumerate(expressions)]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [{"record": f"dashboard:query_{i}:check", "expr": expr} for i, (_, expr) in enumerate(expressions)],
+            }
+        ]
+    }
     path = tmp_path / "dashboard_queries.yml"
     path.write_text(yaml.safe_dump(rules, sort_keys=False))
     done = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
@@ -236,7 +263,8 @@ def load_builder():
 
 def test_the_committed_json_is_what_the_code_generates():
     assert DASHBOARD.read_text() == load_builder().render(), (
-        "observability/grafana_dashboard.json differs from observability/dashboard/build.py: run make dashboard")
+        "observability/grafana_dashboard.json differs from observability/dashboard/build.py: run make dashboard"
+    )
 
 
 def test_every_panel_has_a_unit_and_alert_thresholds_are_drawn(dashboard):
@@ -263,6 +291,5 @@ def test_the_dashboard_sdk_is_a_build_dependency_only():
             assert "grafana_foundation_sdk" not in source.read_text(errors="replace"), source
     for requirements in [ROOT / "layers/shared/requirements.txt", *ROOT.glob("functions/*/requirements.txt")]:
         assert "grafana" not in requirements.read_text(), requirements
-    pins = [line for line in (ROOT / "requirements-dev.txt").read_text().splitlines()
-            if line.startswith("grafana-foundation-sdk==")]
+    pins = [line for line in (ROOT / "requirements-dev.txt").read_text().splitlines() if line.startswith("grafana-foundation-sdk==")]
     assert len(pins) == 1 and pins[0] in (ROOT / "constraints.txt").read_text().splitlines()

@@ -28,9 +28,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 #: Prometheus's /api/v1/alerts answer: one alert firing, one pending.
-ALERTS = {"status": "success", "data": {"alerts": [
-    {"state": "firing", "labels": {"alertname": "HighInvalidOutcomesRate"}},
-    {"state": "pending", "labels": {"alertname": "SlowScoreLatency"}}]}}
+ALERTS = {
+    "status": "success",
+    "data": {
+        "alerts": [
+            {"state": "firing", "labels": {"alertname": "HighInvalidOutcomesRate"}},
+            {"state": "pending", "labels": {"alertname": "SlowScoreLatency"}},
+        ]
+    },
+}
 
 
 class FakePrometheus(StubServer):
@@ -55,14 +61,23 @@ class FakePrometheus(StubServer):
 
 def matrix(*series):
     now = time.time()
-    return 200, {"status": "success", "data": {"resultType": "matrix", "result": [
-        {"metric": labels, "values": [[now - 60 * (5 - i), str(value * (1 + i / 10))] for i in range(6)]}
-        for labels, value in series]}}
+    return 200, {
+        "status": "success",
+        "data": {
+            "resultType": "matrix",
+            "result": [
+                {"metric": labels, "values": [[now - 60 * (5 - i), str(value * (1 + i / 10))] for i in range(6)]}
+                for labels, value in series
+            ],
+        },
+    }
 
 
 def some_data(query):
-    return matrix(({"endpoint": "/score", "status_code": "200", "property_id": "p1"}, 0.05),
-                  ({"endpoint": "/learn", "status_code": "422", "property_id": "p2"}, 0.5))
+    return matrix(
+        ({"endpoint": "/score", "status_code": "200", "property_id": "p1"}, 0.05),
+        ({"endpoint": "/learn", "status_code": "422", "property_id": "p2"}, 0.5),
+    )
 
 
 def test_snapshot_queries_every_panel_with_variables_filled_and_writes_a_png(tmp_path, capsys):
@@ -138,8 +153,10 @@ def test_prometheus_url_from_argument_environment_running_stack_or_default(tmp_p
 def test_legend_expand_and_duration_formatting():
     assert render_dashboard.legend("{{model_type}} {{property_id}}", {"model_type": "conversion"}) == "conversion"
     assert render_dashboard.legend("", {"b": "2", "a": "1"}) == '{a="1", b="2"}'
-    assert render_dashboard.expand('x{a=~"${environment}", b=~"$property_id", c="$keep"}',
-                                   {"environment": "e", "property_id": "p"}) == 'x{a=~"e", b=~"p", c="$keep"}'
+    assert (
+        render_dashboard.expand('x{a=~"${environment}", b=~"$property_id", c="$keep"}', {"environment": "e", "property_id": "p"})
+        == 'x{a=~"e", b=~"p", c="$keep"}'
+    )
     assert render_dashboard.format_duration(93784) == "1d 2h 3m"
     assert render_dashboard.format_duration(42) == "42s"
 
@@ -148,8 +165,13 @@ def test_a_quantile_of_nothing_is_no_data_and_empty_panels_say_why(tmp_path, cap
     def answer(query):
         if "pricing_retraining_duration_seconds" in query:  # histogram_quantile over no retrain: NaN
             now = time.time()
-            return 200, {"status": "success", "data": {"resultType": "matrix", "result": [
-                {"metric": {"model_type": "conversion"}, "values": [[now - 60, "NaN"], [now, "NaN"]]}]}}
+            return 200, {
+                "status": "success",
+                "data": {
+                    "resultType": "matrix",
+                    "result": [{"metric": {"model_type": "conversion"}, "values": [[now - 60, "NaN"], [now, "NaN"]]}],
+                },
+            }
         if "pricing_ab_" in query:
             return matrix()
         return some_data(query)
@@ -165,9 +187,13 @@ def test_a_quantile_of_nothing_is_no_data_and_empty_panels_say_why(tmp_path, cap
 
 
 def test_the_time_range_is_the_datas_and_a_long_legend_states_its_top_n():
-    panel = render_dashboard.Panel("p", "timeseries", "reqps", [], series=[
-        render_dashboard.Series(f"s{i}", [100.0 + i, 200.0, 300.0], [float(i), float(i), float("nan")])
-        for i in range(9)])
+    panel = render_dashboard.Panel(
+        "p",
+        "timeseries",
+        "reqps",
+        [],
+        series=[render_dashboard.Series(f"s{i}", [100.0 + i, 200.0, 300.0], [float(i), float(i), float("nan")]) for i in range(9)],
+    )
     assert render_dashboard.data_range([panel]) == (100.0, 200.0)  # the NaN at 300 is not data
     entries, left_out = render_dashboard._legend_entries(panel)
     assert [s.label for s, _ in entries] == ["s8", "s7", "s6", "s5", "s4", "s3"] and left_out == 3
@@ -180,8 +206,9 @@ def test_the_time_range_is_the_datas_and_a_long_legend_states_its_top_n():
 def test_panels_keep_their_grid_position_units_and_threshold_colours():
     dashboard = render_dashboard.load_dashboard()
     with FakePrometheus(some_data) as prom:
-        panels = render_dashboard.collect(prom.url, dashboard, time.time() - 60, time.time(), 15,
-                                          render_dashboard.default_variables(dashboard))
+        panels = render_dashboard.collect(
+            prom.url, dashboard, time.time() - 60, time.time(), 15, render_dashboard.default_variables(dashboard)
+        )
     by_title = {p.title: p for p in panels}
     latency = by_title["/score Latency (p50, p95, p99)"]
     assert latency.grid == (8, 0, 8, 8) and latency.unit == "s"

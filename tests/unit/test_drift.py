@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -21,7 +21,7 @@ from pricing.domain.outcomes import validate_outcome
 from pricing.domain.simulator import CURVES, simulate_outcomes
 from pricing.domain.training import train_and_judge
 
-NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 CITY = CURVES[0]
 
 
@@ -32,10 +32,7 @@ def outcomes_of(curve, n, seed, **kwargs):
 @pytest.fixture(scope="module")
 def live_model():
     """A model trained on an older period where the property was at most half full."""
-    old = [
-        validate_outcome(o, NOW)
-        for o in simulate_outcomes(CITY, 2000, seed=1, now=NOW - timedelta(days=100), occupancy=(0.0, 0.5))
-    ]
+    old = [validate_outcome(o, NOW) for o in simulate_outcomes(CITY, 2000, seed=1, now=NOW - timedelta(days=100), occupancy=(0.0, 0.5))]
     return train_and_judge(old, None, property_id="p", version="v1", trained_at="t").candidate
 
 

@@ -69,10 +69,9 @@ def test_experiment_records_are_validated():
 
 # -- experiments as a product: dates, the readout -----------------------------------------------
 
-from datetime import datetime, timedelta, timezone  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
 
-from pricing.domain.experiments import (  # noqa: E402
-    MIN_OUTCOMES_PER_ARM, ArmTally, parse_instant, readout, welch_z_test)
+from pricing.domain.experiments import MIN_OUTCOMES_PER_ARM, ArmTally, parse_instant, readout, welch_z_test  # noqa: E402
 
 
 def tally(n: int, bookings: int, price: float = 100.0) -> ArmTally:
@@ -83,14 +82,14 @@ def tally(n: int, bookings: int, price: float = 100.0) -> ArmTally:
 
 
 def test_an_experiment_assigns_only_between_its_dates_and_while_active():
-    now = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
     record = {"experiment_id": "e1", "start_date": "2026-12-01", "end_date": "2026-12-01T13:00:00Z"}
     running = experiment_from_record(record)
     assert running.running_at(now) and not running.running_at(now + timedelta(hours=1))
-    assert not running.running_at(datetime(2026, 11, 30, 23, 59, tzinfo=timezone.utc))
+    assert not running.running_at(datetime(2026, 11, 30, 23, 59, tzinfo=UTC))
     assert not experiment_from_record({**record, "active": False}).running_at(now)
     assert experiment_from_record({"experiment_id": "open"}).running_at(now)  # no dates: until stopped
-    assert parse_instant("2026-12-01T12:00:00+02:00") == datetime(2026, 12, 1, 10, tzinfo=timezone.utc)
+    assert parse_instant("2026-12-01T12:00:00+02:00") == datetime(2026, 12, 1, 10, tzinfo=UTC)
     with pytest.raises(ValueError):
         experiment_from_record({**record, "end_date": "next tuesday"})
 

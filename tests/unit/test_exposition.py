@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from pricing.observability.exposition import encode_families
 from tests.support import promproto
 
+
 @pytest.fixture(scope="module")
 def pb():
     return promproto.metrics_pb2()
@@ -94,6 +95,5 @@ def test_the_service_families_decode_completely(pb):
     base = {f.name for f in decode(pb, encode_families(m.collect(None)))}
     group = {f.name for f in decode(pb, encode_families(m.collect("p-1")))}
     assert "pricing_requests_total" in base and "pricing_service_info" in base
-    assert group == {"pricing_outcomes_ingested_total", "pricing_outcomes_invalid_total",
-                     "pricing_model_prediction_seconds"}
+    assert group == {"pricing_outcomes_ingested_total", "pricing_outcomes_invalid_total", "pricing_model_prediction_seconds"}
     assert base | group <= {f.name for f in FAMILIES}

@@ -25,21 +25,42 @@ from pricing.domain.pricing import ML, RULES, recommend
 from pricing.domain.quote import CompetitorSnapshot, Quote, Toggles
 from pricing.settings import ConfigurationError, Settings
 
-MODEL = ConversionModel.from_artifact({
-    "format": "conversion-logit/v2", "property_id": "p", "version": "v-live", "reference_price": 100.0,
-    "price_range": [60.0, 200.0], "market_reference": 100.0, "ratio_range": [0.6, 1.6],
-    "coefficients": {"intercept": 3.0, "price_ratio": -3.5},
-})
+MODEL = ConversionModel.from_artifact(
+    {
+        "format": "conversion-logit/v2",
+        "property_id": "p",
+        "version": "v-live",
+        "reference_price": 100.0,
+        "price_range": [60.0, 200.0],
+        "market_reference": 100.0,
+        "ratio_range": [0.6, 1.6],
+        "coefficients": {"intercept": 3.0, "price_ratio": -3.5},
+    }
+)
 
 
 def quote() -> Quote:
-    return Quote(user_id="u", property_id="p", stay_date=date(2026, 12, 20), quote_date=date(2026, 12, 1),
-                 capacity=100, remaining=40, competitors=CompetitorSnapshot(90.0, 100.0, 120.0))
+    return Quote(
+        user_id="u",
+        property_id="p",
+        stay_date=date(2026, 12, 20),
+        quote_date=date(2026, 12, 1),
+        capacity=100,
+        remaining=40,
+        competitors=CompetitorSnapshot(90.0, 100.0, 120.0),
+    )
 
 
 def priced(quote_id: str, rate: float, model=MODEL):
-    return recommend(quote(), quote_id=quote_id, assignment=Assignment(None, "none"), model=model,
-                     configured_base=150.0, exploration_rate=0.1, holdback_rate=rate)
+    return recommend(
+        quote(),
+        quote_id=quote_id,
+        assignment=Assignment(None, "none"),
+        model=model,
+        configured_base=150.0,
+        exploration_rate=0.1,
+        holdback_rate=rate,
+    )
 
 
 def test_the_share_held_back_is_the_rate_and_stable_per_quote():
@@ -74,8 +95,9 @@ def test_a_held_back_quote_is_priced_by_rules_unexplored_and_tagged():
 def test_no_holdback_without_a_model_or_when_rules_are_asked_for():
     held = next(f"q{i}" for i in range(1000) if held_back(f"q{i}", 0.2))
     assert not priced(held, 0.2, model=None).holdback  # rules price anyway: nothing to hold back
-    forced = recommend(replace(quote(), toggles=Toggles(use_ml=False)), quote_id=held,
-                       assignment=Assignment(None, "none"), model=MODEL, holdback_rate=0.2)
+    forced = recommend(
+        replace(quote(), toggles=Toggles(use_ml=False)), quote_id=held, assignment=Assignment(None, "none"), model=MODEL, holdback_rate=0.2
+    )
     assert not forced.holdback and not is_holdback(forced.quote_id)
 
 
@@ -192,7 +214,7 @@ def test_rules_that_sell_nothing_lose_to_the_model_on_the_exact_bound():
     # the normal one, but not on a night's handful; without prices there is no exact win.
     sooner = compare_arms(model, held[:MIN_EXACT_HOLDBACK_QUOTES], [120.0] * MIN_EXACT_HOLDBACK_QUOTES)
     assert sooner.holdback_quotes < MIN_HOLDBACK_QUOTES and sooner.exact_win and sooner.model_wins
-    few = compare_arms(model, held[:MIN_EXACT_HOLDBACK_QUOTES - 1], [120.0] * (MIN_EXACT_HOLDBACK_QUOTES - 1))
+    few = compare_arms(model, held[: MIN_EXACT_HOLDBACK_QUOTES - 1], [120.0] * (MIN_EXACT_HOLDBACK_QUOTES - 1))
     assert few.exact_win and not few.model_wins
     assert not compare_arms(model, held).exact_win
     # A model earning about what the bound allows does not win on it.
@@ -208,14 +230,14 @@ def test_the_exact_win_on_few_holdback_quotes_rarely_crowns_a_model_that_earns_n
     for _ in range(200):
         model = arm(rng, 600, 60.0, 0.5)
         held = arm(rng, MIN_HOLDBACK_QUOTES, 120.0, 0.25)
-        crowned += any(compare_arms(model, held[:n], [120.0] * n).model_wins
-                       for n in range(MIN_EXACT_HOLDBACK_QUOTES, MIN_HOLDBACK_QUOTES + 1, 4))
+        crowned += any(
+            compare_arms(model, held[:n], [120.0] * n).model_wins for n in range(MIN_EXACT_HOLDBACK_QUOTES, MIN_HOLDBACK_QUOTES + 1, 4)
+        )
     assert crowned / 200 < 0.05
 
 
 def test_the_exact_booking_bound_covers_the_true_rate():
     # One-sided 97.5%: the bound lies below the true rate in about 2.5% of samples, not more.
     rng = random.Random(10)
-    misses = sum(holdback.booking_rate_upper(sum(rng.random() < 0.05 for _ in range(60)), 60) < 0.05
-                 for _ in range(400))
+    misses = sum(holdback.booking_rate_upper(sum(rng.random() < 0.05 for _ in range(60)), 60) < 0.05 for _ in range(400))
     assert misses / 400 < 0.05

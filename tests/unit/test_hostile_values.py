@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -23,12 +23,12 @@ def test_a_tiny_rule_price_inside_bounds_given_in_cents_stays_in_them():
 @pytest.mark.parametrize("p50", [1e308, 1.7e308, MAX_PRICE * 10, 1e-300, 0.001])
 def test_a_backend_answer_outside_the_price_range_is_not_used(p50):
     payload = {"success": True, "data": {"priceP50": p50, "competitorCount": 3}}
-    assert parse_payload(payload, datetime.now(timezone.utc)) is None
+    assert parse_payload(payload, datetime.now(UTC)) is None
 
 
 def test_a_backend_answer_at_the_edges_of_the_range_is_used():
     payload = {"success": True, "data": {"priceP10": MIN_PRICE, "priceP50": MAX_PRICE, "priceP90": MAX_PRICE}}
-    assert parse_payload(payload, datetime.now(timezone.utc)).p50 == MAX_PRICE
+    assert parse_payload(payload, datetime.now(UTC)).p50 == MAX_PRICE
 
 
 def test_an_integer_beyond_the_digit_limit_is_invalid_json_not_a_crash():
@@ -36,10 +36,20 @@ def test_an_integer_beyond_the_digit_limit_is_invalid_json_not_a_crash():
         parse_strict_json(b'{"capacity": ' + b"9" * 5000 + b"}")
 
 
-@pytest.mark.parametrize("value,expected", [
-    (None, True), ("", True), ("application/json", True), ("Application/JSON; charset=UTF-8", True),
-    ("application/problem+json", True), ("text/plain", False), ("application/x-www-form-urlencoded", False),
-    ("multipart/form-data; boundary=x", False), ("text/json+", False), ("application/jsonp", False),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (None, True),
+        ("", True),
+        ("application/json", True),
+        ("Application/JSON; charset=UTF-8", True),
+        ("application/problem+json", True),
+        ("text/plain", False),
+        ("application/x-www-form-urlencoded", False),
+        ("multipart/form-data; boundary=x", False),
+        ("text/json+", False),
+        ("application/jsonp", False),
+    ],
+)
 def test_json_media_types(value, expected):
     assert is_json_media_type(value) is expected

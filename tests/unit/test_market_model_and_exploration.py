@@ -8,7 +8,10 @@ from datetime import date
 import pytest
 
 from pricing.domain.conversion_model import (
-    ARTIFACT_FORMAT_V2, ConversionModel, ModelFeatures, ModelFormatError,
+    ARTIFACT_FORMAT_V2,
+    ConversionModel,
+    ModelFeatures,
+    ModelFormatError,
 )
 from pricing.domain.experiments import CONTROL, NO_EXPERIMENT, Assignment
 from pricing.domain.exploration import MAX_RATE, explore, neighbours, parse_quote_id, tag_quote_id
@@ -21,17 +24,29 @@ NONE = Assignment(None, NO_EXPERIMENT)
 
 # Demand falls with price relative to the market; far from the stay, guests are less sensitive.
 V2 = ConversionModel(
-    "p1", "v2-1", {"intercept": 5.0, "price_ratio": -6.0, "price_x_lead": 0.8, "lead_scaled": -0.5,
-                   "occupancy": 0.9, "no_market": -0.2},
-    reference_price=100.0, price_range=(40.0, 400.0), format=ARTIFACT_FORMAT_V2, market_reference=110.0,
-    ratio_range=(0.4, 1.6), training={"lead_scaled_max": 4.0},
+    "p1",
+    "v2-1",
+    {"intercept": 5.0, "price_ratio": -6.0, "price_x_lead": 0.8, "lead_scaled": -0.5, "occupancy": 0.9, "no_market": -0.2},
+    reference_price=100.0,
+    price_range=(40.0, 400.0),
+    format=ARTIFACT_FORMAT_V2,
+    market_reference=110.0,
+    ratio_range=(0.4, 1.6),
+    training={"lead_scaled_max": 4.0},
 )
 
 
 def quote(p50: float | None = 120.0, use_competitors: bool = True, **overrides) -> Quote:
-    base = dict(user_id="u1", property_id="p1", stay_date=date(2026, 12, 16), quote_date=date(2026, 11, 26),
-                capacity=50, remaining=25, toggles=Toggles(use_competitors=use_competitors),
-                competitors=None if p50 is None else CompetitorSnapshot(p50 * 0.8, p50, p50 * 1.2))
+    base = dict(
+        user_id="u1",
+        property_id="p1",
+        stay_date=date(2026, 12, 16),
+        quote_date=date(2026, 11, 26),
+        capacity=50,
+        remaining=25,
+        toggles=Toggles(use_competitors=use_competitors),
+        competitors=None if p50 is None else CompetitorSnapshot(p50 * 0.8, p50, p50 * 1.2),
+    )
     base.update(overrides)
     return Quote(**base)
 
@@ -66,9 +81,16 @@ def test_elasticity_changes_with_lead_time():
 
 def test_a_v2_artifact_round_trips_and_a_v1_artifact_still_loads_market_blind():
     assert ConversionModel.from_artifact(V2.to_artifact()) == V2
-    v1 = ConversionModel.from_artifact({"format": "conversion-logit/v1", "property_id": "p1", "version": "old",
-                                        "reference_price": 100.0, "price_range": [50.0, 200.0],
-                                        "coefficients": {"intercept": 4.0, "price_ratio": -4.0}})
+    v1 = ConversionModel.from_artifact(
+        {
+            "format": "conversion-logit/v1",
+            "property_id": "p1",
+            "version": "old",
+            "reference_price": 100.0,
+            "price_range": [50.0, 200.0],
+            "coefficients": {"intercept": 4.0, "price_ratio": -4.0},
+        }
+    )
     assert not v1.market_aware
     prices = {recommend(quote(p50), quote_id="q", assignment=NONE, model=v1).price for p50 in (50.0, 300.0)}
     assert len(prices) == 1  # an old model prices as it always did
@@ -107,8 +129,7 @@ def test_exploration_never_leaves_min_max_or_the_allowed_grid():
     for i in range(500):
         for q, check in ((bounded, lambda p: 100.0 <= p <= 110.0), (gridded, lambda p: p in grid and p <= 200.0)):
             for model in (V2, None):
-                rec = recommend(q, quote_id=f"q{i}", assignment=NONE, model=model, exploration_rate=MAX_RATE,
-                                configured_base=100.0)
+                rec = recommend(q, quote_id=f"q{i}", assignment=NONE, model=model, exploration_rate=MAX_RATE, configured_base=100.0)
                 assert check(rec.price), (rec.price, rec.exploration)
 
 
@@ -123,8 +144,9 @@ def test_no_exploration_when_rules_are_forced_switched_off_or_in_the_control_arm
         for i in range(200):
             assert not recommend(quote(), quote_id=f"q{i}", model=V2, **kwargs).exploration.explored
     forced = quote(toggles=Toggles(use_ml=False))
-    assert all(not recommend(forced, quote_id=f"q{i}", assignment=NONE, model=V2, exploration_rate=0.25)
-               .exploration.explored for i in range(200))
+    assert all(
+        not recommend(forced, quote_id=f"q{i}", assignment=NONE, model=V2, exploration_rate=0.25).exploration.explored for i in range(200)
+    )
     settings = Settings(exploration_rate=0.1, exploration_disabled_properties=frozenset({"p1"}))
     assert settings.exploration_rate_for("p1") == 0.0 and settings.exploration_rate_for("p2") == 0.1
     env = Settings.from_env({"EXPLORATION_RATE": "0.05", "EXPLORATION_DISABLED_PROPERTIES": "a, b"})
@@ -132,8 +154,9 @@ def test_no_exploration_when_rules_are_forced_switched_off_or_in_the_control_arm
 
 
 def test_rules_explore_too_when_a_property_has_no_model_yet():
-    explored = [recommend(quote(), quote_id=f"q{i}", assignment=NONE, model=None, exploration_rate=0.1,
-                          configured_base=100.0) for i in range(300)]
+    explored = [
+        recommend(quote(), quote_id=f"q{i}", assignment=NONE, model=None, exploration_rate=0.1, configured_base=100.0) for i in range(300)
+    ]
     assert all(r.pricing_method == RULES for r in explored)
     assert any(r.exploration.explored for r in explored)
 
@@ -141,8 +164,7 @@ def test_rules_explore_too_when_a_property_has_no_model_yet():
 def test_the_exploration_tag_keeps_experiment_attribution():
     from pricing.domain.experiments import attribution_of
 
-    rec = recommend(quote(), quote_id="tok~exp-1~treatment", assignment=Assignment("exp-1", "treatment"), model=V2,
-                    exploration_rate=0.1)
+    rec = recommend(quote(), quote_id="tok~exp-1~treatment", assignment=Assignment("exp-1", "treatment"), model=V2, exploration_rate=0.1)
     assert attribution_of(rec.quote_id) == Assignment("exp-1", "treatment")
     assert parse_quote_id(rec.quote_id) is not None
     assert parse_quote_id("0f5d9a493f5a49b69dd4efc925220695") is None  # an old quote id

@@ -59,12 +59,15 @@ def test_the_registry_is_dedicated_not_the_global_one():
     assert b"pricing_requests_total" not in generate_latest(GLOBAL_REGISTRY)
 
 
-@pytest.mark.parametrize("family,thresholds", [
-    ("api_latency", (0.08, 0.2, 1.0)),
-    ("score_latency", (0.08, 0.2, 1.0)),
-    ("model_prediction_seconds", (0.1,)),
-    ("retraining_duration", (1800.0,)),
-])
+@pytest.mark.parametrize(
+    "family,thresholds",
+    [
+        ("api_latency", (0.08, 0.2, 1.0)),
+        ("score_latency", (0.08, 0.2, 1.0)),
+        ("model_prediction_seconds", (0.1,)),
+        ("retraining_duration", (1800.0,)),
+    ],
+)
 def test_alert_thresholds_are_bucket_edges(m, family, thresholds):
     edges = getattr(metrics, family).buckets
     for threshold in thresholds:
@@ -192,8 +195,7 @@ def test_preinitialise_creates_the_functions_routes_at_zero(m):
 
 
 def test_module_helpers_record_into_the_module_registry():
-    before = metrics.REGISTRY.get_sample_value(
-        "pricing_errors_total", {"endpoint": "/learn", "error_type": "UnitTest"}) or 0
+    before = metrics.REGISTRY.get_sample_value("pricing_errors_total", {"endpoint": "/learn", "error_type": "UnitTest"}) or 0
     metrics.track_error(endpoint="/learn", error_type="UnitTest")
     after = metrics.REGISTRY.get_sample_value("pricing_errors_total", {"endpoint": "/learn", "error_type": "UnitTest"})
     assert after == before + 1

@@ -86,8 +86,9 @@ class PipelinedConnection:
 
 def make_pusher(clock, cap=200, wait=False, **settings):
     m = PricingMetrics(max_property_labels=cap)
-    s = Settings(pushgateway_url="http://127.0.0.1:9", function_name="pricing-ScoreFunction-AB12",
-                 pushgateway_timeout_seconds=0.25, **settings)
+    s = Settings(
+        pushgateway_url="http://127.0.0.1:9", function_name="pricing-ScoreFunction-AB12", pushgateway_timeout_seconds=0.25, **settings
+    )
     conn = PipelinedConnection()
     p = MetricsPusher(m, s, instance="c0ffee", clock=clock, wait_for_answers=wait, transport=conn)
     return m, p, conn
@@ -147,9 +148,9 @@ def test_the_first_push_carries_the_real_counts_with_created_timestamps(clock):
     assert promproto.value(base, "pricing_requests_total", **SCORE_OK) == 3
     assert promproto.value(base, "pricing_api_latency_seconds_count", **SCORE_OK) == 3
     created = promproto.value(base, "pricing_requests_created", **SCORE_OK)
-    assert created == pytest.approx(next(
-        s.value for fam in m.collect() for s in fam.samples
-        if s.name == "pricing_requests_created" and s.labels == SCORE_OK), abs=1e-6)
+    assert created == pytest.approx(
+        next(s.value for fam in m.collect() for s in fam.samples if s.name == "pricing_requests_created" and s.labels == SCORE_OK), abs=1e-6
+    )
     samples = promproto.samples(base)
     counters = {k for k in samples if k[0].endswith("_total")}
     assert counters and all((name.removesuffix("_total") + "_created", labels) in samples for name, labels in counters)

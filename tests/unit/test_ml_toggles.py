@@ -18,9 +18,12 @@ NONE = Assignment(None, NO_EXPERIMENT)
 MARKET_BLIND = [curve.true_model(f"p-{curve.name}", f"v1-{curve.name}") for curve in CURVES if not curve.log_price]
 # The same demand, priced relative to the market (artifact v2, what training writes now): the
 # price feature is price / competitor median, else price / the typical market level.
-MARKET_AWARE = [dataclasses.replace(m, version=m.version.replace("v1", "v2"), format=ARTIFACT_FORMAT_V2,
-                                    market_reference=m.reference_price, ratio_range=(0.6, 1.6))
-                for m in MARKET_BLIND]
+MARKET_AWARE = [
+    dataclasses.replace(
+        m, version=m.version.replace("v1", "v2"), format=ARTIFACT_FORMAT_V2, market_reference=m.reference_price, ratio_range=(0.6, 1.6)
+    )
+    for m in MARKET_BLIND
+]
 MODELS = MARKET_AWARE + MARKET_BLIND
 
 
@@ -28,17 +31,28 @@ def spread_of_quotes() -> list[Quote]:
     """Lead times, occupancies, markets and guardrails a day's traffic might bring."""
     quotes = []
     for lead, remaining, median, bounds in itertools.product(
-            (1, 6, 21, 90), (2, 20, 38), (None, 80.0, 130.0, 220.0), ((None, None), (90.0, 160.0))):
+        (1, 6, 21, 90), (2, 20, 38), (None, 80.0, 130.0, 220.0), ((None, None), (90.0, 160.0))
+    ):
         competitors = None if median is None else CompetitorSnapshot(median * 0.8, median, median * 1.2)
-        quotes.append(Quote(user_id="u", property_id="p", stay_date=date(2026, 12, 1) + timedelta(days=lead),
-                            quote_date=date(2026, 12, 1), capacity=40, remaining=remaining, competitors=competitors,
-                            season="Winter", min_price=bounds[0], max_price=bounds[1]))
+        quotes.append(
+            Quote(
+                user_id="u",
+                property_id="p",
+                stay_date=date(2026, 12, 1) + timedelta(days=lead),
+                quote_date=date(2026, 12, 1),
+                capacity=40,
+                remaining=remaining,
+                competitors=competitors,
+                season="Winter",
+                min_price=bounds[0],
+                max_price=bounds[1],
+            )
+        )
     return quotes
 
 
 def price(quote: Quote, model, **toggles) -> tuple[float, object]:
-    result = recommend(quote.__class__(**{**quote.__dict__, "toggles": Toggles(**toggles)}),
-                       quote_id="q", assignment=NONE, model=model)
+    result = recommend(quote.__class__(**{**quote.__dict__, "toggles": Toggles(**toggles)}), quote_id="q", assignment=NONE, model=model)
     return result.price, result
 
 
@@ -100,8 +114,12 @@ def test_a_market_blind_model_says_use_competitors_has_no_effect(model):
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.version)
 def test_every_set_toggle_is_named_in_the_reasons(model):
     quote = next(q for q in spread_of_quotes() if q.competitors is not None and q.min_price is None)
-    for toggles, word in (({"aggressive": True}, "aggressive"), ({"conservative": True}, "conservative"),
-                          ({"use_competitors": False}, "use_competitors"),
-                          ({"apply_seasonality": False}, "apply_seasonality"), ({"use_ml": False}, "use_ml")):
+    for toggles, word in (
+        ({"aggressive": True}, "aggressive"),
+        ({"conservative": True}, "conservative"),
+        ({"use_competitors": False}, "use_competitors"),
+        ({"apply_seasonality": False}, "apply_seasonality"),
+        ({"use_ml": False}, "use_ml"),
+    ):
         _, result = price(quote, model, **toggles)
         assert any(word in r for r in result.reasons), (toggles, result.reasons)

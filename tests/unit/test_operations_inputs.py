@@ -10,17 +10,26 @@ from pricing.services.experiment_admin import ExperimentRequest
 
 
 def test_experiment_requests_take_the_replaced_services_fields_as_query_strings():
-    request = ExperimentRequest.model_validate({"name": "ml-vs-rules", "ml_traffic_percentage": "30",
-                                                "start_date": "2026-12-01", "end_date": "2026-12-31T00:00:00Z"})
+    request = ExperimentRequest.model_validate(
+        {"name": "ml-vs-rules", "ml_traffic_percentage": "30", "start_date": "2026-12-01", "end_date": "2026-12-31T00:00:00Z"}
+    )
     assert request.ml_traffic_percentage == 30.0 and request.randomization_unit == "user"
     assert request.start_date == "2026-12-01T00:00:00+00:00" and request.end_date == "2026-12-31T00:00:00+00:00"
 
 
-@pytest.mark.parametrize("fields", [
-    {}, {"name": ""}, {"name": "x", "ml_traffic_percentage": "150"}, {"name": "x", "ml_traffic_percentage": "nan"},
-    {"name": "x", "start_date": "soon"}, {"name": "x", "start_date": "2026-12-02", "end_date": "2026-12-01"},
-    {"name": "x", "randomization_unit": "session"}, {"name": "x", "property_ids": ["ok", "not ok"]},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"name": ""},
+        {"name": "x", "ml_traffic_percentage": "150"},
+        {"name": "x", "ml_traffic_percentage": "nan"},
+        {"name": "x", "start_date": "soon"},
+        {"name": "x", "start_date": "2026-12-02", "end_date": "2026-12-01"},
+        {"name": "x", "randomization_unit": "session"},
+        {"name": "x", "property_ids": ["ok", "not ok"]},
+    ],
+)
 def test_bad_experiment_requests_are_refused(fields):
     with pytest.raises(ValidationError):
         ExperimentRequest.model_validate(fields)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -19,7 +19,7 @@ from pricing.domain.outcomes import (
 from pricing.domain.pricing import model_features
 from pricing.domain.quote import Quote
 
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 def item(**fields) -> dict:
@@ -112,8 +112,16 @@ def test_valid_timestamps(stamp):
 
 def test_a_valid_outcome_keeps_every_field():
     o = validate_outcome(
-        item(quote_id="tok~exp-1~control", final_price=110.0, time_to_book=3.5, stay_date="2026-12-24",
-             comp_p10=90, comp_p50=100, comp_p90=130, context={"occupancy": 0.75, "season": "Winter"}),
+        item(
+            quote_id="tok~exp-1~control",
+            final_price=110.0,
+            time_to_book=3.5,
+            stay_date="2026-12-24",
+            comp_p10=90,
+            comp_p50=100,
+            comp_p90=130,
+            context={"occupancy": 0.75, "season": "Winter"},
+        ),
         NOW,
     )
     assert isinstance(o, Outcome)
@@ -141,9 +149,7 @@ def test_key_is_the_quote_id_when_present_else_a_content_hash():
 
 
 def test_record_round_trip():
-    o = validate_outcome(
-        item(quote_id="q1", stay_date="2026-12-01", time_to_book=0, context={"occupancy": 0.4, "x": [1, "é"]}), NOW
-    )
+    o = validate_outcome(item(quote_id="q1", stay_date="2026-12-01", time_to_book=0, context={"occupancy": 0.4, "x": [1, "é"]}), NOW)
     record = o.to_record()
     assert record["outcome_key"] == "q:q1"
     assert record["timestamp"] == "2026-11-26T10:00:00.000000Z"
@@ -156,8 +162,14 @@ def test_record_round_trip():
 def test_features_match_what_the_scorer_derives_from_the_same_quote():
     o = validate_outcome(item(stay_date="2026-12-25", context={"occupancy": 0.7, "los": 3, "refundable": True}), NOW)
     quote = Quote(
-        user_id="u", property_id="prop-1", stay_date=date(2026, 12, 25), quote_date=date(2026, 11, 26),
-        capacity=10, remaining=3, refundable=True, los=3,
+        user_id="u",
+        property_id="prop-1",
+        stay_date=date(2026, 12, 25),
+        quote_date=date(2026, 11, 26),
+        capacity=10,
+        remaining=3,
+        refundable=True,
+        los=3,
     )
     assert o.features() == model_features(quote)
 
@@ -165,7 +177,12 @@ def test_features_match_what_the_scorer_derives_from_the_same_quote():
 def test_missing_features_get_fixed_defaults_and_day_of_week_overrides_the_stay_date():
     bare = validate_outcome(item(), NOW).features()
     assert (bare.lead_days, bare.occupancy, bare.weekend, bare.refundable, bare.los) == (
-        DEFAULT_LEAD_DAYS, DEFAULT_OCCUPANCY, False, False, 1)
+        DEFAULT_LEAD_DAYS,
+        DEFAULT_OCCUPANCY,
+        False,
+        False,
+        1,
+    )
     friday_stay = validate_outcome(item(stay_date="2026-11-27"), NOW).features()
     assert friday_stay.weekend is True
     said_monday = validate_outcome(item(stay_date="2026-11-27", context={"day_of_week": 0}), NOW).features()
@@ -187,8 +204,7 @@ def test_check_batch_keeps_the_first_of_each_key_and_reports_the_rest():
     checked = check_batch(batch, NOW)
     assert [i for i, _ in checked.outcomes] == [0, 2, 3]
     assert checked.in_batch_duplicates == (1, 4)
-    assert [(i, why.reason, pid) for i, why, pid in checked.invalid] == [
-        (5, "non_positive_price", "prop-1"), (6, "not_an_object", None)]
+    assert [(i, why.reason, pid) for i, why, pid in checked.invalid] == [(5, "non_positive_price", "prop-1"), (6, "not_an_object", None)]
 
 
 def test_unreadable_property_ids_are_not_reported_as_property_labels():
@@ -206,8 +222,9 @@ HUGE_INT = int("9" * 400)  # parses from JSON as an int; no double holds it
 
 
 @pytest.mark.parametrize("name", ["quoted_price", "final_price", "comp_p10", "comp_p50", "comp_p90", "time_to_book"])
-@pytest.mark.parametrize("value", [1e200, 1e308, 1.7976931348623157e308, 10 ** 127, 10 ** 300, HUGE_INT,
-                                   5e-324, 1e-131, 9.999999999999999e-131])
+@pytest.mark.parametrize(
+    "value", [1e200, 1e308, 1.7976931348623157e308, 10**127, 10**300, HUGE_INT, 5e-324, 1e-131, 9.999999999999999e-131]
+)
 def test_a_number_storage_cannot_hold_is_refused_as_out_of_range_not_raised(name, value):
     result = validate_outcome(item(**{name: value}), NOW)
     assert isinstance(result, Invalid), result
@@ -220,8 +237,9 @@ def test_prices_above_the_service_wide_cap_are_out_of_range(name):
     assert validate_outcome(item(**{name: 10_000_000_001}), NOW).reason == "number_out_of_range"
 
 
-@pytest.mark.parametrize("value,stored", [(1e-130, 1e-130), (9.999999999999998e125, 9.999999999999998e125),
-                                          (0, 0.0), (-0.0, 0.0), (10 ** 30, 1e30), (3, 3.0)])
+@pytest.mark.parametrize(
+    "value,stored", [(1e-130, 1e-130), (9.999999999999998e125, 9.999999999999998e125), (0, 0.0), (-0.0, 0.0), (10**30, 1e30), (3, 3.0)]
+)
 def test_time_to_book_at_the_edges_of_the_store_range_is_kept_as_a_double(value, stored):
     o = validate_outcome(item(time_to_book=value), NOW)
     assert isinstance(o, Outcome) and o.time_to_book == stored and type(o.time_to_book) is float
@@ -234,7 +252,7 @@ def test_a_long_literal_is_rounded_to_a_double_once_so_its_key_is_that_of_the_do
 
 
 def test_a_quote_id_over_the_key_byte_limit_is_id_too_long():
-    four_byte = "\U0001F600"
+    four_byte = "\U0001f600"
     assert validate_outcome(item(quote_id=four_byte * 256), NOW).reason == "id_too_long"  # 1,024 bytes
     fits = validate_outcome(item(quote_id="€€" + four_byte * 254), NOW)  # 256 characters, 1,022 bytes: the key is 1,024
     assert isinstance(fits, Outcome) and len(fits.key.encode()) == 1024
@@ -261,8 +279,11 @@ def test_reasons_are_documented_in_the_readme_in_the_order_they_are_checked():
     from pricing.domain.outcomes import STORE_REASONS
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    documented = [line.split("`")[1] for line in readme.splitlines()
-                  if line.startswith("| `") and line.split("`")[1] in {*INVALID_REASONS, *STORE_REASONS}]
+    documented = [
+        line.split("`")[1]
+        for line in readme.splitlines()
+        if line.startswith("| `") and line.split("`")[1] in {*INVALID_REASONS, *STORE_REASONS}
+    ]
     assert documented == [*INVALID_REASONS, *STORE_REASONS]
 
 
@@ -271,11 +292,20 @@ def test_the_largest_outcome_validation_admits_fits_the_store_item_limit():
     from pricing.domain.limits import MAX_OUTCOME_ITEM_BYTES
     from pricing.domain.outcomes import MAX_CONTEXT_BYTES
 
-    four_byte = "\U0001F600"
-    raw = item(property_id="p" * 128, quote_id="€€" + four_byte * 254, experiment_id=four_byte * 256,
-               variant=four_byte * 256, final_price=1.2345678901234567e9, time_to_book=1.2345678901234567e125,
-               comp_p10=1.2345678901234567e9, comp_p50=1.2345678901234567e9, comp_p90=1.2345678901234567e9,
-               stay_date="2026-12-24", context={"notes": "x" * (MAX_CONTEXT_BYTES - 20)})
+    four_byte = "\U0001f600"
+    raw = item(
+        property_id="p" * 128,
+        quote_id="€€" + four_byte * 254,
+        experiment_id=four_byte * 256,
+        variant=four_byte * 256,
+        final_price=1.2345678901234567e9,
+        time_to_book=1.2345678901234567e125,
+        comp_p10=1.2345678901234567e9,
+        comp_p50=1.2345678901234567e9,
+        comp_p90=1.2345678901234567e9,
+        stay_date="2026-12-24",
+        context={"notes": "x" * (MAX_CONTEXT_BYTES - 20)},
+    )
     o = validate_outcome(raw, NOW)
     assert isinstance(o, Outcome), o
     record = {**o.to_record(), "ingested_at": "2026-11-26T12:00:00.000000Z", "write_id": "0" * 32}

@@ -3,7 +3,7 @@ what is reported, and that nothing is counted unless the store took the whole ba
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,7 +12,7 @@ from pricing.services.ingestion import IngestionService
 from pricing.storage import StorageUnavailable
 from pricing.storage.outcomes import DUPLICATE, STORED
 
-NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 
 
 class MemoryOutcomes:
@@ -51,8 +51,13 @@ def sample(name: str, **labels) -> float:
 
 
 def outcome(i: int, **fields) -> dict:
-    base = {"property_id": "ing-prop", "timestamp": "2026-11-26T10:00:00Z", "quoted_price": 100.0 + i,
-            "accepted": i % 2 == 0, "quote_id": f"q{i}"}
+    base = {
+        "property_id": "ing-prop",
+        "timestamp": "2026-11-26T10:00:00Z",
+        "quoted_price": 100.0 + i,
+        "accepted": i % 2 == 0,
+        "quote_id": f"q{i}",
+    }
     base.update(fields)
     return base
 
@@ -100,10 +105,8 @@ def test_metrics_count_stored_invalid_and_attributed_outcomes_once(store):
     assert sample("pricing_outcomes_ingested_total", property_id="ing-metrics") - before["stored"] == 2
     # Invalid items are counted per request that reported them (both answers listed them).
     assert sample("pricing_outcomes_invalid_total", property_id="ing-metrics", reason="too_old") - before["invalid"] == 2
-    assert sample("pricing_outcomes_invalid_total", property_id="unknown",
-                  reason="invalid_property_id") - before["unknown"] == 2
-    assert sample("pricing_ab_outcomes_total", experiment_id="exp-m", variant="treatment",
-                  accepted="true") - before["booked"] == 2
+    assert sample("pricing_outcomes_invalid_total", property_id="unknown", reason="invalid_property_id") - before["unknown"] == 2
+    assert sample("pricing_ab_outcomes_total", experiment_id="exp-m", variant="treatment", accepted="true") - before["booked"] == 2
 
 
 def test_a_store_failure_raises_and_counts_nothing(store):

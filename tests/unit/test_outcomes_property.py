@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from hypothesis import HealthCheck, given, settings
-
-from support.outcome_strategies import items, to_json
 
 from pricing.domain.limits import (
     DYNAMODB_MAX_MAGNITUDE,
@@ -27,6 +25,7 @@ from pricing.domain.limits import (
 )
 from pricing.domain.outcomes import INVALID_REASONS, Invalid, Outcome, validate_outcome
 from pricing.storage.aws import to_wire
+from support.outcome_strategies import items, to_json
 
 LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "2000" if LONG else "40")) * 10
@@ -45,12 +44,17 @@ def _numbers(wire):
                     yield from _numbers(v)
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=not LONG, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=not LONG,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(item=items)
 def test_validation_never_raises_and_what_it_accepts_is_storable(item):
     parsed = json.loads(to_json(item))
-    result = validate_outcome(parsed, datetime.now(timezone.utc))
+    result = validate_outcome(parsed, datetime.now(UTC))
     if isinstance(result, Invalid):
         assert result.reason in INVALID_REASONS
         return

@@ -3,7 +3,7 @@ pointer's format (pricing.services.retraining), with no AWS."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -14,17 +14,33 @@ from pricing.domain.policy_evaluation import calibration, compare_revenue, misca
 from pricing.domain.training import coefficient_vector, outcome_features
 from pricing.services.retraining import ROLLBACK_PREFIX, rollback_since
 
-NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 # A candidate convinced demand barely falls with price: it wants prices far above the logged ones.
-GREEDY = ConversionModel("p", "c", {"intercept": 3.0, "price_ratio": -1.2}, 100.0, (50.0, 400.0),
-                         format=ARTIFACT_FORMAT_V2, market_reference=100.0, ratio_range=(0.5, 3.0))
+GREEDY = ConversionModel(
+    "p",
+    "c",
+    {"intercept": 3.0, "price_ratio": -1.2},
+    100.0,
+    (50.0, 400.0),
+    format=ARTIFACT_FORMAT_V2,
+    market_reference=100.0,
+    ratio_range=(0.5, 3.0),
+)
 
 
 def logged(i: int, arm: int, booked: bool, price: float = 100.0) -> Outcome:
     propensity = 0.9 if arm == 0 else 0.025
     quote_id = tag_quote_id(f"q{i}", Exploration(0.1, arm, propensity, 100.0, 4))
-    return Outcome("p", NOW - timedelta(hours=i), price * 1.08**arm, booked, quote_id=quote_id,
-                   stay_date=(NOW + timedelta(days=10)).date(), comp_p50=100.0, context={"occupancy": 0.5})
+    return Outcome(
+        "p",
+        NOW - timedelta(hours=i),
+        price * 1.08**arm,
+        booked,
+        quote_id=quote_id,
+        stay_date=(NOW + timedelta(days=10)).date(),
+        comp_p50=100.0,
+        context={"occupancy": 0.5},
+    )
 
 
 def test_logged_exploration_vetoes_a_candidate_the_bookings_contradict():
@@ -38,8 +54,7 @@ def test_logged_exploration_vetoes_a_candidate_the_bookings_contradict():
 
 
 def test_without_exploration_tags_there_is_no_ips_verdict():
-    holdout = [Outcome("p", NOW - timedelta(hours=i), 100.0, i % 2 == 0, quote_id=f"plain-{i}", comp_p50=100.0)
-               for i in range(50)]
+    holdout = [Outcome("p", NOW - timedelta(hours=i), 100.0, i % 2 == 0, quote_id=f"plain-{i}", comp_p50=100.0) for i in range(50)]
     w = coefficient_vector(GREEDY)
     result = compare_revenue(GREEDY, w, np.eye(len(w)) * 1e-4, holdout, rules_policy(100.0), outcome_features)
     assert result.ips_lift is None and not result.ips_says_worse

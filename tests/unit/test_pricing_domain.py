@@ -218,8 +218,9 @@ def _all_prices(rec) -> list[float]:
 def test_a_rule_price_from_competitor_prices_at_the_cap_stays_at_the_cap():
     """Competitor prices of 1e10 and no caller bounds once gave 19365885000.0."""
     comp = CompetitorSnapshot(p10=MAX_PRICE, p50=MAX_PRICE, p90=MAX_PRICE, source="request")
-    quote = make_quote(competitors=comp, remaining=0, stay_date=date(2026, 11, 27), season="Summer", refundable=True,
-                       toggles=Toggles(aggressive=True))
+    quote = make_quote(
+        competitors=comp, remaining=0, stay_date=date(2026, 11, 27), season="Summer", refundable=True, toggles=Toggles(aggressive=True)
+    )
     rec = recommend(quote, quote_id="q", assignment=NONE, model=None)
     assert rec.pricing_method == RULES
     assert rec.price == MAX_PRICE and rec.clamped

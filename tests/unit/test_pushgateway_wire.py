@@ -12,7 +12,8 @@ from pricing.observability.wire import Connection, authorization, grouping_path,
 def test_grouping_path_encodes_values_a_path_cannot_carry():
     assert grouping_path([("job", "pricing-score"), ("instance", "c0ffee")]) == "/metrics/job/pricing-score/instance/c0ffee"
     assert grouping_path([("job", "j"), ("property_id", "a/b")]) == (
-        "/metrics/job/j/property_id@base64/" + base64.urlsafe_b64encode(b"a/b").decode())
+        "/metrics/job/j/property_id@base64/" + base64.urlsafe_b64encode(b"a/b").decode()
+    )
     assert grouping_path([("job", "j"), ("property_id", "")]) == "/metrics/job/j/property_id@base64/="
     assert grouping_path([("job", "j"), ("property_id", "a b%")]) == "/metrics/job/j/property_id/a%20b%25"
 
@@ -50,13 +51,12 @@ def test_pipelined_answers_are_taken_in_order_however_the_bytes_arrive():
         buf.append(byte)
         while (parsed := parse_answer(buf, False)) is not None:
             seen.append(parsed[0].status)
-            del buf[:parsed[1]]
+            del buf[: parsed[1]]
     assert seen == [200, 400, 200] and not buf
 
 
 def test_answer_bodies_by_length_by_chunks_or_to_the_end_and_the_closing_ones():
-    chunked = (b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n"
-               b"4\r\nbad \r\n6;x=1\r\nthings\r\n0\r\n\r\n")
+    chunked = b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbad \r\n6;x=1\r\nthings\r\n0\r\n\r\n"
     assert answers_of(chunked + OK) == [(500, b"bad things", False), (200, b"", False)]
     assert answers_of(b"HTTP/1.1 100 Continue\r\n\r\n" + OK)[1] == (200, b"", False)
     closing = b"HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
@@ -91,8 +91,7 @@ def test_a_real_socket_gets_pipelined_answers_without_blocking_and_notices_the_o
         import time as clock_module
 
         deadline = clock_module.monotonic() + 10
-        assert conn.send([("PUT", "/metrics/job/a", b"x_total 1\n"), ("PUT", "/metrics/job/b", b"x_total 1\n")],
-                         deadline) is True
+        assert conn.send([("PUT", "/metrics/job/a", b"x_total 1\n"), ("PUT", "/metrics/job/b", b"x_total 1\n")], deadline) is True
         answers = []
         while len(answers) < 2 and clock_module.monotonic() < deadline:
             answers += conn.poll()  # never blocks: empty until the answers are in

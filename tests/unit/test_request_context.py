@@ -10,9 +10,9 @@ import pytest
 
 from pricing.observability.context import (
     api_gateway_request_id,
-    invocation_request_id,
     bind_request_id,
     current_request_id,
+    invocation_request_id,
     is_sane_request_id,
     logger,
     resolve_request_id,
@@ -105,16 +105,19 @@ class _Context:
     aws_request_id = "8f3e2c1a-lambda"
 
 
-@pytest.mark.parametrize(("event", "expected"), [
-    ({"headers": {"x-request-id": "caller-1"}, "requestContext": {"requestId": "gw-1"}}, "caller-1"),
-    ({"headers": {"X-Request-ID": "bad id\n"}, "requestContext": {"requestId": "gw-1"}}, "gw-1"),
-    ({"headers": None, "requestContext": {"requestId": "gw-1"}}, "gw-1"),
-    ({"headers": {"X-Request-ID": "caller-2"}}, "caller-2"),
-    ({"id": "evt-1", "detail-type": "Scheduled Event", "source": "aws.events"}, "evt-1"),
-    ({"id": "no detail-type: not an EventBridge event"}, "8f3e2c1a-lambda"),
-    ({"Records": [{"messageId": "m-1"}]}, "8f3e2c1a-lambda"),
-    ("not a dict", "8f3e2c1a-lambda"),
-])
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ({"headers": {"x-request-id": "caller-1"}, "requestContext": {"requestId": "gw-1"}}, "caller-1"),
+        ({"headers": {"X-Request-ID": "bad id\n"}, "requestContext": {"requestId": "gw-1"}}, "gw-1"),
+        ({"headers": None, "requestContext": {"requestId": "gw-1"}}, "gw-1"),
+        ({"headers": {"X-Request-ID": "caller-2"}}, "caller-2"),
+        ({"id": "evt-1", "detail-type": "Scheduled Event", "source": "aws.events"}, "evt-1"),
+        ({"id": "no detail-type: not an EventBridge event"}, "8f3e2c1a-lambda"),
+        ({"Records": [{"messageId": "m-1"}]}, "8f3e2c1a-lambda"),
+        ("not a dict", "8f3e2c1a-lambda"),
+    ],
+)
 def test_an_invocation_is_known_by_the_id_its_event_carries(event, expected):
     assert invocation_request_id(event, _Context()) == expected
 

@@ -84,8 +84,7 @@ def score(service: ScoringService, req: ScoreRequest, request_id: str | None = N
 @pytest.fixture
 def world():
     clock, storage, comps = Clock(), FakeStorage(), FakeCompetitors()
-    service = ScoringService(Settings(model_cache_ttl_seconds=300), storage, storage, storage, comps, clock=clock,
-                             new_token=lambda: "tok")
+    service = ScoringService(Settings(model_cache_ttl_seconds=300), storage, storage, storage, comps, clock=clock, new_token=lambda: "tok")
     return service, storage, comps, clock
 
 
@@ -141,8 +140,7 @@ def test_a_first_model_is_picked_up_after_the_negative_ttl_not_the_model_ttl(wor
     assert out["safety"]["pricing_method"] == "rule_based"
     assert any("no model deployed" in r for r in out["reasons"])
     storage.records["p2"] = PropertyRecord("p2", 120.0, "v000001", "k1")
-    storage.artifacts["k1"] = ConversionModel("p2", "v000001", {"intercept": 4.0, "price_ratio": -4.0}, 100.0,
-                                              (50.0, 250.0)).to_artifact()
+    storage.artifacts["k1"] = ConversionModel("p2", "v000001", {"intercept": 4.0, "price_ratio": -4.0}, 100.0, (50.0, 250.0)).to_artifact()
     clock.now += 10
     assert score(service, request("p2"))["safety"]["pricing_method"] == "rule_based"  # still cached
     clock.now += 6
@@ -181,7 +179,12 @@ def test_competitors_come_from_the_request_first_then_the_backend(world):
     assert given["safety"]["competitor_data"]["source"] == "request" and comps.calls == []
     fetched = score(service, request(), request_id="rid-1")
     assert fetched["safety"]["competitor_data"] == {
-        "p10": 80.0, "p50": 110.0, "p90": 140.0, "count": 12, "source": "scraper", "staleness_seconds": 60.0,
+        "p10": 80.0,
+        "p50": 110.0,
+        "p90": 140.0,
+        "count": 12,
+        "source": "scraper",
+        "staleness_seconds": 60.0,
     }
     assert comps.calls == [("p1", date(2026, 12, 24), "rid-1")]
     score(service, request(toggles={"use_competitors": False}))
@@ -239,11 +242,19 @@ def test_the_synthetic_canary_joins_no_experiment_and_records_no_score_latency(w
 def test_the_holdback_share_follows_the_guards_decision_on_the_live_record():
     # The guard's decision reaches the scorer on the LIVE record it reads anyway: no extra read.
     storage, tokens = FakeStorage(), iter(range(10**9))
-    storage.records["p1"] = PropertyRecord("p1", 120.0, "v000007", "models/p1/v000007.json", "2026-11-01T00:00:00Z",
-                                           "maintenance", "2026-11-08T00:00:00Z")
+    storage.records["p1"] = PropertyRecord(
+        "p1", 120.0, "v000007", "models/p1/v000007.json", "2026-11-01T00:00:00Z", "maintenance", "2026-11-08T00:00:00Z"
+    )
     storage.records["p2"] = PropertyRecord("p2", 120.0, "v000007", "models/p1/v000007.json", "2026-11-20T00:00:00Z")
-    service = ScoringService(Settings(model_cache_ttl_seconds=300), storage, storage, storage, FakeCompetitors(), clock=Clock(),
-                             new_token=lambda: f"t{next(tokens)}")
+    service = ScoringService(
+        Settings(model_cache_ttl_seconds=300),
+        storage,
+        storage,
+        storage,
+        FakeCompetitors(),
+        clock=Clock(),
+        new_token=lambda: f"t{next(tokens)}",
+    )
     n = 4000
     shares = {p: sum(score(service, request(p))["safety"]["holdback"] for _ in range(n)) / n for p in ("p1", "p2")}
     assert 0.005 < shares["p1"] < 0.016, shares  # maintenance: HOLDBACK_MAINTENANCE_RATE, 1%

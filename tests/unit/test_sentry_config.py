@@ -12,9 +12,9 @@ from starlette.exceptions import HTTPException
 from pricing.observability import sentry
 from pricing.observability.sentry import (
     FILTERED,
+    RETRAIN_MONITOR_CONFIG,
     before_send,
     before_send_transaction,
-    RETRAIN_MONITOR_CONFIG,
     scrub_event,
 )
 

@@ -5,7 +5,7 @@ the same measurement through the real services and prints the full report."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -13,7 +13,7 @@ from pricing.domain.outcomes import Outcome, validate_outcome
 from pricing.domain.simulator import CURVES, assess_curve, format_report, simulate_outcomes
 from pricing.domain.training import train_and_judge
 
-NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 TRAINING_OUTCOMES = 4000
 REQUIRED_SHARE = 0.95
 
@@ -26,8 +26,7 @@ def reports():
         assert all(isinstance(o, Outcome) for o in outcomes)
         judgement = train_and_judge(outcomes, None, property_id=curve.name, version="v1", trained_at="t")
         assert judgement.deploy, judgement.reason
-        out.append(assess_curve(curve, judgement.candidate, training_outcomes=len(outcomes), now=NOW,
-                                n_quotes=150, n_held_out=300))
+        out.append(assess_curve(curve, judgement.candidate, training_outcomes=len(outcomes), now=NOW, n_quotes=150, n_held_out=300))
     return out
 
 

@@ -15,16 +15,19 @@ def client_error(code: str, **extra) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": "m"}, **extra}, "PutItem")
 
 
-@pytest.mark.parametrize(("error", "expected"), [
-    (client_error("ConditionalCheckFailedException"), ConditionFailed),
-    (client_error("NoSuchKey"), KeyError),
-    (client_error("ValidationException"), StoreRefused),
-    (ParamValidationError(report="ExclusiveStartKey: not a map"), StoreRefused),
-    (client_error("ProvisionedThroughputExceededException"), StorageUnavailable),
-    (client_error("InternalServerError"), StorageUnavailable),
-    (ReadTimeoutError(endpoint_url="http://127.0.0.1:1/"), StorageUnavailable),
-    (EndpointConnectionError(endpoint_url="http://127.0.0.1:1/"), StorageUnavailable),
-])
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (client_error("ConditionalCheckFailedException"), ConditionFailed),
+        (client_error("NoSuchKey"), KeyError),
+        (client_error("ValidationException"), StoreRefused),
+        (ParamValidationError(report="ExclusiveStartKey: not a map"), StoreRefused),
+        (client_error("ProvisionedThroughputExceededException"), StorageUnavailable),
+        (client_error("InternalServerError"), StorageUnavailable),
+        (ReadTimeoutError(endpoint_url="http://127.0.0.1:1/"), StorageUnavailable),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:1/"), StorageUnavailable),
+    ],
+)
 def test_every_botocore_failure_is_one_of_the_stores_errors(error, expected):
     translated = _translate(error, "dynamodb", "put_item", key="k")
     assert type(translated) is expected
@@ -39,14 +42,21 @@ def test_a_lost_condition_carries_the_stored_item_when_asked_for():
 
 
 def test_plain_values_round_trip_through_dynamodbs_wire_form():
-    record = {"price": 0.1, "count": 3, "ok": True, "name": "p", "gone": None, "nested": {"x": 1.5, "y": None},
-              "bands": [80.0, 110.5], "pair": (1, 2)}
+    record = {
+        "price": 0.1,
+        "count": 3,
+        "ok": True,
+        "name": "p",
+        "gone": None,
+        "nested": {"x": 1.5, "y": None},
+        "bands": [80.0, 110.5],
+        "pair": (1, 2),
+    }
     wire = to_wire(record)
     assert wire["price"] == {"N": "0.1"}  # the double's shortest repr, as pricing.domain.limits checks
     assert "gone" not in wire and wire["nested"] == {"M": {"x": {"N": "1.5"}}}
     back = from_wire(wire)
-    assert back == {"price": 0.1, "count": 3, "ok": True, "name": "p", "nested": {"x": 1.5}, "bands": [80.0, 110.5],
-                    "pair": [1, 2]}
+    assert back == {"price": 0.1, "count": 3, "ok": True, "name": "p", "nested": {"x": 1.5}, "bands": [80.0, 110.5], "pair": [1, 2]}
     assert type(back["count"]) is int and not any(isinstance(v, Decimal) for v in back.values())
 
 

@@ -4,8 +4,9 @@ secret in defaults or environment."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -77,8 +78,9 @@ def test_secrets_are_read_only_from_the_arns_the_stack_is_given():
     for statement in ALL_STATEMENTS:
         if any(str(a).startswith("secretsmanager:") for a in as_list(statement["Action"])):
             assert as_list(statement["Action"]) == ["secretsmanager:GetSecretValue"]
-            assert all(r in ({"Ref": "BackendApiKeySecretArn"}, {"Ref": "PushgatewayCredentialsSecretArn"})
-                       for r in as_list(statement["Resource"])), statement
+            assert all(
+                r in ({"Ref": "BackendApiKeySecretArn"}, {"Ref": "PushgatewayCredentialsSecretArn"}) for r in as_list(statement["Resource"])
+            ), statement
 
 
 @pytest.mark.parametrize("api_id", ["PricingApi", "OperatorApi"])
@@ -94,8 +96,12 @@ def test_the_api_requires_an_api_key_and_throttles(api_id):
 
 def test_every_http_route_is_on_the_authenticated_api():
     # An Api event without RestApiId would land on SAM's implicit API, which has no key check.
-    routes = [(name, e) for name, fn in FUNCTIONS.items()
-              for e in (fn["Properties"].get("Events") or {}).values() if e["Type"] in ("Api", "HttpApi")]
+    routes = [
+        (name, e)
+        for name, fn in FUNCTIONS.items()
+        for e in (fn["Properties"].get("Events") or {}).values()
+        if e["Type"] in ("Api", "HttpApi")
+    ]
     assert {e["Properties"]["Path"] for _, e in routes} >= {"/score", "/health", "/learn"}
     for name, event in routes:
         # State changes (POST /ab/...) only on the operator API, with its own usage plan and

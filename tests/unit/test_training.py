@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -25,7 +25,7 @@ from pricing.domain.training import (
     train_conversion_model,
 )
 
-NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 CITY, SKI = CURVES[0], CURVES[2]
 
 
@@ -57,8 +57,7 @@ def test_training_learns_the_simulated_curve():
     model = train_conversion_model(outcomes_of(SKI, 6000), property_id="p", version="v", trained_at="t")
     truth = SKI.true_model("p", "truth")
     # Different reference prices: compare the price effect per unit of price.
-    assert model.price_coefficient / model.reference_price == pytest.approx(
-        truth.price_coefficient / truth.reference_price, rel=0.15)
+    assert model.price_coefficient / model.reference_price == pytest.approx(truth.price_coefficient / truth.reference_price, rel=0.15)
     assert model.coefficients["occupancy"] == pytest.approx(SKI.occupancy_effect, rel=0.15)
 
 
@@ -109,8 +108,7 @@ def test_minimums():
 
 
 def test_first_model_deploys_when_it_beats_rules_in_revenue():
-    judgement = train_and_judge(outcomes_of(CITY, 2000), None, property_id="p", version="v", trained_at="t",
-                                base_price=CITY.base_price)
+    judgement = train_and_judge(outcomes_of(CITY, 2000), None, property_id="p", version="v", trained_at="t", base_price=CITY.base_price)
     assert judgement.deploy, judgement.reason
     assert judgement.reason.startswith("first model: expected revenue +")
     assert "against rule-based pricing on 400 held-out quotes" in judgement.reason
@@ -128,8 +126,10 @@ def test_first_model_deploys_when_it_beats_rules_in_revenue():
 def test_a_first_model_better_only_on_its_point_estimate_is_not_deployed():
     # 300 outcomes, and rules from a base price near the optimum: the candidate's own estimate says
     # it earns more, but its posterior's 5th percentile does not.
-    rejected = [train_and_judge(outcomes_of(CITY, 300, seed=seed), None, property_id="p", version="v",
-                                trained_at="t", base_price=80.0) for seed in (1, 3)]
+    rejected = [
+        train_and_judge(outcomes_of(CITY, 300, seed=seed), None, property_id="p", version="v", trained_at="t", base_price=80.0)
+        for seed in (1, 3)
+    ]
     for judgement in rejected:
         assert not judgement.deploy
         assert judgement.reason.startswith("not better than rule-based pricing in revenue")
@@ -200,8 +200,10 @@ def test_a_prior_from_the_market_before_a_shift_leaves_the_level_free_and_helps_
     with_prior, _ = fit_conversion_model(small, property_id="p", version="v", trained_at="t", prior=prior)
     alone, _ = fit_conversion_model(small, property_id="p", version="v", trained_at="t")
     old, _ = fit_conversion_model(before, property_id="p", version="v", trained_at="t")
-    loss = {name: float(np.mean(log_losses(predict(m, fresh), labels(fresh))))
-            for name, m in (("prior", with_prior), ("alone", alone), ("old", old))}
+    loss = {
+        name: float(np.mean(log_losses(predict(m, fresh), labels(fresh))))
+        for name, m in (("prior", with_prior), ("alone", alone), ("old", old))
+    }
     assert loss["prior"] < loss["alone"] and loss["prior"] < loss["old"], loss
     # Its intercept moved with the new market; the artifact records the prior and where it starts.
     assert with_prior.coefficients["intercept"] < old.coefficients["intercept"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -18,7 +18,7 @@ from pricing.services.retraining import (
     summarise,
 )
 
-NOW = datetime(2026, 11, 26, 3, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -38,8 +38,7 @@ def test_events_that_parse(event, expected):
 
 @pytest.mark.parametrize(
     "event",
-    [[], "retrain", {"force": "true"}, {"property_ids": "a"}, {"property_ids": ["ok", "bad id"]},
-     {"detail": {"property_ids": [1]}}],
+    [[], "retrain", {"force": "true"}, {"property_ids": "a"}, {"property_ids": ["ok", "bad id"]}, {"detail": {"property_ids": [1]}}],
 )
 def test_events_that_do_not(event):
     with pytest.raises(InvalidRetrainEvent):
@@ -47,8 +46,7 @@ def test_events_that_do_not(event):
 
 
 def test_versions_sort_by_time_and_differ_by_data():
-    outcomes = [validate_outcome({"property_id": "p", "timestamp": "2026-11-25T10:00:00Z", "quoted_price": 100.0,
-                                  "accepted": True}, NOW)]
+    outcomes = [validate_outcome({"property_id": "p", "timestamp": "2026-11-25T10:00:00Z", "quoted_price": 100.0, "accepted": True}, NOW)]
     v1 = new_version(NOW, "p", outcomes)
     v2 = new_version(NOW.replace(hour=4), "p", outcomes)
     assert v1.startswith("20261126T030000Z-") and v1 < v2
@@ -57,7 +55,11 @@ def test_versions_sort_by_time_and_differ_by_data():
 
 def test_storable_figures_are_plain_and_finite():
     assert _storable({"a": math.inf, "b": [1.5, math.nan], "c": (True, None), "d": NOW}) == {
-        "a": None, "b": [1.5, None], "c": [True, None], "d": str(NOW)}
+        "a": None,
+        "b": [1.5, None],
+        "c": [True, None],
+        "d": str(NOW),
+    }
 
 
 def test_summary_counts_every_status():

@@ -14,9 +14,9 @@ import math
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
-from typing import Callable
+from datetime import UTC, date, datetime
 
 from pricing.domain.guardrails import MAX_PRICE, MIN_PRICE
 from pricing.domain.quote import CompetitorSnapshot
@@ -53,7 +53,7 @@ def parse_payload(payload: object, now: datetime) -> CompetitorSnapshot | None:
         try:
             ts = datetime.fromisoformat(updated.replace("Z", "+00:00"))
             if ts.tzinfo is None:
-                ts = ts.replace(tzinfo=timezone.utc)
+                ts = ts.replace(tzinfo=UTC)
             staleness = max(0.0, (now - ts).total_seconds())
         except ValueError:
             pass
@@ -110,10 +110,7 @@ class CompetitorClient:
 
     def _request(self, property_id: str, night: date, request_id: str | None) -> Fetch:
         url = urllib.parse.urlsplit(self.base_url)
-        path = (
-            f"{url.path}/api/competitor-data/"
-            f"{urllib.parse.quote(property_id, safe='')}/{night.isoformat()}"
-        )
+        path = f"{url.path}/api/competitor-data/{urllib.parse.quote(property_id, safe='')}/{night.isoformat()}"
         conn_cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
         headers = {"X-API-Key": self._api_key, "Accept": "application/json"}
         if request_id:
@@ -138,7 +135,7 @@ class CompetitorClient:
         if resp.status != 200:
             return Fetch(None, ERROR)
         try:
-            snapshot = parse_payload(json.loads(body), datetime.now(timezone.utc))
+            snapshot = parse_payload(json.loads(body), datetime.now(UTC))
         except ValueError:
             snapshot = None
         # A malformed answer is the backend failing, not an absence of data.

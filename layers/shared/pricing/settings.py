@@ -9,8 +9,8 @@ no other module reads the environment or keeps settings of its own.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from pricing import __version__
 from pricing.domain.holdback import holdback_share
@@ -133,7 +133,7 @@ class Settings:
         return 0.0 if property_id in self.exploration_disabled_properties else self.exploration_rate
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         d = cls()
         return cls(
@@ -160,8 +160,7 @@ class Settings:
             pushgateway_credentials_secret_arn=env.get("PUSHGATEWAY_CREDENTIALS_SECRET_ARN", ""),
             competitor_timeout_seconds=_float(env, "COMPETITOR_TIMEOUT_SECONDS", d.competitor_timeout_seconds, 0.01, 10.0),
             model_cache_ttl_seconds=_int(env, "MODEL_CACHE_TTL_SECONDS", d.model_cache_ttl_seconds, 0, 86400),
-            model_cache_negative_ttl_seconds=_int(env, "MODEL_CACHE_NEGATIVE_TTL_SECONDS",
-                                                  d.model_cache_negative_ttl_seconds, 0, 86400),
+            model_cache_negative_ttl_seconds=_int(env, "MODEL_CACHE_NEGATIVE_TTL_SECONDS", d.model_cache_negative_ttl_seconds, 0, 86400),
             experiments_cache_ttl_seconds=_float(env, "EXPERIMENTS_CACHE_TTL_SECONDS", d.experiments_cache_ttl_seconds, 0.0, 3600.0),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", d.max_body_bytes, 1024, 6 * 1024 * 1024),
             retrain_batch_size=_int(env, "RETRAIN_BATCH_SIZE", d.retrain_batch_size, 1, 10000),
@@ -172,9 +171,9 @@ class Settings:
             metrics_max_property_labels=_int(env, "METRICS_MAX_PROPERTY_LABELS", d.metrics_max_property_labels, 1, 100000),
             exploration_rate=_float(env, "EXPLORATION_RATE", d.exploration_rate, 0.0, 0.25),
             exploration_disabled_properties=frozenset(
-                p.strip() for p in env.get("EXPLORATION_DISABLED_PROPERTIES", "").split(",") if p.strip()),
+                p.strip() for p in env.get("EXPLORATION_DISABLED_PROPERTIES", "").split(",") if p.strip()
+            ),
             holdback_rate=_float(env, "HOLDBACK_RATE", d.holdback_rate, 0.0, 0.2),
-            holdback_disabled_properties=frozenset(
-                p.strip() for p in env.get("HOLDBACK_DISABLED_PROPERTIES", "").split(",") if p.strip()),
+            holdback_disabled_properties=frozenset(p.strip() for p in env.get("HOLDBACK_DISABLED_PROPERTIES", "").split(",") if p.strip()),
             holdback_maintenance_rate=_float(env, "HOLDBACK_MAINTENANCE_RATE", d.holdback_maintenance_rate, 0.0, 0.2),
         )

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,7 +22,11 @@ from starlette.routing import Match
 from pricing import __version__
 from pricing.observability import metrics
 from pricing.observability.context import (
-    api_gateway_request_id, bind_request_id, current_request_id, logger, resolve_request_id,
+    api_gateway_request_id,
+    bind_request_id,
+    current_request_id,
+    logger,
+    resolve_request_id,
 )
 from pricing.observability.sentry import set_request_context
 from pricing.settings import Settings
@@ -156,9 +161,7 @@ class RequestMiddleware:
             metrics.track_error(endpoint=endpoint, error_type="internal")
             raise
         finally:
-            metrics.track_request(
-                method=method, endpoint=endpoint, status_code=status["code"], duration=time.perf_counter() - started
-            )
+            metrics.track_request(method=method, endpoint=endpoint, status_code=status["code"], duration=time.perf_counter() - started)
 
     async def _read_body(
         self, scope: dict, receive: Callable, headers: dict
@@ -210,8 +213,7 @@ def _summarise(errors: Sequence[Any]) -> list[dict]:
     """Pydantic's errors without the request's bytes: no ``input``, ``ctx`` or ``url``, and only
     locations of the schema's own making (a free-form object's keys are the caller's, and would
     come back in ``loc``: such a key is replaced by ``"*"``)."""
-    return [{"loc": [_schema_loc(part) for part in e.get("loc", ())], "msg": e.get("msg", ""),
-             "type": e.get("type", "")} for e in errors]
+    return [{"loc": [_schema_loc(part) for part in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")} for e in errors]
 
 
 def _schema_loc(part: Any) -> Any:

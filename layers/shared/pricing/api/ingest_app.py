@@ -66,8 +66,7 @@ class LearnRequest(BaseModel):
 
 def _single_property(batch: list[Any]) -> str | None:
     # Only strings go into the set: a list or object sent as property_id is unhashable.
-    ids = {item.get("property_id") if isinstance(item.get("property_id"), str) else None
-           for item in batch if isinstance(item, dict)}
+    ids = {item.get("property_id") if isinstance(item.get("property_id"), str) else None for item in batch if isinstance(item, dict)}
     return next(iter(ids)) if len(ids) == 1 else None
 
 

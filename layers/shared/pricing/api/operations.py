@@ -8,7 +8,8 @@ container that only ever prices never creates them, and /score's path is what it
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -48,18 +49,22 @@ def answer(call: Callable[..., dict], *args: Any) -> dict:
     except NotFound as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
     except BadParameter as exc:
-        raise HTTPException(status_code=422, detail=[{"loc": ["query", exc.field], "msg": str(exc),
-                                                      "type": "value_error"}]) from None
+        raise HTTPException(status_code=422, detail=[{"loc": ["query", exc.field], "msg": str(exc), "type": "value_error"}]) from None
     except StorageUnavailable as exc:
         logger.warning("store unavailable", extra={"error": str(exc)})
-        raise HTTPException(status_code=503, detail="store unavailable; retry shortly",
-                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from exc
+        raise HTTPException(
+            status_code=503, detail="store unavailable; retry shortly", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+        ) from exc
 
 
 def property_id_checked(property_id: str) -> str:
     if not is_property_id(property_id):
-        raise HTTPException(status_code=422, detail=[{"loc": ["path", "property_id"], "type": "value_error",
-                                                      "msg": "property id must be 1-128 characters of [A-Za-z0-9_.:-]"}])
+        raise HTTPException(
+            status_code=422,
+            detail=[
+                {"loc": ["path", "property_id"], "type": "value_error", "msg": "property id must be 1-128 characters of [A-Za-z0-9_.:-]"}
+            ],
+        )
     set_request_context(current_request_id(), property_id=property_id)
     return property_id
 
@@ -76,8 +81,9 @@ def add_model_routes(app: FastAPI, catalog: Callable[[], Any]) -> None:
         return answer(catalog().model_info)
 
     @app.get("/model/list")
-    def model_list(property_id: str | None = Query(None, min_length=1, max_length=128),
-                   limit: int | None = LIMIT, next_token: str | None = NEXT_TOKEN) -> dict:
+    def model_list(
+        property_id: str | None = Query(None, min_length=1, max_length=128), limit: int | None = LIMIT, next_token: str | None = NEXT_TOKEN
+    ) -> dict:
         if property_id is not None:
             property_id_checked(property_id)
         return answer(catalog().model_list, property_id, limit, next_token)
@@ -87,8 +93,7 @@ def add_model_routes(app: FastAPI, catalog: Callable[[], Any]) -> None:
         return answer(catalog().model_registry)
 
     @app.get("/model/metrics/{property_id}")
-    def model_metrics(property_id: str = PROPERTY_PATH,
-                      model_type: str = Query("conversion", min_length=1, max_length=64)) -> dict:
+    def model_metrics(property_id: str = PROPERTY_PATH, model_type: str = Query("conversion", min_length=1, max_length=64)) -> dict:
         return answer(catalog().model_metrics, property_id_checked(property_id), model_type)
 
 
@@ -122,8 +127,7 @@ def add_experiment_routes(app: FastAPI, admin: Callable[[], Any]) -> None:
         return await run_in_threadpool(answer, admin().create, experiment)
 
     @app.get("/ab/experiments")
-    def list_experiments(active_only: bool = False, limit: int | None = LIMIT,
-                         next_token: str | None = NEXT_TOKEN) -> dict:
+    def list_experiments(active_only: bool = False, limit: int | None = LIMIT, next_token: str | None = NEXT_TOKEN) -> dict:
         return answer(admin().list, active_only, limit, next_token)
 
     @app.get("/ab/experiments/{experiment_id}/results")

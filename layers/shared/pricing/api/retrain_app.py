@@ -47,9 +47,13 @@ def service() -> RetrainingService:
     """The container's service, built on first use (its clients live as long as the container)."""
     global _service
     if _service is None:
-        _service = RetrainingService(settings, Registry(_aws, settings.registry_table),
-                                     ArtifactStore(_aws, settings.artifacts_bucket),
-                                     OutcomeStore(_aws, settings.outcomes_table), MessageQueue(_aws))
+        _service = RetrainingService(
+            settings,
+            Registry(_aws, settings.registry_table),
+            ArtifactStore(_aws, settings.artifacts_bucket),
+            OutcomeStore(_aws, settings.outcomes_table),
+            MessageQueue(_aws),
+        )
     return _service
 
 
@@ -82,7 +86,7 @@ def retrain_messages(retraining: RetrainingService, event: dict[str, Any], conte
     remaining = getattr(context, "get_remaining_time_in_millis", None)
 
     # Powertools passes the record by this parameter name.
-    def record_handler(record: "SQSRecord") -> None:
+    def record_handler(record: SQSRecord) -> None:
         logger.append_keys(message_id=record.message_id)
         try:
             try:

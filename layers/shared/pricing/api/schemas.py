@@ -6,10 +6,9 @@ and numbers must be finite: a lax parser would price a typo.
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Annotated, Any, Optional
-
 import math
+from datetime import date
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, model_validator
 
@@ -51,19 +50,19 @@ class Inventory(_Body):
     overbook_limit: StrictInt = Field(default=0, ge=0, le=100_000)
 
     @model_validator(mode="after")
-    def _remaining_fits(self) -> "Inventory":
+    def _remaining_fits(self) -> Inventory:
         if self.remaining > self.capacity + self.overbook_limit:
             raise ValueError("remaining must be at most capacity + overbook_limit")
         return self
 
 
 class Market(_Body):
-    comp_price_p10: Optional[Price] = None
-    comp_price_p50: Optional[Price] = None
-    comp_price_p90: Optional[Price] = None
+    comp_price_p10: Price | None = None
+    comp_price_p50: Price | None = None
+    comp_price_p90: Price | None = None
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Market":
+    def _ordered(self) -> Market:
         given = [p for p in (self.comp_price_p10, self.comp_price_p50, self.comp_price_p90) if p is not None]
         if given != sorted(given):
             raise ValueError("competitor prices must satisfy p10 <= p50 <= p90")
@@ -71,11 +70,11 @@ class Market(_Body):
 
 
 class Costs(_Body):
-    min_price: Optional[Price] = None
-    max_price: Optional[Price] = None
+    min_price: Price | None = None
+    max_price: Price | None = None
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Costs":
+    def _ordered(self) -> Costs:
         if self.min_price is not None and self.max_price is not None:
             if self.min_price > self.max_price:
                 raise ValueError("min_price must not exceed max_price")
@@ -85,9 +84,9 @@ class Costs(_Body):
 
 
 class Context(_Body):
-    season: Optional[str] = Field(default=None, max_length=64)
-    day_of_week: Optional[StrictInt] = Field(default=None, ge=0, le=6)
-    weather: Optional[dict[str, Any]] = None
+    season: str | None = Field(default=None, max_length=64)
+    day_of_week: StrictInt | None = Field(default=None, ge=0, le=6)
+    weather: dict[str, Any] | None = None
 
 
 class ToggleSet(_Body):
@@ -98,7 +97,7 @@ class ToggleSet(_Body):
     apply_seasonality: StrictBool = True
 
     @model_validator(mode="after")
-    def _not_both(self) -> "ToggleSet":
+    def _not_both(self) -> ToggleSet:
         if self.aggressive and self.conservative:
             raise ValueError("aggressive and conservative cannot both be true")
         return self
@@ -110,14 +109,14 @@ class ScoreRequest(_Body):
     quote_time: AwareDatetime
     product: Product = Field(default_factory=Product)
     inventory: Inventory
-    market: Optional[Market] = None
-    costs: Optional[Costs] = None
-    context: Optional[Context] = None
+    market: Market | None = None
+    costs: Costs | None = None
+    context: Context | None = None
     toggles: ToggleSet = Field(default_factory=ToggleSet)
-    allowed_price_grid: Optional[list[Price]] = Field(default=None, min_length=1, max_length=500)
+    allowed_price_grid: list[Price] | None = Field(default=None, min_length=1, max_length=500)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ScoreRequest":
+    def _consistent(self) -> ScoreRequest:
         lead = (self.stay_date - self.quote_time.date()).days
         if not 0 <= lead <= MAX_LEAD_DAYS:
             raise ValueError(f"stay_date must be 0 to {MAX_LEAD_DAYS} days after quote_time (got {lead})")

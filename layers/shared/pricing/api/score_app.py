@@ -15,7 +15,7 @@ settings = Settings.from_env()
 coldstart.pause_collector(settings)  # first, before the heavy imports: see pricing.coldstart
 
 import time  # noqa: E402
-from datetime import datetime, timedelta, timezone  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
 
 from mangum import Mangum  # noqa: E402
 
@@ -73,9 +73,13 @@ def _catalog():
     from pricing.services.catalog import ModelCatalog
 
     aws = _operations_aws()
-    return ModelCatalog(Registry(aws, settings.registry_table), ArtifactStore(aws, settings.artifacts_bucket),
-                        service="pricing-service", version=settings.release,
-                        loaded=service.cache.models)
+    return ModelCatalog(
+        Registry(aws, settings.registry_table),
+        ArtifactStore(aws, settings.artifacts_bucket),
+        service="pricing-service",
+        version=settings.release,
+        loaded=service.cache.models,
+    )
 
 
 def _experiments():
@@ -83,8 +87,9 @@ def _experiments():
     from pricing.storage.outcomes import OutcomeStore
 
     aws = _operations_aws()
-    return ExperimentAdmin(ExperimentStore(aws, settings.experiments_table), OutcomeStore(aws, settings.outcomes_table),
-                           on_change=service.forget_experiments)
+    return ExperimentAdmin(
+        ExperimentStore(aws, settings.experiments_table), OutcomeStore(aws, settings.outcomes_table), on_change=service.forget_experiments
+    )
 
 
 add_model_routes(app, lazy(_catalog))
@@ -100,7 +105,7 @@ def synthetic_check() -> dict:
     Scheduled every minute: Lambda has no process to scrape, so this run is what proves the
     function can start, reach its stores and price (the ServiceDown alert watches its timestamp).
     """
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     canary = ScoreRequest.model_validate(
         {
             "entity": {"userId": "synthetic", "propertyId": SYNTHETIC_PROPERTY},

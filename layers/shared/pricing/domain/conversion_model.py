@@ -18,8 +18,9 @@ docs/pricing-loop.md ("A demand model that sees the market").
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 ARTIFACT_FORMAT_V1 = "conversion-logit/v1"
 ARTIFACT_FORMAT_V2 = "conversion-logit/v2"
@@ -30,8 +31,17 @@ FORMATS = (ARTIFACT_FORMAT_V1, ARTIFACT_FORMAT_V2)
 # ``design_row`` and scoring evaluates the same function, so they cannot disagree. A v1 artifact
 # uses the first seven (its other coefficients are zero, which changes no sum).
 FEATURE_NAMES = (
-    "intercept", "price_ratio", "lead_scaled", "occupancy", "weekend", "refundable", "los_scaled",
-    "no_market", "price_x_lead", "price_x_weekend", "price_x_occupancy",
+    "intercept",
+    "price_ratio",
+    "lead_scaled",
+    "occupancy",
+    "weekend",
+    "refundable",
+    "los_scaled",
+    "no_market",
+    "price_x_lead",
+    "price_x_weekend",
+    "price_x_occupancy",
 )
 FEATURE_NAMES_V1 = FEATURE_NAMES[:7]
 #: The features that depend on the price: the ratio and its interactions (see ``design_row``).
@@ -224,7 +234,7 @@ class ConversionModel:
         return doc
 
     @classmethod
-    def from_artifact(cls, doc: Any) -> "ConversionModel":
+    def from_artifact(cls, doc: Any) -> ConversionModel:
         """Parse and check an artifact (v1 or v2); anything unusable raises ``ModelFormatError``."""
         if not isinstance(doc, Mapping):
             raise ModelFormatError("artifact is not a JSON object")
@@ -248,8 +258,14 @@ class ConversionModel:
         unknown = set(coefficients) - set(known)
         if unknown:
             raise ModelFormatError(f"artifact uses unknown features {sorted(unknown)}")
-        values = [*coefficients.values(), reference_price, lo, hi, *(ratio_range or ()),
-                  *(() if market_reference is None else (market_reference,))]
+        values = [
+            *coefficients.values(),
+            reference_price,
+            lo,
+            hi,
+            *(ratio_range or ()),
+            *(() if market_reference is None else (market_reference,)),
+        ]
         if not all(math.isfinite(v) for v in values):
             raise ModelFormatError("artifact holds a non-finite number")
         if reference_price <= 0 or not 0 < lo <= hi:

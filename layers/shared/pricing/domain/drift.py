@@ -23,8 +23,9 @@ points swings past 0.25 by chance alone, and a false alarm costs a retrain and a
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -103,10 +104,7 @@ class DriftReport:
     def reasons(self) -> list[str]:
         out = [f"PSI {self.psi[name]:.3f} >= {PSI_SIGNIFICANT} on {name}" for name in self.drifted_features]
         if self.performance_drift:
-            out.append(
-                f"log loss {self.recent_log_loss:.4f} vs {self.training_log_loss:.4f} at training "
-                f"(+{LOG_LOSS_RISE:.0%} allowed)"
-            )
+            out.append(f"log loss {self.recent_log_loss:.4f} vs {self.training_log_loss:.4f} at training (+{LOG_LOSS_RISE:.0%} allowed)")
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -124,9 +122,7 @@ class DriftReport:
         }
 
 
-def measure_drift(
-    model: ConversionModel, recent: Sequence[Outcome], min_sample: int = MIN_DRIFT_SAMPLE
-) -> DriftReport:
+def measure_drift(model: ConversionModel, recent: Sequence[Outcome], min_sample: int = MIN_DRIFT_SAMPLE) -> DriftReport:
     """PSI per feature and performance drift of ``recent`` against ``model``'s training data.
 
     ``recent`` should be outcomes the model did not train on (after ``training.data_end``).

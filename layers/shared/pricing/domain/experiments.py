@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 CONTROL, TREATMENT, NO_EXPERIMENT = "control", "treatment", "none"
 #: What each variant prices with. Control is the incumbent rule-based pricing.
@@ -33,8 +34,7 @@ class Experiment:
 
     def running_at(self, now: datetime) -> bool:
         """Active and inside its dates: only such an experiment assigns anyone."""
-        return (self.active and (self.starts_at is None or self.starts_at <= now)
-                and (self.ends_at is None or now < self.ends_at))
+        return self.active and (self.starts_at is None or self.starts_at <= now) and (self.ends_at is None or now < self.ends_at)
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,7 @@ def two_proportion_z_test(
     return ZTestResult(p1, p2, z, math.erfc(abs(z) / math.sqrt(2)))
 
 
-def sample_ratio_mismatch_p_value(
-    n_control: int, n_treatment: int, treatment_share: float = 0.5, min_total: int = 100
-) -> float | None:
+def sample_ratio_mismatch_p_value(n_control: int, n_treatment: int, treatment_share: float = 0.5, min_total: int = 100) -> float | None:
     """Chi-square goodness-of-fit (1 df) of the observed split against the designed one.
 
     A small p-value (say < 0.001) means assignment or logging is broken, not that a variant wins.
@@ -148,7 +146,7 @@ def parse_instant(text: str) -> datetime:
 
     Raises ValueError."""
     value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 # -- the readout ------------------------------------------------------------------------------
@@ -207,8 +205,13 @@ class ArmTally:
         def r(v: float | None, digits: int) -> float | None:
             return None if v is None else round(v, digits)
 
-        return {"count": self.count, "bookings": self.bookings, "conversion_rate": r(self.conversion_rate, 6),
-                "adr": r(self.adr, 2), "revpar": r(self.revpar, 4)}
+        return {
+            "count": self.count,
+            "bookings": self.bookings,
+            "conversion_rate": r(self.conversion_rate, 6),
+            "adr": r(self.adr, 2),
+            "revpar": r(self.revpar, 4),
+        }
 
 
 def welch_z_test(mean1: float, var1: float, n1: int, mean2: float, var2: float, n2: int) -> float:
@@ -236,20 +239,26 @@ def readout(experiment_id: str, control: ArmTally, treatment: ArmTally, treatmen
     sample-ratio mismatch. Below ``MIN_OUTCOMES_PER_ARM`` outcomes in an arm both p-values are
     None and ``status`` says "not enough data".
     """
-    z = two_proportion_z_test(control.bookings, control.count, treatment.bookings, treatment.count,
-                              min_n=MIN_OUTCOMES_PER_ARM)
-    srm_p = sample_ratio_mismatch_p_value(control.count, treatment.count, treatment_share,
-                                          min_total=MIN_OUTCOMES_FOR_SRM)
+    z = two_proportion_z_test(control.bookings, control.count, treatment.bookings, treatment.count, min_n=MIN_OUTCOMES_PER_ARM)
+    srm_p = sample_ratio_mismatch_p_value(control.count, treatment.count, treatment_share, min_total=MIN_OUTCOMES_FOR_SRM)
     mismatch = srm_p is not None and srm_p < SRM_ALERT_P_VALUE
     total = control.count + treatment.count
     if z is None:
-        status = (f"not enough data: each arm needs at least {MIN_OUTCOMES_PER_ARM} attributed outcomes "
-                  f"(ml {treatment.count}, rule_based {control.count})")
+        status = (
+            f"not enough data: each arm needs at least {MIN_OUTCOMES_PER_ARM} attributed outcomes "
+            f"(ml {treatment.count}, rule_based {control.count})"
+        )
         revpar_p = None
     else:
         status = "sample ratio mismatch: the split differs from the configured one" if mismatch else "ok"
-        revpar_p = welch_z_test(control.revpar or 0.0, control.revenue_variance or 0.0, control.count,
-                                treatment.revpar or 0.0, treatment.revenue_variance or 0.0, treatment.count)
+        revpar_p = welch_z_test(
+            control.revpar or 0.0,
+            control.revenue_variance or 0.0,
+            control.count,
+            treatment.revpar or 0.0,
+            treatment.revenue_variance or 0.0,
+            treatment.count,
+        )
     return {
         "experiment_id": experiment_id,
         "status": status,

@@ -16,11 +16,10 @@ Exploration(rate=None, arm=-1, propensity=0.025, policy_price=100.0, arms=None)
 
 from __future__ import annotations
 
-from typing import Any
-
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from pricing.domain.guardrails import Guardrails
 

@@ -12,7 +12,6 @@ import functools
 import math
 from dataclasses import dataclass
 
-
 #: The smallest price there is: one cent. Rounding must never turn a tiny price into a free room.
 MIN_PRICE = 0.01
 #: The largest nightly price accepted anywhere (request, backend, configuration). Beyond it a
@@ -39,9 +38,7 @@ class Guardrails:
             raise ValueError("no allowed price lies within min_price..max_price")
 
     def within_bounds(self, price: float) -> bool:
-        return (self.min_price is None or price >= self.min_price) and (
-            self.max_price is None or price <= self.max_price
-        )
+        return (self.min_price is None or price >= self.min_price) and (self.max_price is None or price <= self.max_price)
 
     def allowed_members(self) -> tuple[float, ...]:
         """The allowed prices that also respect min/max, ascending and distinct."""

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 #: Default share of a modelled property's quotes priced by rules.
 DEFAULT_RATE = 0.05
@@ -98,12 +99,21 @@ class ArmComparison:
         def r(x: float) -> float | None:
             return round(x, 4) if math.isfinite(x) else None
 
-        return {"model_quotes": self.model_quotes, "holdback_quotes": self.holdback_quotes,
-                "holdback_bookings": self.holdback_bookings, "model_revenue_per_quote": r(self.model_mean),
-                "holdback_revenue_per_quote": r(self.holdback_mean), "difference": r(self.difference),
-                "upper": r(self.upper), "lower": r(self.lower), "relative": r(self.relative), "enough": self.enough,
-                "model_loses": self.model_loses, "exact_win": self.exact_win,
-                "model_wins": self.model_wins}
+        return {
+            "model_quotes": self.model_quotes,
+            "holdback_quotes": self.holdback_quotes,
+            "holdback_bookings": self.holdback_bookings,
+            "model_revenue_per_quote": r(self.model_mean),
+            "holdback_revenue_per_quote": r(self.holdback_mean),
+            "difference": r(self.difference),
+            "upper": r(self.upper),
+            "lower": r(self.lower),
+            "relative": r(self.relative),
+            "enough": self.enough,
+            "model_loses": self.model_loses,
+            "exact_win": self.exact_win,
+            "model_wins": self.model_wins,
+        }
 
 
 def _mean_var(values: Sequence[float]) -> tuple[float, float]:
@@ -115,8 +125,9 @@ def _mean_var(values: Sequence[float]) -> tuple[float, float]:
     return mean, var
 
 
-def compare_arms(model_revenues: Sequence[float], holdback_revenues: Sequence[float],
-                 holdback_prices: Sequence[float] = ()) -> ArmComparison:
+def compare_arms(
+    model_revenues: Sequence[float], holdback_revenues: Sequence[float], holdback_prices: Sequence[float] = ()
+) -> ArmComparison:
     """The model arm against the holdback (see the module docstring); revenues are per quote,
     ``holdback_prices`` the holdback's quoted prices (for the exact win; none: no exact win)."""
     return compare_strata([(model_revenues, holdback_revenues, holdback_prices)])
@@ -144,8 +155,9 @@ def compare_strata(strata: Sequence[tuple[Sequence[float], Sequence[float], Sequ
     lower = difference - HOLDBACK_Z * se if usable else -math.inf
     single = [s for s in strata if s[0] or s[1]]
     exact = len(single) == 1 and exact_win(*single[0])
-    return ArmComparison(sum(len(m) for m, _, _ in strata), len(holdback), sum(1 for r in holdback if r > 0),
-                         m_mean, h_mean, difference, upper, lower, exact)
+    return ArmComparison(
+        sum(len(m) for m, _, _ in strata), len(holdback), sum(1 for r in holdback if r > 0), m_mean, h_mean, difference, upper, lower, exact
+    )
 
 
 def _binomial_cdf(k: int, n: int, p: float) -> float:
@@ -154,8 +166,9 @@ def _binomial_cdf(k: int, n: int, p: float) -> float:
     if p >= 1.0:
         return 1.0 if k >= n else 0.0
     lp, lq = math.log(p), math.log1p(-p)
-    return min(1.0, sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq)
-                        for i in range(k + 1)))
+    return min(
+        1.0, sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq) for i in range(k + 1))
+    )
 
 
 def booking_rate_upper(k: int, n: int, alpha: float = EXACT_ALPHA) -> float:
@@ -169,8 +182,7 @@ def booking_rate_upper(k: int, n: int, alpha: float = EXACT_ALPHA) -> float:
     return hi
 
 
-def exact_win(model_revenues: Sequence[float], holdback_revenues: Sequence[float],
-              holdback_prices: Sequence[float]) -> bool:
+def exact_win(model_revenues: Sequence[float], holdback_revenues: Sequence[float], holdback_prices: Sequence[float]) -> bool:
     """The module docstring's exact win: the model arm's 97.5% lower bound above the holdback's
     highest quoted price times the exact 97.5% upper bound of its booking rate."""
     n_m, n_h = len(model_revenues), len(holdback_revenues)

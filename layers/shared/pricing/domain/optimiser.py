@@ -7,8 +7,8 @@ for the optimum) keeps every guardrail exact: only admissible prices are ever ca
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from pricing.domain.conversion_model import ConversionModel, ModelFeatures
 

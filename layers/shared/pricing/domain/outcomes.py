@@ -22,9 +22,10 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
-from typing import Any, Mapping, TypeGuard, cast
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeGuard, cast
 
 from pricing.domain.conversion_model import ModelFeatures
 from pricing.domain.experiments import attribution_of
@@ -79,9 +80,7 @@ UNSTORABLE = "unstorable"
 STORE_REASONS: dict[str, str] = {UNSTORABLE: "the store refused the item though it passed every check"}
 
 # ASCII digits only: \d would also match other scripts' digits, which fromisoformat may not take.
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
-)
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _PRICES = ("quoted_price", "final_price", "comp_p10", "comp_p50", "comp_p90")
 
@@ -116,7 +115,7 @@ class Outcome:
     @property
     def timestamp_utc(self) -> str:
         """The timestamp in UTC with microseconds: sorts as text in time order."""
-        return self.timestamp.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return self.timestamp.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
     @property
     def key(self) -> str:
@@ -157,7 +156,7 @@ class Outcome:
         return record
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> "Outcome":
+    def from_record(cls, record: Mapping[str, Any]) -> Outcome:
         """The outcome a stored record holds (raises KeyError/ValueError when it is not one)."""
         context = record.get("context")
         stay = record.get("stay_date")
@@ -235,9 +234,7 @@ def _parse_timestamp(text: str) -> datetime:
 
 
 def _check_context(ctx: Mapping[str, Any]) -> str | None:
-    occupancy, dow, los, refundable, lead = (
-        ctx.get(k) for k in ("occupancy", "day_of_week", "los", "refundable", "lead_days")
-    )
+    occupancy, dow, los, refundable, lead = (ctx.get(k) for k in ("occupancy", "day_of_week", "los", "refundable", "lead_days"))
     if occupancy is not None and not (_is_number(occupancy) and 0.0 <= occupancy <= 2.0):
         return "invalid_context"
     if dow is not None and not (_is_int(dow) and 0 <= dow <= 6):

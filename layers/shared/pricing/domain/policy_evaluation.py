@@ -17,9 +17,10 @@ now unless it earns more").
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -57,9 +58,14 @@ def quote_of(o: Outcome) -> Quote:
     dow = ctx.get("day_of_week")
     comp = CompetitorSnapshot(o.comp_p10, o.comp_p50, o.comp_p90) if o.comp_p50 is not None else None
     return Quote(
-        user_id="retrain", property_id=o.property_id, stay_date=stay, quote_date=o.timestamp.date(),
-        capacity=_CAPACITY, remaining=round(_CAPACITY * (1 - min(f.occupancy, 1.0))),
-        refundable=f.refundable, los=f.los,
+        user_id="retrain",
+        property_id=o.property_id,
+        stay_date=stay,
+        quote_date=o.timestamp.date(),
+        capacity=_CAPACITY,
+        remaining=round(_CAPACITY * (1 - min(f.occupancy, 1.0))),
+        refundable=f.refundable,
+        los=f.los,
         season=season if isinstance(season, str) else None,
         day_of_week=dow if isinstance(dow, int) and not isinstance(dow, bool) else None,
         competitors=comp,
@@ -162,8 +168,15 @@ class PolicyLift:
         return {"n": self.n, "lift": round(self.lift, 6), "lower": round(self.lower, 6), "upper": round(self.upper, 6)}
 
 
-def _posterior_lift(model: ConversionModel, w: FloatArray, covariance: FloatArray, feats: Sequence[ModelFeatures],
-                    prices_a: Sequence[float], prices_b: Sequence[float], seed: int) -> tuple[float, FloatArray]:
+def _posterior_lift(
+    model: ConversionModel,
+    w: FloatArray,
+    covariance: FloatArray,
+    feats: Sequence[ModelFeatures],
+    prices_a: Sequence[float],
+    prices_b: Sequence[float],
+    seed: int,
+) -> tuple[float, FloatArray]:
     xa = np.array([model.row(p, f) for p, f in zip(prices_a, feats)])
     xb = np.array([model.row(p, f) for p, f in zip(prices_b, feats)])
     a, b = np.array(prices_a), np.array(prices_b)
@@ -197,8 +210,7 @@ def policy_lift(
     if not quotes:
         return PolicyLift(0, 0.0, -math.inf, math.inf)
     point, lifts = _posterior_lift(referee, w, covariance, feats, a, b, seed)
-    return PolicyLift(len(quotes), point, float(np.quantile(lifts, LIFT_QUANTILE)),
-                      float(np.quantile(lifts, 1 - LIFT_QUANTILE)))
+    return PolicyLift(len(quotes), point, float(np.quantile(lifts, LIFT_QUANTILE)), float(np.quantile(lifts, 1 - LIFT_QUANTILE)))
 
 
 def _nearest_arm(ratio: float) -> int:

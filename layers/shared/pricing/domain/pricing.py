@@ -7,14 +7,13 @@ base price, competitor prices, a quote id); this module decides the price. Every
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from dataclasses import dataclass
-
+from pricing.domain import holdback
 from pricing.domain.conversion_model import ConversionModel, ModelFeatures
 from pricing.domain.experiments import Assignment
 from pricing.domain.exploration import NOT_EXPLORED, Exploration, explore, tag_quote_id
-from pricing.domain import holdback
 from pricing.domain.guardrails import Guardrails, round_price
 from pricing.domain.optimiser import Optimum, optimise
 from pricing.domain.quote import Quote
@@ -101,11 +100,15 @@ def _strategy_price(model: ConversionModel, features: ModelFeatures, opt: Optimu
     name, price = ("aggressive", opt.band[1]) if quote.toggles.aggressive else ("conservative", opt.band[0])
     aim = "chases rate" if name == "aggressive" else "protects occupancy"
     if price == best.price:
-        return price, [f"Strategy {name} ({aim}): the revenue optimum {price:.2f} is already the band's "
-                       f"{'highest' if name == 'aggressive' else 'lowest'} price"]
+        return price, [
+            f"Strategy {name} ({aim}): the revenue optimum {price:.2f} is already the band's "
+            f"{'highest' if name == 'aggressive' else 'lowest'} price"
+        ]
     prob = model.probability(price, features)
-    return price, [f"Strategy {name} ({aim}): {price:.2f} instead of the optimum {best.price:.2f}, "
-                   f"P(book)={prob:.3f}, expected revenue {price * prob:.2f} (within 3% of the best)"]
+    return price, [
+        f"Strategy {name} ({aim}): {price:.2f} instead of the optimum {best.price:.2f}, "
+        f"P(book)={prob:.3f}, expected revenue {price * prob:.2f} (within 3% of the best)"
+    ]
 
 
 def _seasonality_reason(model: ConversionModel, quote: Quote) -> list[str]:
@@ -114,8 +117,10 @@ def _seasonality_reason(model: ConversionModel, quote: Quote) -> list[str]:
     if not quote.toggles.apply_seasonality:
         return [f"apply_seasonality is false: no effect on model {model.version}, which has no season feature"]
     if quote.season:
-        return [f"Season {quote.season} not applied: model {model.version} has no season feature "
-                "(apply_seasonality changes only rule-based prices)"]
+        return [
+            f"Season {quote.season} not applied: model {model.version} has no season feature "
+            "(apply_seasonality changes only rule-based prices)"
+        ]
     return []
 
 
@@ -179,8 +184,7 @@ def recommend(
     rate = exploration_rate if wants_ml else 0.0
     held = wants_ml and model is not None and holdback.held_back(quote_id, holdback_rate)
     if held and model is not None:
-        reasons.append(f"Holdback: priced by rules to measure live model {model.version} against them "
-                       f"({holdback_rate:.0%} of quotes)")
+        reasons.append(f"Holdback: priced by rules to measure live model {model.version} against them ({holdback_rate:.0%} of quotes)")
         quote_id, rate, model = holdback.tag_quote_id(quote_id), 0.0, None
     if wants_ml and model is not None:
         features = model_features(quote)
@@ -263,5 +267,4 @@ def recommend(
 
 def _exploration_reason(e: Exploration, price: float, revenue_change: float | None) -> str:
     cost = "" if revenue_change is None else f", expected revenue {revenue_change:+.2f} by the model"
-    return (f"Exploring: quoted {price:.2f} instead of {e.policy_price:.2f} (arm {e.arm:+d}, "
-            f"probability {e.propensity:.4f}{cost})")
+    return f"Exploring: quoted {price:.2f} instead of {e.policy_price:.2f} (arm {e.arm:+d}, probability {e.propensity:.4f}{cost})"

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from statistics import median
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from pricing.domain.conversion_model import ConversionModel, ModelFeatures, sigmoid
 from pricing.domain.experiments import Assignment
@@ -139,9 +140,7 @@ class SimulatedQuote:
         )
 
 
-def _random_quote(
-    rng: random.Random, quote_time: datetime, occupancy: tuple[float, float] = (0.0, 1.0)
-) -> SimulatedQuote:
+def _random_quote(rng: random.Random, quote_time: datetime, occupancy: tuple[float, float] = (0.0, 1.0)) -> SimulatedQuote:
     lead = rng.randint(0, MAX_LEAD_DAYS)
     sold = rng.randint(round(occupancy[0] * CAPACITY), round(occupancy[1] * CAPACITY))
     return SimulatedQuote(quote_time, quote_time.date() + timedelta(days=lead), CAPACITY - sold)
@@ -215,9 +214,7 @@ def rule_policy(base_price: float) -> Policy:
     """The service's rule-based pricing from the property's base price."""
 
     def price(quote: Quote) -> float:
-        return recommend(
-            quote, quote_id="sim", assignment=Assignment(None, "none"), model=None, configured_base=base_price
-        ).price
+        return recommend(quote, quote_id="sim", assignment=Assignment(None, "none"), model=None, configured_base=base_price).price
 
     return price
 
@@ -253,9 +250,7 @@ class PolicyQuality:
         }
 
 
-def airbnb_offline_metrics(
-    outcomes: Sequence[dict[str, Any]], suggest: Policy, property_id: str
-) -> tuple[float, float, float]:
+def airbnb_offline_metrics(outcomes: Sequence[dict[str, Any]], suggest: Policy, property_id: str) -> tuple[float, float, float]:
     """(price-decrease recall, price-increase recall, booking regret) of ``suggest`` on ``outcomes``."""
     decreases = increases = unbooked = 0
     regrets: list[float] = []
@@ -318,7 +313,7 @@ def assess_policies(
 ) -> CurveReport:
     """Score each named policy, and the oracle, on ``curve``: expected revenue on ``n_quotes``
     fresh quotes and the offline metrics on ``n_held_out`` fresh outcomes."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     property_id = property_id or curve.name
     quotes = [q.to_quote(property_id) for q in evaluation_quotes(n_quotes, seed=seed, now=now)]
     # The oracle's revenue per quote is the same yardstick for every policy: computed once.
@@ -348,8 +343,15 @@ def assess_curve(
         policies["ml_elasticity"] = ml_policy(model)
     policies["rule_based"] = rule_policy(curve.base_price)
     return assess_policies(
-        curve, policies, training_outcomes=training_outcomes, model_version=model.version if model else None,
-        property_id=property_id, seed=seed, now=now, n_quotes=n_quotes, n_held_out=n_held_out,
+        curve,
+        policies,
+        training_outcomes=training_outcomes,
+        model_version=model.version if model else None,
+        property_id=property_id,
+        seed=seed,
+        now=now,
+        n_quotes=n_quotes,
+        n_held_out=n_held_out,
     )
 
 

@@ -11,8 +11,9 @@ Why each: docs/pricing-loop.md ("A demand model that sees the market").
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -128,13 +129,17 @@ class Prior:
     since: str  # the model it informs learns from outcomes quoted from then on
 
     def as_dict(self) -> dict[str, Any]:
-        return {"outcomes": round(self.outcomes, 1), "since": self.since,
-                "ratio_range": [round(r, 4) for r in self.ratio_range],
-                "mean": {name: round(float(c), 6) for name, c in zip(FEATURE_NAMES, self.mean)}}
+        return {
+            "outcomes": round(self.outcomes, 1),
+            "since": self.since,
+            "ratio_range": [round(r, 4) for r in self.ratio_range],
+            "mean": {name: round(float(c), 6) for name, c in zip(FEATURE_NAMES, self.mean)},
+        }
 
 
-def fit_weighted(x: FloatArray, y: FloatArray, weights: FloatArray | None = None, l2: float = L2_PENALTY,
-                 prior: Prior | None = None) -> Fit:
+def fit_weighted(
+    x: FloatArray, y: FloatArray, weights: FloatArray | None = None, l2: float = L2_PENALTY, prior: Prior | None = None
+) -> Fit:
     """Coefficients maximising ``sum(weight * log-likelihood) - l2/2 * |w[1:] - m[1:]|^2
     - 1/2 (w - m)' P (w - m)`` (column 0 = intercept; ``m``, ``P`` the prior's mean and precision,
     zero without one), by Newton's method on the penalised log-likelihood, which is strictly
@@ -264,8 +269,12 @@ def _scale(ordered: Sequence[Outcome]) -> ConversionModel:
     markets = [o.comp_p50 for o in ordered if o.comp_p50 is not None]
     market_reference = float(np.median(markets)) if markets else reference_price
     return ConversionModel(
-        property_id="", version="", coefficients={}, reference_price=reference_price,
-        price_range=(reference_price, reference_price), format=ARTIFACT_FORMAT_V2,
+        property_id="",
+        version="",
+        coefficients={},
+        reference_price=reference_price,
+        price_range=(reference_price, reference_price),
+        format=ARTIFACT_FORMAT_V2,
         market_reference=market_reference,
     )
 
@@ -334,8 +343,7 @@ def fit_conversion_model(
 PRIOR_OUTCOMES = 200.0
 
 
-def prior_from(outcomes: Sequence[Outcome], since: str, *, outcomes_worth: float = PRIOR_OUTCOMES,
-               l2: float = L2_PENALTY) -> Prior | None:
+def prior_from(outcomes: Sequence[Outcome], since: str, *, outcomes_worth: float = PRIOR_OUTCOMES, l2: float = L2_PENALTY) -> Prior | None:
     """A prior for relearning after a demand shift, from the outcomes quoted before it.
 
     The earlier market's fit (recency-weighted, as any fit) and its Laplace posterior ``N(w,
@@ -392,8 +400,14 @@ def train_conversion_model(
     such a model is returned, not refused, so the refusal can be recorded with its coefficient.
     """
     model, _ = fit_conversion_model(
-        outcomes, property_id=property_id, version=version, trained_at=trained_at, l2=l2,
-        half_life_days=half_life_days, extra_training=extra_training, prior=prior,
+        outcomes,
+        property_id=property_id,
+        version=version,
+        trained_at=trained_at,
+        l2=l2,
+        half_life_days=half_life_days,
+        extra_training=extra_training,
+        prior=prior,
     )
     return model
 
@@ -529,8 +543,13 @@ def train_and_judge(
     """
     fit_part, holdout = split_holdout(outcomes)
     trial, trial_fit = fit_conversion_model(
-        fit_part, property_id=property_id, version=version, trained_at=trained_at, l2=l2,
-        half_life_days=half_life_days, prior=prior,
+        fit_part,
+        property_id=property_id,
+        version=version,
+        trained_at=trained_at,
+        l2=l2,
+        half_life_days=half_life_days,
+        prior=prior,
     )
     y = labels(holdout)
     candidate_p = predict(trial, holdout)
@@ -562,8 +581,15 @@ def train_and_judge(
 
     def judged(deploy: bool, reason: str, revenue: RevenueComparison | None = None) -> Judgement:
         return Judgement(
-            deploy, reason, final, candidate_holdout, baseline_holdout, incumbent_holdout,
-            versus_baseline, versus_incumbent, revenue,
+            deploy,
+            reason,
+            final,
+            candidate_holdout,
+            baseline_holdout,
+            incumbent_holdout,
+            versus_baseline,
+            versus_incumbent,
+            revenue,
         )
 
     if not trial.demand_falls_with_price or not final.demand_falls_with_price:
@@ -577,24 +603,48 @@ def train_and_judge(
     # Cross-fitting: the older part split in two interleaved halves; each half's model sets prices
     # that the other half's model judges.
     halves = [fit_part[0::2], fit_part[1::2]]
-    fitted = [fit_conversion_model(h, property_id=property_id, version=version, trained_at=trained_at, l2=l2,
-                                   half_life_days=half_life_days, prior=prior) for h in halves]
-    folds = [(fitted[0][0], fitted[1][0], fitted[1][1].w, fitted[1][1].covariance()),
-             (fitted[1][0], fitted[0][0], fitted[0][1].w, fitted[0][1].covariance())]
+    fitted = [
+        fit_conversion_model(
+            h, property_id=property_id, version=version, trained_at=trained_at, l2=l2, half_life_days=half_life_days, prior=prior
+        )
+        for h in halves
+    ]
+    folds = [
+        (fitted[0][0], fitted[1][0], fitted[1][1].w, fitted[1][1].covariance()),
+        (fitted[1][0], fitted[0][0], fitted[0][1].w, fitted[0][1].covariance()),
+    ]
     revenue = compare_revenue(
-        trial, trial_fit.w, trial_fit.covariance(), holdout, policy, outcome_features,
-        seed=int.from_bytes(property_id.encode()[:4].ljust(4, b"\0"), "big"), folds=folds,
+        trial,
+        trial_fit.w,
+        trial_fit.covariance(),
+        holdout,
+        policy,
+        outcome_features,
+        seed=int.from_bytes(property_id.encode()[:4].ljust(4, b"\0"), "big"),
+        folds=folds,
     )
-    ours = (f"expected revenue {revenue.lift:+.1%} (95% lower bound {revenue.lift_lower:+.1%}) against {theirs} "
-            f"on {revenue.n} held-out quotes")
+    ours = (
+        f"expected revenue {revenue.lift:+.1%} (95% lower bound {revenue.lift_lower:+.1%}) against {theirs} on {revenue.n} held-out quotes"
+    )
     if not revenue.calibrated:
-        return judged(False, f"not better than {theirs}: predicted bookings off by z={revenue.calibration_z:+.2f} "
-                             f"({revenue.calibration_error:+.1%}) on the held-out quotes; {ours}", revenue)
+        return judged(
+            False,
+            f"not better than {theirs}: predicted bookings off by z={revenue.calibration_z:+.2f} "
+            f"({revenue.calibration_error:+.1%}) on the held-out quotes; {ours}",
+            revenue,
+        )
     if revenue.ips_says_worse:
-        return judged(False, f"not better than {theirs}: the logged exploration says it earns less "
-                             f"(IPS {revenue.ips_lift:+.1%}, upper bound {revenue.ips_upper:+.1%}); {ours}", revenue)
+        return judged(
+            False,
+            f"not better than {theirs}: the logged exploration says it earns less "
+            f"(IPS {revenue.ips_lift:+.1%}, upper bound {revenue.ips_upper:+.1%}); {ours}",
+            revenue,
+        )
     if not (revenue.lift_lower > MIN_LIFT_LOWER_BOUND and revenue.lift >= needed):
         return judged(False, f"not better than {theirs} in revenue: {ours}", revenue)
-    prefix = "first model: " if incumbent is None else (
-        f"replaces {incumbent.version}, which earns less than rules after drift: " if against_rules else "")
+    prefix = (
+        "first model: "
+        if incumbent is None
+        else (f"replaces {incumbent.version}, which earns less than rules after drift: " if against_rules else "")
+    )
     return judged(True, f"{prefix}{ours}", revenue)

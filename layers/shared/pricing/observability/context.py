@@ -44,6 +44,7 @@ def set_service_name(name: str) -> None:
     """The ``service`` key of every later log line (the app module's ``settings.service_name``)."""
     logger.append_keys(service=name)
 
+
 # A contextvar rather than a module global: ASGI middleware and the route run in different tasks
 # (and sync routes in a worker thread), all of which inherit a copy of the request's context.
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("pricing_request_id", default=None)
@@ -95,8 +96,11 @@ def invocation_request_id(event: object, lambda_context: object = None) -> str:
     """
     if isinstance(event, dict):
         headers = event.get("headers")
-        caller = next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == "x-request-id"),
-                      None) if isinstance(headers, dict) else None
+        caller = (
+            next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == "x-request-id"), None)
+            if isinstance(headers, dict)
+            else None
+        )
         gateway = api_gateway_request_id(event)
         if caller is not None or gateway is not None:
             return resolve_request_id(caller, gateway)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from prometheus_client.metrics_core import Metric
 
@@ -96,8 +96,7 @@ def _labels(labels: Mapping[str, str]) -> bytes:
     key = tuple(labels.items())
     encoded = _label_cache.get(key)
     if encoded is None:
-        encoded = b"".join(_bytes_field(1, _string_field(1, name) + _string_field(2, value))
-                           for name, value in key)
+        encoded = b"".join(_bytes_field(1, _string_field(1, name) + _string_field(2, value)) for name, value in key)
         if len(_label_cache) < 100_000:  # label sets are bounded by the metrics' own caps
             _label_cache[key] = encoded
     return encoded
@@ -133,8 +132,7 @@ def _metric_untyped(labels: bytes, value: float) -> bytes:
     return _bytes_field(4, labels + _bytes_field(5, _double_field(1, value)))
 
 
-def _metric_histogram(labels: bytes, buckets: list[bytes], count: float, total: float,
-                      created: float | None) -> bytes:
+def _metric_histogram(labels: bytes, buckets: list[bytes], count: float, total: float, created: float | None) -> bytes:
     body = b"".join([_uint_field(1, int(count)), _double_field(2, total), *buckets])
     if created is not None:
         body += _bytes_field(15, _created(created))
@@ -201,8 +199,7 @@ def family_message(name: str, documentation: str, kind: str, messages: Iterable[
         return b""
     head = _heads.get((name, kind))
     if head is None:
-        head = _heads[(name, kind)] = (_string_field(1, name) + _string_field(2, documentation)
-                                       + _uint_field(3, _TYPES.get(kind, _UNTYPED)))
+        head = _heads[(name, kind)] = _string_field(1, name) + _string_field(2, documentation) + _uint_field(3, _TYPES.get(kind, _UNTYPED))
     return _varint(len(head) + len(body)) + head + body
 
 

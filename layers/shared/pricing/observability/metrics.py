@@ -20,8 +20,9 @@ from __future__ import annotations
 import resource
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Mapping, NamedTuple
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.metrics import MetricWrapperBase
@@ -83,59 +84,69 @@ class Family(NamedTuple):
 
 FAMILIES = (
     # --- API ---
-    api_latency := Family("pricing_api_latency_seconds", "histogram", "API request latency in seconds",
-                          ("method", "endpoint", "status_code"), API_LATENCY_BUCKETS),
-    score_latency := Family("pricing_score_latency_seconds", "histogram", "/score endpoint latency in seconds",
-                            ("pricing_method",), API_LATENCY_BUCKETS),
-    requests_total := Family("pricing_requests_total", "counter", "Total requests",
-                             ("method", "endpoint", "status_code")),
+    api_latency := Family(
+        "pricing_api_latency_seconds",
+        "histogram",
+        "API request latency in seconds",
+        ("method", "endpoint", "status_code"),
+        API_LATENCY_BUCKETS,
+    ),
+    score_latency := Family(
+        "pricing_score_latency_seconds", "histogram", "/score endpoint latency in seconds", ("pricing_method",), API_LATENCY_BUCKETS
+    ),
+    requests_total := Family("pricing_requests_total", "counter", "Total requests", ("method", "endpoint", "status_code")),
     active_requests := Family("pricing_active_requests", "gauge", "Active concurrent requests", ("endpoint",)),
     errors_total := Family("pricing_errors_total", "counter", "Total errors", ("endpoint", "error_type")),
     # --- ML model ---
-    model_prediction_seconds := Family("pricing_model_prediction_seconds", "histogram",
-                                       "Model prediction latency in seconds", ("property_id", "model_type"),
-                                       MODEL_PREDICTION_BUCKETS),
+    model_prediction_seconds := Family(
+        "pricing_model_prediction_seconds",
+        "histogram",
+        "Model prediction latency in seconds",
+        ("property_id", "model_type"),
+        MODEL_PREDICTION_BUCKETS,
+    ),
     model_cache_hits := Family("pricing_model_cache_hits_total", "counter", "Model cache hits", ()),
     model_cache_misses := Family("pricing_model_cache_misses_total", "counter", "Model cache misses", ()),
     models_loaded := Family("pricing_models_loaded", "gauge", "Number of models loaded", ()),
     # --- learning loop ---
     outcomes_ingested := Family("pricing_outcomes_ingested_total", "counter", "Outcomes ingested", ("property_id",)),
-    outcomes_invalid := Family("pricing_outcomes_invalid_total", "counter", "Invalid outcomes",
-                               ("property_id", "reason")),
-    retraining_duration := Family("pricing_retraining_duration_seconds", "histogram",
-                                  "Retraining duration in seconds", ("property_id", "model_type"),
-                                  RETRAINING_BUCKETS),
-    retraining_total := Family("pricing_retraining_total", "counter", "Retraining events",
-                               ("property_id", "model_type", "status")),
-    drift_detected := Family("pricing_drift_detected_total", "counter", "Drift detections",
-                             ("property_id", "trigger_retrain")),
-    exploration_quotes := Family("pricing_exploration_quotes_total", "counter",
-                                 "Quotes by pricing method, explored (priced at a neighbour of the optimum) or not",
-                                 ("pricing_method", "explored")),
-    model_rollbacks := Family("pricing_model_rollbacks_total", "counter",
-                              "Live models rolled back to rule-based pricing", ("property_id",)),
+    outcomes_invalid := Family("pricing_outcomes_invalid_total", "counter", "Invalid outcomes", ("property_id", "reason")),
+    retraining_duration := Family(
+        "pricing_retraining_duration_seconds",
+        "histogram",
+        "Retraining duration in seconds",
+        ("property_id", "model_type"),
+        RETRAINING_BUCKETS,
+    ),
+    retraining_total := Family("pricing_retraining_total", "counter", "Retraining events", ("property_id", "model_type", "status")),
+    drift_detected := Family("pricing_drift_detected_total", "counter", "Drift detections", ("property_id", "trigger_retrain")),
+    exploration_quotes := Family(
+        "pricing_exploration_quotes_total",
+        "counter",
+        "Quotes by pricing method, explored (priced at a neighbour of the optimum) or not",
+        ("pricing_method", "explored"),
+    ),
+    model_rollbacks := Family(
+        "pricing_model_rollbacks_total", "counter", "Live models rolled back to rule-based pricing", ("property_id",)
+    ),
     # --- A/B testing ---
-    ab_assignments := Family("pricing_ab_assignments_total", "counter", "A/B test assignments",
-                             ("experiment_id", "variant")),
-    ab_outcomes := Family("pricing_ab_outcomes_total", "counter", "A/B test outcomes",
-                          ("experiment_id", "variant", "accepted")),
+    ab_assignments := Family("pricing_ab_assignments_total", "counter", "A/B test assignments", ("experiment_id", "variant")),
+    ab_outcomes := Family("pricing_ab_outcomes_total", "counter", "A/B test outcomes", ("experiment_id", "variant", "accepted")),
     # --- competitor data ---
-    competitor_fetches := Family("pricing_competitor_fetches_total", "counter", "Competitor data fetches",
-                                 ("property_id", "status")),
-    competitor_staleness := Family("pricing_competitor_staleness_seconds", "gauge",
-                                   "Competitor data staleness in seconds", ("property_id",)),
+    competitor_fetches := Family("pricing_competitor_fetches_total", "counter", "Competitor data fetches", ("property_id", "status")),
+    competitor_staleness := Family(
+        "pricing_competitor_staleness_seconds", "gauge", "Competitor data staleness in seconds", ("property_id",)
+    ),
     # --- system ---
     service_info := Family("pricing_service_info", "info", "Service information", ()),
     uptime_seconds := Family("pricing_uptime_seconds", "gauge", "Container uptime in seconds", ()),
     # --- self-metrics for the Lambda meaning of the alerts (no long-running target to scrape) ---
-    push_failures := Family("pricing_metrics_push_failures_total", "counter",
-                            "Metric pushes to the Pushgateway that failed", ("reason",)),
-    synthetic_check_timestamp := Family("pricing_synthetic_check_timestamp_seconds", "gauge",
-                                        "Unix time of the last successful scheduled synthetic health check", ()),
-    container_memory_bytes := Family("pricing_container_memory_bytes", "gauge",
-                                     "Peak resident memory of the container (max RSS)", ()),
-    container_memory_limit_bytes := Family("pricing_container_memory_limit_bytes", "gauge",
-                                           "Memory configured for the function", ()),
+    push_failures := Family("pricing_metrics_push_failures_total", "counter", "Metric pushes to the Pushgateway that failed", ("reason",)),
+    synthetic_check_timestamp := Family(
+        "pricing_synthetic_check_timestamp_seconds", "gauge", "Unix time of the last successful scheduled synthetic health check", ()
+    ),
+    container_memory_bytes := Family("pricing_container_memory_bytes", "gauge", "Peak resident memory of the container (max RSS)", ()),
+    container_memory_limit_bytes := Family("pricing_container_memory_limit_bytes", "gauge", "Memory configured for the function", ()),
 )
 
 
@@ -357,8 +368,7 @@ class PricingMetrics:
     def track_score_request(self, pricing_method: str, duration: float) -> None:
         self._observe(score_latency, duration, pricing_method=pricing_method)
 
-    def track_outcomes(self, property_id: str, count: int, invalid_count: int = 0,
-                       reason: str = "invalid") -> None:
+    def track_outcomes(self, property_id: str, count: int, invalid_count: int = 0, reason: str = "invalid") -> None:
         """``count`` outcomes stored and ``invalid_count`` rejected (all for one ``reason``)."""
         label = self.property_label(property_id)
         self._child(outcomes_ingested, property_id=label)
@@ -374,8 +384,7 @@ class PricingMetrics:
         self._inc(outcomes_invalid, count, property_id=label, reason=reason)
 
     def track_model_prediction(self, property_id: str, model_type: str, duration: float) -> None:
-        self._observe(model_prediction_seconds, duration, property_id=self.property_label(property_id),
-                      model_type=model_type)
+        self._observe(model_prediction_seconds, duration, property_id=self.property_label(property_id), model_type=model_type)
 
     def track_retraining(self, property_id: str, model_type: str, status: str, duration: float) -> None:
         """One retraining run; every status of the property starts at zero with the first run."""

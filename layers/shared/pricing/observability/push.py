@@ -20,16 +20,17 @@ import functools
 import hashlib
 import json
 import logging
-import re
 import os
+import re
 import signal
 import threading
 import time
 import urllib.parse
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pricing.observability import metrics as metrics_module
 from pricing.observability.exposition import CONTENT_TYPE, family_message, metric_messages
@@ -52,9 +53,19 @@ BACKOFF_MAX_SECONDS = 30.0
 # A container's identity: drawn once per process, i.e. once per Lambda execution environment.
 _INSTANCE = uuid.uuid4().hex[:16]
 
-__all__ = ["MetricsPusher", "PushError", "PushStats", "choose_pushgateway", "container_instance", "flush_metrics",
-           "function_short_name", "last_push_stats", "prune_stale_groups", "push_invocation_metrics",
-           "pushes_metrics"]
+__all__ = [
+    "MetricsPusher",
+    "PushError",
+    "PushStats",
+    "choose_pushgateway",
+    "container_instance",
+    "flush_metrics",
+    "function_short_name",
+    "last_push_stats",
+    "prune_stale_groups",
+    "push_invocation_metrics",
+    "pushes_metrics",
+]
 
 
 def container_instance() -> str:
@@ -73,8 +84,10 @@ def choose_pushgateway(instance: str, urls: tuple[str, ...] | list[str]) -> str:
         raise ValueError("no Pushgateway configured")
     if len(urls) == 1:
         return urls[0]
+
     def weight(index: int) -> bytes:
         return hashlib.blake2b(f"{index}:{instance}".encode(), digest_size=8).digest()
+
     return urls[max(range(len(urls)), key=weight)]
 
 
@@ -102,8 +115,7 @@ class PushStats:
     groups_left: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"requests": self.requests, "bytes": self.bytes, "seconds": self.seconds,
-                "ok": self.ok, "groups_left": self.groups_left}
+        return {"requests": self.requests, "bytes": self.bytes, "seconds": self.seconds, "ok": self.ok, "groups_left": self.groups_left}
 
 
 @dataclass
@@ -128,9 +140,16 @@ class MetricsPusher:
     fake one to step over timeouts and back-offs).
     """
 
-    def __init__(self, metrics: PricingMetrics, settings: Settings, function: str | None = None,
-                 instance: str | None = None, clock: Callable[[], float] = time.monotonic,
-                 wait_for_answers: bool = False, transport: Any = None) -> None:
+    def __init__(
+        self,
+        metrics: PricingMetrics,
+        settings: Settings,
+        function: str | None = None,
+        instance: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wait_for_answers: bool = False,
+        transport: Any = None,
+    ) -> None:
         self.metrics = metrics
         self.settings = settings
         self.function = function or function_short_name(settings.function_name)
@@ -146,8 +165,10 @@ class MetricsPusher:
         #: The Pushgateway this container's groups live on (None: pushes are off).
         self.url = choose_pushgateway(self.instance, settings.pushgateways) if settings.pushgateways else None
         if transport is None and self.url:
-            headers = {"Content-Type": CONTENT_TYPE, **authorization(
-                settings.pushgateway_username, settings.pushgateway_password, settings.pushgateway_bearer_token)}
+            headers = {
+                "Content-Type": CONTENT_TYPE,
+                **authorization(settings.pushgateway_username, settings.pushgateway_password, settings.pushgateway_bearer_token),
+            }
             transport = Connection(self.url, headers)
         elif transport is not None and not hasattr(transport, "send"):
             transport = AnswersAtOnce(transport)
@@ -181,11 +202,9 @@ class MetricsPusher:
                     key = (group, family.name, tuple(labels.values()))
                     encoded = series_cache.get(key)
                     if encoded is None:
-                        encoded = series_cache[key] = [
-                            m for collected in child.collect() for m in metric_messages(collected, labels)]
+                        encoded = series_cache[key] = [m for collected in child.collect() for m in metric_messages(collected, labels)]
                     messages += encoded
-                body = families[(group, family.name)] = family_message(
-                    family.name, family.documentation, family.kind, messages)
+                body = families[(group, family.name)] = family_message(family.name, family.documentation, family.kind, messages)
             parts.append(body)
         return b"".join(parts)
 
@@ -214,8 +233,7 @@ class MetricsPusher:
             try:
                 return self._push(request_id, everything_owed=False)
             except Exception:  # a metrics bug must not fail an invocation
-                logger.exception("metrics push failed unexpectedly (request_id=%s)", request_id,
-                                 extra={"request_id": request_id})
+                logger.exception("metrics push failed unexpectedly (request_id=%s)", request_id, extra={"request_id": request_id})
                 self._lose_flights(self.clock())
                 self.stats = PushStats(ok=False)
                 return self.stats
@@ -342,12 +360,10 @@ class MetricsPusher:
             # given up on it while the container was frozen: the groups simply go again with
             # the next push, on a new connection. On a connection opened for the push, it failed.
             failure = oldest.failure or (PushError("connection", "closed without answering") if oldest.fresh else None)
-        elif (wait_until is not None
-              or now - max(oldest.sent_at, self._answered_at) >= self.settings.pushgateway_timeout_seconds):
+        elif wait_until is not None or now - max(oldest.sent_at, self._answered_at) >= self.settings.pushgateway_timeout_seconds:
             # Silent for the timeout: a gateway that is behind but answering is not timed out.
             unanswered = sum(len(f.groups) - f.answered for f in self._flights)
-            failure = PushError("timeout", f"{unanswered} requests unanswered after "
-                                           f"{self.settings.pushgateway_timeout_seconds:g} s")
+            failure = PushError("timeout", f"{unanswered} requests unanswered after {self.settings.pushgateway_timeout_seconds:g} s")
         else:
             return
         request_id = oldest.request_id
@@ -364,7 +380,7 @@ class MetricsPusher:
     def _lose_flights(self, now: float) -> None:
         """Every unanswered request is lost (the connection is closed): its groups are owed."""
         for flight in self._flights:
-            for group in flight.groups[flight.answered:]:
+            for group in flight.groups[flight.answered :]:
                 self._owe(group, flight.seq, now)
         self._flights.clear()
         if self._conn is not None:
@@ -377,8 +393,12 @@ class MetricsPusher:
             # A hung gateway is then tried once per back-off period, not by every invocation.
             self._backoff = min(BACKOFF_MAX_SECONDS, self._backoff * 2 or BACKOFF_START_SECONDS)
             self._backoff_until = now + self._backoff
-        logger.warning("metrics push to the Pushgateway failed (%s); request_id=%s", exc, request_id,
-                       extra={"request_id": request_id, "reason": exc.reason})
+        logger.warning(
+            "metrics push to the Pushgateway failed (%s); request_id=%s",
+            exc,
+            request_id,
+            extra={"request_id": request_id, "reason": exc.reason},
+        )
 
     @property
     def in_flight(self) -> int:
@@ -460,8 +480,7 @@ def _current_request_id() -> str | None:
     return current_request_id()
 
 
-def push_invocation_metrics(request_id: str | None = None, *, settings: Settings,
-                            function: str | None = None) -> None:
+def push_invocation_metrics(request_id: str | None = None, *, settings: Settings, function: str | None = None) -> None:
     """Push this container's metrics; call once at the end of every invocation. Never raises.
 
     ``function`` is the short name in ``job="pricing-<function>"`` (default: derived from
@@ -484,8 +503,7 @@ def last_push_stats() -> dict[str, Any]:
     p = _pusher
     if p is None:
         return {**PushStats().as_dict(), "pushes": 0, "unwritten": 0, "in_flight": 0, "owed_groups": 0}
-    return {**p.stats.as_dict(), "pushes": p.pushes, "unwritten": p.unwritten, "in_flight": p.in_flight,
-            "owed_groups": p.owed_groups}
+    return {**p.stats.as_dict(), "pushes": p.pushes, "unwritten": p.unwritten, "in_flight": p.in_flight, "owed_groups": p.owed_groups}
 
 
 def _invocation_request_id(event: Any, context: Any) -> str | None:
@@ -510,14 +528,13 @@ def pushes_metrics(*, settings: Settings, function: str | None = None) -> Callab
             try:
                 return fn(event, context)
             finally:
-                push_invocation_metrics(request_id=_current_request_id() or _invocation_request_id(event, context),
-                                        settings=settings, function=function)
+                push_invocation_metrics(
+                    request_id=_current_request_id() or _invocation_request_id(event, context), settings=settings, function=function
+                )
 
         return wrapper
 
     return decorate
-
-
 
 
 # ---------------------------------------------------------------------- pruning dead groups
@@ -548,8 +565,7 @@ def prune_stale_groups(settings: Settings, now: float | None = None) -> int:
     deadline = time.monotonic() + PRUNE_TIMEOUT_SECONDS
     deleted = 0
     conns: dict[str, Connection] = {}
-    headers = authorization(settings.pushgateway_username, settings.pushgateway_password,
-                            settings.pushgateway_bearer_token)
+    headers = authorization(settings.pushgateway_username, settings.pushgateway_password, settings.pushgateway_bearer_token)
     try:
         if settings.prometheus_url:
             stale = _stale_groups_from_prometheus(settings, now, deadline)
@@ -597,7 +613,7 @@ def _delete_groups(conn: Connection, url: str, paths: list[str], deadline: float
     """DELETE each group path on one shard, :data:`PRUNE_PIPELINE` at a time; the count deleted."""
     deleted = 0
     for start in range(0, len(paths), PRUNE_PIPELINE):
-        batch = paths[start:start + PRUNE_PIPELINE]
+        batch = paths[start : start + PRUNE_PIPELINE]
         conn.send([("DELETE", path, None) for path in batch], deadline)
         answers: list = []
         while len(answers) < len(batch):
@@ -618,8 +634,9 @@ def _stale_groups_from_prometheus(settings: Settings, now: float, deadline: floa
     TTL, and whose last failed push (if any) is older too, as the listing judges a group."""
     cut = now - settings.pushgateway_group_ttl_seconds
     selector = '{job=~"pricing-.+"}'
-    query = (f"push_time_seconds{selector} < {cut:.3f} unless on ({', '.join(GROUPING_LABELS)}) "
-             f"push_failure_time_seconds{selector} >= {cut:.3f}")
+    query = (
+        f"push_time_seconds{selector} < {cut:.3f} unless on ({', '.join(GROUPING_LABELS)}) push_failure_time_seconds{selector} >= {cut:.3f}"
+    )
     conn = Connection(settings.prometheus_url, {})
     try:
         # Evaluated at Prometheus' present (a later ``now`` would find no sample within the

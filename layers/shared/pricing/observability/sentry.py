@@ -20,8 +20,9 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import sentry_sdk
@@ -110,8 +111,7 @@ class _BoundedHttpTransport(HttpTransport):
         super().flush(timeout, callback)
         # The worker reports no outcome; a flush that used (nearly) all its time did not finish.
         if timeout > 0 and time.monotonic() - started >= 0.9 * timeout:
-            logger.warning("Sentry flush timed out: not waiting for Sentry for a while",
-                           extra={"cooldown_seconds": FLUSH_COOLDOWN_SECONDS})
+            logger.warning("Sentry flush timed out: not waiting for Sentry for a while", extra={"cooldown_seconds": FLUSH_COOLDOWN_SECONDS})
             self._no_wait_until = time.monotonic() + FLUSH_COOLDOWN_SECONDS
 
 
@@ -508,9 +508,7 @@ def _scrub_node(node: Any, secrets: tuple[str, ...]) -> Any:
     if isinstance(node, str):
         return _scrub_string(node, secrets)
     if isinstance(node, dict):
-        return {
-            (_scrub_string(k, secrets) if isinstance(k, str) else k): _scrub_node(v, secrets) for k, v in node.items()
-        }
+        return {(_scrub_string(k, secrets) if isinstance(k, str) else k): _scrub_node(v, secrets) for k, v in node.items()}
     if isinstance(node, list):
         return [_scrub_node(v, secrets) for v in node]
     return node
@@ -526,15 +524,11 @@ def scrub_event(event: dict[str, Any]) -> dict[str, Any]:
     if isinstance(request, dict):
         headers = request.get("headers")
         if isinstance(headers, dict):
-            request["headers"] = {
-                name: (value if str(name).lower() in KEPT_HEADERS else FILTERED) for name, value in headers.items()
-            }
+            request["headers"] = {name: (value if str(name).lower() in KEPT_HEADERS else FILTERED) for name, value in headers.items()}
         request.pop("cookies", None)
         request.pop("data", None)
     found: set[str] = set()
     _collect_sensitive_values(event, found)
     found.discard(FILTERED)
-    secrets = tuple(
-        sorted({*_state.secrets, *(v for v in found if len(v) >= MIN_SECRET_LENGTH)}, key=len, reverse=True)
-    )
+    secrets = tuple(sorted({*_state.secrets, *(v for v in found if len(v) >= MIN_SECRET_LENGTH)}, key=len, reverse=True))
     return _scrub_node(event, secrets)

@@ -18,7 +18,8 @@ import re
 import select
 import socket
 import time
-from typing import Any, Iterable, Mapping, NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 # An answer whose head is larger than this is not the Pushgateway's: the connection is dropped.
@@ -32,8 +33,6 @@ class PushError(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
-
-
 
 
 def grouping_path(labels: Iterable[tuple[str, str]]) -> str:
@@ -77,7 +76,7 @@ def parse_answer(buf: bytearray, eof: bool) -> tuple[Answer, int] | None:
     if status_line is None or status_line.end() > end + 2:
         raise ValueError(f"not an HTTP/1.x answer: {bytes(buf[:80])!r}")
     status = int(status_line.group(2))
-    head = bytes(buf[status_line.end() - 2:end + 4])  # "\r\n" + header lines + "\r\n\r\n"
+    head = bytes(buf[status_line.end() - 2 : end + 4])  # "\r\n" + header lines + "\r\n\r\n"
     connection = _CONNECTION.search(head)
     connection_value = connection.group(1).lower() if connection else b""
     close = b"close" in connection_value or (status_line.group(1) == b"0" and b"keep-alive" not in connection_value)
@@ -96,13 +95,13 @@ def parse_answer(buf: bytearray, eof: bool) -> tuple[Answer, int] | None:
             size = int(size_line.group(1), 16)
             pos = size_line.end()
             if size == 0:  # then trailer lines, up to an empty one
-                if buf[pos:pos + 2] == b"\r\n":
+                if buf[pos : pos + 2] == b"\r\n":
                     return Answer(status, bytes(body), close), pos + 2
                 trailers_end = buf.find(b"\r\n\r\n", pos)
                 return None if trailers_end < 0 else (Answer(status, bytes(body), close), trailers_end + 4)
             if len(buf) < pos + size + 2:
                 return None
-            body += buf[pos:pos + size]
+            body += buf[pos : pos + size]
             pos += size + 2
     length = _CONTENT_LENGTH.search(head)
     if length is not None:
@@ -218,7 +217,7 @@ class Connection:
             assert sock is not None  # opened just above, or kept open since the last push
             while data:
                 try:
-                    data = data[sock.send(data):]
+                    data = data[sock.send(data) :]
                 except self._would_block:  # the send buffer is full: wait for room, within the deadline
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or not select.select([], [sock], [], remaining)[1]:
@@ -351,7 +350,6 @@ class AnswersAtOnce:
     def close(self) -> None:
         self._answers = []
         self.transport.close()
-
 
 
 def authorization(username: str = "", password: str = "", bearer_token: str = "") -> dict[str, str]:

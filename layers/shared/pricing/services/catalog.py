@@ -17,8 +17,9 @@ import hashlib
 import json
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from pricing.domain.conversion_model import ARTIFACT_FORMAT, FEATURE_NAMES, ConversionModel, ModelFormatError
 from pricing.domain.guardrails import MAX_PRICE, MIN_PRICE
@@ -89,9 +90,16 @@ class ModelCatalog:
     ``loaded`` returns this container's cached models (property id -> (model, loaded_at)).
     """
 
-    def __init__(self, registry: Registry, artifacts: ArtifactStore, *, service: str, version: str,
-                 loaded: Callable[[], dict[str, tuple[ConversionModel, float]]],
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        registry: Registry,
+        artifacts: ArtifactStore,
+        *,
+        service: str,
+        version: str,
+        loaded: Callable[[], dict[str, tuple[ConversionModel, float]]],
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.registry = registry
         self.artifacts = artifacts
         self.service = service
@@ -102,8 +110,7 @@ class ModelCatalog:
         self._lock = threading.Lock()
 
     def root(self) -> dict:
-        return {"service": self.service, "status": "operational", "version": self.version,
-                "timestamp": datetime.now(timezone.utc).isoformat()}
+        return {"service": self.service, "status": "operational", "version": self.version, "timestamp": datetime.now(UTC).isoformat()}
 
     def _live_summary(self) -> dict:
         """Every LIVE pointer read once a minute at most: how many properties have a model."""
@@ -120,8 +127,7 @@ class ModelCatalog:
                     rolled_back += 1
             if not start:
                 break
-        summary = {"live": len(versions), "rolled_back": rolled_back,
-                   "training_outcomes": self.registry.training_outcomes(versions)}
+        summary = {"live": len(versions), "rolled_back": rolled_back, "training_outcomes": self.registry.training_outcomes(versions)}
         with self._lock:
             self._summary = (self._clock() + SUMMARY_TTL_SECONDS, summary)
         return summary
@@ -156,7 +162,7 @@ class ModelCatalog:
 
     @staticmethod
     def _version_view(item: dict, live_version: str | None) -> dict:
-        version = item.get("version") or str(item.get("record", ""))[len(MODEL_RECORD_PREFIX):]
+        version = item.get("version") or str(item.get("record", ""))[len(MODEL_RECORD_PREFIX) :]
         return {
             "property_id": item.get("property_id"),
             "model_type": MODEL_TYPE,
@@ -171,18 +177,27 @@ class ModelCatalog:
 
     @staticmethod
     def _live_view(item: dict) -> dict:
-        return {"property_id": item.get("property_id"), "model_type": MODEL_TYPE, "version": item.get("version"),
-                "timestamp": item.get("deployed_at"), "metrics": {}, "is_live": True}
+        return {
+            "property_id": item.get("property_id"),
+            "model_type": MODEL_TYPE,
+            "version": item.get("version"),
+            "timestamp": item.get("deployed_at"),
+            "metrics": {},
+            "is_live": True,
+        }
 
     def model_registry(self) -> dict:
         summary = self._live_summary()
         loaded = self._loaded()
-        return {"success": True, "registry": {
-            "total_models": summary["live"],
-            "models_by_type": {MODEL_TYPE: summary["live"]},
-            "cached_models": len(loaded),
-            "loaded_models": sorted(loaded),
-        }}
+        return {
+            "success": True,
+            "registry": {
+                "total_models": summary["live"],
+                "models_by_type": {MODEL_TYPE: summary["live"]},
+                "cached_models": len(loaded),
+                "loaded_models": sorted(loaded),
+            },
+        }
 
     def model_metrics(self, property_id: str, model_type: str) -> dict:
         if model_type != MODEL_TYPE:
@@ -209,8 +224,7 @@ class ModelCatalog:
             # The logit's coefficients by feature (a feature the artifact leaves out weighs 0).
             "feature_importance": {name: round(model.coefficients.get(name, 0.0), 6) for name in features},
             "checksum": "sha256:" + hashlib.sha256(canonical).hexdigest(),
-            "loaded_at": (datetime.fromtimestamp(cached[1], timezone.utc).isoformat()
-                          if cached and cached[0].version == model.version else None),
+            "loaded_at": (datetime.fromtimestamp(cached[1], UTC).isoformat() if cached and cached[0].version == model.version else None),
             "artifact_format": model.format,
             "training_outcomes": version.get("outcomes"),
         }
@@ -250,14 +264,21 @@ class OutcomeCatalog:
             if ts:
                 first = ts if first is None or ts < first else first
                 last = ts if last is None or ts > last else last
-        return {"success": True, "property_id": property_id, "stats": {
-            "exists": n > 0,
-            "total_records": n,
-            "complete": n < STATS_MAX_OUTCOMES,
-            "date_range": {"min": first, "max": last},
-            "acceptance_rate": round(accepted / n, 6) if n else None,
-            "avg_quoted_price": round(quoted_sum / n, 2) if n else None,
-            "avg_final_price": round(final_sum / finals, 2) if finals else None,
-            "data_quality": {"missing_final_price": missing_final, "missing_comp_bands": missing_comp,
-                             "missing_context": missing_context},
-        }}
+        return {
+            "success": True,
+            "property_id": property_id,
+            "stats": {
+                "exists": n > 0,
+                "total_records": n,
+                "complete": n < STATS_MAX_OUTCOMES,
+                "date_range": {"min": first, "max": last},
+                "acceptance_rate": round(accepted / n, 6) if n else None,
+                "avg_quoted_price": round(quoted_sum / n, 2) if n else None,
+                "avg_final_price": round(final_sum / finals, 2) if finals else None,
+                "data_quality": {
+                    "missing_final_price": missing_final,
+                    "missing_comp_bands": missing_comp,
+                    "missing_context": missing_context,
+                },
+            },
+        }

@@ -13,13 +13,13 @@ Raises ``NotFound`` for an unknown experiment and ``BadParameter`` for unusable 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pricing.domain.experiments import (CONTROL, QUOTE_ID_SEPARATOR, TREATMENT, ArmTally, experiment_from_record,
-                                        parse_instant, readout)
+from pricing.domain.experiments import CONTROL, QUOTE_ID_SEPARATOR, TREATMENT, ArmTally, experiment_from_record, parse_instant, readout
 from pricing.domain.limits import is_property_id
 from pricing.services.catalog import BadParameter, NotFound, decode_token, encode_token, page_size, paged
 from pricing.storage import ConditionFailed
@@ -61,16 +61,22 @@ class ExperimentRequest(BaseModel):
         return sorted(set(value)) if value else None
 
     @model_validator(mode="after")
-    def _dates_in_order(self) -> "ExperimentRequest":
+    def _dates_in_order(self) -> ExperimentRequest:
         if self.start_date and self.end_date and parse_instant(self.end_date) <= parse_instant(self.start_date):
             raise ValueError("end_date must be after start_date")
         return self
 
 
 class ExperimentAdmin:
-    def __init__(self, experiments: ExperimentStore, outcomes: OutcomeStore, *, on_change: Callable[[], None] = lambda: None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 new_id: Callable[[], str] = lambda: "exp-" + uuid.uuid4().hex[:12]):
+    def __init__(
+        self,
+        experiments: ExperimentStore,
+        outcomes: OutcomeStore,
+        *,
+        on_change: Callable[[], None] = lambda: None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        new_id: Callable[[], str] = lambda: "exp-" + uuid.uuid4().hex[:12],
+    ):
         self.experiments = experiments
         self.outcomes = outcomes
         self._on_change = on_change  # the scorer's cache in this container forgets its experiments
@@ -96,9 +102,12 @@ class ExperimentAdmin:
         }
         self.experiments.create_experiment(record)
         self._on_change()
-        return {"success": True, "experiment_id": experiment_id,
-                "message": f"Experiment {request.name!r} created: {request.ml_traffic_percentage:g}% of "
-                           f"{request.randomization_unit}s priced by the ML model, the rest by rules"}
+        return {
+            "success": True,
+            "experiment_id": experiment_id,
+            "message": f"Experiment {request.name!r} created: {request.ml_traffic_percentage:g}% of "
+            f"{request.randomization_unit}s priced by the ML model, the rest by rules",
+        }
 
     def view(self, record: dict) -> dict:
         experiment = experiment_from_record(record)
@@ -145,8 +154,11 @@ class ExperimentAdmin:
             raise NotFound(f"no experiment {experiment_id}") from None
         self._on_change()
         was = "stopped" if record.get("active", True) else "already stopped"
-        return {"success": True, "message": f"Experiment {experiment_id} {was}: it assigns no one from now on "
-                                            "(every container within the experiments cache TTL)"}
+        return {
+            "success": True,
+            "message": f"Experiment {experiment_id} {was}: it assigns no one from now on "
+            "(every container within the experiments cache TTL)",
+        }
 
     def results(self, experiment_id: str) -> dict:
         record = self._record(experiment_id)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import re
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from pricing.domain.experiments import CONTROL, TREATMENT
 from pricing.domain.outcomes import UNSTORABLE, Invalid, check_batch
@@ -61,7 +62,7 @@ class IngestionService:
     ``ingest`` lets through.
     """
 
-    def __init__(self, outcomes: OutcomeStore, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+    def __init__(self, outcomes: OutcomeStore, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self.outcomes = outcomes
         self._clock = clock
 

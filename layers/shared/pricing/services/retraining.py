@@ -17,9 +17,10 @@ import hashlib
 import math
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pricing.domain.conversion_model import ConversionModel, ModelFormatError
 from pricing.domain.drift import MIN_DRIFT_SAMPLE, PSI_MODERATE, DriftReport, measure_drift
@@ -28,8 +29,18 @@ from pricing.domain.limits import is_property_id
 from pricing.domain.outcomes import FUTURE_SKEW, Outcome
 from pricing.domain.policy_evaluation import PolicyLift, calibration, miscalibrated, model_policy, policy_lift, rules_policy
 from pricing.domain.training import (
-    Evaluation, Judgement, Prior, TrainingError, fit_conversion_model, insufficient_data, labels, outcome_features, predict,
-    prior_from, split_holdout, train_and_judge,
+    Evaluation,
+    Judgement,
+    Prior,
+    TrainingError,
+    fit_conversion_model,
+    insufficient_data,
+    labels,
+    outcome_features,
+    predict,
+    prior_from,
+    split_holdout,
+    train_and_judge,
 )
 from pricing.observability import metrics
 from pricing.observability.context import logger
@@ -98,7 +109,7 @@ def parse_request(payload: Any) -> RetrainRequest:
         parsed = _parse_utc(as_of) if isinstance(as_of, str) and ("Z" in as_of or "+" in as_of[10:]) else None
         if parsed is None:
             raise InvalidRetrainEvent("as_of must be an ISO 8601 timestamp with a time zone (2026-11-26T03:00:00Z)")
-        as_of = parsed.astimezone(timezone.utc)
+        as_of = parsed.astimezone(UTC)
     ids = payload.get("property_ids")
     if ids is None:
         return RetrainRequest(None, force, as_of)
@@ -161,7 +172,7 @@ def artifact_key(property_id: str, version: str) -> str:
 
 
 def _utc(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _storable(value: Any) -> Any:
@@ -186,7 +197,7 @@ def _parse_utc(text: object) -> datetime | None:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def rollback_since(live_version: str | None) -> str | None:
@@ -194,7 +205,7 @@ def rollback_since(live_version: str | None) -> str | None:
     if not live_version or not live_version.startswith(ROLLBACK_PREFIX):
         return None
     try:
-        since = datetime.strptime(live_version[len(ROLLBACK_PREFIX):], _ROLLBACK_STAMP).replace(tzinfo=timezone.utc)
+        since = datetime.strptime(live_version[len(ROLLBACK_PREFIX) :], _ROLLBACK_STAMP).replace(tzinfo=UTC)
     except ValueError:
         return None
     return _utc(since)
@@ -221,7 +232,7 @@ def drift_onset(model: ConversionModel, recent: Sequence[Outcome], overall: floa
     ``overall``, the relative miss to walk back with, defaults to the miss over ``recent``)."""
     days: dict[str, list[Outcome]] = {}
     for o in recent:
-        days.setdefault(o.timestamp.astimezone(timezone.utc).strftime("%Y-%m-%d"), []).append(o)
+        days.setdefault(o.timestamp.astimezone(UTC).strftime("%Y-%m-%d"), []).append(o)
     if overall is None:
         overall = calibration(predict(model, recent), labels(recent))[1]
     onset = min(days)
@@ -230,7 +241,7 @@ def drift_onset(model: ConversionModel, recent: Sequence[Outcome], overall: floa
         if error * overall <= 0 or abs(error) < abs(overall) / 3:
             break
         onset = day
-    return datetime.strptime(onset, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    return datetime.strptime(onset, "%Y-%m-%d").replace(tzinfo=UTC)
 
 
 class RetrainingService:
@@ -244,7 +255,7 @@ class RetrainingService:
         artifacts: ArtifactStore,
         outcomes: OutcomeStore,
         queue: MessageQueue,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self.settings = settings
         self.registry = registry
@@ -254,7 +265,7 @@ class RetrainingService:
         self._clock = clock
         self._as_of: datetime | None = None
 
-    def as_of(self, moment: datetime | None) -> "RetrainingService":
+    def as_of(self, moment: datetime | None) -> RetrainingService:
         """This service with its clock stopped at ``moment`` (itself when None); its fan-out
         messages carry the moment on. Refuses a moment in the future (``InvalidRetrainEvent``)."""
         if moment is None:
@@ -278,8 +289,9 @@ class RetrainingService:
             return record, None, f"live model {record.live_version} unusable: {exc}"
         return record, model, None
 
-    def _holdback_guard(self, window: list[tuple[Outcome, datetime | None]], deployed_at: datetime,
-                        maintenance_since: datetime | None = None) -> ArmComparison:
+    def _holdback_guard(
+        self, window: list[tuple[Outcome, datetime | None]], deployed_at: datetime, maintenance_since: datetime | None = None
+    ) -> ArmComparison:
         """Realised revenue per quote of the live model's quotes against the rules holdback's,
         since the model went live (``pricing.domain.holdback``), stratified at the drop to the
         maintenance share when there was one. Quotes within the scoring cache's lifetime of the
@@ -290,8 +302,7 @@ class RetrainingService:
             if o.timestamp < deployed_at:
                 continue
             revenue = o.quoted_price if o.accepted else 0.0
-            model_arm, holdback_arm, holdback_prices = strata[maintenance_since is not None
-                                                              and o.timestamp >= maintenance_since]
+            model_arm, holdback_arm, holdback_prices = strata[maintenance_since is not None and o.timestamp >= maintenance_since]
             if is_holdback(o.quote_id):
                 holdback_arm.append(revenue)
                 holdback_prices.append(o.quoted_price)
@@ -315,8 +326,7 @@ class RetrainingService:
             # A deploy meanwhile: the new model starts at the full share.
             guard["share"] = "full"
             return
-        logger.info("holdback share reduced", extra={"property_id": live.property_id, "version": live.live_version,
-                                                     "lower": arms.lower})
+        logger.info("holdback share reduced", extra={"property_id": live.property_id, "version": live.live_version, "lower": arms.lower})
 
     def _outcomes(self, property_id: str, now: datetime) -> tuple[list[tuple[Outcome, datetime | None]], int]:
         """The window's outcomes, oldest first, each with when it was stored; and how many
@@ -349,7 +359,8 @@ class RetrainingService:
         data_end = str(model.training.get("data_end") or "")
         trained_at = _parse_utc(model.trained_at)
         return [
-            o for o, stored in window
+            o
+            for o, stored in window
             if o.timestamp_utc > data_end or (trained_at is not None and stored is not None and stored > trained_at)
         ]
 
@@ -369,8 +380,12 @@ class RetrainingService:
             window = [(o, stored) for o, stored in window if o.timestamp_utc >= since]
         outcomes = [o for o, _ in window]
         result = PropertyResult(
-            property_id, SKIPPED, "", live_version=live_version,
-            outcomes=len(outcomes), positives=sum(1 for o in outcomes if o.accepted),
+            property_id,
+            SKIPPED,
+            "",
+            live_version=live_version,
+            outcomes=len(outcomes),
+            positives=sum(1 for o in outcomes if o.accepted),
         )
         if unreadable:
             logger.warning("unreadable outcome records skipped", extra={"property_id": property_id, "count": unreadable})
@@ -392,16 +407,17 @@ class RetrainingService:
             if deployed_at is not None:
                 # The guard in realised revenue: the bookings of the model's quotes against the
                 # rules holdback's since it went live. The strongest evidence there is: acted on first.
-                maintenance_since = (_parse_utc(live.holdback_since) if live.holdback_mode == MAINTENANCE
-                                     else None)
+                maintenance_since = _parse_utc(live.holdback_since) if live.holdback_mode == MAINTENANCE else None
                 arms = self._holdback_guard(window, deployed_at, maintenance_since)
                 result.evaluation = {"holdback_guard": arms.as_dict()}
                 if arms.model_loses:
-                    reason = (f"rolled back to rule-based pricing: live model {incumbent.version} earned "
-                              f"{arms.model_mean:.2f} per quote on {arms.model_quotes} quotes against "
-                              f"{arms.holdback_mean:.2f} for the rules holdback on {arms.holdback_quotes} "
-                              f"({arms.relative:+.1%}; 95% upper bound of the difference {arms.upper:+.2f}) "
-                              f"since it went live on {deployed_at:%Y-%m-%d}; the next model learns from then on")
+                    reason = (
+                        f"rolled back to rule-based pricing: live model {incumbent.version} earned "
+                        f"{arms.model_mean:.2f} per quote on {arms.model_quotes} quotes against "
+                        f"{arms.holdback_mean:.2f} for the rules holdback on {arms.holdback_quotes} "
+                        f"({arms.relative:+.1%}; 95% upper bound of the difference {arms.upper:+.2f}) "
+                        f"since it went live on {deployed_at:%Y-%m-%d}; the next model learns from then on"
+                    )
                     return self._to_rules(result, incumbent, now, deployed_at, reason)
                 self._holdback_share(result, live, arms, now)
             recent = self._unseen_by(incumbent, window)
@@ -415,9 +431,15 @@ class RetrainingService:
                 z, error = calibration(predict(incumbent, latest), labels(latest)) if latest else (0.0, 0.0)
                 if len(latest) >= MIN_DRIFT_SAMPLE and miscalibrated(z, error):
                     guard = self._versus_rules(incumbent, outcomes, latest, base_price, property_id)
-                    result.evaluation = {**(result.evaluation or {}),
-                                         "rollback_guard": {"calibration_z": round(z, 3), "since": _utc(onset),
-                                                            "calibration_error": round(error, 4), **guard.as_dict()}}
+                    result.evaluation = {
+                        **(result.evaluation or {}),
+                        "rollback_guard": {
+                            "calibration_z": round(z, 3),
+                            "since": _utc(onset),
+                            "calibration_error": round(error, 4),
+                            **guard.as_dict(),
+                        },
+                    }
                     # Asymmetric on purpose: a model must prove it beats rules (a lower bound) to
                     # go live; once it grossly misses the bookings, the referee's best estimate
                     # that it earns less than rules is enough to fall back to them (else its bound).
@@ -432,8 +454,10 @@ class RetrainingService:
             trained_on = int(incumbent.training.get("n") or 0)
             needed = max(MIN_NEW_OUTCOMES, math.ceil(NEW_OUTCOMES_SHARE * trained_on))
             if len(recent) >= needed:
-                triggers.append(f"{len(recent)} new outcomes since training, at least {needed} "
-                                f"({NEW_OUTCOMES_SHARE:.0%} of the {trained_on} trained on)")
+                triggers.append(
+                    f"{len(recent)} new outcomes since training, at least {needed} "
+                    f"({NEW_OUTCOMES_SHARE:.0%} of the {trained_on} trained on)"
+                )
         result.triggers = triggers
         if not triggers:
             detail = "insufficient recent sample" if drift and drift.insufficient_sample else f"max PSI {drift.max_psi:.3f}"
@@ -455,8 +479,15 @@ class RetrainingService:
         result.version = version
         try:
             judgement = train_and_judge(
-                train_on, incumbent, property_id=property_id, version=version, trained_at=_utc(now),
-                base_price=base_price, half_life_days=half_life, against_rules=lost is not None, prior=prior,
+                train_on,
+                incumbent,
+                property_id=property_id,
+                version=version,
+                trained_at=_utc(now),
+                base_price=base_price,
+                half_life_days=half_life,
+                against_rules=lost is not None,
+                prior=prior,
             )
             relearned = None
             if not judgement.deploy and half_life is None and _newest_disagree(judgement.candidate_holdout):
@@ -465,25 +496,35 @@ class RetrainingService:
                 # A model of the outcomes since the move, with the prior of what came before,
                 # gets one more chance -- else a short memory; either must pass the same judgement.
                 if incumbent is None and prior is None:
-                    relearned = self._relearn_since_shift(train_on, judgement.candidate_holdout, property_id=property_id,
-                                                          version=version, trained_at=_utc(now), base_price=base_price)
+                    relearned = self._relearn_since_shift(
+                        train_on,
+                        judgement.candidate_holdout,
+                        property_id=property_id,
+                        version=version,
+                        trained_at=_utc(now),
+                        base_price=base_price,
+                    )
                 if relearned is not None and relearned.deploy:
                     judgement = relearned
             if not judgement.deploy and half_life is None and _newest_disagree(judgement.candidate_holdout):
                 retry = train_and_judge(
-                    train_on, incumbent, property_id=property_id, version=version, trained_at=_utc(now),
-                    base_price=base_price, half_life_days=DRIFT_HALF_LIFE_DAYS, against_rules=lost is not None,
+                    train_on,
+                    incumbent,
+                    property_id=property_id,
+                    version=version,
+                    trained_at=_utc(now),
+                    base_price=base_price,
+                    half_life_days=DRIFT_HALF_LIFE_DAYS,
+                    against_rules=lost is not None,
                     prior=prior,
                 )
                 if retry.deploy:
-                    judgement = replace(retry, reason=f"{retry.reason} (short memory: the newest outcomes "
-                                                      f"disagreed with the whole window)")
+                    judgement = replace(retry, reason=f"{retry.reason} (short memory: the newest outcomes disagreed with the whole window)")
         except TrainingError as exc:
             result.status, result.reason = FAILED, f"training failed: {exc}"
             return result
         # The guards' figures (holdback, rollback) stay beside the candidate's.
-        result.evaluation = {**{k: v for k, v in (result.evaluation or {}).items() if k.endswith("_guard")},
-                             **judgement.figures()}
+        result.evaluation = {**{k: v for k, v in (result.evaluation or {}).items() if k.endswith("_guard")}, **judgement.figures()}
 
         key = artifact_key(property_id, version)
         # Written before any pointer can name it: a crash from here on leaves an orphan file at
@@ -504,8 +545,7 @@ class RetrainingService:
         self.registry.put_model_record(property_id, version, _storable(record))
         if not judgement.deploy and lost is not None:
             self.registry.set_model_status(property_id, version, REJECTED, judgement.reason)
-            return self._roll_back(result, incumbent, recent, now, onset, *lost,
-                                   replacement=f"candidate {version} {judgement.reason}")
+            return self._roll_back(result, incumbent, recent, now, onset, *lost, replacement=f"candidate {version} {judgement.reason}")
         if not judgement.deploy:
             result.status, result.reason = REJECTED, judgement.reason
             return result
@@ -541,44 +581,59 @@ class RetrainingService:
         if prior is None:
             return None
         judgement = train_and_judge(since, None, prior=prior, **judge_args)
-        return replace(judgement, reason=f"{judgement.reason} (learning from {onset:%Y-%m-%d} on, when the newest "
-                                         f"outcomes began to disagree with the window, with a prior of the "
-                                         f"{len(outcomes) - len(since)} outcomes before)")
+        return replace(
+            judgement,
+            reason=f"{judgement.reason} (learning from {onset:%Y-%m-%d} on, when the newest "
+            f"outcomes began to disagree with the window, with a prior of the "
+            f"{len(outcomes) - len(since)} outcomes before)",
+        )
 
     @staticmethod
-    def _versus_rules(incumbent: ConversionModel, outcomes: list[Outcome], recent: list[Outcome],
-                      base_price: float | None, property_id: str) -> PolicyLift:
+    def _versus_rules(
+        incumbent: ConversionModel, outcomes: list[Outcome], recent: list[Outcome], base_price: float | None, property_id: str
+    ) -> PolicyLift:
         """The live model's revenue lift over rules on the recent quotes, judged by a referee
         fitted to the whole window with a short memory (``REFEREE_HALF_LIFE_DAYS``)."""
-        referee, fit = fit_conversion_model(outcomes, property_id=property_id, version="referee", trained_at="",
-                                            half_life_days=REFEREE_HALF_LIFE_DAYS)
-        return policy_lift(referee, fit.w, fit.covariance(), recent, model_policy(incumbent, base_price),
-                           rules_policy(base_price), outcome_features)
+        referee, fit = fit_conversion_model(
+            outcomes, property_id=property_id, version="referee", trained_at="", half_life_days=REFEREE_HALF_LIFE_DAYS
+        )
+        return policy_lift(
+            referee, fit.w, fit.covariance(), recent, model_policy(incumbent, base_price), rules_policy(base_price), outcome_features
+        )
 
-    def _roll_back(self, result: PropertyResult, incumbent: ConversionModel, recent: list[Outcome],
-                   now: datetime, onset: datetime, z: float, error: float, guard: PolicyLift,
-                   replacement: str | None = None) -> PropertyResult:
+    def _roll_back(
+        self,
+        result: PropertyResult,
+        incumbent: ConversionModel,
+        recent: list[Outcome],
+        now: datetime,
+        onset: datetime,
+        z: float,
+        error: float,
+        guard: PolicyLift,
+        replacement: str | None = None,
+    ) -> PropertyResult:
         """Point LIVE at rule-based pricing: the live model no longer predicts bookings, and a
         model of the newest data says it now earns less than rules would.
 
         Rules are what every model had to beat, so they are the safe place to wait while the
         loop relearns -- from the drift's onset on only (``ROLLBACK_PREFIX``).
         """
-        reason = (f"rolled back to rule-based pricing: live model {incumbent.version} predicted "
-                  f"{1 / (1 + error) if error > -1 else float('inf'):.2f}x the bookings that happened on {len(recent)} "
-                  f"recent quotes (z={z:+.2f}) and earns {guard.lift:+.1%} against rules there (90% interval "
-                  f"{guard.lower:+.1%} to {guard.upper:+.1%}); the next model learns from {onset:%Y-%m-%d} on"
-                  + (f" ({replacement})" if replacement else f" ({len(recent)} outcomes so far)"))
+        reason = (
+            f"rolled back to rule-based pricing: live model {incumbent.version} predicted "
+            f"{1 / (1 + error) if error > -1 else float('inf'):.2f}x the bookings that happened on {len(recent)} "
+            f"recent quotes (z={z:+.2f}) and earns {guard.lift:+.1%} against rules there (90% interval "
+            f"{guard.lower:+.1%} to {guard.upper:+.1%}); the next model learns from {onset:%Y-%m-%d} on"
+            + (f" ({replacement})" if replacement else f" ({len(recent)} outcomes so far)")
+        )
         return self._to_rules(result, incumbent, now, onset, reason)
 
-    def _to_rules(self, result: PropertyResult, incumbent: ConversionModel, now: datetime, since: datetime,
-                  reason: str) -> PropertyResult:
+    def _to_rules(self, result: PropertyResult, incumbent: ConversionModel, now: datetime, since: datetime, reason: str) -> PropertyResult:
         """Point LIVE at rules, learning from ``since`` on; the rolled-back model's record says why."""
         property_id = result.property_id
         version = ROLLBACK_PREFIX + since.strftime(_ROLLBACK_STAMP)
         try:
-            self.registry.swap_live_model(property_id, version, None, expected_version=result.live_version,
-                                         deployed_at=_utc(now))
+            self.registry.swap_live_model(property_id, version, None, expected_version=result.live_version, deployed_at=_utc(now))
         except ConditionFailed:
             result.reason = "the live model changed during this run (a concurrent retrain deployed first)"
             return result
@@ -598,20 +653,22 @@ class RetrainingService:
             logger.exception("retrain failed", extra={"property_id": property_id})
             result = PropertyResult(property_id, FAILED, f"{type(exc).__name__}: {exc}", transient=transient)
         result.duration_seconds = time.perf_counter() - started
-        metrics.track_retraining(
-            property_id=property_id, model_type=MODEL_TYPE, status=result.status, duration=result.duration_seconds
-        )
+        metrics.track_retraining(property_id=property_id, model_type=MODEL_TYPE, status=result.status, duration=result.duration_seconds)
         logger.info(
             "retrain result",
-            extra={k: v for k, v in result.as_dict().items() if k in ("property_id", "status", "reason", "version",
-                                                                     "outcomes", "duration_seconds")},
+            extra={
+                k: v
+                for k, v in result.as_dict().items()
+                if k in ("property_id", "status", "reason", "version", "outcomes", "duration_seconds")
+            },
         )
         return result
 
     # -- many properties ----------------------------------------------------------------------
 
-    def run(self, property_ids: Sequence[str], force: bool, remaining_ms: Callable[[], int] | None = None
-            ) -> tuple[list[PropertyResult], list[str]]:
+    def run(
+        self, property_ids: Sequence[str], force: bool, remaining_ms: Callable[[], int] | None = None
+    ) -> tuple[list[PropertyResult], list[str]]:
         """Retrain ``property_ids`` in order until the invocation's time runs low.
 
         Returns (results, the ids not started for lack of time).
@@ -627,10 +684,7 @@ class RetrainingService:
         """Enqueue ``property_ids`` in messages of ``RETRAIN_BATCH_SIZE``; returns the message count."""
         size = self.settings.retrain_batch_size
         extra = {} if self._as_of is None else {"as_of": _utc(self._as_of)}
-        bodies = [
-            {"property_ids": list(property_ids[i : i + size]), "force": force, **extra}
-            for i in range(0, len(property_ids), size)
-        ]
+        bodies = [{"property_ids": list(property_ids[i : i + size]), "force": force, **extra} for i in range(0, len(property_ids), size)]
         self.queue.enqueue_messages(self.settings.retrain_queue_url, bodies)
         return len(bodies)
 

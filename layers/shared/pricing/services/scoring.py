@@ -21,9 +21,10 @@ import dataclasses
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable, NamedTuple
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 from pricing.competitors import CompetitorClient
 from pricing.domain.conversion_model import ConversionModel, ModelFormatError
@@ -101,8 +102,11 @@ class PropertyCache:
         """The models this container holds now: property id -> (model, when it was loaded, epoch s)."""
         now = self._clock()
         with self._lock:
-            return {pid: (state.model, self._loaded_at.get(pid, 0.0)) for pid, (deadline, state) in self._entries.items()
-                    if state.model is not None and deadline > now}
+            return {
+                pid: (state.model, self._loaded_at.get(pid, 0.0))
+                for pid, (deadline, state) in self._entries.items()
+                if state.model is not None and deadline > now
+            }
 
     @property
     def models_loaded(self) -> int:
@@ -147,7 +151,7 @@ class ScoringService:
                     report_once("experiment_malformed", f"malformed experiment record: {exc}")
             # Stopped, not yet started and ended experiments assign no one: dropped here, so an
             # end date takes effect within the cache TTL.
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             parsed = [e for e in parsed if e.running_at(now)]
             self._experiments = (self._clock() + self.settings.experiments_cache_ttl_seconds, parsed)
             return parsed
@@ -242,9 +246,7 @@ class ScoringService:
         if synthetic:
             return Scored(quote, result)
         if result.pricing_method == ML:
-            metrics.track_model_prediction(
-                property_id=property_id, model_type="conversion", duration=time.perf_counter() - predicted_at
-            )
+            metrics.track_model_prediction(property_id=property_id, model_type="conversion", duration=time.perf_counter() - predicted_at)
         metrics.track_exploration(pricing_method=result.pricing_method, explored=result.exploration.explored)
         metrics.track_score_request(pricing_method=result.pricing_method, duration=time.perf_counter() - started)
         return Scored(quote, result)
@@ -253,6 +255,6 @@ class ScoringService:
         return {
             "status": "healthy",
             "model_loaded": self.cache.models_loaded > 0,
-            "timestamp": datetime.now(timezone.utc).isoformat(),
+            "timestamp": datetime.now(UTC).isoformat(),
             "version": self.settings.release,
         }

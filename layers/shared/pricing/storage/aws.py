@@ -10,8 +10,9 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from pricing.storage.errors import ConditionFailed, StorageUnavailable, StoreRefused
 
@@ -74,13 +75,23 @@ class AwsClients:
             # No retry: botocore backs off up to a second before one, and a rule-based price now
             # beats a model price a second late. (botocore's "max_attempts" counts retries, not
             # attempts: 1 would mean one retry.)
-            config = Config(connect_timeout=0.3, read_timeout=0.5, retries={"total_max_attempts": 1, "mode": "standard"},
-                            tcp_keepalive=True, max_pool_connections=POOL_CONNECTIONS)
+            config = Config(
+                connect_timeout=0.3,
+                read_timeout=0.5,
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                tcp_keepalive=True,
+                max_pool_connections=POOL_CONNECTIONS,
+            )
         else:
             # Bounded well inside the ingest function's 29 s: a request that cannot be stored is
             # refused (503) in seconds, never left to time out.
-            config = Config(connect_timeout=0.5, read_timeout=3, retries={"total_max_attempts": 4, "mode": "standard"},
-                            tcp_keepalive=True, max_pool_connections=POOL_CONNECTIONS)
+            config = Config(
+                connect_timeout=0.5,
+                read_timeout=3,
+                retries={"total_max_attempts": 4, "mode": "standard"},
+                tcp_keepalive=True,
+                max_pool_connections=POOL_CONNECTIONS,
+            )
         return self.session().client(service, config=config)
 
     def session(self) -> Any:
@@ -104,8 +115,9 @@ class AwsClients:
             raise _translate(exc, service, operation, kwargs.get("Key")) from exc
         return response
 
-    def pages(self, service: str, operation: str, *, page_size: int | None = None, max_items: int | None = None,
-              **kwargs: Any) -> Iterator[dict[str, Any]]:
+    def pages(
+        self, service: str, operation: str, *, page_size: int | None = None, max_items: int | None = None, **kwargs: Any
+    ) -> Iterator[dict[str, Any]]:
         """The pages of a paginated read, by botocore's paginator; failures translated as ``call``
         does. Stop iterating to stop reading. Off the request path only: the first paginator
         costs some 25-30 ms (botocore.paginate, jmespath and the paginator model)."""
@@ -191,8 +203,9 @@ class Table:
     def update(self, key: Mapping[str, Any], *, values: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         self._call("update_item", values, Key=to_wire(key), **kwargs)
 
-    def page(self, operation: str, limit: int | None, start_key: Item | None, *,
-             values: Mapping[str, Any] | None = None, **kwargs: Any) -> Page:
+    def page(
+        self, operation: str, limit: int | None, start_key: Item | None, *, values: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> Page:
         """One page of a ``query`` or ``scan``. ``start_key`` is the previous page's next key as
         this returned it (DynamoDB's wire form, which page tokens carry as they are)."""
         if limit:
@@ -211,11 +224,19 @@ class Table:
             items += more
         return items
 
-    def query(self, *, values: Mapping[str, Any], page_size: int | None = None, max_items: int | None = None,
-              **kwargs: Any) -> Iterator[Item]:
+    def query(
+        self, *, values: Mapping[str, Any], page_size: int | None = None, max_items: int | None = None, **kwargs: Any
+    ) -> Iterator[Item]:
         """Every item of a query, read page by page as the caller iterates (botocore's paginator)."""
-        for page in self.aws.pages("dynamodb", "query", page_size=page_size, max_items=max_items,
-                                   TableName=self.name, ExpressionAttributeValues=to_wire(values), **kwargs):
+        for page in self.aws.pages(
+            "dynamodb",
+            "query",
+            page_size=page_size,
+            max_items=max_items,
+            TableName=self.name,
+            ExpressionAttributeValues=to_wire(values),
+            **kwargs,
+        ):
             yield from (from_wire(i) for i in page.get("Items", []))
 
     def batch_get_once(self, keys: Sequence[Mapping[str, Any]], **kwargs: Any) -> list[Item]:
@@ -230,8 +251,11 @@ class Table:
     def batch_get(self, keys: Sequence[Mapping[str, Any]], deadline: float, **kwargs: Any) -> list[Item]:
         """The items at ``keys`` (at most 100), unprocessed keys retried until ``deadline``."""
         request = {self.name: {"Keys": [to_wire(k) for k in keys], **kwargs}}
-        return [from_wire(i) for response in self._until_processed("batch_get_item", request, "UnprocessedKeys", deadline)
-                for i in response.get("Responses", {}).get(self.name, [])]
+        return [
+            from_wire(i)
+            for response in self._until_processed("batch_get_item", request, "UnprocessedKeys", deadline)
+            for i in response.get("Responses", {}).get(self.name, [])
+        ]
 
     def batch_put(self, items: Sequence[Mapping[str, Any]], deadline: float) -> None:
         """Plain puts, 25 per BatchWriteItem, unprocessed items retried until ``deadline``."""
@@ -239,8 +263,13 @@ class Table:
             request = {self.name: [{"PutRequest": {"Item": to_wire(i)}} for i in items[start : start + BATCH_WRITE_LIMIT]]}
             self._until_processed("batch_write_item", request, "UnprocessedItems", deadline)
 
-    def _until_processed(self, operation: str, request: dict[str, Any], leftover_key: str, deadline: float,
-                         ) -> list[dict[str, Any]]:
+    def _until_processed(
+        self,
+        operation: str,
+        request: dict[str, Any],
+        leftover_key: str,
+        deadline: float,
+    ) -> list[dict[str, Any]]:
         """Run a batch operation until DynamoDB has processed all of it; return every response.
         DynamoDB may leave part of a batch unprocessed under throttling: that part is retried with
         exponential backoff until ``deadline``, after which the call fails."""

@@ -41,5 +41,6 @@ class ExperimentStore:
         self.table.update(
             {"experiment_id": experiment_id},
             UpdateExpression="SET active = :f, stopped_at = if_not_exists(stopped_at, :t)",
-            ConditionExpression="attribute_exists(experiment_id)", values={":f": False, ":t": stopped_at},
+            ConditionExpression="attribute_exists(experiment_id)",
+            values={":f": False, ":t": stopped_at},
         )

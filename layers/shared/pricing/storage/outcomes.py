@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from pricing.storage.aws import BATCH_GET_LIMIT, BATCH_WRITE_LIMIT, POOL_CONNECTIONS, AwsClients, Item, Table, from_wire, to_wire
 from pricing.storage.errors import ConditionFailed, StorageUnavailable, StoreRefused
@@ -70,27 +71,32 @@ def _pool(workers: int = OUTCOME_IO_WORKERS) -> ThreadPoolExecutor:
 
 
 def _listing_items(property_ids: Iterable[str], now: str) -> list[Item]:
-    return [{"property_id": p, "outcome_key": OUTCOME_LISTING_KEY, "listing_shard": listing_shard(p), "last_ingested_at": now}
-            for p in sorted(set(property_ids))]
+    return [
+        {"property_id": p, "outcome_key": OUTCOME_LISTING_KEY, "listing_shard": listing_shard(p), "last_ingested_at": now}
+        for p in sorted(set(property_ids))
+    ]
 
 
 class OutcomeStore:
     """``clock`` stamps what is stored (``ingested_at``), as the services' clocks stamp the rest."""
 
-    def __init__(self, aws: AwsClients, table: str,
-                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+    def __init__(self, aws: AwsClients, table: str, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self.table = Table(aws, table)
         self._clock = clock
 
     def _now(self) -> str:
         # Microseconds: retraining compares this with a model's training time to tell which
         # outcomes the model has not seen.
-        return self._clock().astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return self._clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
     # -- ingestion ----------------------------------------------------------------------------
 
-    def existing_outcome_keys(self, keys: list[tuple[str, str]], *, budget_seconds: float | None = None,
-                              ) -> set[tuple[str, str]]:
+    def existing_outcome_keys(
+        self,
+        keys: list[tuple[str, str]],
+        *,
+        budget_seconds: float | None = None,
+    ) -> set[tuple[str, str]]:
         """Which ``(property_id, outcome_key)`` pairs are already stored.
 
         Only a first sort: the conditional writes of ``put_new_outcomes`` decide. A chunk of keys
@@ -102,8 +108,9 @@ class OutcomeStore:
 
         def fetch(chunk: list[tuple[str, str]]) -> set[tuple[str, str]]:
             try:
-                items = self.table.batch_get([{"property_id": p, "outcome_key": k} for p, k in chunk], deadline,
-                                             ProjectionExpression="property_id, outcome_key")
+                items = self.table.batch_get(
+                    [{"property_id": p, "outcome_key": k} for p, k in chunk], deadline, ProjectionExpression="property_id, outcome_key"
+                )
             except StoreRefused:
                 return set()
             return {(i["property_id"], i["outcome_key"]) for i in items}
@@ -150,8 +157,14 @@ class OutcomeStore:
                 statuses[index] = REFUSED
                 return
             try:
-                aws.call("dynamodb", "put_item", TableName=table, Item=item,
-                         ConditionExpression="attribute_not_exists(outcome_key)", ReturnValuesOnConditionCheckFailure="ALL_OLD")
+                aws.call(
+                    "dynamodb",
+                    "put_item",
+                    TableName=table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(outcome_key)",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
                 statuses[index] = STORED
             except ConditionFailed as exc:
                 statuses[index] = STORED if exc.item.get("write_id", {}).get("S") == write_id else DUPLICATE
@@ -198,9 +211,15 @@ class OutcomeStore:
         """Every property that has ever sent outcomes, from the sparse listing index (sorted)."""
         found: set[str] = set()
         for shard in range(LISTING_SHARDS):
-            found.update(item["property_id"] for item in self.table.query(
-                IndexName=OUTCOME_PROPERTIES_INDEX, KeyConditionExpression="listing_shard = :s",
-                values={":s": f"{shard:02d}"}, ProjectionExpression="property_id"))
+            found.update(
+                item["property_id"]
+                for item in self.table.query(
+                    IndexName=OUTCOME_PROPERTIES_INDEX,
+                    KeyConditionExpression="listing_shard = :s",
+                    values={":s": f"{shard:02d}"},
+                    ProjectionExpression="property_id",
+                )
+            )
         return sorted(found)
 
     def read_outcomes(self, property_id: str, since: str, limit: int | None = None) -> list[Item]:
@@ -212,9 +231,14 @@ class OutcomeStore:
         """
         records: list[Item] = []
         for page in self.table.aws.pages(
-            "dynamodb", "query", page_size=OUTCOME_READ_PAGE, TableName=self.table.name,
-            KeyConditionExpression="property_id = :p", FilterExpression="#ts >= :since",
-            ExpressionAttributeNames={"#ts": "timestamp"}, ExpressionAttributeValues=to_wire({":p": property_id, ":since": since}),
+            "dynamodb",
+            "query",
+            page_size=OUTCOME_READ_PAGE,
+            TableName=self.table.name,
+            KeyConditionExpression="property_id = :p",
+            FilterExpression="#ts >= :since",
+            ExpressionAttributeNames={"#ts": "timestamp"},
+            ExpressionAttributeValues=to_wire({":p": property_id, ":since": since}),
         ):
             records += [from_wire(i) for i in page.get("Items", [])]
             if limit is not None and len(records) >= limit:
@@ -228,8 +252,9 @@ class OutcomeStore:
         by page from the sparse ``ExperimentOutcomes`` index. Yields as it reads, so the caller
         can tally without holding them. The index is eventually consistent: an outcome stored a
         moment ago may come a moment later."""
-        return self.table.query(IndexName=OUTCOME_EXPERIMENTS_INDEX, KeyConditionExpression="experiment_id = :e",
-                                values={":e": experiment_id})
+        return self.table.query(
+            IndexName=OUTCOME_EXPERIMENTS_INDEX, KeyConditionExpression="experiment_id = :e", values={":e": experiment_id}
+        )
 
     def outcome_properties_page(self, limit: int, cursor: dict[str, Any] | None = None) -> tuple[list[str], dict[str, Any] | None]:
         """Up to ``limit`` property ids with outcomes, and the cursor to the rest (None: done).
@@ -242,9 +267,14 @@ class OutcomeStore:
         found: list[str] = []
         while shard < LISTING_SHARDS and len(found) < limit:
             items, start = self.table.page(
-                "query", limit - len(found), start, IndexName=OUTCOME_PROPERTIES_INDEX,
-                KeyConditionExpression="listing_shard = :s", values={":s": f"{shard:02d}"},
-                ProjectionExpression="property_id, outcome_key, listing_shard")
+                "query",
+                limit - len(found),
+                start,
+                IndexName=OUTCOME_PROPERTIES_INDEX,
+                KeyConditionExpression="listing_shard = :s",
+                values={":s": f"{shard:02d}"},
+                ProjectionExpression="property_id, outcome_key, listing_shard",
+            )
             found += [item["property_id"] for item in items]
             if start is None:
                 shard += 1
@@ -264,10 +294,12 @@ class OutcomeStore:
             if read >= max_items:
                 return
             for item in self.table.query(
-                page_size=OUTCOME_READ_PAGE, max_items=max_items - read,
+                page_size=OUTCOME_READ_PAGE,
+                max_items=max_items - read,
                 KeyConditionExpression="property_id = :p AND begins_with(outcome_key, :o)",
                 ProjectionExpression="#ts, accepted, quoted_price, final_price, comp_p10, comp_p50, comp_p90, context",
-                ExpressionAttributeNames={"#ts": "timestamp"}, values={":p": property_id, ":o": prefix},
+                ExpressionAttributeNames={"#ts": "timestamp"},
+                values={":p": property_id, ":o": prefix},
             ):
                 read += 1
                 yield item

@@ -51,8 +51,12 @@ def _checked_start(start: Item | None, *, property_id: str | None = None, record
         pid, rec = start["property_id"]["S"], start["record"]["S"]
     except (KeyError, TypeError):
         raise StoreRefused("registry: not a cursor of this list") from None
-    if not (isinstance(pid, str) and isinstance(rec, str)) or (property_id is not None and pid != property_id) or (
-            record is not None and rec != record) or (property_id is not None and not rec.startswith(MODEL_RECORD_PREFIX)):
+    if (
+        not (isinstance(pid, str) and isinstance(rec, str))
+        or (property_id is not None and pid != property_id)
+        or (record is not None and rec != record)
+        or (property_id is not None and not rec.startswith(MODEL_RECORD_PREFIX))
+    ):
         raise StoreRefused("registry: not a cursor of this list")
     return start
 
@@ -67,8 +71,7 @@ class Registry:
     # -- scoring ------------------------------------------------------------------------------
 
     def get_property_record(self, property_id: str) -> PropertyRecord:
-        items = {i["record"]: i for i in self.table.batch_get_once([_key(property_id, CONFIG_RECORD),
-                                                                     _key(property_id, LIVE_RECORD)])}
+        items = {i["record"]: i for i in self.table.batch_get_once([_key(property_id, CONFIG_RECORD), _key(property_id, LIVE_RECORD)])}
         config, live = items.get(CONFIG_RECORD, {}), items.get(LIVE_RECORD, {})
         base = config.get("base_price")
         return PropertyRecord(
@@ -86,9 +89,13 @@ class Registry:
     def model_records_page(self, property_id: str, limit: int, start_key: Item | None = None) -> Page:
         """One page of the property's model versions, newest first (versions sort by time)."""
         return self.table.page(
-            "query", limit, _checked_start(start_key, property_id=property_id),
-            KeyConditionExpression="property_id = :p AND begins_with(#r, :m)", ExpressionAttributeNames=_RECORD,
-            values={":p": property_id, ":m": MODEL_RECORD_PREFIX}, ScanIndexForward=False,
+            "query",
+            limit,
+            _checked_start(start_key, property_id=property_id),
+            KeyConditionExpression="property_id = :p AND begins_with(#r, :m)",
+            ExpressionAttributeNames=_RECORD,
+            values={":p": property_id, ":m": MODEL_RECORD_PREFIX},
+            ScanIndexForward=False,
         )
 
     def live_records_page(self, limit: int, start_key: Item | None = None) -> Page:
@@ -96,8 +103,13 @@ class Registry:
         from the ``RegistryByRecord`` index (keyed by ``record``: no extra attribute to write,
         and items written before the index existed are in it)."""
         return self.table.page(
-            "query", limit, _checked_start(start_key, record=LIVE_RECORD), IndexName=REGISTRY_RECORDS_INDEX,
-            KeyConditionExpression="#r = :live", ExpressionAttributeNames=_RECORD, values={":live": LIVE_RECORD},
+            "query",
+            limit,
+            _checked_start(start_key, record=LIVE_RECORD),
+            IndexName=REGISTRY_RECORDS_INDEX,
+            KeyConditionExpression="#r = :live",
+            ExpressionAttributeNames=_RECORD,
+            values={":live": LIVE_RECORD},
         )
 
     def get_model_record(self, property_id: str, version: str) -> Item | None:
@@ -115,21 +127,34 @@ class Registry:
     # -- retraining ---------------------------------------------------------------------------
 
     def list_model_records(self, property_id: str) -> list[Item]:
-        return list(self.table.query(KeyConditionExpression="property_id = :p AND begins_with(#r, :m)",
-                                     ExpressionAttributeNames=_RECORD, values={":p": property_id, ":m": MODEL_RECORD_PREFIX}))
+        return list(
+            self.table.query(
+                KeyConditionExpression="property_id = :p AND begins_with(#r, :m)",
+                ExpressionAttributeNames=_RECORD,
+                values={":p": property_id, ":m": MODEL_RECORD_PREFIX},
+            )
+        )
 
     def put_model_record(self, property_id: str, version: str, record: Item) -> None:
         """Record a model version (metrics, decision, artifact key). Versions are immutable:
         writing an existing version raises ``ConditionFailed``."""
-        self.table.put({**record, **_key(property_id, MODEL_RECORD_PREFIX + version), "version": version},
-                       ConditionExpression="attribute_not_exists(#r)", ExpressionAttributeNames=_RECORD)
+        self.table.put(
+            {**record, **_key(property_id, MODEL_RECORD_PREFIX + version), "version": version},
+            ConditionExpression="attribute_not_exists(#r)",
+            ExpressionAttributeNames=_RECORD,
+        )
 
     def set_model_status(self, property_id: str, version: str, status: str, reason: str) -> None:
-        self.table.update(_key(property_id, MODEL_RECORD_PREFIX + version), UpdateExpression="SET #s = :s, reason = :r",
-                          ExpressionAttributeNames={"#s": "status"}, values={":s": status, ":r": reason})
+        self.table.update(
+            _key(property_id, MODEL_RECORD_PREFIX + version),
+            UpdateExpression="SET #s = :s, reason = :r",
+            ExpressionAttributeNames={"#s": "status"},
+            values={":s": status, ":r": reason},
+        )
 
-    def swap_live_model(self, property_id: str, version: str, artifact_key: str | None, expected_version: str | None,
-                        deployed_at: str) -> None:
+    def swap_live_model(
+        self, property_id: str, version: str, artifact_key: str | None, expected_version: str | None, deployed_at: str
+    ) -> None:
         """Point the property's LIVE record at ``version``, only if it still points at
         ``expected_version`` (None: only if there is no live model yet).
 
@@ -137,23 +162,35 @@ class Registry:
         and the pointer only ever names an artifact that was written before it. Raises
         ``ConditionFailed`` when the live model changed since it was read.
         """
-        item = {**_key(property_id, LIVE_RECORD), "version": version, "artifact_key": artifact_key,
-                "deployed_at": deployed_at, "previous_version": expected_version}
+        item = {
+            **_key(property_id, LIVE_RECORD),
+            "version": version,
+            "artifact_key": artifact_key,
+            "deployed_at": deployed_at,
+            "previous_version": expected_version,
+        }
         condition: dict[str, Any]
         if expected_version is None:
             condition = {"ConditionExpression": "attribute_not_exists(#r)", "ExpressionAttributeNames": _RECORD}
         else:
-            condition = {"ConditionExpression": "#v = :expected", "ExpressionAttributeNames": {"#v": "version"},
-                         "values": {":expected": expected_version}}
+            condition = {
+                "ConditionExpression": "#v = :expected",
+                "ExpressionAttributeNames": {"#v": "version"},
+                "values": {":expected": expected_version},
+            }
         self.table.put(item, **condition)
 
     def set_holdback_mode(self, property_id: str, version: str, mode: str, since: str) -> None:
         """Record the holdback guard's decision on the LIVE pointer, only while it still names
         ``version`` (a model deployed meanwhile starts at the full share). ``ConditionFailed``
         otherwise."""
-        self.table.update(_key(property_id, LIVE_RECORD), UpdateExpression="SET holdback_mode = :m, holdback_since = :s",
-                          ConditionExpression="#v = :v", ExpressionAttributeNames={"#v": "version"},
-                          values={":m": mode, ":s": since, ":v": version})
+        self.table.update(
+            _key(property_id, LIVE_RECORD),
+            UpdateExpression="SET holdback_mode = :m, holdback_since = :s",
+            ConditionExpression="#v = :v",
+            ExpressionAttributeNames={"#v": "version"},
+            values={":m": mode, ":s": since, ":v": version},
+        )
 
     # -- operations and seeding ---------------------------------------------------------------
 

@@ -5,9 +5,9 @@ The functions' composition roots build only the stores their services take.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 from pricing.settings import Settings
 from pricing.storage.artifacts import ArtifactStore
@@ -28,9 +28,15 @@ class Stores:
     queue: MessageQueue
 
     @classmethod
-    def build(cls, settings: Settings, *, latency_critical: bool = False,
-              clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Stores:
+    def build(
+        cls, settings: Settings, *, latency_critical: bool = False, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> Stores:
         aws = AwsClients(latency_critical=latency_critical)
-        return cls(aws, Registry(aws, settings.registry_table), ArtifactStore(aws, settings.artifacts_bucket),
-                   ExperimentStore(aws, settings.experiments_table), OutcomeStore(aws, settings.outcomes_table, clock),
-                   MessageQueue(aws))
+        return cls(
+            aws,
+            Registry(aws, settings.registry_table),
+            ArtifactStore(aws, settings.artifacts_bucket),
+            ExperimentStore(aws, settings.experiments_table),
+            OutcomeStore(aws, settings.outcomes_table, clock),
+            MessageQueue(aws),
+        )
