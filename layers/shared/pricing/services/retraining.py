@@ -477,18 +477,22 @@ class RetrainingService:
                 return self._roll_back(result, incumbent, recent, now, onset, *lost)
         version = new_version(now, property_id, outcomes)
         result.version = version
-        try:
-            judgement = train_and_judge(
+
+        def judge(half_life_days: float | None) -> Judgement:
+            return train_and_judge(
                 train_on,
                 incumbent,
                 property_id=property_id,
                 version=version,
                 trained_at=_utc(now),
                 base_price=base_price,
-                half_life_days=half_life,
+                half_life_days=half_life_days,
                 against_rules=lost is not None,
                 prior=prior,
             )
+
+        try:
+            judgement = judge(half_life)
             relearned = None
             if not judgement.deploy and half_life is None and _newest_disagree(judgement.candidate_holdout):
                 # The newest outcomes disagree with a fit of the whole window: the market moved
@@ -507,17 +511,7 @@ class RetrainingService:
                 if relearned is not None and relearned.deploy:
                     judgement = relearned
             if not judgement.deploy and half_life is None and _newest_disagree(judgement.candidate_holdout):
-                retry = train_and_judge(
-                    train_on,
-                    incumbent,
-                    property_id=property_id,
-                    version=version,
-                    trained_at=_utc(now),
-                    base_price=base_price,
-                    half_life_days=DRIFT_HALF_LIFE_DAYS,
-                    against_rules=lost is not None,
-                    prior=prior,
-                )
+                retry = judge(DRIFT_HALF_LIFE_DAYS)
                 if retry.deploy:
                     judgement = replace(retry, reason=f"{retry.reason} (short memory: the newest outcomes disagreed with the whole window)")
         except TrainingError as exc:
