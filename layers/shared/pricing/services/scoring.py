@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from pricing.competitors import CompetitorClient
 from pricing.domain.conversion_model import ConversionModel, ModelFormatError
@@ -36,14 +36,26 @@ from pricing.observability.context import logger
 from pricing.observability.sentry import report_once, set_request_context
 from pricing.settings import Settings
 from pricing.storage import StorageUnavailable
-from pricing.storage.artifacts import ArtifactStore
-from pricing.storage.experiments import ExperimentStore
-from pricing.storage.registry import Registry
+from pricing.storage.registry import PropertyRecord
 
 #: After a store failure, the same property is not retried for this long (rules price meanwhile).
 FAILURE_BACKOFF_SECONDS = 5.0
 MAX_CACHED_PROPERTIES = 5_000
 NOT_IN_EXPERIMENT = Assignment(None, NO_EXPERIMENT)
+
+
+# What scoring reads, and all it may do with the stores: the latency path never writes. The
+# composition root hands it the registry, artifact and experiment stores, which have these.
+class LivePointers(Protocol):
+    def get_property_record(self, property_id: str) -> PropertyRecord: ...
+
+
+class Artifacts(Protocol):
+    def load_artifact(self, key: str) -> Any: ...
+
+
+class ExperimentList(Protocol):
+    def list_experiments(self) -> list[dict[str, Any]]: ...
 
 
 class Scored(NamedTuple):
@@ -118,9 +130,9 @@ class ScoringService:
     def __init__(
         self,
         settings: Settings,
-        registry: Registry,
-        artifacts: ArtifactStore,
-        experiments: ExperimentStore,
+        registry: LivePointers,
+        artifacts: Artifacts,
+        experiments: ExperimentList,
         competitors: CompetitorClient,
         clock: Callable[[], float] = time.monotonic,
         new_token: Callable[[], str] = lambda: uuid.uuid4().hex,
