@@ -106,7 +106,7 @@ def ingest_rate(stack: AwsStack, rounds: int = 3) -> list[Figure]:
             runs=rounds,
             note=(
                 f"POST /learn through the handler, {INGEST_PROPERTIES} properties per batch, DynamoDB on moto "
-                "(so absolute rates are moto's); baseline: Storage.put_new_outcomes (one conditional write each) "
+                "(so absolute rates are moto's); baseline: OutcomeStore.put_new_outcomes (one conditional write each) "
                 "of as many validated outcomes"
             ),
         )
