@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 from bench import ROOT
 
@@ -467,35 +468,38 @@ def run(
         for c in (curves or CURVES)
     ]
     text = format_report(runs, time.perf_counter() - started)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "loop.json").write_text(
-        json.dumps(
-            {
-                "days": days,
-                "quotes_per_day": quotes,
-                "seed": seed,
-                "holdback_rate": holdback_rate,
-                "holdback_maintenance_rate": holdback_maintenance_rate,
-                "curves": [
-                    {
-                        "curve": r.curve,
-                        "representable": r.representable,
-                        "shift_day": r.shift_day,
-                        "last3": r.last(),
-                        "first_deploy_night": r.first_deploy_night,
-                        "drift_night": r.drift_night,
-                        "recovery_days": r.recovery_days,
-                        "days": [asdict(d) for d in r.days],
-                    }
-                    for r in runs
-                ],
-                "verdicts": [{"target": w, "met": m, "detail": d} for w, m, d in verdicts(runs)],
-            },
-            indent=2,
-        )
+    write_json(
+        runs,
+        OUT / "loop.json",
+        days=days,
+        quotes_per_day=quotes,
+        seed=seed,
+        holdback_rate=holdback_rate,
+        holdback_maintenance_rate=holdback_maintenance_rate,
     )
     plot(runs, png)
     return runs, text
+
+
+def write_json(runs: list[CurveRun], path: Path, **header: Any) -> None:
+    """Every figure of ``runs`` (each curve's days, the nights' guard figures) and the verdicts,
+    after ``header`` (the run's parameters), as JSON at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    curves = [
+        {
+            "curve": r.curve,
+            "representable": r.representable,
+            "shift_day": r.shift_day,
+            "last3": r.last(),
+            "first_deploy_night": r.first_deploy_night,
+            "drift_night": r.drift_night,
+            "recovery_days": r.recovery_days,
+            "days": [asdict(d) for d in r.days],
+        }
+        for r in runs
+    ]
+    verdict_list = [{"target": w, "met": m, "detail": d} for w, m, d in verdicts(runs)]
+    path.write_text(json.dumps({**header, "curves": curves, "verdicts": verdict_list}, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:

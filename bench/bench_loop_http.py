@@ -38,13 +38,12 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import requests
 
 from bench import ROOT
-from bench.bench_loop import OUT, START, format_report, plot, run_curve, verdicts
+from bench.bench_loop import OUT, START, format_report, plot, run_curve, verdicts, write_json
 
 DEFAULT_CURVES = ("budget-hotel", "ski-lodge-shift")
 HTTP_TIMEOUT = 60
@@ -194,30 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     text = format_report(runs, seconds)
     print(text)
     print(f"\n{loop.calls} HTTP calls, {1000 * loop.seconds / max(loop.calls, 1):.1f} ms each on average")
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "loop-http.json").write_text(
-        json.dumps(
-            {
-                "days": args.days,
-                "quotes_per_day": args.quotes,
-                "seed": args.seed,
-                "via": "http",
-                "curves": [
-                    {
-                        "curve": r.curve,
-                        "last3": r.last(),
-                        "first_deploy_night": r.first_deploy_night,
-                        "drift_night": r.drift_night,
-                        "recovery_days": r.recovery_days,
-                        "days": [asdict(d) for d in r.days],
-                    }
-                    for r in runs
-                ],
-                "verdicts": [{"target": w, "met": m, "detail": d} for w, m, d in verdicts(runs)],
-            },
-            indent=2,
-        )
-    )
+    write_json(runs, OUT / "loop-http.json", days=args.days, quotes_per_day=args.quotes, seed=args.seed, via="http")
     plot(runs, args.png)
     print(f"figures: {OUT / 'loop-http.json'}, learning curves: {args.png}")
     return 0 if all(met for _, met, _ in verdicts(runs)) else 1
