@@ -373,13 +373,31 @@ class SeedResult:
 
 
 def running_state(state_file: Path) -> dict | None:
-    """The state of a ``make run`` that is up: its process alive and its API answering."""
+    """The state of a ``make run`` that is up: its process alive, its API listening and its AWS
+    endpoint answering. The API is only connected to, never sent a request: every path of it
+    invokes a function (``GET /`` too), whose cold start can outlast any probe's timeout."""
     try:
         state = json.loads(Path(state_file).read_text())
         os.kill(int(state["pid"]), 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return state if answers(state.get("api_url") or "") else None
+    up = listening(state.get("api_url") or "") and answers(state.get("aws_endpoint_url") or "")
+    return state if up else None
+
+
+def listening(url: str, timeout: float = 1.0) -> bool:
+    """True when something accepts a TCP connection at ``url``'s host and port."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        if not parts.hostname or parts.port is None:
+            return False
+        with socket.create_connection((parts.hostname, parts.port), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def answers(url: str, timeout: float = 1.0) -> bool:

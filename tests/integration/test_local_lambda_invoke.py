@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 
+from local.stack import running_state
 from support.local_stack import PROJECT_ROOT, moto_resources
 from support.stub_http import Reply, StubServer
 
@@ -113,7 +114,9 @@ def test_function_name_event_from_stdin_and_failures(app):
 
 @pytest.mark.services
 def test_uses_the_services_of_a_running_make_run(app):
-    with StubServer(Reply(404)) as fake_api, moto_resources() as aws:
+    # Every path of make run's API invokes a function (GET / too), and a cold start there takes
+    # seconds on a busy machine: an API this slow to answer must still count as up.
+    with StubServer(Reply(404, delay=3.0)) as fake_api, moto_resources() as aws:
         (app / "run").mkdir()
         write(
             app / "run" / "state.json",
@@ -129,6 +132,18 @@ def test_uses_the_services_of_a_running_make_run(app):
     result = json.loads(done.stdout)
     assert result["endpoint"] == aws.endpoint_url and result["extra"] == "from-make-run"
     assert "using the services of make run" in done.stderr
+    assert fake_api.requests == []  # connected to, never asked: no function was invoked to find it
+
+
+def test_a_make_run_whose_aws_endpoint_is_gone_is_not_used(tmp_path):
+    with StubServer(Reply(404)) as fake_api, StubServer(Reply(200)) as endpoint:
+        state = {"pid": os.getpid(), "api_url": fake_api.url, "aws_endpoint_url": endpoint.url}
+        write(tmp_path / "state.json", state)
+        assert running_state(tmp_path / "state.json") == state
+    assert running_state(tmp_path / "state.json") is None  # both stopped
+    with StubServer(Reply(404)) as fake_api:
+        write(tmp_path / "state.json", {**state, "api_url": fake_api.url})
+        assert running_state(tmp_path / "state.json") is None  # the API listens, the endpoint is gone
 
 
 @pytest.mark.parametrize(
