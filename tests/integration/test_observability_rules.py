@@ -67,7 +67,7 @@ REDEFINED_FOR_LAMBDA = ("ServiceDown", "HighMemoryUsage", "HighActiveRequests")
 # Gauges: read only from push groups that pushed recently (a dead container's last value
 # must not look current).
 GAUGES = ("pricing_models_loaded", "pricing_competitor_staleness_seconds", "pricing_container_memory_bytes", "pricing_active_requests")
-LIVE_FILTER = "and on (job, instance) (push_time_seconds > time() - 600)"
+LIVE_FILTER = "and on (job, instance) environment_job_instance:push_time_seconds:live"
 
 # Minimum events in the window before an alert on a ratio or a quantile may fire:
 # max(100, ceil(2 / t)), t the bad share at the threshold; LongRetrainingDuration is the one
@@ -294,7 +294,8 @@ def minimum_clause(expr: str) -> tuple[str, str, int] | None:
 
 def is_event_ratio_or_quantile(rule: dict) -> bool:
     expr = flat(rule["expr"])
-    return "histogram_quantile(" in expr or ":ratio_rate" in expr or (" / " in expr and re.search(r"\b(rate|increase)\(", expr) is not None)
+    rated = re.search(r"\b(rate|increase)\(|:rate5m\b", expr) is not None
+    return "histogram_quantile(" in expr or ":ratio_rate" in expr or (" / " in expr and rated)
 
 
 def test_every_ratio_quantile_and_burn_rate_alert_needs_a_minimum_of_events():
@@ -314,11 +315,21 @@ def test_every_ratio_quantile_and_burn_rate_alert_needs_a_minimum_of_events():
         # Counted over the alert's own labels and window, from counters (or a histogram's _count).
         by = re.search(r"by \(([^)]*)\)", expr).group(1).replace("le, ", "")
         assert set(labels.split(", ")) == set(by.split(", ")), f"{name}: on ({labels}) vs by ({by})"
+        # Counted from a raw counter's increase over the alert's one window, or from the
+        # dashboard group's 5-minute record of it times 300 s (the per-container series are read
+        # once a cycle, by the dashboard group: bench/RESULTS.md "Metrics path at scale").
         windows = set(re.findall(r"\[(\w+)\]", expr))
-        assert len(windows) == 1 and "increase(" in events, f"{name}: {events}"
-        quantile = re.search(r"rate\((\w+)_bucket\[", expr)
+        recorded = re.findall(r"\b(\w+:\w+:rate5m)\b", events)
+        if recorded:
+            scaled = re.findall(r":rate5m(?:\{[^}]*\})?\) \* 300\b|:rate5m\[25m\]\)\) \* 1800\b", events)
+            assert len(scaled) == len(recorded), f"{name}: a recorded rate not turned into events: {events}"
+            assert set(recorded) <= set(re.findall(r"\b(\w+:\w+:rate5m)\b", expr.split(" and on (")[0])), f"{name}: {events}"
+        else:
+            assert len(windows) == 1 and "increase(" in events, f"{name}: {events}"
+        quantile = re.search(r"\((\w+_le:\w+)_bucket:rate5m\)", expr)
         if quantile:
-            assert f"increase({quantile.group(1)}_count[" in events, name
+            # a histogram's count is its +Inf bucket
+            assert f'{quantile.group(1)}_bucket:rate5m{{le="+Inf"}}' in events, name
     # Exactly the alerts the policy names (and every burn-rate alert) are gated.
     assert gated == set(MINIMUM_EVENTS) | {"ScoreAvailabilityErrorBudgetBurn", "ScoreLatencyErrorBudgetBurn"}
 
@@ -453,3 +464,24 @@ def test_every_le_literal_is_a_bucket_edge_in_protobuf_scrape_form():
         assert le == protobuf_le(value), f'{where}: {metric} le="{le}" is scraped as le="{protobuf_le(value)}"'
         assert metric in edges, f"{where}: {metric} is not a histogram of metrics.py"
         assert math.isinf(value) or value in edges[metric], f'{where}: {metric} has no bucket le="{le}"'
+
+
+def test_per_container_series_are_read_once_a_cycle_by_the_dashboard_group():
+    # Rule evaluation at fleet scale is the number of per-container series read a cycle
+    # (bench/RESULTS.md "Metrics path at scale"): a family the dashboard group rates over 5
+    # minutes is read by no other rule over a window; the SLO group's own reads are 1-minute.
+    groups = {group["name"]: group["rules"] for group in yaml.safe_load(RECORDING.read_text())["groups"]}
+    rated = {
+        family
+        for rule in groups["pricing-dashboard"]
+        for family in re.findall(r"\brate\((pricing_\w+?)(?:_total|_bucket|_sum|_count)?[\[{]", flat(rule["expr"]))
+    }
+    assert {"pricing_requests", "pricing_score_latency_seconds", "pricing_ab_assignments", "pricing_model_cache_hits"} <= rated
+    others = [(rule["alert"], flat(rule["expr"])) for rule in alert_rules()]
+    others += [(rule["record"], flat(rule["expr"])) for name, rules in groups.items() if name != "pricing-dashboard" for rule in rules]
+    for name, expr in others:
+        for family, window in re.findall(r"\b(?:rate|increase)\((pricing_\w+?)(?:_total|_bucket|_sum|_count)?(?:\{[^}]*\})?\[(\w+)\]", expr):
+            if name.startswith("environment:pricing_score_") and name.endswith(":rate1m"):
+                assert window == "1m", name
+            else:
+                assert family not in rated, f"{name} reads every container's {family} again over {window}"
