@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, MutableMapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import Receive, Scope, Send
 
 from pricing import __version__
 from pricing.observability import metrics
@@ -207,6 +209,36 @@ class RequestMiddleware:
             return await receive()
 
         return None, replay
+
+
+class RoutesOnDemand:
+    """ASGI: ``app``, with the routes ``add(app)`` registers added on the first request that is not
+    one of ``eager`` (method, path): then, once, before that request is dispatched.
+
+    FastAPI builds each route's dependant and response model as the route is registered; a
+    container that only ever serves the ``eager`` routes never pays for the others. As they are
+    added before dispatch, the middleware's route lookup, the 404 and 405 answers and /openapi.json
+    see every route, in the order of registration.
+    """
+
+    def __init__(self, app: FastAPI, add: Callable[[FastAPI], None], *, eager: Collection[tuple[str, str]]):
+        self.app = app
+        self._add = add
+        self._eager = frozenset(eager)
+        self._lock = threading.Lock()
+        self._added = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._added and scope["type"] != "lifespan" and (scope.get("method"), scope.get("path")) not in self._eager:
+            self.add_routes()
+        await self.app(scope, receive, send)
+
+    def add_routes(self) -> None:
+        """Register the routes now, if that was not done already."""
+        with self._lock:
+            if not self._added:
+                self._add(self.app)
+                self._added = True
 
 
 def _summarise(errors: Sequence[Any]) -> list[dict]:

@@ -1,5 +1,5 @@
-"""ScoreFunction's app: POST /score and GET /health, the model and experiment routes, and the
-scheduled synthetic check.
+"""ScoreFunction's app: POST /score and GET /health, the model and experiment routes (added when
+first asked for), and the scheduled synthetic check.
 
 The function's composition root: it reads the settings, configures metrics, logging and Sentry,
 and builds the stores, the competitor client and the service, all at import, so a warm
@@ -17,10 +17,10 @@ coldstart.pause_collector(settings)  # first, before the heavy imports: see pric
 import time  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 
+from fastapi import FastAPI  # noqa: E402
 from mangum import Mangum  # noqa: E402
 
-from pricing.api.common import create_app  # noqa: E402
-from pricing.api.operations import add_experiment_routes, add_model_routes, lazy  # noqa: E402
+from pricing.api.common import RoutesOnDemand, create_app  # noqa: E402
 from pricing.api.schemas import ScoreRequest, quote_response  # noqa: E402
 from pricing.competitors import CompetitorClient  # noqa: E402
 from pricing.observability import metrics  # noqa: E402
@@ -63,37 +63,46 @@ def health() -> dict:
     return {**service.health(), "uptime_seconds": round(time.monotonic() - _STARTED, 3)}
 
 
-# Registered after /score, which the middleware's route lookup thus still finds first. Their
-# services are built on first use, with AWS clients of their own that may take their time
-# (the scorer's give up within a second, as it has rules to fall back on).
-_operations_aws = lazy(AwsClients)
+def _add_operator_routes(app: FastAPI) -> None:
+    """The model and experiment routes, registered on the first request for any route but /score
+    and /health (``RoutesOnDemand``): FastAPI builds each route's dependant as it is registered,
+    some 10 ms in all, which a container that only prices never needs.
+
+    Registered after /score, which the middleware's route lookup thus still finds first. Their
+    services are built on first use, with AWS clients of their own that may take their time (the
+    scorer's give up within a second, as it has rules to fall back on).
+    """
+    from pricing.api.operations import add_experiment_routes, add_model_routes, lazy
+
+    aws = lazy(AwsClients)
+
+    def catalog():
+        from pricing.services.catalog import ModelCatalog
+
+        return ModelCatalog(
+            Registry(aws(), settings.registry_table),
+            ArtifactStore(aws(), settings.artifacts_bucket),
+            service="pricing-service",
+            version=settings.release,
+            loaded=service.cache.models,
+        )
+
+    def experiments():
+        from pricing.services.experiment_admin import ExperimentAdmin
+        from pricing.storage.outcomes import OutcomeStore
+
+        return ExperimentAdmin(
+            ExperimentStore(aws(), settings.experiments_table),
+            OutcomeStore(aws(), settings.outcomes_table),
+            on_change=service.forget_experiments,
+        )
+
+    add_model_routes(app, lazy(catalog))
+    add_experiment_routes(app, lazy(experiments))
 
 
-def _catalog():
-    from pricing.services.catalog import ModelCatalog
-
-    aws = _operations_aws()
-    return ModelCatalog(
-        Registry(aws, settings.registry_table),
-        ArtifactStore(aws, settings.artifacts_bucket),
-        service="pricing-service",
-        version=settings.release,
-        loaded=service.cache.models,
-    )
-
-
-def _experiments():
-    from pricing.services.experiment_admin import ExperimentAdmin
-    from pricing.storage.outcomes import OutcomeStore
-
-    aws = _operations_aws()
-    return ExperimentAdmin(
-        ExperimentStore(aws, settings.experiments_table), OutcomeStore(aws, settings.outcomes_table), on_change=service.forget_experiments
-    )
-
-
-add_model_routes(app, lazy(_catalog))
-add_experiment_routes(app, lazy(_experiments))
+# What Lambda serves: the app, its operator routes added before the first request that may need them.
+api = RoutesOnDemand(app, _add_operator_routes, eager={("POST", "/score"), ("GET", "/health")})
 
 
 SYNTHETIC_PROPERTY = "synthetic-canary"
@@ -122,7 +131,7 @@ def synthetic_check() -> dict:
     return {"status": "healthy", "price": price, "pruned_groups": pruned, **service.health()}
 
 
-_asgi = Mangum(app, lifespan="off")
+_asgi = Mangum(api, lifespan="off")
 
 
 @pushes_metrics(function="score", settings=settings)
