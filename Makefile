@@ -125,8 +125,8 @@ bench-metrics: setup ## push overhead p50/p99 and push bytes after 1 vs 5,000 pr
 	$(VENV)/bin/python bench/bench_metrics.py
 
 .PHONY: bench-scale
-bench-scale: setup ## the metrics path at fleet scale, before/after: push p50/p99, pushes/s, scrape, head series, rules, pruning (SIZES=50,500 SHARDS= PUSHERS= PUSH_RATE= PUSH_SECONDS=)
-	$(VENV)/bin/python bench/bench_scale.py $(if $(SIZES),--sizes $(SIZES)) $(if $(SHARDS),--shards $(SHARDS)) $(if $(PUSHERS),--pushers $(PUSHERS)) $(if $(PUSH_SECONDS),--push-seconds $(PUSH_SECONDS)) $(if $(PUSH_RATE),--push-rate $(PUSH_RATE)) $(if $(LAYOUTS),--layouts $(LAYOUTS))
+bench-scale: setup ## the metrics path at fleet scale, before/after: push p50/p99, pushes/s, scrape, head series, rules, pruning (SIZES=50,500 SHARDS= PUSHERS= PUSH_RATE= PUSH_SECONDS= STEADY_SECONDS=)
+	$(VENV)/bin/python bench/bench_scale.py $(if $(SIZES),--sizes $(SIZES)) $(if $(SHARDS),--shards $(SHARDS)) $(if $(PUSHERS),--pushers $(PUSHERS)) $(if $(PUSH_SECONDS),--push-seconds $(PUSH_SECONDS)) $(if $(PUSH_RATE),--push-rate $(PUSH_RATE)) $(if $(STEADY_SECONDS),--steady-seconds $(STEADY_SECONDS)) $(if $(LAYOUTS),--layouts $(LAYOUTS))
 
 # --- load ------------------------------------------------------------------------------------
 .PHONY: load
