@@ -479,8 +479,9 @@ def test_per_container_series_are_read_once_a_cycle_by_the_dashboard_group():
     assert {"pricing_requests", "pricing_score_latency_seconds", "pricing_ab_assignments", "pricing_model_cache_hits"} <= rated
     others = [(rule["alert"], flat(rule["expr"])) for rule in alert_rules()]
     others += [(rule["record"], flat(rule["expr"])) for name, rules in groups.items() if name != "pricing-dashboard" for rule in rules]
+    read = re.compile(r"\b(?:rate|increase)\((pricing_\w+?)(?:_total|_bucket|_sum|_count)?(?:\{[^}]*\})?\[(\w+)\]")
     for name, expr in others:
-        for family, window in re.findall(r"\b(?:rate|increase)\((pricing_\w+?)(?:_total|_bucket|_sum|_count)?(?:\{[^}]*\})?\[(\w+)\]", expr):
+        for family, window in read.findall(expr):
             if name.startswith("environment:pricing_score_") and name.endswith(":rate1m"):
                 assert window == "1m", name
             else:
