@@ -657,7 +657,8 @@ def row(r: dict) -> list[str]:
         f"{pushes[1][0]} / {pushes[1][1]}",
         f"{pushes[0][2]} / {pushes[1][2]}",
         f"{get:.2f} s",
-        (f"{scrape:.2f} s (median {median:.2f})" if scrape == scrape else "none ended in the window") + (f" ({down} failed)" if down else ""),
+        (f"{scrape:.2f} s (median {median:.2f})" if scrape == scrape else "none ended in the window")
+        + (f" ({down} failed)" if down else ""),
         f"{first:.2f} s",
         f"{r['head_series']:,.0f}",
         f"{r['rules_cycle_seconds']:.2f} s (max {r.get('rules_cycle_max_seconds', 0):.2f}, "
