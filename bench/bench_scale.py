@@ -72,8 +72,8 @@ JOB = "pricing-score"
 PROPERTIES = 200  # the property ids the fleet's property groups are spread over
 TTL = 900
 #: Shards of the "after" layout when not given: one Pushgateway per 1,250 containers keeps each
-#: scrape at about 2,500 groups, which at 10,000 containers holds every shard's scrape within 5 s
-#: on the bench's two cores (bench/RESULTS.md; one per 2,500 did not).
+#: scrape at about 2,500 groups (bench/RESULTS.md: at 10,000 containers half the scrape time of
+#: one per 2,500).
 CONTAINERS_PER_SHARD = 1250
 
 # Targets of issue 13, at 10,000 containers.
