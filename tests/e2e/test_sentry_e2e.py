@@ -137,28 +137,31 @@ def require_functions() -> Path:
     return build_dir
 
 
+def reporting_to(receiver: SentryReceiver, build_dir, env_vars_file, run_dir):
+    """The local API, one container per function, sending every event and transaction to ``receiver``."""
+    return local_api(
+        build_dir=build_dir,
+        env={"SENTRY_DSN": receiver.dsn, "SENTRY_TRACES_SAMPLE_RATE": "1.0"},
+        env_vars_file=env_vars_file,
+        max_containers=1,
+        require_api_key=API_KEY,
+        run_dir=run_dir,
+    )
+
+
 # --- Sentry answering --------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def answered(env_vars_file, tmp_path_factory):
     build_dir = require_functions()
-    with SentryReceiver() as receiver:
-        env = {"SENTRY_DSN": receiver.dsn, "SENTRY_TRACES_SAMPLE_RATE": "1.0"}
-        with local_api(
-            build_dir=build_dir,
-            env=env,
-            env_vars_file=env_vars_file,
-            max_containers=1,
-            require_api_key=API_KEY,
-            run_dir=tmp_path_factory.mktemp("answered"),
-        ) as stack:
-            plan = run_plan(stack)
-            plan["not_found"] = invoke_unknown_path(stack)
-            # Each invocation flushed before answering; the wait covers only the receiver's thread.
-            receiver.wait_for(lambda r: len(r.events) >= TIMED_LEARNS and len(r.transactions) >= TIMED_SCORES + TIMED_LEARNS, timeout=10)
-            time.sleep(0.3)  # a straggler would arrive now, so "no event" below means something
-            ingest_name = stack.pools["IngestFunction"].function.name
+    with SentryReceiver() as receiver, reporting_to(receiver, build_dir, env_vars_file, tmp_path_factory.mktemp("answered")) as stack:
+        plan = run_plan(stack)
+        plan["not_found"] = invoke_unknown_path(stack)
+        # Each invocation flushed before answering; the wait covers only the receiver's thread.
+        receiver.wait_for(lambda r: len(r.events) >= TIMED_LEARNS and len(r.transactions) >= TIMED_SCORES + TIMED_LEARNS, timeout=10)
+        time.sleep(0.3)  # a straggler would arrive now, so "no event" below means something
+        ingest_name = stack.pools["IngestFunction"].function.name
     # Read after the stack stopped: the containers' log files are complete and closed.
     return {"plan": plan, "receiver": receiver, "ingest_logs": function_logs(stack, "IngestFunction"), "ingest_name": ingest_name}
 
@@ -258,17 +261,9 @@ def test_the_log_lines_of_the_failing_request_carry_its_id(answered):
 def black_holed(env_vars_file, answered, tmp_path_factory):
     # After `answered` (whose timings are the normal ones), which has stopped its stack by now.
     build_dir = require_functions()
-    with SentryReceiver(answer=False) as blackhole:
-        env = {"SENTRY_DSN": blackhole.dsn, "SENTRY_TRACES_SAMPLE_RATE": "1.0"}
-        with local_api(
-            build_dir=build_dir,
-            env=env,
-            env_vars_file=env_vars_file,
-            max_containers=1,
-            require_api_key=API_KEY,
-            run_dir=tmp_path_factory.mktemp("black-holed"),
-        ) as stack:
-            plan = run_plan(stack)
+    run_dir = tmp_path_factory.mktemp("black-holed")
+    with SentryReceiver(answer=False) as blackhole, reporting_to(blackhole, build_dir, env_vars_file, run_dir) as stack:
+        plan = run_plan(stack)
     return {"plan": plan, "logs": {fn: function_logs(stack, fn) for fn in ("ScoreFunction", "IngestFunction")}}
 
 
