@@ -34,6 +34,10 @@ old, so the "before" rule cost is a floor: in production its 1 d and 3 d windows
 
 Run: ``make bench-scale`` (``SIZES=50,500`` for a quick run; ``SHARDS=``, ``PUSHERS=``,
 ``PUSH_SECONDS=``, ``STEADY_SECONDS=``). CPU heavy at 10,000 containers (about 800,000 series in Prometheus).
+To compare a Prometheus setting or release on the after layout: ``--prometheus-flag=...``
+(repeatable) and ``--prometheus-binary=PATH``; each steady window also reports the CPU
+Prometheus and the Pushgateways used (cores) and the slowest rules of the last evaluation, which
+say where the time goes when the wall times are inflated by a busy machine.
 """
 
 from __future__ import annotations
@@ -172,7 +176,9 @@ def pushgateway(work: Path, port: int, checked: bool, persistence: Path | None =
     return _process(f"Pushgateway :{port}", args, f"http://127.0.0.1:{port}/-/ready", work / f"pushgateway-{port}.log", ready_timeout)
 
 
-def prometheus(work: Path, port: int, shards: list[str], rule_files: list[Path]) -> ManagedProcess:
+def prometheus(
+    work: Path, port: int, shards: list[str], rule_files: list[Path], extra_flags: tuple[str, ...] = (), binary: str = ""
+) -> ManagedProcess:
     config = yaml.safe_load((OBSERVABILITY / "prometheus.yml").read_text())
     config.pop("alerting", None)
     config.pop("remote_write", None)
@@ -189,12 +195,13 @@ def prometheus(work: Path, port: int, shards: list[str], rule_files: list[Path])
     return _process(
         "Prometheus",
         [
-            prometheus_stack.require(prometheus_stack.PROMETHEUS),
+            binary or prometheus_stack.require(prometheus_stack.PROMETHEUS),
             f"--config.file={path}",
             f"--storage.tsdb.path={data}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
             *prometheus_stack.PROMETHEUS_FLAGS,
+            *extra_flags,
         ],
         f"http://127.0.0.1:{port}/-/ready",
         work / "prometheus.log",
@@ -446,9 +453,18 @@ def steady_figures(prom: str, seconds: float) -> dict:
         return float(got[0]["value"][1]) if got else float("nan")
 
     missed = scalar(f"sum(increase(prometheus_rule_group_iterations_missed_total[{window}]))")
+    # CPU is what scrapes and rules cost whatever else runs on the machine; the wall times
+    # above also count waiting for a core.
+    cpu = scalar(f'rate(process_cpu_seconds_total{{job="prometheus"}}[{window}])')
+    pg_cpu = scalar(f'sum(rate(process_cpu_seconds_total{{job="pushgateway"}}[{window}]))')
 
     stats = prom_self(prom)
+    rules = json.loads(http_get(f"{prom}/api/v1/rules", timeout=60))["data"]["groups"]
+    slowest = sorted(((r["evaluationTime"], f"{g['name']}/{r['name']}") for g in rules for r in g["rules"]), reverse=True)[:12]
     return {
+        "slowest_rules": [[name, seconds] for seconds, name in slowest],
+        "prometheus_cpu_cores": cpu,
+        "pushgateway_cpu_cores": pg_cpu,
         "head_series": stats["prometheus_tsdb_head_series"][0][1],
         "rule_groups": {labels["rule_group"].split(";")[-1]: v for labels, v in stats["prometheus_rule_group_last_duration_seconds"]},
         "scrape_seconds": scrapes,
@@ -605,7 +621,14 @@ def run_after(size: int, args, base: bytes, prop: bytes) -> dict:
     pgs = [pushgateway(work, p, checked=False) for p in ports]
     prom_port = free_port()
     prom_url = f"http://127.0.0.1:{prom_port}"
-    prom = prometheus(work, prom_port, shards, [OBSERVABILITY / "prometheus_recording_rules.yml", OBSERVABILITY / "prometheus_alerts.yml"])
+    prom = prometheus(
+        work,
+        prom_port,
+        shards,
+        [OBSERVABILITY / "prometheus_recording_rules.yml", OBSERVABILITY / "prometheus_alerts.yml"],
+        tuple(args.prometheus_flag),
+        args.prometheus_binary,
+    )
     try:
         for pg in pgs:
             pg.start()
@@ -735,6 +758,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--push-rate", type=float, default=500.0, help="pushes/s offered by all pushers together for the latency figures")
     parser.add_argument("--wait-timeout", type=float, default=240.0)
     parser.add_argument("--layouts", default="before,after")
+    parser.add_argument("--prometheus-binary", default="", help="another Prometheus for the after layout, to compare a version")
+    parser.add_argument(
+        "--prometheus-flag", action="append", default=[], help="an extra flag for the after layout's Prometheus (repeatable)"
+    )
     args = parser.parse_args(argv)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
     layouts = args.layouts.split(",")
