@@ -1,8 +1,8 @@
 """Where the Prometheus stack's binaries are: the one place that answers it.
 
 ``observability/stack/install.sh`` (``make setup``) installs the pinned packages of
-``observability/stack/versions`` (Debian 13's Prometheus 2.53, promtool, Pushgateway 1.11,
-Alertmanager and amtool) into ``.tools/prometheus-stack/`` (``PROMETHEUS_STACK_DIR`` moves it,
+``observability/stack/versions`` (Debian 13's Pushgateway 1.11, Alertmanager and amtool; Debian forky's
+Prometheus 3.5 and promtool) into ``.tools/prometheus-stack/`` (``PROMETHEUS_STACK_DIR`` moves it,
 for the script and for this module alike). Tests, ``make run`` and the benches take their
 binaries from its ``bin/`` and from nowhere else.
 

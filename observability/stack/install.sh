@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the pinned Prometheus stack (observability/stack/versions: Debian 13 "trixie"'s
-# prometheus, promtool, prometheus-pushgateway, prometheus-alertmanager and, where pinned for the
-# architecture, victoria-metrics) into a project
+# prometheus-pushgateway, prometheus-alertmanager and, where pinned for the architecture,
+# victoria-metrics; prometheus and promtool from the `also-suite`, Debian forky) into a project
 # folder, not over the system, the same way on Debian 12 and Debian 13:
 #
-#   - a private apt configuration under the folder (its own sources.list naming the pinned suite
+#   - a private apt configuration under the folder (its own sources.list naming the pinned suites
 #     on the Debian mirror this machine already uses, its own lists, cache and status), checked
 #     against the system's Debian archive keyring;
 #   - `apt-get update` and `apt-get download <package>=<version>` on that configuration only;
@@ -55,12 +55,14 @@ command -v dpkg >/dev/null && command -v apt-get >/dev/null && command -v dpkg-d
 ARCH="$(dpkg --print-architecture)"
 SUITE="$(awk '$1 == "suite" { print $2; exit }' "$VERSIONS")"
 [ -n "$SUITE" ] || die "$VERSIONS names no suite (a line 'suite <codename>')"
+# Further suites a pin may come from (lines 'also-suite <codename>'): their main only.
+ALSO_SUITES="$(awk '$1 == "also-suite" { print $2 }' "$VERSIONS" | tr "\n" " " | sed "s/ $//")"
 # "package version arch sha256", one pin a line, for this machine's architecture.
 PINS="$(awk -v arch="$ARCH" '!/^[[:space:]]*#/ && NF == 4 && $3 == arch { print $1, $2, $3, $4 }' "$VERSIONS")"
 [ -n "$PINS" ] || die "$VERSIONS pins nothing for architecture $ARCH"
 if awk '$1 == "victoria-metrics"' <<<"$PINS" | grep -q .; then BINARIES+=(victoria-metrics); fi
 STAMP="$DEST/.installed"
-STAMP_TEXT="$(printf 'suite %s\n%s' "$SUITE" "$PINS")"
+STAMP_TEXT="$(printf 'suite %s %s\n%s' "$SUITE" "$ALSO_SUITES" "$PINS")"
 # Where Debian's Alertmanager looks for its default templates (compiled in, no flag moves it).
 AM_SHARE=/usr/share/prometheus/alertmanager
 AM_TEMPLATES=(default.tmpl email.tmpl)
@@ -164,6 +166,9 @@ deb [arch=$ARCH signed-by=$keyring] $mirror $SUITE main
 deb [arch=$ARCH signed-by=$keyring] $mirror $SUITE-updates main
 deb [arch=$ARCH signed-by=$keyring] $security $SUITE-security main
 EOF
+for also in $ALSO_SUITES; do
+  echo "deb [arch=$ARCH signed-by=$keyring] $mirror $also main" >>"$APT_DIR/sources.list"
+done
 # On the command line, so nothing of the system's apt.conf.d (read after APT_CONFIG) overrides
 # them; the rest of the system's configuration (proxies) still applies.
 APT_OPTS=(
@@ -200,7 +205,7 @@ while read -r pkg version arch sha; do
 done <<<"$PINS"
 
 if [ "${#need_download[@]}" -gt 0 ]; then
-  say "apt-get update: $SUITE on $mirror (private configuration in $APT_DIR)"
+  say "apt-get update: $SUITE${ALSO_SUITES:+ and $ALSO_SUITES} on $mirror (private configuration in $APT_DIR)"
   if ! apt-get "${APT_OPTS[@]}" -q update >"$APT_DIR/log/update.log" 2>&1; then
     cat "$APT_DIR/log/update.log" >&2
     die "apt-get update of $SUITE on $mirror failed (see above)"
@@ -212,7 +217,7 @@ if [ "${#need_download[@]}" -gt 0 ]; then
     available="$(apt-cache "${APT_OPTS[@]}" madison "$pkg" 2>/dev/null | awk -F'|' '{ gsub(/ /, "", $2); print $2 }' | sort -u | tr "\n" " " | sed "s/ $//")"
     case " $available " in
       *" $version "*) specs+=("$pkg=$version") ;;
-      *) die "pinned $pkg $version ($arch) is not on $mirror $SUITE (it has: ${available:-nothing}). \
+      *) die "pinned $pkg $version ($arch) is not on $mirror $SUITE${ALSO_SUITES:+ or $ALSO_SUITES} (it has: ${available:-nothing}). \
 Move the pin in $VERSIONS (version and sha256), or point PROMETHEUS_STACK_MIRROR at a mirror that has it \
 (e.g. https://snapshot.debian.org/archive/debian/<date>/)." ;;
     esac

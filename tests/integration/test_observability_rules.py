@@ -89,14 +89,14 @@ SLO_EVENTS = {
     "availability": "environment:pricing_score_requests:increase",
     "latency": "environment:pricing_score_latency_seconds_count:increase",
 }
-# Built from the recorded 1-minute sums over the window less a minute (prometheus_recording_rules.yml).
+# Built from the recorded 2-minute sums over the window (prometheus_recording_rules.yml).
 SLO_EVENT_EXPRS = {
-    "availability": "round(sum_over_time(environment:pricing_score_requests:rate1m[{w1}])"
+    "availability": "round(sum_over_time(environment:pricing_score_requests:rate2m[{w1}])"
     " * scalar(pricing_slo:evaluation_interval:seconds))",
-    "latency": "round(sum_over_time(environment:pricing_score_latency_seconds_count:rate1m[{w1}])"
+    "latency": "round(sum_over_time(environment:pricing_score_latency_seconds_count:rate2m[{w1}])"
     " * scalar(pricing_slo:evaluation_interval:seconds))",
 }
-WINDOW_LESS_A_MINUTE = {"1h": "59m", "6h": "5h59m", "1d": "23h59m", "3d": "71h59m"}
+RECORDED_WINDOW = {"1h": "1h", "6h": "6h", "1d": "1d", "3d": "3d"}
 # Which bucket tuple of metrics.py each histogram uses.
 HISTOGRAM_BUCKETS = {
     "pricing_api_latency_seconds": "API_LATENCY_BUCKETS",
@@ -348,7 +348,7 @@ def test_burn_rate_minimums_per_long_window():
         minimum = burn_minimum(factor, SLO_BUDGETS[slo])
         labels, events, n = minimum_clause(rule["expr"])
         assert (labels, events, n) == ("environment", f"{SLO_EVENTS[slo]}{long_w}", minimum), rule["alert"]
-        assert records[events] == SLO_EVENT_EXPRS[slo].replace("{w1}", WINDOW_LESS_A_MINUTE[long_w])
+        assert records[events] == SLO_EVENT_EXPRS[slo].replace("{w1}", RECORDED_WINDOW[long_w])
         assert f"at least {minimum} " in rule["annotations"]["description"], rule["alert"]
         seen += 1
     assert seen == 8
@@ -469,7 +469,7 @@ def test_every_le_literal_is_a_bucket_edge_in_protobuf_scrape_form():
 def test_per_container_series_are_read_once_a_cycle_by_the_dashboard_group():
     # Rule evaluation at fleet scale is the number of per-container series read a cycle
     # (bench/RESULTS.md "Metrics path at scale"): a family the dashboard group rates over 5
-    # minutes is read by no other rule over a window; the SLO group's own reads are 1-minute.
+    # minutes is read by no other rule over a window; the SLO group's own reads are 2-minute.
     groups = {group["name"]: group["rules"] for group in yaml.safe_load(RECORDING.read_text())["groups"]}
     rated = {
         family
@@ -482,7 +482,7 @@ def test_per_container_series_are_read_once_a_cycle_by_the_dashboard_group():
     read = re.compile(r"\b(?:rate|increase)\((pricing_\w+?)(?:_total|_bucket|_sum|_count)?(?:\{[^}]*\})?\[(\w+)\]")
     for name, expr in others:
         for family, window in read.findall(expr):
-            if name.startswith("environment:pricing_score_") and name.endswith(":rate1m"):
-                assert window == "1m", name
+            if name.startswith("environment:pricing_score_") and name.endswith(":rate2m"):
+                assert window == "2m", name
             else:
                 assert family not in rated, f"{name} reads every container's {family} again over {window}"

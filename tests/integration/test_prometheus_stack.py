@@ -37,11 +37,11 @@ PACKAGES = {
 }
 
 
-def test_the_pins_are_debian_13s_created_timestamp_versions():
+def test_the_pins_are_debians_created_timestamp_versions():
     pins = prometheus_stack.pinned_versions()
     assert set(pins) == {"prometheus", "promtool", "prometheus-pushgateway", "prometheus-alertmanager", "victoria-metrics"}
     assert pins["prometheus"] == pins["promtool"]  # one source package
-    assert prometheus_stack.upstream_version(pins["prometheus"]).startswith("2.53.")
+    assert prometheus_stack.upstream_version(pins["prometheus"]).startswith("3.5.")
     assert prometheus_stack.upstream_version(pins["prometheus-pushgateway"]).startswith("1.11.")
 
 
