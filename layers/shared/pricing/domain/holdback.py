@@ -8,8 +8,8 @@ standard error, a one-sided 95% bound, at least ``MIN_HOLDBACK_QUOTES`` holdback
 ``MIN_HOLDBACK_BOOKINGS`` bookings, for the loss. The win is decided on anytime-valid bounds of
 each arm's revenue per quote (``win_lower``, ``win_upper``: ``pricing.domain.holdback_win``, off
 the ``/score`` import path). ``holdback_share``/``next_mode`` drop the share to the maintenance
-rate once the model wins. Why each choice: docs/pricing-loop.md ("Two
-guards that roll back a model that loses").
+rate once the model wins. Why each choice: docs/pricing-loop.md ("Two guards that roll back a
+model that loses").
 
 >>> held_back("q-1", 0.0), tag_quote_id("abc~exp~ctl"), is_holdback("abc.hb~exp~ctl")
 (False, 'abc.hb~exp~ctl', True)
