@@ -521,7 +521,7 @@ def test_the_holdback_guard_drops_the_share_for_a_model_that_beats_rules_and_a_n
 
     guard = result["evaluation"]["holdback_guard"]
     assert guard["enough"] and guard["model_wins"] and not guard["model_loses"], guard
-    assert guard["lower"] > 0 and guard["share"] == "maintenance"
+    assert guard["win_model_lower"] > guard["win_holdback_upper"] and guard["share"] == "maintenance"
     assert [w[:3] for w in writes] == [("hb-win", "v-win", "maintenance")]
     # (These synthetic outcomes then drift from the model, so the same run may replace it: a
     # replacement rewrites LIVE without the decision.)

@@ -5,10 +5,11 @@ A quote is held back with probability ``rate`` by a stable hash of its quote id,
 is tagged ``.hb`` so its outcome says which arm priced it. ``compare_arms`` (and, over periods
 of constant share, ``compare_strata``) compares the arms' realised revenue per quote: Welch's
 standard error, a one-sided 95% bound, at least ``MIN_HOLDBACK_QUOTES`` holdback quotes with
-``MIN_HOLDBACK_BOOKINGS`` bookings; a win may also be shown, from ``MIN_EXACT_HOLDBACK_QUOTES``
-holdback quotes on, by an exact Clopper-Pearson bound. ``holdback_share``/``next_mode`` drop the
-share to the maintenance rate once the model wins. Why each choice: docs/pricing-loop.md ("Two
-guards that roll back a model that loses").
+``MIN_HOLDBACK_BOOKINGS`` bookings, for the loss. The win is decided on anytime-valid bounds of
+each arm's revenue per quote (``win_lower``, ``win_upper``: ``pricing.domain.holdback_win``, off
+the ``/score`` import path). ``holdback_share``/``next_mode`` drop the share to the maintenance
+rate once the model wins. Why each choice: docs/pricing-loop.md ("Two guards that roll back a
+model that loses").
 
 >>> held_back("q-1", 0.0), tag_quote_id("abc~exp~ctl"), is_holdback("abc.hb~exp~ctl")
 (False, 'abc.hb~exp~ctl', True)
@@ -31,12 +32,8 @@ TAG = ".hb"
 MIN_HOLDBACK_QUOTES = 50
 #: ... with at least this many bookings among them.
 MIN_HOLDBACK_BOOKINGS = 10
-#: The exact win needs no normal approximation on the holdback, so it may decide sooner.
-MIN_EXACT_HOLDBACK_QUOTES = 20
 #: One-sided 95%.
 HOLDBACK_Z = 1.645
-#: One-sided 97.5%: each of the two bounds of the exact win (Bonferroni, 95% together).
-EXACT_Z, EXACT_ALPHA = 1.96, 0.025
 #: Default share once the model has been shown to beat rules.
 DEFAULT_MAINTENANCE_RATE = 0.01
 FULL, MAINTENANCE = "full", "maintenance"
@@ -72,7 +69,10 @@ class ArmComparison:
     difference: float  # model - holdback, per quote
     upper: float  # one-sided 95% upper bound of the difference
     lower: float = -math.inf  # one-sided 95% lower bound of the difference
-    exact_win: bool = False  # the model's lower bound above the holdback's exact upper bound
+    # Anytime-valid bounds of the model arm's revenue per quote (lower) and the holdback's
+    # (upper), together at 95% under every nightly look; unset, no win can be shown.
+    win_lower: float = 0.0
+    win_upper: float = math.inf
 
     @property
     def enough(self) -> bool:
@@ -84,12 +84,9 @@ class ArmComparison:
 
     @property
     def model_wins(self) -> bool:
-        """The model earns more than rules with 95% confidence: the holdback can shrink."""
-        if self.model_quotes <= 1:
-            return False
-        if self.exact_win and self.holdback_quotes >= MIN_EXACT_HOLDBACK_QUOTES:
-            return True
-        return self.enough and self.lower > 0
+        """The model earns more than rules with 95% confidence, however often it was asked:
+        the holdback can shrink."""
+        return self.model_quotes > 1 and self.win_lower > self.win_upper
 
     @property
     def relative(self) -> float:
@@ -111,7 +108,8 @@ class ArmComparison:
             "relative": r(self.relative),
             "enough": self.enough,
             "model_loses": self.model_loses,
-            "exact_win": self.exact_win,
+            "win_model_lower": r(self.win_lower),
+            "win_holdback_upper": r(self.win_upper),
             "model_wins": self.model_wins,
         }
 
@@ -125,21 +123,17 @@ def _mean_var(values: Sequence[float]) -> tuple[float, float]:
     return mean, var
 
 
-def compare_arms(
-    model_revenues: Sequence[float], holdback_revenues: Sequence[float], holdback_prices: Sequence[float] = ()
-) -> ArmComparison:
-    """The model arm against the holdback (see the module docstring); revenues are per quote,
-    ``holdback_prices`` the holdback's quoted prices (for the exact win; none: no exact win)."""
-    return compare_strata([(model_revenues, holdback_revenues, holdback_prices)])
+def compare_arms(model_revenues: Sequence[float], holdback_revenues: Sequence[float]) -> ArmComparison:
+    """The model arm against the holdback (see the module docstring); revenues are per quote."""
+    return compare_strata([(model_revenues, holdback_revenues)])
 
 
-def compare_strata(strata: Sequence[tuple[Sequence[float], Sequence[float], Sequence[float]]]) -> ArmComparison:
+def compare_strata(strata: Sequence[tuple[Sequence[float], Sequence[float]]]) -> ArmComparison:
     """The model arm against the holdback over periods of constant holdback share, each given
-    as (model revenues, holdback revenues, holdback prices): the per-period differences weighted
-    by the period's quotes (the module docstring). A period where either arm has no quote
-    carries no comparison and is left out of the weights; one period is the plain Welch
-    comparison, and only then is the exact win asked."""
-    usable = [(m, h) for m, h, _ in strata if m and h]
+    as (model revenues, holdback revenues): the per-period differences weighted by the period's
+    quotes (the module docstring). A period where either arm has no quote carries no comparison
+    and is left out of the weights; one period is the plain Welch comparison."""
+    usable = [(m, h) for m, h in strata if m and h]
     total = sum(len(m) + len(h) for m, h in usable)
     difference, var, m_mean, h_mean = 0.0, 0.0, 0.0, 0.0
     for m, h in usable:
@@ -149,50 +143,12 @@ def compare_strata(strata: Sequence[tuple[Sequence[float], Sequence[float], Sequ
         difference += w * (mm - hm)
         var += w * w * (mv / len(m) + hv / len(h))
         m_mean, h_mean = m_mean + w * mm, h_mean + w * hm
-    holdback = [r for _, h, _ in strata for r in h]
+    holdback = [r for _, h in strata for r in h]
     se = math.sqrt(var)
     upper = difference + HOLDBACK_Z * se if usable else math.inf
     lower = difference - HOLDBACK_Z * se if usable else -math.inf
-    single = [s for s in strata if s[0] or s[1]]
-    exact = len(single) == 1 and exact_win(*single[0])
-    return ArmComparison(
-        sum(len(m) for m, _, _ in strata), len(holdback), sum(1 for r in holdback if r > 0), m_mean, h_mean, difference, upper, lower, exact
-    )
-
-
-def _binomial_cdf(k: int, n: int, p: float) -> float:
-    if p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 1.0 if k >= n else 0.0
-    lp, lq = math.log(p), math.log1p(-p)
-    return min(
-        1.0, sum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq) for i in range(k + 1))
-    )
-
-
-def booking_rate_upper(k: int, n: int, alpha: float = EXACT_ALPHA) -> float:
-    """Clopper-Pearson one-sided upper bound of a booking rate: k bookings in n quotes."""
-    if n <= 0 or k >= n:
-        return 1.0
-    lo, hi = k / n, 1.0
-    for _ in range(50):  # the binomial CDF falls as p rises: bisect for CDF(k) = alpha
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _binomial_cdf(k, n, mid) > alpha else (lo, mid)
-    return hi
-
-
-def exact_win(model_revenues: Sequence[float], holdback_revenues: Sequence[float], holdback_prices: Sequence[float]) -> bool:
-    """The module docstring's exact win: the model arm's 97.5% lower bound above the holdback's
-    highest quoted price times the exact 97.5% upper bound of its booking rate."""
-    n_m, n_h = len(model_revenues), len(holdback_revenues)
-    if n_m < 2 or not n_h or len(holdback_prices) != n_h:
-        return False
-    if sum(1 for r in model_revenues if r > 0) < MIN_HOLDBACK_BOOKINGS:
-        return False
-    m_mean, m_var = _mean_var(model_revenues)
-    k = sum(1 for r in holdback_revenues if r > 0)
-    return m_mean - EXACT_Z * math.sqrt(m_var / n_m) > max(holdback_prices) * booking_rate_upper(k, n_h)
+    bookings = sum(1 for r in holdback if r > 0)
+    return ArmComparison(sum(len(m) for m, _ in strata), len(holdback), bookings, m_mean, h_mean, difference, upper, lower)
 
 
 def holdback_share(mode: str | None, full_rate: float, maintenance_rate: float) -> float:

@@ -25,6 +25,7 @@ from typing import Any
 from pricing.domain.conversion_model import ConversionModel, ModelFormatError
 from pricing.domain.drift import MIN_DRIFT_SAMPLE, PSI_MODERATE, DriftReport, measure_drift
 from pricing.domain.holdback import MAINTENANCE, ArmComparison, compare_strata, is_holdback, next_mode
+from pricing.domain.holdback_win import with_win_bounds
 from pricing.domain.limits import is_property_id
 from pricing.domain.outcomes import FUTURE_SKEW, Outcome
 from pricing.domain.policy_evaluation import PolicyLift, calibration, miscalibrated, model_policy, policy_lift, rules_policy
@@ -297,18 +298,24 @@ class RetrainingService:
         maintenance share when there was one. Quotes within the scoring cache's lifetime of the
         deploy may still have been priced by what it replaced: they do not count for the model."""
         settled = deployed_at + timedelta(seconds=self.settings.model_cache_ttl_seconds)
-        strata: list[tuple[list[float], list[float], list[float]]] = [([], [], []), ([], [], [])]
+        # Per period: model revenues, model prices, holdback revenues, holdback prices.
+        strata: list[tuple[list[float], list[float], list[float], list[float]]] = [([], [], [], []), ([], [], [], [])]
         for o, _ in window:
             if o.timestamp < deployed_at:
                 continue
             revenue = o.quoted_price if o.accepted else 0.0
-            model_arm, holdback_arm, holdback_prices = strata[maintenance_since is not None and o.timestamp >= maintenance_since]
+            period = maintenance_since is not None and o.timestamp >= maintenance_since
+            model_arm, model_prices, holdback_arm, holdback_prices = strata[period]
             if is_holdback(o.quote_id):
                 holdback_arm.append(revenue)
                 holdback_prices.append(o.quoted_price)
             elif o.timestamp >= settled:
                 model_arm.append(revenue)
-        return compare_strata(strata)
+                model_prices.append(o.quoted_price)
+        arms = compare_strata([(m, h) for m, _, h, _ in strata])
+        if maintenance_since is not None:
+            return arms  # the win is shown once per model; only the loss is still asked
+        return with_win_bounds(arms, *strata[0])
 
     def _holdback_share(self, result: PropertyResult, live: PropertyRecord, arms: ArmComparison, now: datetime) -> None:
         """The guard's nightly decision on the holdback share (``holdback.next_mode``), written
@@ -326,7 +333,10 @@ class RetrainingService:
             # A deploy meanwhile: the new model starts at the full share.
             guard["share"] = "full"
             return
-        logger.info("holdback share reduced", extra={"property_id": live.property_id, "version": live.live_version, "lower": arms.lower})
+        logger.info(
+            "holdback share reduced",
+            extra={"property_id": live.property_id, "version": live.live_version, "lower": arms.win_lower, "upper": arms.win_upper},
+        )
 
     def _outcomes(self, property_id: str, now: datetime) -> tuple[list[tuple[Outcome, datetime | None]], int]:
         """The window's outcomes, oldest first, each with when it was stored; and how many
