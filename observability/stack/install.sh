@@ -208,7 +208,7 @@ if [ "${#need_download[@]}" -gt 0 ]; then
   say "apt-get update: $SUITE${ALSO_SUITES:+ and $ALSO_SUITES} on $mirror (private configuration in $APT_DIR)"
   if ! apt-get "${APT_OPTS[@]}" -q update >"$APT_DIR/log/update.log" 2>&1; then
     cat "$APT_DIR/log/update.log" >&2
-    die "apt-get update of $SUITE on $mirror failed (see above)"
+    die "apt-get update of $SUITE${ALSO_SUITES:+ and $ALSO_SUITES} on $mirror failed (see above)"
   fi
   if grep -qE '^(W|E): ' "$APT_DIR/log/update.log"; then grep -E '^(W|E): ' "$APT_DIR/log/update.log" >&2; fi
   specs=()

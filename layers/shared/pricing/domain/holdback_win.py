@@ -4,10 +4,9 @@ Checked every night on everything since the deploy, so the test must hold under 
 the model arm's anytime-valid lower bound of revenue per quote and the holdback's anytime-valid
 upper bound (``pricing.domain.confidence_sequence``, at ``MODEL_ALPHA`` and ``HOLDBACK_ALPHA``)
 are computed on the arms' realised revenues in time order, each scaled by the highest price its
-arm quoted. The
-model wins when its lower bound is above the holdback's upper bound: with probability at least
-``1 - WIN_ALPHA`` both bounds hold at every night together, so a model that earns no more than
-rules is taken for a winner on some night with at most that probability. Kept apart from
+arm quoted. The model wins when its lower bound is above the holdback's upper bound: with
+probability at least ``1 - WIN_ALPHA`` both bounds hold at every night together, so a model that
+earns no more than rules is taken for a winner on some night with at most that probability. Kept apart from
 ``pricing.domain.holdback``, which the scorer imports, because it needs numpy. Why this test:
 docs/pricing-loop.md ("Two guards that roll back a model that loses").
 """
