@@ -73,6 +73,7 @@ class Day:
     live_version: str | None = None
     guard: dict | None = None  # the drift guard's figures, when it judged the live model
     holdback_guard: dict | None = None  # the holdback's arms and the share decided that night
+    exploration_direction: int | None = None  # set that night for tomorrow's rules quotes (-1, 0, 1)
 
     @property
     def rolled_back(self) -> bool:
@@ -157,6 +158,10 @@ class InProcess:
             exploration_rate=exploration_rate,
             holdback_rate=holdback_rate,
             holdback_maintenance_rate=holdback_maintenance_rate,
+            # ``make bench-loop EXPLORATION_DIRECTED=false`` measures the loop without it.
+            exploration_directed=Settings.from_env(
+                {"EXPLORATION_DIRECTED": os.environ.get("EXPLORATION_DIRECTED", "")}
+            ).exploration_directed,
         )
         tokens = iter(range(10**9))
         self.scoring = ScoringService(
@@ -313,6 +318,7 @@ def run_curve(
         record.drift = bool(r.get("drift") and r["drift"].get("detected"))
         record.guard = (r.get("evaluation") or {}).get("rollback_guard")
         record.holdback_guard = (r.get("evaluation") or {}).get("holdback_guard")
+        record.exploration_direction = (r.get("evaluation") or {}).get("exploration_direction")
         record.live_version = loop.live_version(property_id)
         run.days.append(record)
     return run
@@ -449,6 +455,7 @@ def run(
     curves=None,
     holdback_rate: float = 0.05,
     holdback_maintenance_rate: float = 0.01,
+    json_path: Path = OUT / "loop.json",
 ) -> tuple[list[CurveRun], str]:
     from bench.loop_market import CURVES
 
@@ -470,7 +477,7 @@ def run(
     text = format_report(runs, time.perf_counter() - started)
     write_json(
         runs,
-        OUT / "loop.json",
+        json_path,
         days=days,
         quotes_per_day=quotes,
         seed=seed,
@@ -513,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         "--holdback-maintenance", type=float, default=0.01, help="the holdback share once the guard has shown the model beats rules"
     )
     parser.add_argument("--png", type=Path, default=OUT / "loop.png")
+    parser.add_argument("--json", type=Path, default=OUT / "loop.json", help="where every figure is written")
     args = parser.parse_args(argv)
     for name in ("PUSHGATEWAY_URL", "SENTRY_DSN"):
         os.environ.pop(name, None)
@@ -525,9 +533,10 @@ def main(argv: list[str] | None = None) -> int:
         args.png,
         holdback_rate=args.holdback,
         holdback_maintenance_rate=args.holdback_maintenance,
+        json_path=args.json,
     )
     print(text)
-    print(f"\nfigures: {OUT / 'loop.json'}, learning curves: {args.png}")
+    print(f"\nfigures: {args.json}, learning curves: {args.png}")
     return 0 if all(met for _, met, _ in verdicts(runs)) else 1
 
 

@@ -32,11 +32,12 @@ class MemoryStorage:
         self.artifacts: dict[str, Any] = {}
         self.outcomes: dict[str, dict[str, dict]] = {}
         self.experiments: list[dict] = []
+        self.explore: dict[str, dict] = {}
 
     # -- registry: read side (scoring) ----------------------------------------------------
 
     def get_property_record(self, property_id: str) -> PropertyRecord:
-        live = self.live.get(property_id, {})
+        live, explore = self.live.get(property_id, {}), self.explore.get(property_id, {})
         return PropertyRecord(
             property_id,
             self.base_prices.get(property_id),
@@ -45,6 +46,9 @@ class MemoryStorage:
             live.get("deployed_at"),
             live.get("holdback_mode"),
             live.get("holdback_since"),
+            explore.get("direction", 0),
+            explore.get("live_version"),
+            explore.get("base_price"),
         )
 
     def load_artifact(self, key: str) -> Any:
@@ -117,6 +121,15 @@ class MemoryStorage:
         if self.live.get(property_id, {}).get("version") != version:
             raise ConditionFailed("the live model changed")
         self.live[property_id].update(holdback_mode=mode, holdback_since=since)
+
+    def set_exploration_direction(self, property_id, direction, live_version, base_price, since, version) -> None:
+        self.explore[property_id] = {
+            "direction": direction,
+            "live_version": live_version,
+            "base_price": base_price,
+            "since": since,
+            "candidate_version": version,
+        }
 
     def enqueue_messages(self, queue_url: str, bodies: list[dict]) -> None:
         raise NotImplementedError("the benchmark retrains inline")

@@ -597,3 +597,34 @@ def test_an_sqs_batch_names_exactly_the_messages_to_retry(stack, monkeypatch):
     assert live(stack, "q-good") is not None  # the good message's work is done, not retried
     assert reported == ["retrain_message_malformed"] * 3
     assert dispatch(stack.service, {"Records": []}, LambdaContext()) == {"batchItemFailures": []}
+
+
+def test_while_rules_price_a_refused_model_points_their_exploration_where_it_would_price(stack):
+    # Rules 40% above this market's prices, and too few outcomes to prove the lift a model sees.
+    stack.stores.registry.put_property_config("dir-1", CITY.base_price * 1.4)
+    learn(stack, CITY, 260, seed=1, property_id="dir-1")
+
+    result = dispatch(stack.service, {"property_ids": ["dir-1"]}, LambdaContext())["results"][0]
+
+    assert result["status"] == "rejected" and "not better than rule-based pricing in revenue" in result["reason"], result
+    assert result["evaluation"]["exploration_direction"] == -1 == result["evaluation"]["revenue"]["direction"]
+    record = stack.stores.registry.get_property_record("dir-1")
+    assert (record.exploration_direction, record.exploration_for) == (-1, None)
+
+    def explored(settings) -> list[dict]:
+        scoring = scoring_service(replace(settings, exploration_rate=0.25), stack.stores)
+        answers = [quote_response(*scoring.score(score_request("dir-1").to_quote()))["safety"]["exploration"] for _ in range(400)]
+        return [e for e in answers if e["explored"]]
+
+    # Through the real registry to the scorer: only the lower neighbours of the rule price.
+    down = explored(stack.settings)
+    assert down and all(e["arm"] < 0 and e["direction"] == "down" for e in down)
+    assert {e["arm"] for e in explored(replace(stack.settings, exploration_directed=False))} == {-2, -1, 1, 2}
+    # A new base price moves rules' prices: the direction set against the old ones is void.
+    stack.stores.registry.put_property_config("dir-1", CITY.base_price)
+    assert {e["arm"] for e in explored(stack.settings)} == {-2, -1, 1, 2}
+    stack.stores.registry.put_property_config("dir-1", CITY.base_price * 1.4)
+    assert {e["arm"] for e in explored(stack.settings)} == {-2, -1}
+    # Any change of LIVE since (here a rollback record) voids the direction without another write.
+    stack.stores.registry.swap_live_model("dir-1", "rules-since-2026-11-20", None, expected_version=None, deployed_at=NOW.isoformat())
+    assert {e["arm"] for e in explored(stack.settings)} == {-2, -1, 1, 2}

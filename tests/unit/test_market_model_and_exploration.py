@@ -14,7 +14,18 @@ from pricing.domain.conversion_model import (
     ModelFormatError,
 )
 from pricing.domain.experiments import CONTROL, NO_EXPERIMENT, Assignment
-from pricing.domain.exploration import MAX_RATE, explore, neighbours, parse_quote_id, tag_quote_id
+from pricing.domain.exploration import (
+    BOTH,
+    DOWN,
+    MAX_RATE,
+    UP,
+    direction_of,
+    explore,
+    neighbours,
+    next_direction,
+    parse_quote_id,
+    tag_quote_id,
+)
 from pricing.domain.guardrails import Guardrails
 from pricing.domain.pricing import ML, RULES, recommend
 from pricing.domain.quote import CompetitorSnapshot, Quote, Toggles
@@ -169,3 +180,70 @@ def test_the_exploration_tag_keeps_experiment_attribution():
     assert parse_quote_id(rec.quote_id) is not None
     assert parse_quote_id("0f5d9a493f5a49b69dd4efc925220695") is None  # an old quote id
     assert tag_quote_id("a~b~control", explore(100.0, Guardrails(), 0.0, "a")[1]).startswith("a.x0p1~b~")
+
+
+# -- directed while rules price ------------------------------------------------------------------
+
+
+def test_a_direction_keeps_the_neighbours_on_its_side_and_the_propensities_exact():
+    assert [arm for arm, _ in neighbours(100.0, Guardrails(), DOWN)] == [-2, -1]
+    assert [arm for arm, _ in neighbours(100.0, Guardrails(), UP)] == [1, 2]
+    assert [arm for arm, _ in neighbours(100.0, Guardrails(max_price=105.0), UP)] == []  # clamped: no arm
+    grid = (80.0, 90.0, 100.0, 110.0, 120.0)
+    assert [p for _, p in neighbours(100.0, Guardrails(allowed_prices=grid), DOWN)] == [80.0, 90.0]
+    arms = Counter()
+    for i in range(4000):
+        rec = recommend(
+            quote(), quote_id=f"q{i}", assignment=NONE, model=None, exploration_rate=0.1, configured_base=100.0, exploration_direction=DOWN
+        )
+        e = rec.exploration
+        arms[e.arm] += 1
+        assert e.propensity == pytest.approx(0.9 if e.arm == 0 else 0.1 / 2)
+        assert rec.price <= e.policy_price
+        assert parse_quote_id(rec.quote_id).propensity == pytest.approx(e.propensity)
+        assert rec.to_response(None)["safety"]["exploration"]["direction"] == "down"
+    assert set(arms) == {-2, -1, 0} and 0.08 < 1 - arms[0] / 4000 < 0.12
+    explored = next(
+        r
+        for i in range(400)
+        if (
+            r := recommend(
+                quote(),
+                quote_id=f"q{i}",
+                assignment=NONE,
+                model=None,
+                exploration_rate=0.1,
+                configured_base=100.0,
+                exploration_direction=UP,
+            )
+        ).exploration.explored
+    )
+    assert explored.price > explored.exploration.policy_price
+    assert "above rules" in explored.reasons[-1]
+
+
+def test_a_model_explores_both_sides_of_its_optimum_whatever_the_direction():
+    arms = {
+        recommend(quote(), quote_id=f"q{i}", assignment=NONE, model=V2, exploration_rate=0.2, exploration_direction=DOWN).exploration.arm
+        for i in range(1000)
+    }
+    assert arms == {-2, -1, 0, 1, 2}
+
+
+def test_the_direction_is_where_most_of_a_candidates_prices_lie():
+    assert direction_of([90, 95, 99, 101], [100] * 4) == BOTH  # 2 of 4 below by more than 1%: not enough
+    assert direction_of([90, 95, 98, 120], [100] * 4) == DOWN  # 3 of 4
+    assert direction_of([110, 120, 130, 80], [100] * 4) == UP
+    assert direction_of([90, 95, 110, 120], [100] * 4) == BOTH
+    assert direction_of([99.5, 100.5, 100, 100], [100] * 4) == BOTH  # within 1%: neither side
+    assert direction_of([], []) == BOTH
+    assert Settings().exploration_directed and not Settings.from_env({"EXPLORATION_DIRECTED": "false"}).exploration_directed
+    with pytest.raises(ValueError):
+        Settings.from_env({"EXPLORATION_DIRECTED": "sometimes"})
+
+
+def test_a_candidate_without_a_side_keeps_the_direction_and_one_with_the_other_side_turns_it():
+    assert next_direction(BOTH, DOWN) == DOWN
+    assert next_direction(UP, DOWN) == UP
+    assert next_direction(DOWN, BOTH) == DOWN
+    assert next_direction(BOTH, BOTH) == BOTH

@@ -37,6 +37,17 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
     return int(_float(env, name, default, lo, hi))
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name}={raw!r} is not true or false")
+
+
 @dataclass(frozen=True)
 class Settings:
     """The service's configuration.
@@ -69,6 +80,7 @@ class Settings:
     ``METRICS_MAX_PROPERTY_LABELS``                 distinct property_id label values per container
     ``EXPLORATION_RATE``                            share of quotes priced at a neighbour of the optimum (0-0.25, default 0.1)
     ``EXPLORATION_DISABLED_PROPERTIES``             comma-separated property ids that never explore
+    ``EXPLORATION_DIRECTED``                        while rules price, explore where the retrain points (default true)
     ``HOLDBACK_RATE``                               share of a modelled property's quotes priced by rules (0-0.2, default 0.05)
     ``HOLDBACK_DISABLED_PROPERTIES``                comma-separated property ids without a rules holdback
     ``HOLDBACK_MAINTENANCE_RATE``                   the share once the live model has been shown to beat rules (0-0.2, default 0.01)
@@ -110,6 +122,7 @@ class Settings:
     metrics_max_property_labels: int = 200
     exploration_rate: float = 0.1
     exploration_disabled_properties: frozenset[str] = frozenset()
+    exploration_directed: bool = True
     holdback_rate: float = 0.05
     holdback_disabled_properties: frozenset[str] = frozenset()
     holdback_maintenance_rate: float = 0.01
@@ -173,6 +186,7 @@ class Settings:
             exploration_disabled_properties=frozenset(
                 p.strip() for p in env.get("EXPLORATION_DISABLED_PROPERTIES", "").split(",") if p.strip()
             ),
+            exploration_directed=_bool(env, "EXPLORATION_DIRECTED", d.exploration_directed),
             holdback_rate=_float(env, "HOLDBACK_RATE", d.holdback_rate, 0.0, 0.2),
             holdback_disabled_properties=frozenset(p.strip() for p in env.get("HOLDBACK_DISABLED_PROPERTIES", "").split(",") if p.strip()),
             holdback_maintenance_rate=_float(env, "HOLDBACK_MAINTENANCE_RATE", d.holdback_maintenance_rate, 0.0, 0.2),

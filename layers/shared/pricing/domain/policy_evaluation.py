@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pricing.domain.conversion_model import ConversionModel, ModelFeatures
-from pricing.domain.exploration import ARMS, LADDER_STEP, parse_quote_id
+from pricing.domain.exploration import ARMS, LADDER_STEP, direction_of, parse_quote_id
 from pricing.domain.guardrails import Guardrails, round_price
 from pricing.domain.optimiser import optimise
 from pricing.domain.outcomes import Outcome
@@ -111,6 +111,9 @@ class RevenueComparison:
     ips_matched: int  # held-out explored quotes at the candidate's projected arm
     ips_lift: float | None  # IPS mean revenue difference per quote, relative to logged revenue
     ips_upper: float | None
+    # Where the candidate's prices lie against the incumbent policy's on these quotes
+    # (``exploration.direction_of``): what directs exploration while rules keep pricing.
+    direction: int = 0
 
     @property
     def ips_says_worse(self) -> bool:
@@ -134,6 +137,7 @@ class RevenueComparison:
             "ips_matched": self.ips_matched,
             "ips_lift": r(self.ips_lift),
             "ips_upper": r(self.ips_upper),
+            "direction": self.direction,
         }
 
 
@@ -297,4 +301,5 @@ def compare_revenue(
         ips_matched=matched,
         ips_lift=ips_lift,
         ips_upper=ips_upper,
+        direction=direction_of(cand, inc),
     )

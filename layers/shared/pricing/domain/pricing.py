@@ -157,6 +157,7 @@ def recommend(
     fallback_reason: str | None = None,
     exploration_rate: float = 0.0,
     holdback_rate: float = 0.0,
+    exploration_direction: int = 0,
 ) -> Recommendation:
     """Price ``quote``: with ``model`` when ML pricing is wanted and the model is usable, else by rules.
 
@@ -167,7 +168,9 @@ def recommend(
     ``exploration_rate`` is the share of quotes priced at a neighbour of the policy's price
     (``pricing.domain.exploration``); only when ML is wanted -- a caller forcing rules, or the
     control arm of an experiment, gets the rule price itself. The quote id then carries the
-    exploration tag, and ``safety.exploration`` says what was done.
+    exploration tag, and ``safety.exploration`` says what was done. ``exploration_direction``
+    keeps a rules price's exploration on one side of it (``exploration.direction_of``); a
+    model's optimum is explored on both.
 
     ``holdback_rate`` is the share of the quotes the model would price that rules price instead,
     unexplored (``pricing.domain.holdback``): the quote id carries the holdback tag and
@@ -242,7 +245,7 @@ def recommend(
     if clamped:
         reasons.append(f"Rule price {rule.price:.2f} moved to {price:.2f} by the guardrails")
     rule_price = price
-    price, exploration = explore(rule_price, guardrails, rate, quote_id)
+    price, exploration = explore(rule_price, guardrails, rate, quote_id, exploration_direction)
     if exploration.explored:
         reasons.append(_exploration_reason(exploration, price, None))
     spread = RULE_GRID_SPREAD * rule_price
@@ -267,4 +270,8 @@ def recommend(
 
 def _exploration_reason(e: Exploration, price: float, revenue_change: float | None) -> str:
     cost = "" if revenue_change is None else f", expected revenue {revenue_change:+.2f} by the model"
-    return f"Exploring: quoted {price:.2f} instead of {e.policy_price:.2f} (arm {e.arm:+d}, probability {e.propensity:.4f}{cost})"
+    side = {-1: ", below rules: where the last refused model would price", 1: ", above rules: where the last refused model would price"}
+    return (
+        f"Exploring: quoted {price:.2f} instead of {e.policy_price:.2f} "
+        f"(arm {e.arm:+d}, probability {e.propensity:.4f}{cost}{side.get(e.direction, '')})"
+    )

@@ -24,6 +24,7 @@ from typing import Any
 
 from pricing.domain.conversion_model import ConversionModel, ModelFormatError
 from pricing.domain.drift import MIN_DRIFT_SAMPLE, PSI_MODERATE, DriftReport, measure_drift
+from pricing.domain.exploration import BOTH, next_direction
 from pricing.domain.holdback import MAINTENANCE, ArmComparison, compare_strata, is_holdback, next_mode
 from pricing.domain.holdback_win import with_win_bounds
 from pricing.domain.limits import is_property_id
@@ -552,6 +553,8 @@ class RetrainingService:
             return self._roll_back(result, incumbent, recent, now, onset, *lost, replacement=f"candidate {version} {judgement.reason}")
         if not judgement.deploy:
             result.status, result.reason = REJECTED, judgement.reason
+            if incumbent is None:
+                self._direct_exploration(result, live, judgement, now)
             return result
         try:
             self.registry.swap_live_model(property_id, version, key, expected_version=live_version, deployed_at=_utc(now))
@@ -563,6 +566,21 @@ class RetrainingService:
         self.registry.set_model_status(property_id, version, DEPLOYED, judgement.reason)
         result.status, result.reason = DEPLOYED, judgement.reason
         return result
+
+    def _direct_exploration(self, result: PropertyResult, live: PropertyRecord, judgement: Judgement, now: datetime) -> None:
+        """Rules keep pricing: point their exploration to the side where the refused candidate
+        would price, so tomorrow's outcomes test what it could not prove (docs/pricing-loop.md,
+        "Directed while rules price"). A candidate without a side keeps the direction there is;
+        one pointing the other way turns it."""
+        current = live.exploration_for == live.live_version and live.exploration_base == live.base_price
+        direction = next_direction(
+            judgement.revenue.direction if judgement.revenue is not None else BOTH, live.exploration_direction if current else BOTH
+        )
+        if direction != BOTH:
+            self.registry.set_exploration_direction(
+                result.property_id, direction, live.live_version, live.base_price, _utc(now), result.version or ""
+            )
+        result.evaluation = {**(result.evaluation or {}), "exploration_direction": direction}
 
     @staticmethod
     def _relearn_since_shift(outcomes: list[Outcome], holdout: Evaluation, **judge_args) -> Judgement | None:

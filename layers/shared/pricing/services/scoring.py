@@ -71,6 +71,7 @@ class PropertyState:
     base_price: float | None
     why_no_model: str | None = None
     holdback_mode: str | None = None  # the guard's decision for the live model (LIVE record)
+    exploration_direction: int = 0  # while rules price: the retrain's direction (EXPLORE record)
 
 
 class PropertyCache:
@@ -207,7 +208,11 @@ class ScoringService:
             except (KeyError, ValueError, ModelFormatError) as exc:
                 report_once("model_artifact_unusable", f"{record.artifact_key}: {exc}", property_id=property_id)
                 why = f"model {record.live_version} is unusable"
-        state = PropertyState(model, record.base_price, why, record.holdback_mode)
+        # The direction was set for rules pricing under one LIVE version and base price; a model,
+        # or any change of either since, voids it.
+        current = record.exploration_for == record.live_version and record.exploration_base == record.base_price
+        direction = record.exploration_direction if model is None and current else 0
+        state = PropertyState(model, record.base_price, why, record.holdback_mode, direction)
         self.cache.put(property_id, state)
         return state
 
@@ -254,6 +259,7 @@ class ScoringService:
             fallback_reason=state.why_no_model,
             exploration_rate=0.0 if synthetic else self.settings.exploration_rate_for(property_id),
             holdback_rate=0.0 if synthetic else self.settings.holdback_rate_for(property_id, state.holdback_mode),
+            exploration_direction=state.exploration_direction if self.settings.exploration_directed else 0,
         )
         if synthetic:
             return Scored(quote, result)

@@ -16,6 +16,8 @@ from pricing.storage.aws import BATCH_GET_LIMIT, AwsClients, Item, Page, Table
 from pricing.storage.errors import StoreRefused
 
 CONFIG_RECORD, LIVE_RECORD, MODEL_RECORD_PREFIX = "CONFIG", "LIVE", "MODEL#"
+#: Where exploration goes while rules price the property (``pricing.domain.exploration``).
+EXPLORE_RECORD = "EXPLORE"
 #: The registry by record kind: ``record = "LIVE"`` lists every property's live pointer.
 REGISTRY_RECORDS_INDEX = "RegistryByRecord"
 _RECORD = {"#r": "record"}  # ``record`` is a DynamoDB reserved word
@@ -35,6 +37,12 @@ class PropertyRecord:
     # rewrites LIVE without them: a new model starts at the full share.
     holdback_mode: str | None = None
     holdback_since: str | None = None
+    # The retrain's direction for exploration while rules price (-1 down, 1 up, 0 both), and the
+    # LIVE version (None: no LIVE record) and base price it was set under: it applies only while
+    # both still hold.
+    exploration_direction: int = 0
+    exploration_for: str | None = None
+    exploration_base: float | None = None
 
 
 def _key(property_id: str, record: str) -> dict[str, str]:
@@ -71,9 +79,11 @@ class Registry:
     # -- scoring ------------------------------------------------------------------------------
 
     def get_property_record(self, property_id: str) -> PropertyRecord:
-        items = {i["record"]: i for i in self.table.batch_get_once([_key(property_id, CONFIG_RECORD), _key(property_id, LIVE_RECORD)])}
-        config, live = items.get(CONFIG_RECORD, {}), items.get(LIVE_RECORD, {})
+        keys = [_key(property_id, r) for r in (CONFIG_RECORD, LIVE_RECORD, EXPLORE_RECORD)]
+        items = {i["record"]: i for i in self.table.batch_get_once(keys)}
+        config, live, explore = items.get(CONFIG_RECORD, {}), items.get(LIVE_RECORD, {}), items.get(EXPLORE_RECORD, {})
         base = config.get("base_price")
+        direction = explore.get("direction")
         return PropertyRecord(
             property_id=property_id,
             base_price=float(base) if base is not None else None,
@@ -82,6 +92,9 @@ class Registry:
             deployed_at=live.get("deployed_at"),
             holdback_mode=live.get("holdback_mode"),
             holdback_since=live.get("holdback_since"),
+            exploration_direction=int(direction) if direction in (-1, 0, 1) else 0,
+            exploration_for=explore.get("live_version"),
+            exploration_base=float(explore["base_price"]) if explore.get("base_price") is not None else None,
         )
 
     # -- the /model routes: a page at a time, DynamoDB's LastEvaluatedKey as the cursor -------
@@ -190,6 +203,24 @@ class Registry:
             ConditionExpression="#v = :v",
             ExpressionAttributeNames={"#v": "version"},
             values={":m": mode, ":s": since, ":v": version},
+        )
+
+    def set_exploration_direction(
+        self, property_id: str, direction: int, live_version: str | None, base_price: float | None, since: str, version: str
+    ) -> None:
+        """Where the property's exploration goes while rules price it, as the retrain's refused
+        candidate ``version`` would move prices; read with LIVE, applied only while LIVE still
+        names ``live_version`` and the configured base price is ``base_price`` (a deploy, a
+        rollback or a new base price makes it void without a second write)."""
+        self.table.put(
+            {
+                **_key(property_id, EXPLORE_RECORD),
+                "direction": direction,
+                "live_version": live_version,
+                "base_price": base_price,
+                "since": since,
+                "candidate_version": version,
+            }
         )
 
     # -- operations and seeding ---------------------------------------------------------------
