@@ -220,7 +220,7 @@ def run_curve(
     seed: int,
     start: datetime,
     exploration_rate: float = 0.1,
-    holdback_rate: float = 0.03,
+    holdback_rate: float = 0.05,
     services=None,
     holdback_maintenance_rate: float = 0.01,
 ) -> CurveRun:
@@ -453,7 +453,7 @@ def run(
     seed: int,
     png: Path,
     curves=None,
-    holdback_rate: float = 0.03,
+    holdback_rate: float = 0.05,
     holdback_maintenance_rate: float = 0.01,
     json_path: Path = OUT / "loop.json",
 ) -> tuple[list[CurveRun], str]:
@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quotes", type=int, default=160, help="quotes per simulated day")
     parser.add_argument("--held-out", type=int, default=150, help="held-out outcomes per day for the offline metrics")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--holdback", type=float, default=0.03, help="rules holdback share of modelled quotes")
+    parser.add_argument("--holdback", type=float, default=0.05, help="rules holdback share of modelled quotes")
     parser.add_argument(
         "--holdback-maintenance", type=float, default=0.01, help="the holdback share once the guard has shown the model beats rules"
     )

@@ -81,7 +81,7 @@ class Settings:
     ``EXPLORATION_RATE``                            share of quotes priced at a neighbour of the optimum (0-0.25, default 0.1)
     ``EXPLORATION_DISABLED_PROPERTIES``             comma-separated property ids that never explore
     ``EXPLORATION_DIRECTED``                        while rules price, explore where the retrain points (default true)
-    ``HOLDBACK_RATE``                               share of a modelled property's quotes priced by rules (0-0.2, default 0.03)
+    ``HOLDBACK_RATE``                               share of a modelled property's quotes priced by rules (0-0.2, default 0.05)
     ``HOLDBACK_DISABLED_PROPERTIES``                comma-separated property ids without a rules holdback
     ``HOLDBACK_MAINTENANCE_RATE``                   the share once the live model has been shown to beat rules (0-0.2, default 0.01)
     ``AWS_LAMBDA_FUNCTION_NAME``, ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``  set by Lambda
@@ -123,7 +123,7 @@ class Settings:
     exploration_rate: float = 0.1
     exploration_disabled_properties: frozenset[str] = frozenset()
     exploration_directed: bool = True
-    holdback_rate: float = 0.03
+    holdback_rate: float = 0.05
     holdback_disabled_properties: frozenset[str] = frozenset()
     holdback_maintenance_rate: float = 0.01
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 #: Default share of a modelled property's quotes priced by rules.
-DEFAULT_RATE = 0.03
+DEFAULT_RATE = 0.05
 #: Never more than this: every holdback quote forgoes the model's revenue.
 MAX_RATE = 0.20
 TAG = ".hb"
