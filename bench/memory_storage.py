@@ -46,6 +46,7 @@ class MemoryStorage:
             live.get("deployed_at"),
             live.get("holdback_mode"),
             live.get("holdback_since"),
+            live.get("holdback_chain_since"),
             explore.get("direction", 0),
             explore.get("live_version"),
             explore.get("base_price"),
@@ -107,7 +108,7 @@ class MemoryStorage:
     def list_model_records(self, property_id: str) -> list[dict]:
         return [dict(r) for (p, _), r in self.models.items() if p == property_id]
 
-    def swap_live_model(self, property_id, version, artifact_key, expected_version, deployed_at) -> None:
+    def swap_live_model(self, property_id, version, artifact_key, expected_version, deployed_at, holdback_chain_since=None) -> None:
         if self.live.get(property_id, {}).get("version") != expected_version:
             raise ConditionFailed("the live model changed")
         self.live[property_id] = {
@@ -116,6 +117,8 @@ class MemoryStorage:
             "deployed_at": deployed_at,
             "previous_version": expected_version,
         }
+        if holdback_chain_since is not None:
+            self.live[property_id]["holdback_chain_since"] = holdback_chain_since
 
     def set_holdback_mode(self, property_id, version, mode, since) -> None:
         if self.live.get(property_id, {}).get("version") != version:

@@ -292,17 +292,29 @@ class RetrainingService:
         return record, model, None
 
     def _holdback_guard(
-        self, window: list[tuple[Outcome, datetime | None]], deployed_at: datetime, maintenance_since: datetime | None = None
+        self,
+        window: list[tuple[Outcome, datetime | None]],
+        deployed_at: datetime,
+        maintenance_since: datetime | None = None,
+        chain_since: datetime | None = None,
     ) -> ArmComparison:
         """Realised revenue per quote of the live model's quotes against the rules holdback's,
         since the model went live (``pricing.domain.holdback``), stratified at the drop to the
         maintenance share when there was one. Quotes within the scoring cache's lifetime of the
-        deploy may still have been priced by what it replaced: they do not count for the model."""
+        deploy may still have been priced by what it replaced: they do not count for the model.
+        For the win, a refit deployed without drift (``chain_since``) is compared with the
+        holdback's quotes since the first model of its line went live: rules priced them all, in
+        a market no drift was seen in since (docs/pricing-loop.md, "A refit keeps the holdback's
+        evidence")."""
         settled = deployed_at + timedelta(seconds=self.settings.model_cache_ttl_seconds)
         # Per period: model revenues, model prices, holdback revenues, holdback prices.
         strata: list[tuple[list[float], list[float], list[float], list[float]]] = [([], [], [], []), ([], [], [], [])]
+        earlier: tuple[list[float], list[float]] = ([], [])  # the line's holdback before this deploy
         for o, _ in window:
             if o.timestamp < deployed_at:
+                if chain_since is not None and chain_since <= o.timestamp and is_holdback(o.quote_id):
+                    earlier[0].append(o.quoted_price if o.accepted else 0.0)
+                    earlier[1].append(o.quoted_price)
                 continue
             revenue = o.quoted_price if o.accepted else 0.0
             period = maintenance_since is not None and o.timestamp >= maintenance_since
@@ -316,7 +328,8 @@ class RetrainingService:
         arms = compare_strata([(m, h) for m, _, h, _ in strata])
         if maintenance_since is not None:
             return arms  # the win is shown once per model; only the loss is still asked
-        return with_win_bounds(arms, *strata[0])
+        model_arm, model_prices, holdback_arm, holdback_prices = strata[0]
+        return with_win_bounds(arms, model_arm, model_prices, earlier[0] + holdback_arm, earlier[1] + holdback_prices)
 
     def _holdback_share(self, result: PropertyResult, live: PropertyRecord, arms: ArmComparison, now: datetime) -> None:
         """The guard's nightly decision on the holdback share (``holdback.next_mode``), written
@@ -419,7 +432,7 @@ class RetrainingService:
                 # The guard in realised revenue: the bookings of the model's quotes against the
                 # rules holdback's since it went live. The strongest evidence there is: acted on first.
                 maintenance_since = _parse_utc(live.holdback_since) if live.holdback_mode == MAINTENANCE else None
-                arms = self._holdback_guard(window, deployed_at, maintenance_since)
+                arms = self._holdback_guard(window, deployed_at, maintenance_since, _parse_utc(live.holdback_chain_since))
                 result.evaluation = {"holdback_guard": arms.as_dict()}
                 if arms.model_loses:
                     reason = (
@@ -502,6 +515,7 @@ class RetrainingService:
                 prior=prior,
             )
 
+        market_moved = False  # the newest outcomes disagreed with the window, and a short memory won
         try:
             judgement = judge(half_life)
             relearned = None
@@ -524,6 +538,7 @@ class RetrainingService:
             if not judgement.deploy and half_life is None and _newest_disagree(judgement.candidate_holdout):
                 retry = judge(DRIFT_HALF_LIFE_DAYS)
                 if retry.deploy:
+                    market_moved = True
                     judgement = replace(retry, reason=f"{retry.reason} (short memory: the newest outcomes disagreed with the whole window)")
         except TrainingError as exc:
             result.status, result.reason = FAILED, f"training failed: {exc}"
@@ -556,8 +571,19 @@ class RetrainingService:
             if incumbent is None:
                 self._direct_exploration(result, live, judgement, now)
             return result
+        # A refit of a live model keeps its line's holdback evidence while nothing says the market
+        # moved: not the market features (PSI), not the bookings since an onset (the rollback
+        # guard's miss), not the newest outcomes against the window. A first model, a model after
+        # a rollback and a replacement of a loser start anew. (A model's log loss rising from its
+        # training fit alone does not: a refit of a young model is often triggered by it.)
+        moved = market_moved or bool(drift and drift.drifted_features) or "rollback_guard" in (result.evaluation or {})
+        chain_since = None
+        if incumbent is not None and lost is None and not moved and live.deployed_at:
+            chain_since = live.holdback_chain_since or live.deployed_at
         try:
-            self.registry.swap_live_model(property_id, version, key, expected_version=live_version, deployed_at=_utc(now))
+            self.registry.swap_live_model(
+                property_id, version, key, expected_version=live_version, deployed_at=_utc(now), holdback_chain_since=chain_since
+            )
         except ConditionFailed:
             reason = "the live model changed during this run (a concurrent retrain deployed first)"
             self.registry.set_model_status(property_id, version, "superseded", reason)

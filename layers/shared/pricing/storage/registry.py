@@ -37,6 +37,9 @@ class PropertyRecord:
     # rewrites LIVE without them: a new model starts at the full share.
     holdback_mode: str | None = None
     holdback_since: str | None = None
+    # A refit that replaced a live model without drift keeps comparing against the holdback
+    # quotes since the first model of that line went live (``holdback_chain_since``).
+    holdback_chain_since: str | None = None
     # The retrain's direction for exploration while rules price (-1 down, 1 up, 0 both), and the
     # LIVE version (None: no LIVE record) and base price it was set under: it applies only while
     # both still hold.
@@ -92,6 +95,7 @@ class Registry:
             deployed_at=live.get("deployed_at"),
             holdback_mode=live.get("holdback_mode"),
             holdback_since=live.get("holdback_since"),
+            holdback_chain_since=live.get("holdback_chain_since"),
             exploration_direction=int(direction) if direction in (-1, 0, 1) else 0,
             exploration_for=explore.get("live_version"),
             exploration_base=float(explore["base_price"]) if explore.get("base_price") is not None else None,
@@ -166,14 +170,22 @@ class Registry:
         )
 
     def swap_live_model(
-        self, property_id: str, version: str, artifact_key: str | None, expected_version: str | None, deployed_at: str
+        self,
+        property_id: str,
+        version: str,
+        artifact_key: str | None,
+        expected_version: str | None,
+        deployed_at: str,
+        holdback_chain_since: str | None = None,
     ) -> None:
         """Point the property's LIVE record at ``version``, only if it still points at
         ``expected_version`` (None: only if there is no live model yet).
 
         One conditional write: two concurrent retrains cannot both replace the same incumbent,
         and the pointer only ever names an artifact that was written before it. Raises
-        ``ConditionFailed`` when the live model changed since it was read.
+        ``ConditionFailed`` when the live model changed since it was read. ``holdback_chain_since``:
+        from when the rules holdback's quotes still describe what this model replaced (a refit
+        without drift: ``pricing.services.retraining``).
         """
         item = {
             **_key(property_id, LIVE_RECORD),
@@ -182,6 +194,8 @@ class Registry:
             "deployed_at": deployed_at,
             "previous_version": expected_version,
         }
+        if holdback_chain_since is not None:
+            item["holdback_chain_since"] = holdback_chain_since
         condition: dict[str, Any]
         if expected_version is None:
             condition = {"ConditionExpression": "attribute_not_exists(#r)", "ExpressionAttributeNames": _RECORD}
