@@ -628,3 +628,27 @@ def test_while_rules_price_a_refused_model_points_their_exploration_where_it_wou
     # Any change of LIVE since (here a rollback record) voids the direction without another write.
     stack.stores.registry.swap_live_model("dir-1", "rules-since-2026-11-20", None, expected_version=None, deployed_at=NOW.isoformat())
     assert {e["arm"] for e in explored(stack.settings)} == {-2, -1, 1, 2}
+
+
+def test_a_refit_without_a_market_move_is_judged_on_its_lines_holdback_quotes(stack):
+    first, refit = NOW - timedelta(days=10), NOW - timedelta(days=2)
+    key = artifact_key("hb-line", "v-1")
+    stack.stores.artifacts.put_artifact(key, CITY.true_model("hb-line", "v-1").to_artifact())
+    stack.stores.registry.swap_live_model("hb-line", "v-1", key, expected_version=None, deployed_at=first.isoformat())
+    # Both models earn 0.5 x 150 = 75 a quote, the rules holdback 0.3 x 100 = 30; about 8% held back.
+    stack.ingest(arms_since(first, 600, model=(150.0, 0.5), rules=(100.0, 0.3), property_id="hb-line", seed=5))
+
+    def guard(chain_since: str | None) -> dict:
+        current = live(stack, "hb-line")["version"]
+        stack.stores.registry.swap_live_model(
+            "hb-line", f"v-{chain_since is not None}", key, current, refit.isoformat(), holdback_chain_since=chain_since
+        )
+        assert stack.stores.registry.get_property_record("hb-line").holdback_chain_since == chain_since
+        service = retraining_service(stack.settings, stack.stores, stack.clock)
+        return service.retrain_property("hb-line").as_dict()["evaluation"]["holdback_guard"]
+
+    alone, in_line = guard(None), guard(first.isoformat())
+    # The loss is still judged on the refit's own period; the win on the line's holdback quotes.
+    assert alone["holdback_quotes"] == in_line["holdback_quotes"] < 20
+    assert not alone["model_wins"] and in_line["model_wins"], (alone, in_line)
+    assert in_line["win_holdback_upper"] < alone["win_holdback_upper"]
