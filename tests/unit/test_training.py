@@ -18,6 +18,7 @@ from pricing.domain.training import (
     compare,
     design_matrix,
     fit_logistic,
+    fit_weighted,
     insufficient_data,
     predict,
     split_holdout,
@@ -149,6 +150,27 @@ def test_the_true_model_is_not_replaced_by_a_fit_of_its_own_data():
     judgement = train_and_judge(outcomes_of(SKI, 600), truth, property_id="p", version="v", trained_at="t")
     assert not judgement.deploy
     assert "incumbent truth" in judgement.reason
+
+
+def test_a_refit_is_pulled_towards_the_live_model_not_towards_a_flat_price_slope():
+    # Prices that barely vary (a live model's own quotes) hardly identify the slope: a penalty
+    # towards zero flattens it -- "price does not matter", which prices higher -- and one towards
+    # the live model's slope does not.
+    rng = np.random.default_rng(7)
+    x = np.column_stack([np.ones(600), rng.uniform(0.9, 1.1, 600)])
+    true = np.array([2.0, -2.0])
+    y = (rng.random(600) < 1 / (1 + np.exp(-x @ true))).astype(float)
+    towards_zero = fit_weighted(x, y, l2=1.0).w
+    towards_live = fit_weighted(x, y, l2=1.0, centre=np.array([0.0, -2.0])).w
+    assert towards_zero[1] > -1.5 and abs(towards_live[1] + 2.0) < abs(towards_zero[1] + 2.0) / 2, (towards_zero, towards_live)
+    # A refit records the model it was pulled towards; a first model and a replacement of a model
+    # that lost to rules are pulled towards zero.
+    live = train_conversion_model(outcomes_of(SKI, 600, seed=2), property_id="p", version="live", trained_at="t")
+    outcomes = outcomes_of(SKI, 600)
+    assert train_and_judge(outcomes, live, property_id="p", version="v", trained_at="t").candidate.training["ridge_centre"] == "live"
+    for incumbent, against_rules in ((None, False), (live, True)):
+        judged = train_and_judge(outcomes, incumbent, property_id="p", version="v", trained_at="t", against_rules=against_rules)
+        assert "ridge_centre" not in judged.candidate.training
 
 
 def test_a_stale_incumbent_is_replaced():

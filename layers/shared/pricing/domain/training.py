@@ -138,11 +138,16 @@ class Prior:
 
 
 def fit_weighted(
-    x: FloatArray, y: FloatArray, weights: FloatArray | None = None, l2: float = L2_PENALTY, prior: Prior | None = None
+    x: FloatArray,
+    y: FloatArray,
+    weights: FloatArray | None = None,
+    l2: float = L2_PENALTY,
+    prior: Prior | None = None,
+    centre: FloatArray | None = None,
 ) -> Fit:
     """Coefficients maximising ``sum(weight * log-likelihood) - l2/2 * |w[1:] - m[1:]|^2
     - 1/2 (w - m)' P (w - m)`` (column 0 = intercept; ``m``, ``P`` the prior's mean and precision,
-    zero without one), by Newton's method on the penalised log-likelihood, which is strictly
+    else ``m`` = ``centre`` and ``P`` = 0, else both zero), by Newton's method on the penalised log-likelihood, which is strictly
     concave for ``l2 > 0``, so the optimum is unique and reached in a handful of steps.
 
     Raises ``TrainingError`` when there are no rows or the iteration does not stay finite.
@@ -155,7 +160,7 @@ def fit_weighted(
     penalty[0] = 0.0
     # A tiny ridge on the intercept too, only so a one-class sample still has a finite Newton step.
     penalty_hessian = np.diag(penalty + 1e-9)
-    centre = np.zeros(k) if prior is None else prior.mean
+    centre = prior.mean if prior is not None else (np.zeros(k) if centre is None else np.asarray(centre, dtype=float))
     if prior is not None:
         penalty_hessian = penalty_hessian + prior.precision
     w = centre.copy()
@@ -289,6 +294,7 @@ def fit_conversion_model(
     half_life_days: float | None = None,
     extra_training: Mapping[str, Any] | None = None,
     prior: Prior | None = None,
+    centre: ConversionModel | None = None,
 ) -> tuple[ConversionModel, Fit]:
     """``train_conversion_model`` with the fit itself (coefficients and Hessian) alongside."""
     if not outcomes:
@@ -298,7 +304,7 @@ def fit_conversion_model(
     x = design_matrix(ordered, scale)
     y = labels(ordered)
     weights, half_life = recency_weights(ordered, half_life_days)
-    fit = fit_weighted(x, y, weights, l2, prior)
+    fit = fit_weighted(x, y, weights, l2, prior, ridge_centre(centre) if prior is None else None)
     fitted = evaluate_probabilities(_sigmoid(x @ fit.w), y)
     ratios = x[:, FEATURE_NAMES.index("price_ratio")]
     r_lo, r_hi = np.percentile(ratios, PRICE_RANGE_PERCENTILES)
@@ -320,6 +326,7 @@ def fit_conversion_model(
         "lead_scaled_max": float(np.percentile(lead, 99.0)),
         "reference": reference_bins(x),
         **({"prior": prior.as_dict()} if prior is not None else {}),
+        **({"ridge_centre": centre.version} if centre is not None and prior is None and centre.market_aware else {}),
         **dict(extra_training or {}),
     }
     model = ConversionModel(
@@ -387,6 +394,7 @@ def train_conversion_model(
     half_life_days: float | None = None,
     extra_training: Mapping[str, Any] | None = None,
     prior: Prior | None = None,
+    centre: ConversionModel | None = None,
 ) -> ConversionModel:
     """Fit a market-aware (v2) conversion model to ``outcomes`` and record what drift detection
     needs about them.
@@ -408,8 +416,21 @@ def train_conversion_model(
         half_life_days=half_life_days,
         extra_training=extra_training,
         prior=prior,
+        centre=centre,
     )
     return model
+
+
+def ridge_centre(model: ConversionModel | None) -> FloatArray | None:
+    """The coefficients a refit's L2 penalty pulls towards: the live model's (v2 only), not zero.
+
+    Towards zero, the penalty flattens the price slope -- "price does not matter" -- and a flatter
+    model prices higher; the cross-fitted referees share the same penalty, so the judgement cannot
+    see the bias and a refit was judged +16% over its incumbent while earning 4% less
+    (docs/pricing-loop.md, "A refit's penalty pulls towards the live model")."""
+    if model is None or not model.market_aware:
+        return None
+    return coefficient_vector(model)
 
 
 # -- judging a candidate ----------------------------------------------------------------------
@@ -541,6 +562,9 @@ def train_and_judge(
 
     Raises ``TrainingError`` when the outcomes cannot be fitted at all.
     """
+    # A refit of a live model is pulled towards it rather than towards zero (``ridge_centre``);
+    # a first model, and a replacement of one that lost to rules, are not.
+    centre = incumbent if incumbent is not None and not against_rules else None
     fit_part, holdout = split_holdout(outcomes)
     trial, trial_fit = fit_conversion_model(
         fit_part,
@@ -550,6 +574,7 @@ def train_and_judge(
         l2=l2,
         half_life_days=half_life_days,
         prior=prior,
+        centre=centre,
     )
     y = labels(holdout)
     candidate_p = predict(trial, holdout)
@@ -572,6 +597,7 @@ def train_and_judge(
         l2=l2,
         half_life_days=half_life_days,
         prior=prior,
+        centre=centre,
         extra_training={
             "holdout_log_loss": round(candidate_holdout.log_loss, 6),
             "holdout_n": candidate_holdout.n,
@@ -605,7 +631,14 @@ def train_and_judge(
     halves = [fit_part[0::2], fit_part[1::2]]
     fitted = [
         fit_conversion_model(
-            h, property_id=property_id, version=version, trained_at=trained_at, l2=l2, half_life_days=half_life_days, prior=prior
+            h,
+            property_id=property_id,
+            version=version,
+            trained_at=trained_at,
+            l2=l2,
+            half_life_days=half_life_days,
+            prior=prior,
+            centre=centre,
         )
         for h in halves
     ]
