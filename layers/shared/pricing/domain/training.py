@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -565,9 +566,9 @@ def train_and_judge(
     # A refit of a live model is pulled towards it rather than towards zero (``ridge_centre``);
     # a first model, and a replacement of one that lost to rules, are not.
     centre = incumbent if incumbent is not None and not against_rules else None
-    fit_part, holdout = split_holdout(outcomes)
-    trial, trial_fit = fit_conversion_model(
-        fit_part,
+    # Every fit here -- the trial, the final model, the cross-fitting halves -- is made alike.
+    fit = partial(
+        fit_conversion_model,
         property_id=property_id,
         version=version,
         trained_at=trained_at,
@@ -576,6 +577,8 @@ def train_and_judge(
         prior=prior,
         centre=centre,
     )
+    fit_part, holdout = split_holdout(outcomes)
+    trial, trial_fit = fit(fit_part)
     y = labels(holdout)
     candidate_p = predict(trial, holdout)
     candidate_losses = log_losses(candidate_p, y)
@@ -589,15 +592,8 @@ def train_and_judge(
         incumbent_holdout = evaluate_probabilities(incumbent_p, y)
         versus_incumbent = compare(candidate_losses, log_losses(incumbent_p, y))
 
-    final = train_conversion_model(
+    final, _ = fit(
         outcomes,
-        property_id=property_id,
-        version=version,
-        trained_at=trained_at,
-        l2=l2,
-        half_life_days=half_life_days,
-        prior=prior,
-        centre=centre,
         extra_training={
             "holdout_log_loss": round(candidate_holdout.log_loss, 6),
             "holdout_n": candidate_holdout.n,
@@ -629,19 +625,7 @@ def train_and_judge(
     # Cross-fitting: the older part split in two interleaved halves; each half's model sets prices
     # that the other half's model judges.
     halves = [fit_part[0::2], fit_part[1::2]]
-    fitted = [
-        fit_conversion_model(
-            h,
-            property_id=property_id,
-            version=version,
-            trained_at=trained_at,
-            l2=l2,
-            half_life_days=half_life_days,
-            prior=prior,
-            centre=centre,
-        )
-        for h in halves
-    ]
+    fitted = [fit(h) for h in halves]
     folds = [
         (fitted[0][0], fitted[1][0], fitted[1][1].w, fitted[1][1].covariance()),
         (fitted[1][0], fitted[0][0], fitted[0][1].w, fitted[0][1].covariance()),

@@ -598,10 +598,7 @@ class RetrainingService:
         would price, so tomorrow's outcomes test what it could not prove (docs/pricing-loop.md,
         "Directed while rules price"). A candidate without a side keeps the direction there is;
         one pointing the other way turns it."""
-        current = live.exploration_for == live.live_version and live.exploration_base == live.base_price
-        direction = next_direction(
-            judgement.revenue.direction if judgement.revenue is not None else BOTH, live.exploration_direction if current else BOTH
-        )
+        direction = next_direction(judgement.revenue.direction if judgement.revenue is not None else BOTH, live.exploration_in_force())
         if direction != BOTH:
             self.registry.set_exploration_direction(
                 result.property_id, direction, live.live_version, live.base_price, _utc(now), result.version or ""

@@ -208,10 +208,8 @@ class ScoringService:
             except (KeyError, ValueError, ModelFormatError) as exc:
                 report_once("model_artifact_unusable", f"{record.artifact_key}: {exc}", property_id=property_id)
                 why = f"model {record.live_version} is unusable"
-        # The direction was set for rules pricing under one LIVE version and base price; a model,
-        # or any change of either since, voids it.
-        current = record.exploration_for == record.live_version and record.exploration_base == record.base_price
-        direction = record.exploration_direction if model is None and current else 0
+        # The direction is for rules pricing: a model voids it.
+        direction = record.exploration_in_force() if model is None else 0
         state = PropertyState(model, record.base_price, why, record.holdback_mode, direction)
         self.cache.put(property_id, state)
         return state

@@ -47,6 +47,12 @@ class PropertyRecord:
     exploration_for: str | None = None
     exploration_base: float | None = None
 
+    def exploration_in_force(self) -> int:
+        """The recorded direction while LIVE and the base price are still what it was set
+        under, else 0 (both sides)."""
+        current = self.exploration_for == self.live_version and self.exploration_base == self.base_price
+        return self.exploration_direction if current else 0
+
 
 def _key(property_id: str, record: str) -> dict[str, str]:
     return {"property_id": property_id, "record": record}
